@@ -1,0 +1,155 @@
+"""AsyncResult: a `concurrent.futures.Future` for the replies to one or more messages.
+
+The client's IO thread calls `_receive` as each reply arrives (pushed, never polled); when
+the last one is in, the future resolves: with the value (one task), a list (several), or
+the flattened chunks of a map. Iterating over a map yields results in order as they come.
+"""
+import asyncio
+import threading
+import time
+from concurrent.futures import Future, TimeoutError as _FutureTimeout
+
+from ..error import CompositeError, RemoteError, TimeoutError
+
+METADATA_KEYS = ("msg_id", "engine_id", "engine_uuid", "submitted", "started", "completed",
+                 "received", "stdout", "stderr", "status")
+
+
+def new_metadata(msg_id, submitted=None):
+    md = dict.fromkeys(METADATA_KEYS)
+    md.update(msg_id=msg_id, submitted=submitted, stdout="", stderr="", status="pending")
+    return md
+
+
+class AsyncResult(Future):
+    """The pending result of `msg_ids`. `kind` is 'single', 'list' or 'map'."""
+
+    def __init__(self, client, msg_ids, kind="single", fname="", chunk_sizes=None):
+        super().__init__()
+        self.set_running_or_notify_cancel()  # sent already: there is nothing left to cancel
+        self._client = client
+        self.msg_ids = list(msg_ids)
+        self.kind = kind
+        self.fname = fname
+        self._chunk_sizes = chunk_sizes
+        self._values = {}
+        self._arrived = threading.Condition()
+        self._metadata = {m: new_metadata(m, time.time()) for m in self.msg_ids}
+        if not self.msg_ids:
+            self.set_result([])
+
+    # -- fed by the client's IO thread ------------------------------------------------------
+    def _receive(self, msg_id, value, metadata):
+        with self._arrived:
+            if msg_id in self._values:
+                return
+            self._values[msg_id] = value
+            self._metadata[msg_id].update(metadata)
+            done = len(self._values) == len(self.msg_ids)
+            self._arrived.notify_all()
+        if done:
+            self._finish()
+
+    def _stream(self, msg_id, name, text):
+        md = self._metadata.get(msg_id)
+        if md is not None and md["status"] == "pending":
+            md[name] = (md[name] or "") + text
+
+    def _finish(self):
+        errors = [v for v in (self._values[m] for m in self.msg_ids)
+                  if isinstance(v, RemoteError)]
+        if errors and self.kind == "single":
+            self.set_exception(errors[0])
+        elif errors:
+            self.set_exception(CompositeError(
+                f"{len(errors)} of {len(self.msg_ids)} tasks raised an exception", errors))
+        else:
+            self.set_result(self._assemble())
+
+    def _assemble(self):
+        values = [self._values[m] for m in self.msg_ids]
+        if self.kind == "single":
+            return values[0]
+        if self.kind == "map":
+            return [x for chunk in values for x in chunk]
+        return values
+
+    # -- the ipyparallel-style API ----------------------------------------------------------
+    def get(self, timeout=None):
+        """The result, waiting up to `timeout` seconds; a remote error is raised here."""
+        try:
+            return self.result(timeout)
+        except _FutureTimeout:
+            raise TimeoutError(f"{self._progress_text()} after waiting {timeout}s") from None
+
+    def wait(self, timeout=None):
+        """Wait until every reply is in (or `timeout`); True if it is."""
+        try:
+            self.exception(timeout)
+        except _FutureTimeout:
+            return False
+        return True
+
+    def ready(self):
+        return self.done()
+
+    def successful(self):
+        if not self.done():
+            raise ValueError(f"{self._progress_text()}: not ready yet")
+        return self.exception() is None
+
+    @property
+    def progress(self):
+        return len(self._values)
+
+    def _progress_text(self):
+        return f"{self.progress} of {len(self.msg_ids)} tasks done"
+
+    @property
+    def metadata(self):
+        mds = [self._metadata[m] for m in self.msg_ids]
+        return mds[0] if self.kind == "single" else mds
+
+    def __getattr__(self, key):
+        if key in METADATA_KEYS:
+            values = [self._metadata[m][key] for m in self.msg_ids]
+            return values[0] if self.kind == "single" else values
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
+
+    @property
+    def elapsed(self):
+        started = [md["submitted"] for md in self._metadata.values() if md["submitted"]]
+        return time.time() - min(started) if started else 0.0
+
+    def __len__(self):
+        return sum(self._chunk_sizes) if self._chunk_sizes is not None else len(self.msg_ids)
+
+    def __iter__(self):
+        """Results in order, each as soon as it (and those before it) arrived."""
+        if self.kind == "single":
+            yield from self.get()
+            return
+        for msg_id in self.msg_ids:
+            value = self._wait_for(msg_id)
+            if isinstance(value, RemoteError):
+                raise value
+            if self.kind == "map":
+                yield from value
+            else:
+                yield value
+
+    def _wait_for(self, msg_id):
+        with self._arrived:
+            self._arrived.wait_for(lambda: msg_id in self._values)
+            return self._values[msg_id]
+
+    def __await__(self):
+        return asyncio.wrap_future(self).__await__()
+
+    def __repr__(self):
+        state = "done" if self.done() else "pending"
+        return f"<{type(self).__name__} {self.fname or ''}: {self._progress_text()}, {state}>"
+
+
+class AsyncHubResult(AsyncResult):
+    """Results of tasks fetched from the hub (possibly submitted by another client)."""

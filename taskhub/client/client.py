@@ -1,0 +1,420 @@
+"""The Client: one object holding the sockets to a controller.
+
+    user threads                       IO thread (owns every socket)
+      views build + sign frames ──▶ outbox deque ── wake ──▶ send on task/mux/control/query
+      AsyncResult.get() waits  ◀── _receive() ◀── replies from task/mux (pushed as they come)
+      hub requests wait        ◀── query/control replies, by parent msg_id
+      rc.ids                   ◀── notification (engine up/down); iopub streams → metadata
+"""
+import collections
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import Future, TimeoutError as _FutureTimeout
+from pathlib import Path
+
+import zmq
+
+from .. import error, paths, serialize
+from ..appbase import read_connection_file
+from ..jsonutil import dates_in_record, parse_date, tag_dates
+from ..session import Session
+from .asyncresult import AsyncHubResult, AsyncResult
+from .view import DirectView, LoadBalancedView
+
+log = logging.getLogger("taskhub.client")
+
+_HUB_ERRORS = {"QueryError": error.QueryError, "UnknownTaskError": error.UnknownTaskError,
+               "NoTaskDB": error.NoTaskDB, "ValueError": ValueError, "TypeError": TypeError,
+               "KeyError": error.UnknownTaskError}
+_SOCKETS = {"query": zmq.DEALER, "task": zmq.DEALER, "mux": zmq.DEALER,
+            "control": zmq.DEALER, "iopub": zmq.SUB, "notification": zmq.SUB}
+
+
+class Client:
+    """Connect to the cluster of a profile (default 'default') or of a connection file.
+
+    `Client()` reads ``$TASKHUB_DIR/profile_default/security/taskhub-client.json``;
+    ``Client(profile="x")``, ``Client(profile_dir=path)`` or ``Client(path_to_file)`` pick
+    another. Connecting waits up to `timeout` seconds for the controller to answer.
+    """
+
+    def __init__(self, url_or_file=None, profile="default", profile_dir=None, timeout=10.0,
+                 context=None):
+        if url_or_file is not None:
+            path = Path(url_or_file)
+        else:
+            location = Path(profile_dir) if profile_dir else paths.profile_dir(profile)
+            path = paths.security_file(location, "client")
+        self.connection_file = path
+        self._info = read_connection_file(path)
+        self.session = Session(self._info["key"].encode())
+        self._context = context or zmq.Context.instance()
+        self._outbox = collections.deque()
+        self._wake_lock = threading.Lock()
+        self._waker = None
+        self._pending = {}        # msg_id -> [AsyncResult, ...] awaiting that reply
+        self._early = {}          # replies that came before their AsyncResult was tracked
+        self._lock = threading.Lock()  # guards _pending and _early together
+        self._requests = {}       # msg_id of a hub/control request -> Future of its reply
+        self._engines = {}        # id -> uuid
+        self._engines_changed = threading.Condition()
+        self._closed = False
+        self._connect(timeout)
+
+    # -- connection and the IO thread -------------------------------------------------------
+    def _url(self, name):
+        return f"tcp://{self._info['ip']}:{self._info['ports'][name]}"
+
+    def _connect(self, timeout):
+        self._wake_url = f"inproc://taskhub-client-{self.session.session_id}"
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._io_loop, args=(started,),
+                                        name="taskhub-client-io", daemon=True)
+        self._thread.start()
+        started.wait()
+        try:
+            reply = self._hub_request("connection_request", {}, timeout=timeout)
+        except error.TimeoutError:
+            self.close()
+            raise error.TimeoutError(
+                f"no answer from the controller at {self._url('query')} within {timeout:g}s "
+                f"(connection file {self.connection_file}; is the cluster running?)") from None
+        snapshot = {int(i): u for i, u in reply["engines"].items()}
+        self._set_engines({**snapshot, **self._engines})  # notifications may have overtaken it
+
+    def _io_loop(self, started):
+        socks = {}
+        for name, kind in _SOCKETS.items():
+            sock = socks[name] = self._context.socket(kind)
+            sock.linger = 0
+            if kind == zmq.DEALER:
+                sock.routing_id = self.session.bsession
+            else:
+                sock.subscribe(b"")
+            sock.connect(self._url(name))
+        wake = self._context.socket(zmq.PULL)
+        wake.bind(self._wake_url)
+        started.set()
+        poller = zmq.Poller()
+        for sock in (*socks.values(), wake):
+            poller.register(sock, zmq.POLLIN)
+        handlers = {socks["task"]: self._on_reply, socks["mux"]: self._on_reply,
+                    socks["query"]: self._on_request_reply,
+                    socks["control"]: self._on_request_reply,
+                    socks["notification"]: self._on_notification, socks["iopub"]: self._on_iopub}
+        try:
+            while not self._closed:
+                for sock, _ in poller.poll():
+                    if sock is wake:
+                        self._io_send(wake, socks)
+                    else:
+                        self._io_recv(sock, handlers[sock])
+        finally:
+            for sock in (*socks.values(), wake):
+                sock.close(linger=0)
+
+    def _io_send(self, wake, socks):
+        while wake.poll(0):
+            wake.recv()
+        while self._outbox:
+            name, frames = self._outbox.popleft()
+            socks[name].send_multipart(frames, copy=False)
+
+    def _io_recv(self, sock, handler):
+        for _ in range(1000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            # the client's sockets get no routing ids: DELIM, signature and the four dict
+            # frames come first; buffers stay zero-copy Frames
+            _, msg = self.session.feed([f.bytes for f in frames[:6]] + frames[6:])
+            if msg is None:
+                continue
+            try:
+                handler(msg)
+            except Exception:  # garbage from a peer must not kill the IO thread
+                log.exception("dropped a message the client could not handle")
+
+    def _send(self, name, frames, flush=True):
+        self._outbox.append((name, frames))
+        if flush:
+            self._flush()
+
+    def _flush(self):
+        if self._closed:
+            raise error.TaskhubError("this client is closed")
+        with self._wake_lock:
+            if self._waker is None:
+                self._waker = self._context.socket(zmq.PUSH)
+                self._waker.linger = 0
+                self._waker.connect(self._wake_url)
+            self._waker.send(b"")
+
+    # -- replies (IO thread) ----------------------------------------------------------------
+    def _on_reply(self, msg):
+        msg_id = msg.parent_id
+        md = dict(msg["metadata"])
+        for key in ("started", "completed"):
+            md[key] = parse_date(md.get(key))
+        md["received"] = time.time()
+        content = msg["content"]
+        if content.get("status") == "ok":
+            try:
+                value = serialize.deserialize(msg["buffers"])
+            except Exception as e:
+                value = error.RemoteError(type(e).__name__, f"could not deserialize the "
+                                          f"result: {e}", engine_id=md.get("engine_id"),
+                                          task=msg_id)
+        else:
+            value = error.remote_error_from_content(content, md.get("engine_id"), msg_id)
+        md["status"] = "ok" if content.get("status") == "ok" else "error"
+        self._deliver(msg_id, value, md)
+
+    def _deliver(self, msg_id, value, md):
+        with self._lock:
+            waiting = self._pending.pop(msg_id, None)
+            if waiting is None:
+                self._early[msg_id] = (value, md)
+                return
+        for ar in waiting:  # outside the lock: resolving runs the futures' callbacks
+            ar._receive(msg_id, value, md)
+
+    def _on_request_reply(self, msg):
+        future = self._requests.pop(msg.parent_id, None)
+        if future is not None:
+            future.set_result(msg)
+
+    def _on_notification(self, msg):
+        content = msg["content"]
+        engines = dict(self._engines)
+        if msg.msg_type == "engine_up":
+            engines[content["id"]] = content["uuid"]
+        elif msg.msg_type == "engine_down":
+            engines.pop(content["id"], None)
+        self._set_engines(engines)
+
+    def _on_iopub(self, msg):
+        if msg.msg_type == "stream":
+            for ar in self._pending.get(msg.parent_id, ()):
+                ar._stream(msg.parent_id, msg["content"].get("name"), msg["content"].get("text"))
+
+    def _set_engines(self, engines):
+        with self._engines_changed:
+            self._engines = engines
+            self._engines_changed.notify_all()
+
+    # -- sending requests (user threads) ----------------------------------------------------
+    def _send_task(self, buffers, metadata, content, flush=True):
+        frames, header = self.session.serialize("apply_request", content, metadata=metadata,
+                                                buffers=buffers)
+        self._send("task", frames, flush)
+        return header["msg_id"]
+
+    def _send_direct(self, uuid, buffers, content):
+        frames, header = self.session.serialize("apply_request", content, buffers=buffers,
+                                                idents=[uuid.encode()])
+        self._send("mux", frames)
+        return header["msg_id"]
+
+    def _track(self, msg_ids, kind, fname="", chunk_sizes=None, cls=AsyncResult):
+        ar = cls(self, msg_ids, kind, fname, chunk_sizes)
+        arrived = []
+        with self._lock:
+            for msg_id in msg_ids:
+                early = self._early.pop(msg_id, None)
+                if early is None:
+                    self._pending.setdefault(msg_id, []).append(ar)
+                else:
+                    arrived.append((msg_id, *early))
+        for msg_id, value, md in arrived:
+            ar._receive(msg_id, value, md)
+        return ar
+
+    def _hub_request(self, msg_type, content, timeout=None, channel="query", idents=()):
+        """Send a request to the hub (or an engine's control) and return the reply content."""
+        frames, header = self.session.serialize(msg_type, content, idents=idents)
+        future = self._requests[header["msg_id"]] = Future()
+        self._send(channel, frames)
+        try:
+            reply = future.result(timeout)
+        except _FutureTimeout:
+            self._requests.pop(header["msg_id"], None)
+            raise error.TimeoutError(f"{msg_type} got no reply within {timeout}s") from None
+        content = reply["content"]
+        if content.get("status") == "error":
+            cls = _HUB_ERRORS.get(content.get("ename"), error.TaskhubError)
+            raise cls(content.get("evalue", "the controller reported an error"))
+        content["_buffers"] = reply["buffers"]
+        return content
+
+    # -- engines ----------------------------------------------------------------------------
+    @property
+    def ids(self):
+        """Ids of the engines registered now, in order."""
+        return sorted(self._engines)
+
+    def wait_for_engines(self, n, timeout=None):
+        """Block until at least `n` engines are registered (TimeoutError after `timeout`)."""
+        with self._engines_changed:
+            if not self._engines_changed.wait_for(lambda: len(self._engines) >= n, timeout):
+                raise error.TimeoutError(f"{len(self._engines)} engines registered, not {n}, "
+                                         f"after {timeout}s")
+        return self.ids
+
+    def _uuids(self, ids):
+        engines = self._engines
+        missing = [i for i in ids if i not in engines]
+        if missing:
+            raise IndexError(f"no engine with id {missing[0]!r}; registered ids: {self.ids}")
+        return [engines[i] for i in ids]
+
+    def __getitem__(self, key):
+        """rc[i] (one engine), rc[[i, j]], rc[:] or rc[a:b]: a DirectView."""
+        if isinstance(key, slice):
+            return DirectView(self, self.ids[key])
+        if isinstance(key, int) and not isinstance(key, bool):
+            self._uuids([key])
+            return DirectView(self, key)
+        if isinstance(key, (list, tuple)) and all(isinstance(k, int) for k in key):
+            self._uuids(key)
+            return DirectView(self, list(key))
+        raise TypeError(f"engines are indexed by int, list of ints or slice, not {key!r}")
+
+    def direct_view(self, targets="all"):
+        return self[:] if targets == "all" else self[targets]
+
+    def load_balanced_view(self, targets=None):
+        if targets is not None:
+            targets = [targets] if isinstance(targets, int) else list(targets)
+            self._uuids(targets)
+        return LoadBalancedView(self, targets)
+
+    # -- waiting ----------------------------------------------------------------------------
+    @property
+    def outstanding(self):
+        return set(self._pending)
+
+    def wait(self, jobs=None, timeout=None):
+        """Wait for `jobs` (AsyncResults or msg_ids; default: everything outstanding)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ars = [j for j in (jobs or []) if isinstance(j, AsyncResult)]
+        ids = [j for j in (jobs or []) if isinstance(j, str)] if jobs else list(self._pending)
+        ars += [ar for m in ids for ar in self._pending.get(m, [])]
+        for ar in ars:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not ar.wait(left):
+                return False
+        return True
+
+    # -- the hub's services -----------------------------------------------------------------
+    def db_query(self, query, keys=None):
+        """Task records matching a Mongo-style `query`; `keys` limits the fields returned."""
+        if not isinstance(query, dict):
+            raise TypeError(f"query must be a dict, not {type(query).__name__}")
+        if isinstance(keys, str):
+            keys = [keys]
+        if keys is not None and not all(isinstance(k, str) for k in keys):
+            raise TypeError("keys must be a string or a list of strings")
+        content = self._hub_request("db_request", {"query": tag_dates(query), "keys": keys})
+        buffers = iter(content["_buffers"])
+        lens = iter(content["buffer_lens"])
+        records = []
+        for rec in content["records"]:
+            for _ in range(2):
+                key, n = next(lens)
+                if n is not None:
+                    rec[key] = [bytes(next(buffers)) for _ in range(n)]
+            records.append(dates_in_record(rec))
+        return records
+
+    def hub_history(self):
+        """Every msg_id the task DB holds, in submission order."""
+        return self._hub_request("history_request", {})["history"]
+
+    def queue_status(self):
+        content = self._hub_request("queue_request", {})["queue"]
+        return {(int(k) if k.isdigit() else k): v for k, v in content.items()}
+
+    def get_result(self, msg_ids):
+        """An AsyncHubResult for tasks by msg_id, whoever submitted them."""
+        single = isinstance(msg_ids, str)
+        ids = [msg_ids] if single else list(msg_ids)
+        if not all(isinstance(m, str) for m in ids):
+            raise TypeError("get_result takes a msg_id or a list of msg_ids (strings)")
+        ar = self._track(ids, "single" if single else "list", cls=AsyncHubResult)
+        try:
+            content = self._hub_request("result_request", {"msg_ids": ids})
+        except Exception:
+            for m in ids:
+                self._pending.pop(m, None)
+            raise
+        buffers = iter(content["_buffers"])
+        for msg_id, done in content["completed"].items():
+            frames = [next(buffers) for _ in range(done["nbuffers"])]
+            self._deliver_stored(msg_id, done, frames)
+        return ar
+
+    def _deliver_stored(self, msg_id, done, frames):
+        content, md = done["content"] or {}, dict(done["metadata"] or {})
+        for key in ("started", "completed"):
+            md[key] = parse_date(md.get(key))
+        if content.get("status") == "ok":
+            value = serialize.deserialize(frames)
+        else:
+            value = error.remote_error_from_content(content, md.get("engine_id"), msg_id)
+        md["status"] = "ok" if content.get("status") == "ok" else "error"
+        self._deliver(msg_id, value, md)
+
+    def resubmit(self, msg_ids):
+        """Run finished tasks again (same function and arguments); an AsyncHubResult."""
+        single = isinstance(msg_ids, str)
+        ids = [msg_ids] if single else list(msg_ids)
+        if not ids or not all(isinstance(m, str) for m in ids):
+            raise TypeError("resubmit takes a msg_id or a non-empty list of msg_ids")
+        mapping = self._hub_request("resubmit_request", {"msg_ids": ids})["resubmitted"]
+        return self._track([mapping[m] for m in ids], "single" if single else "list",
+                           "resubmit", cls=AsyncHubResult)
+
+    def stats(self):
+        """The controller's counters: dropped messages by reason, engines, outstanding."""
+        content = self._hub_request("stats_request", {})
+        content.pop("_buffers", None)
+        content.pop("status", None)
+        return content
+
+    # -- ending -----------------------------------------------------------------------------
+    def shutdown(self, targets="all", hub=False, timeout=10.0):
+        """Shut engines down (all by default); with hub=True, the controller too."""
+        ids = self.ids if targets == "all" else ([targets] if isinstance(targets, int)
+                                                   else list(targets))
+        for uuid in self._uuids(ids):
+            try:
+                self._hub_request("shutdown_request", {}, timeout, "control", [uuid.encode()])
+            except error.TimeoutError:
+                log.warning("engine %s did not answer the shutdown request", uuid)
+        if hub:
+            self._hub_request("shutdown_request", {}, timeout)
+
+    def close(self):
+        """Close the sockets and stop the IO thread (idempotent)."""
+        if self._closed:
+            return
+        self._flush()
+        self._closed = True
+        with self._wake_lock:
+            self._waker.send(b"")
+            self._waker.close()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<Client {self.connection_file}: {len(self._engines)} engines>"

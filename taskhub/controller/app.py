@@ -1,0 +1,89 @@
+"""`ipcontroller`: start the hub, the relays and the scheduler on one profile."""
+import logging
+import os
+import signal
+
+from traitlets import Enum, Float, Integer, Unicode
+
+from .. import paths
+from ..appbase import BaseApp, write_connection_file
+from ..session import Session, new_key
+from .controller import Controller
+from .db import make_db
+from .schemes import SCHEMES
+
+log = logging.getLogger("taskhub.controller")
+
+
+class IPControllerApp(BaseApp):
+    name = "ipcontroller"
+    description = "Start the taskhub controller: hub, relays, scheduler and task DB."
+    config_file_name = Unicode("ipcontroller_config.py")
+
+    ip = Unicode("127.0.0.1", help="Address to bind. 127.0.0.1 keeps the cluster on this "
+                 "machine; 0.0.0.0 or a interface address lets engines and clients on other "
+                 "hosts connect (everything is still HMAC-signed).").tag(config=True)
+    db = Unicode("sqlite", help="Task DB backend: 'sqlite' (default: a file in the profile, "
+                 "durable across restarts), 'memory' (fastest, lost at exit, grows with "
+                 "every task), 'mongodb' (a server, shareable), 'none' (no history; db_query "
+                 "fails), or 'module:Class'.").tag(config=True)
+    db_file = Unicode("tasks.db", help="SQLite file, relative to the profile directory. "
+                      "One file per profile keeps the history of every cluster run on it."
+                      ).tag(config=True)
+    mongodb_url = Unicode("mongodb://127.0.0.1:27017", help="MongoDB server for db=mongodb."
+                          ).tag(config=True)
+    mongodb_database = Unicode("taskhub", help="MongoDB database for db=mongodb."
+                               ).tag(config=True)
+    scheme = Enum(sorted(SCHEMES), default_value="leastload", help="Load-balancing scheme: "
+                  "leastload (fewest outstanding tasks; the best default), lru (round "
+                  "robin), plainrandom, twobin, weighted (cheaper choices that ignore some "
+                  "of the load).").tag(config=True)
+    hwm = Integer(0, help="Most tasks outstanding on one engine (0: no limit). 0 gives the "
+                  "highest throughput; a small number (1-2) balances better when task "
+                  "durations vary, at a round trip per task.").tag(config=True)
+    heartbeat_period = Float(1.0, help="Seconds between heartbeats. Shorter notices dead "
+                             "engines sooner and costs more messages.").tag(config=True)
+    heartbeat_misses = Integer(10, help="Heartbeat periods an engine may be silent before "
+                               "it is declared dead and its tasks fail. Too few and a "
+                               "busy machine loses healthy engines.").tag(config=True)
+
+    aliases = {"profile": "IPControllerApp.profile", "profile-dir": "IPControllerApp.profile_dir",
+               "ip": "IPControllerApp.ip", "db": "IPControllerApp.db",
+               "scheme": "IPControllerApp.scheme", "hwm": "IPControllerApp.hwm",
+               "log-level": "Application.log_level",
+               "heartbeat-period": "IPControllerApp.heartbeat_period",
+               "heartbeat-misses": "IPControllerApp.heartbeat_misses"}
+
+    def make_db(self):
+        options = {"sqlite": {"filename": str(self.location / self.db_file)},
+                   "mongodb": {"url": self.mongodb_url, "database": self.mongodb_database}}
+        return make_db(self.db, **options.get(self.db, {}))
+
+    def make_controller(self):
+        key = new_key()
+        controller = Controller(Session(key), self.make_db(), ip=self.ip, scheme=self.scheme,
+                                hwm=self.hwm, heartbeat_period=self.heartbeat_period,
+                                heartbeat_misses=self.heartbeat_misses).bind()
+        for which in ("client", "engine"):
+            info = controller.connection_info(which)
+            info.update(key=key.decode(), pid=os.getpid())
+            write_connection_file(paths.security_file(self.location, which), info)
+        return controller
+
+    def start(self):
+        controller = self.make_controller()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: controller.stop())
+        log.info("controller up on %s (profile %s, db %s, scheme %s)", self.ip,
+                 self.location, self.db, self.scheme)
+        try:
+            controller.run()
+        finally:
+            controller.close()
+            log.info("controller stopped")
+
+
+def main(argv=None):
+    app = IPControllerApp.instance()
+    app.initialize(argv)
+    app.start()

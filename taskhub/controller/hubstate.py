@@ -1,0 +1,185 @@
+"""The hub's engine bookkeeping, with no I/O: registration, heartbeats, direct tasks.
+
+    events in:  Register  ChannelReady  Pong  Unregister  DirectSent  DirectDone  Tick
+    instructions out:  EngineIsUp  EngineIsDown  FailTask
+
+An engine registers (gets the next integer id, never reused), then says hello on each of its
+task channels; once every channel has spoken it is up. An engine whose heartbeat has been
+silent for `heartbeat_timeout` seconds (or that unregisters) is down, and every direct task
+outstanding on it fails. Load-balanced tasks are the scheduler's; the controller tells it too.
+"""
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .scheduler import FailTask
+
+CHANNELS = frozenset({"mux", "task", "control"})
+
+
+@dataclass(frozen=True)
+class Register:
+    uuid: str
+    info: dict
+    now: float
+
+
+@dataclass(frozen=True)
+class ChannelReady:
+    uuid: str
+    channel: str
+
+
+@dataclass(frozen=True)
+class Pong:
+    uuid: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Unregister:
+    uuid: str
+    reason: str = "engine shut down"
+
+
+@dataclass(frozen=True)
+class DirectSent:
+    msg_id: str
+    uuid: str
+
+
+@dataclass(frozen=True)
+class DirectDone:
+    msg_id: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    now: float
+
+
+@dataclass(frozen=True)
+class EngineIsUp:
+    id: int
+    uuid: str
+
+
+@dataclass(frozen=True)
+class EngineIsDown:
+    id: int
+    uuid: str
+    reason: str
+
+
+@dataclass
+class EngineRecord:
+    id: int
+    uuid: str
+    info: dict
+    registered: float
+    last_beat: float
+    ready: set = field(default_factory=set)
+    up: bool = False
+    direct: set = field(default_factory=set)  # outstanding direct msg_ids
+    completed: int = 0
+
+
+class RegistrationError(ValueError):
+    pass
+
+
+class HubState:
+    """Engines by id and uuid; `heartbeat_timeout` seconds of silence means dead."""
+
+    def __init__(self, heartbeat_timeout=10.0):
+        self.heartbeat_timeout = heartbeat_timeout
+        self.engines = {}      # id -> EngineRecord, registered and not yet down
+        self.by_uuid = {}      # uuid -> EngineRecord
+        self.direct_owner = {}  # msg_id -> uuid
+        self.next_id = 0
+        self._handlers = {Register: self._register, ChannelReady: self._ready, Pong: self._pong,
+                          Unregister: self._unregister, DirectSent: self._sent,
+                          DirectDone: self._done, Tick: self._tick}
+
+    def handle(self, *events):
+        out = []
+        for event in events:
+            out.extend(self._handlers[type(event)](event))
+        return out
+
+    def register(self, uuid, info, now):
+        """Register an engine and return its record (raises RegistrationError)."""
+        if not isinstance(uuid, str) or not uuid or uuid in self.by_uuid:
+            raise RegistrationError(f"engine uuid {uuid!r} is invalid or already registered")
+        rec = EngineRecord(self.next_id, uuid, dict(info), now, now)
+        self.next_id += 1
+        self.engines[rec.id] = rec
+        self.by_uuid[uuid] = rec
+        return rec
+
+    def up_ids(self):
+        return sorted(i for i, r in self.engines.items() if r.up)
+
+    def uuid_of(self, engine_id) -> Optional[str]:
+        rec = self.engines.get(engine_id)
+        return rec.uuid if rec is not None and rec.up else None
+
+    def id_of(self, uuid) -> Optional[int]:
+        rec = self.by_uuid.get(uuid)
+        return rec.id if rec is not None else None
+
+    # -- event handlers ---------------------------------------------------------------------
+    def _register(self, ev):
+        self.register(ev.uuid, ev.info, ev.now)
+        return []
+
+    def _ready(self, ev):
+        rec = self.by_uuid.get(ev.uuid)
+        if rec is None or rec.up or ev.channel not in CHANNELS:
+            return []
+        rec.ready.add(ev.channel)
+        if rec.ready == CHANNELS:
+            rec.up = True
+            return [EngineIsUp(rec.id, rec.uuid)]
+        return []
+
+    def _pong(self, ev):
+        rec = self.by_uuid.get(ev.uuid)
+        if rec is not None:
+            rec.last_beat = max(rec.last_beat, ev.now)
+        return []
+
+    def _unregister(self, ev):
+        rec = self.by_uuid.get(ev.uuid)
+        return self._down(rec, ev.reason) if rec is not None else []
+
+    def _sent(self, ev):
+        rec = self.by_uuid.get(ev.uuid)
+        if rec is None:
+            return [FailTask(ev.msg_id, "EngineError", "the target engine is not registered")]
+        rec.direct.add(ev.msg_id)
+        self.direct_owner[ev.msg_id] = ev.uuid
+        return []
+
+    def _done(self, ev):
+        rec = self.by_uuid.get(self.direct_owner.pop(ev.msg_id, None))
+        if rec is not None:
+            rec.direct.discard(ev.msg_id)
+        return []
+
+    def _tick(self, ev):
+        out = []
+        for rec in list(self.engines.values()):
+            if ev.now - rec.last_beat > self.heartbeat_timeout:
+                silent = ev.now - rec.last_beat
+                out.extend(self._down(rec, f"engine {rec.id} missed heartbeats "
+                                           f"for {silent:.1f}s"))
+        return out
+
+    def _down(self, rec, reason):
+        del self.engines[rec.id]
+        del self.by_uuid[rec.uuid]
+        out = [EngineIsDown(rec.id, rec.uuid, reason)]
+        for msg_id in sorted(rec.direct):
+            self.direct_owner.pop(msg_id, None)
+            out.append(FailTask(msg_id, "EngineError", f"{reason} while running this task"))
+        return out

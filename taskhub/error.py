@@ -1,0 +1,99 @@
+"""The exceptions a taskhub user can see.
+
+Every error raised on behalf of the cluster derives from `TaskhubError`. Errors that
+describe a task carry the task's msg_id as ``.task`` where one is known.
+"""
+
+
+class TaskhubError(Exception):
+    """Base class for every taskhub error."""
+
+
+class ConnectionFileError(TaskhubError, OSError):
+    """A connection file is missing, unreadable or malformed."""
+
+
+class ClusterStateError(TaskhubError):
+    """A cluster was asked to do something its state forbids (start twice, stop none)."""
+
+
+class NoEnginesRegistered(TaskhubError):
+    """Work was requested but the controller has no engines."""
+
+
+class TimeoutError(TaskhubError, TimeoutError):  # noqa: A001 - deliberate: also a builtin TimeoutError
+    """A wait on the cluster ran out of time."""
+
+
+class UnknownTaskError(TaskhubError, KeyError):
+    """A msg_id the task database or the hub does not know."""
+
+    def __str__(self):
+        # KeyError quotes its argument; we want the plain sentence.
+        return str(self.args[0]) if self.args else "unknown task"
+
+
+class QueryError(TaskhubError, ValueError):
+    """A task-DB query that uses an unknown operator or key, or a bad value."""
+
+
+class NoTaskDB(TaskhubError):
+    """The controller runs without a task database, so there is nothing to read."""
+
+
+class RemoteError(TaskhubError):
+    """An exception raised by a task on an engine.
+
+    Attributes: ``engine_id``, ``ename`` (exception class name), ``evalue`` (its str),
+    ``traceback`` (the remote traceback text) and ``task`` (the msg_id).
+    """
+
+    def __init__(self, ename, evalue, traceback="", engine_id=None, task=None):
+        super().__init__(ename, evalue)
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback
+        self.engine_id = engine_id
+        self.task = task
+
+    def __str__(self):
+        where = f"[engine {self.engine_id}] " if self.engine_id is not None else ""
+        return f"{where}{self.ename}: {self.evalue}"
+
+    def render_traceback(self):
+        return self.traceback or str(self)
+
+
+class EngineError(RemoteError):
+    """The engine running a task died or was lost before it replied."""
+
+
+class TaskAborted(RemoteError):
+    """A queued task was aborted before it ran."""
+
+
+class CompositeError(TaskhubError):
+    """Several tasks of one request failed; ``.errors`` holds each `RemoteError`."""
+
+    def __init__(self, message, errors):
+        super().__init__(message)
+        self.errors = list(errors)
+
+    def __str__(self):
+        lines = [self.args[0]]
+        lines += [f"  {e}" for e in self.errors[:10]]
+        if len(self.errors) > 10:
+            lines.append(f"  ... and {len(self.errors) - 10} more")
+        return "\n".join(lines)
+
+
+# Names a reply may carry for errors raised by the controller rather than user code;
+# the client turns them back into these classes.
+CONTROLLER_ERRORS = {cls.__name__: cls for cls in (EngineError, TaskAborted)}
+
+
+def remote_error_from_content(content, engine_id=None, task=None):
+    """Build the right RemoteError subclass from an error reply's content dict."""
+    cls = CONTROLLER_ERRORS.get(content.get("ename"), RemoteError)
+    return cls(content.get("ename", "Error"), content.get("evalue", ""),
+               content.get("traceback", ""), engine_id=engine_id, task=task)

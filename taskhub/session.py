@@ -1,0 +1,169 @@
+"""Signed multipart messages: the one wire format every taskhub socket speaks.
+
+    [routing ids…, DELIM, signature, header, parent_header, metadata, content, buffers…]
+
+header/parent/metadata/content are JSON; the signature is the hex HMAC-SHA256 of those four
+frames under the key from the connection file. A message with a bad or missing signature, or
+one whose signature was already seen (a replay), is dropped and counted in
+`Session.dropped` — never acted on. Buffers are not signed: they are opaque payload whose
+meaning the signed content fixes (see docs/messages.md).
+"""
+import hashlib
+import hmac
+import json
+import os
+import uuid
+from collections import Counter, deque
+from datetime import datetime, timezone
+
+DELIM = b"<TH|MSG>"
+PROTOCOL_VERSION = "1.0"
+
+_dumps = json.JSONEncoder(separators=(",", ":"), default=lambda o: o.isoformat()
+                          if isinstance(o, datetime) else repr(o)).encode
+_loads = json.loads
+
+
+def dumps(obj):
+    return _dumps(obj).encode()
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+def new_id():
+    return uuid.uuid4().hex
+
+
+class Message(dict):
+    """A decoded message: header, parent_header, metadata, content, buffers, and `raw` — the
+    frames from the signature on, so a relay forwards exactly what it received."""
+
+    __slots__ = ()
+
+    @property
+    def msg_id(self):
+        return self["header"]["msg_id"]
+
+    @property
+    def msg_type(self):
+        return self["header"]["msg_type"]
+
+    @property
+    def parent_id(self):
+        return self["parent_header"].get("msg_id")
+
+
+class Session:
+    """Builds, signs, checks and decodes messages for one participant (client, hub, engine).
+
+    `key` is the shared secret (bytes). `replay_window` bounds the memory spent on replay
+    detection: that many recent signatures are remembered (a replay older than that is not
+    detected; see docs/messages.md).
+    """
+
+    def __init__(self, key, session_id=None, replay_window=1 << 16):
+        if not isinstance(key, bytes) or not key:
+            raise ValueError("a session needs a non-empty bytes key")
+        self.key = key
+        self.session_id = session_id or new_id()
+        self.bsession = self.session_id.encode()
+        self._hmac = hmac.new(key, digestmod=hashlib.sha256)
+        self._seen = set()
+        self._seen_order = deque()
+        self._replay_window = replay_window
+        self.dropped = Counter()  # reason -> how many messages were dropped for it
+
+    # -- building ---------------------------------------------------------------------------
+    def header(self, msg_type, msg_id=None):
+        return {"msg_id": msg_id or new_id(), "msg_type": msg_type,
+                "session": self.session_id, "date": utcnow().isoformat(),
+                "version": PROTOCOL_VERSION}
+
+    def sign(self, frames):
+        h = self._hmac.copy()
+        for f in frames:
+            h.update(f)
+        return h.hexdigest().encode()
+
+    def serialize(self, msg_type, content=None, parent=None, metadata=None, buffers=(),
+                  idents=(), header=None):
+        """Frames for a new message; returns (frames, header)."""
+        header = header or self.header(msg_type)
+        parts = [dumps(header), dumps(parent or {}), dumps(metadata or {}), dumps(content or {})]
+        return [*idents, DELIM, self.sign(parts), *parts, *buffers], header
+
+    def send(self, socket, msg_type, content=None, parent=None, metadata=None, buffers=(),
+             idents=(), header=None):
+        frames, header = self.serialize(msg_type, content, parent, metadata, buffers, idents,
+                                        header)
+        socket.send_multipart(frames, copy=False)
+        return header
+
+    # -- receiving --------------------------------------------------------------------------
+    @staticmethod
+    def split(frames):
+        """(routing ids, message frames from the signature on); ValueError without DELIM."""
+        for i, f in enumerate(frames):
+            if f == DELIM:
+                return frames[:i], frames[i + 1:]
+        raise ValueError("no delimiter frame")
+
+    def check(self, msg_frames):
+        """Verify signature and freshness of [sig, header, parent, metadata, content, ...].
+
+        Returns True, or counts the reason in `dropped` and returns False.
+        """
+        if len(msg_frames) < 5:
+            return self._drop("too few frames")
+        sig = msg_frames[0]
+        if not sig:
+            return self._drop("unsigned")
+        if not hmac.compare_digest(sig, self.sign(msg_frames[1:5])):
+            return self._drop("bad signature")
+        if sig in self._seen:
+            return self._drop("replayed")
+        self._remember(sig)
+        return True
+
+    def _remember(self, sig):
+        self._seen.add(sig)
+        self._seen_order.append(sig)
+        if len(self._seen_order) > self._replay_window:
+            self._seen.discard(self._seen_order.popleft())
+
+    def _drop(self, reason):
+        self.dropped[reason] += 1
+        return False
+
+    def decode(self, msg_frames, content=True):
+        """A `Message` from checked frames (content left raw as bytes when `content` is False)."""
+        try:
+            msg = Message(header=_loads(msg_frames[1]), parent_header=_loads(msg_frames[2]),
+                          metadata=_loads(msg_frames[3]),
+                          content=_loads(msg_frames[4]) if content else msg_frames[4],
+                          buffers=msg_frames[5:], raw=msg_frames)
+            if not isinstance(msg["header"], dict) or "msg_id" not in msg["header"] \
+                    or "msg_type" not in msg["header"]:
+                raise ValueError("header lacks msg_id/msg_type")
+            return msg
+        except (ValueError, TypeError, UnicodeDecodeError):
+            self._drop("undecodable")
+            return None
+
+    def feed(self, frames, content=True):
+        """Check and decode a whole received message: (idents, Message) or (None, None)."""
+        try:
+            idents, msg_frames = self.split(frames)
+        except ValueError:
+            self._drop("no delimiter")
+            return None, None
+        if not self.check(msg_frames):
+            return None, None
+        msg = self.decode(msg_frames, content)
+        return (idents, msg) if msg is not None else (None, None)
+
+
+def new_key():
+    return os.urandom(32).hex().encode()

@@ -1,33 +1,134 @@
 """Turning functions, arguments and results into frames and back.
 
-Fast path: the C pickler (protocol 5). Functions and classes that cannot be found by import
-on the engine — lambdas, closures, anything defined in `__main__` — are handed to dill,
-which pickles them by value. Large bytes-like objects and objects exposing out-of-band
-pickle buffers (numpy arrays) travel as frames of their own, never copied into the pickle.
+Fast path: the C pickler (protocol 5). User code travels by value, since an engine cannot
+import a client's script, notebook or test file: functions from `__main__` or from any
+module outside the Python installation (stdlib, site-packages) are rebuilt on the other side
+from their code, the globals they name, their defaults and closure. Their globals are the
+engine's `__main__` namespace for `__main__` functions (so names a DirectView pushed
+resolve), else one namespace per shipped module. Classes defined in `__main__` go through
+dill. Large bytes-like objects and out-of-band pickle buffers (numpy arrays) travel as
+frames of their own, never copied into the pickle.
 """
+import builtins
+import functools
+import importlib
 import io
+import marshal
+import os
 import pickle
+import site
+import sys
+import sysconfig
 import types
 
 import dill
 
 BUFFER_THRESHOLD = 64 * 1024  # bytes-like objects at least this big get their own frame
 
+# -- what travels by reference --------------------------------------------------------------
+_BY_REFERENCE = {"taskhub"}  # top-level packages every engine can import
 
-def _by_value(obj):
+
+def by_reference(package):
+    """Declare that engines can import `package`, so its functions travel by name."""
+    _BY_REFERENCE.add(package.partition(".")[0])
+    _importable_everywhere.cache_clear()
+
+
+def _install_dirs():
+    dirs = {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    dirs.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    return tuple(os.path.realpath(d) + os.sep for d in dirs if d)
+
+
+@functools.lru_cache(maxsize=None)
+def _importable_everywhere(module):
+    top = module.partition(".")[0]
+    if top in _BY_REFERENCE or top in sys.builtin_module_names:
+        return True
+    path = getattr(sys.modules.get(top), "__file__", None)
+    return path is None or os.path.realpath(path).startswith(_install_dirs())
+
+
+def _travels_by_value(obj):
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", "")
-    return module == "__main__" or module is None or "<lambda>" in qualname \
-        or "<locals>" in qualname
+    return module in (None, "__main__") or "<locals>" in qualname or "<lambda>" in qualname \
+        or not _importable_everywhere(module)
+
+
+# -- functions by value ---------------------------------------------------------------------
+_namespaces = {}  # module name -> globals shared by the functions shipped from it
+
+
+def _namespace(module):
+    if module == "__main__":
+        return sys.modules["__main__"].__dict__
+    return _namespaces.setdefault(module, {"__builtins__": builtins, "__name__": module})
+
+
+def _global_names(code):
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _function_skeleton(code, name, qualname, module, ncells):
+    cells = tuple(types.CellType() for _ in range(ncells))
+    f = types.FunctionType(marshal.loads(code), _namespace(module), name, None, cells or None)
+    f.__qualname__, f.__module__ = qualname, module
+    return f
+
+
+def _set_function_state(f, state):
+    shipped, defaults, kwdefaults, cells, attrs = state
+    f.__globals__.update(shipped)
+    f.__defaults__, f.__kwdefaults__ = defaults, kwdefaults
+    for cell, value in zip(f.__closure__ or (), cells):
+        if value is not _EMPTY:
+            cell.cell_contents = value
+    f.__dict__.update(attrs)
+
+
+class _Empty:
+    def __reduce__(self):
+        return "_EMPTY"
+
+
+_EMPTY = _Empty()
+
+
+def _cell_value(cell):
+    try:
+        return cell.cell_contents
+    except ValueError:  # a cell not assigned yet
+        return _EMPTY
+
+
+def _reduce_function(f):
+    code, g = f.__code__, f.__globals__
+    shipped = {n: g[n] for n in _global_names(code) if n in g}
+    cells = [_cell_value(c) for c in f.__closure__ or ()]
+    state = (shipped, f.__defaults__, f.__kwdefaults__, cells, dict(f.__dict__))
+    args = (marshal.dumps(code), f.__name__, f.__qualname__, f.__module__, len(cells))
+    # the state comes after the skeleton is memoized, so recursion and cycles work
+    return _function_skeleton, args, state, None, None, _set_function_state
 
 
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj):
-        if isinstance(obj, (types.FunctionType, type)) and _by_value(obj):
+        if isinstance(obj, types.FunctionType) and _travels_by_value(obj):
+            return _reduce_function(obj)
+        if isinstance(obj, type) and _travels_by_value(obj):
             return dill.loads, (dill.dumps(obj, recurse=True),)
+        if isinstance(obj, types.ModuleType):
+            return importlib.import_module, (obj.__name__,)
         return NotImplemented
 
 
+# -- big buffers ----------------------------------------------------------------------------
 class _BigBytes:
     """Stands in for a large bytes object so it leaves the pickle as a frame of its own.
 
@@ -47,13 +148,9 @@ def _rebuild_bytes(buf, mutable):
     return bytearray(buf) if mutable else bytes(buf)
 
 
-def _is_big(obj):
-    return isinstance(obj, (bytes, bytearray)) and len(obj) >= BUFFER_THRESHOLD
-
-
 def _lift(obj, depth=2):
     """Wrap large bytes found in `obj` and its containers, `depth` levels down."""
-    if _is_big(obj):
+    if isinstance(obj, (bytes, bytearray)) and len(obj) >= BUFFER_THRESHOLD:
         return _BigBytes(obj)
     if depth and type(obj) in (list, tuple):
         return type(obj)(_lift(o, depth - 1) for o in obj)
@@ -62,6 +159,7 @@ def _lift(obj, depth=2):
     return obj
 
 
+# -- the API --------------------------------------------------------------------------------
 def serialize(obj):
     """A list of frames: the pickle first, then out-of-band buffers."""
     out_of_band = []
@@ -76,6 +174,13 @@ def deserialize(frames):
     return pickle.loads(frames[0], buffers=frames[1:])
 
 
+def serialize_function(f):
+    """One frame holding `f`; a function closing over big buffers keeps them in-band."""
+    out = io.BytesIO()
+    _Pickler(out, protocol=5).dump(f)
+    return out.getvalue()
+
+
 def pack_apply(f, args, kwargs, fbytes=None):
     """Frames for a call: [function, args pickle, out-of-band buffers…]. `fbytes` reuses a
     function already serialized (a map sends the same function thousands of times)."""
@@ -83,15 +188,8 @@ def pack_apply(f, args, kwargs, fbytes=None):
     return [fbytes, *serialize((args, kwargs))]
 
 
-def serialize_function(f):
-    frames = serialize(f)
-    if len(frames) != 1:  # a function closing over a huge buffer: keep it in-band
-        return dill.dumps(f, recurse=True)
-    return frames[0]
-
-
 class FunctionCache:
-    """Deserialized functions keyed by their pickled bytes, so a map pays dill once."""
+    """Deserialized functions keyed by their pickled bytes, so a map pays for loading once."""
 
     def __init__(self, size=256):
         self.size = size

@@ -383,11 +383,11 @@ class Controller:
         msg_ids = msg["content"].get("msg_ids")
         if not _is_str_list(msg_ids):
             raise TypeError("msg_ids must be a list of strings")
-        self.recorder.flush()
-        records = [self.db.get_record(m) for m in msg_ids]  # unknown ids fail the whole call
         running = [m for m in msg_ids if m in self.outstanding]
         if running:
             raise ValueError(f"cannot resubmit tasks that have not finished: {running}")
+        self.recorder.flush()
+        records = [self.db.get_record(m) for m in msg_ids]  # unknown ids fail the whole call
         new_ids = {}
         for rec in records:
             new_ids[rec["msg_id"]] = self._resubmit_one(rec, ident)

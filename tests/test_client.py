@@ -1,0 +1,231 @@
+"""Tier 2: a real controller (in-process thread) and real engine processes on 127.0.0.1."""
+import asyncio
+import concurrent.futures
+import os
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from conftest import wait_until
+
+from taskhub.client import AsyncResult, Client
+from taskhub.error import (CompositeError, ConnectionFileError, QueryError, RemoteError,
+                           TimeoutError, UnknownTaskError)
+
+
+def square(x):
+    return x * x
+
+
+def test_load_balanced_map_is_ordered_and_recorded(rc):
+    lview = rc.load_balanced_view()
+    assert lview.map_sync(lambda x: x * x, range(200)) == [x * x for x in range(200)]
+    ar = lview.map_async(square, range(50), chunksize=7)
+    assert ar.get(30) == [x * x for x in range(50)]
+    assert len(ar.msg_ids) == 8 and len(ar) == 50
+    records = rc.db_query({"msg_id": {"$in": ar.msg_ids}},
+                          keys=["engine_uuid", "submitted", "started", "completed"])
+    assert len(records) == 8
+    for rec in records:
+        assert rec["engine_uuid"] and rec["submitted"] <= rec["completed"]
+        assert rec["started"].tzinfo is not None
+
+
+def test_map_with_several_sequences_and_iteration(rc):
+    lview = rc.load_balanced_view()
+    ar = lview.map(lambda a, b: a + b, [1, 2, 3], (10, 20, 30), block=False)
+    assert list(ar) == [11, 22, 33]
+    assert ar.successful() and ar.ready()
+
+
+def test_apply_results_and_metadata(rc):
+    lview = rc.load_balanced_view()
+    assert lview.apply_sync(pow, 2, 10) == 1024
+    ar = lview.apply_async(lambda: print("hello from a task") or os.getpid())
+    pid = ar.get(10)
+    assert pid != os.getpid()
+    assert isinstance(ar, concurrent.futures.Future) and isinstance(ar, AsyncResult)
+    assert ar.stdout == "hello from a task\n"
+    assert ar.engine_id in rc.ids and ar.status == "ok"
+    assert ar.started <= ar.completed
+    [rec] = rc.db_query({"msg_id": ar.msg_ids[0]}, keys=["stdout", "engine_id"])
+    assert rec["stdout"] == "hello from a task\n" and rec["engine_id"] == ar.engine_id
+
+
+def test_remote_error_carries_engine_name_value_and_traceback(rc):
+    def fails():
+        raise KeyError("missing-thing")
+
+    ar = rc.load_balanced_view().apply_async(fails)
+    with pytest.raises(RemoteError) as info:
+        ar.get(10)
+    err = info.value
+    assert err.ename == "KeyError" and "missing-thing" in err.evalue
+    assert err.engine_id in rc.ids and err.task == ar.msg_ids[0]
+    assert "in fails" in err.traceback and "KeyError" in err.traceback
+    [rec] = rc.db_query({"msg_id": ar.msg_ids[0]}, keys=["error", "status"])
+    assert rec["status"] == "error" and rec["error"]["ename"] == "KeyError"
+
+
+def test_a_failing_map_chunk_raises_composite_error(rc):
+    ar = rc.load_balanced_view().map_async(lambda x: 1 / x, [1, 0, 2, 0])
+    with pytest.raises(CompositeError) as info:
+        ar.get(10)
+    assert len(info.value.errors) == 2
+    assert all(e.ename == "ZeroDivisionError" for e in info.value.errors)
+
+
+def test_futures_work_with_stdlib_wait_and_asyncio(rc):
+    lview = rc.load_balanced_view()
+    futures = [lview.apply_async(square, i) for i in range(5)]
+    done, _ = concurrent.futures.wait(futures, timeout=10)
+    assert len(done) == 5
+
+    async def main():
+        return await lview.apply_async(square, 7)
+
+    assert asyncio.run(main()) == 49
+
+
+def test_direct_view_namespace_operations(rc):
+    dview = rc[:]
+    assert sorted(dview.apply_sync(os.getpid)) == sorted(set(dview.apply_sync(os.getpid)))
+    dview.push({"a": 5}, block=True)
+    assert dview.pull("a", block=True) == [5, 5]
+    dview.execute("b = a * 2", block=True)
+    assert rc[rc.ids[0]]["b"] == 10
+    rc[rc.ids[1]]["c"] = "set"
+    assert rc[rc.ids[1]]["c"] == "set"
+    dview.scatter("part", list(range(11)), block=True)
+    assert dview.gather("part") == list(range(11))
+    assert dview.map_sync(square, range(9)) == [x * x for x in range(9)]
+    assert rc.direct_view().targets == rc.ids
+
+
+def test_pulling_an_undefined_name_is_a_remote_name_error(rc):
+    with pytest.raises(CompositeError) as info:
+        rc[:].pull("never_defined", block=True)
+    assert {e.ename for e in info.value.errors} == {"NameError"}
+
+
+def test_bad_input_raises_at_once(rc):
+    lview = rc.load_balanced_view()
+    with pytest.raises(TypeError, match="apply expects a callable.*int"):
+        lview.apply(5)
+    with pytest.raises(TypeError, match="map expects a callable"):
+        lview.map("nope", [1])
+    with pytest.raises(TypeError, match="must be iterable"):
+        lview.map(square, 5)
+    with pytest.raises(ValueError, match="chunksize"):
+        lview.map(square, [1], chunksize=0)
+    with pytest.raises(IndexError, match=r"no engine with id 99; registered ids: \[0, 1\]"):
+        rc[99]
+    with pytest.raises(IndexError, match="no engine with id 99"):
+        rc.load_balanced_view(targets=[99])
+    with pytest.raises(TypeError, match="indexed by int"):
+        rc["zero"]
+    with pytest.raises(TypeError, match="execute expects a string"):
+        rc[:].execute(42)
+    with pytest.raises(TypeError, match="query must be a dict"):
+        rc.db_query("completed")
+    with pytest.raises(TypeError, match="get_result takes"):
+        rc.get_result([1, 2])
+
+
+def test_bad_queries_are_clear_errors_and_the_hub_keeps_serving(rc):
+    with pytest.raises(QueryError, match="did you mean 'completed'"):
+        rc.db_query({"complete": None})
+    with pytest.raises(QueryError, match=r"\$foo"):
+        rc.db_query({"completed": {"$foo": 1}})
+    assert rc.load_balanced_view().apply_sync(square, 3) == 9
+
+
+def test_db_query_with_datetimes_and_buffers(rc):
+    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    ar = rc.load_balanced_view().apply_async(square, 12)
+    ar.get(10)
+    records = rc.db_query({"submitted": {"$gte": before}, "msg_id": ar.msg_ids[0]},
+                          keys=["msg_id", "result_buffers"])
+    assert len(records) == 1 and records[0]["result_buffers"]
+    assert "buffers" not in records[0]
+    assert ar.msg_ids[0] in rc.hub_history()
+
+
+def test_get_result_from_another_client_and_resubmit(cluster, rc):
+    ar = rc.load_balanced_view().apply_async(square, 6)
+    ar.get(10)
+    with cluster.client() as other:
+        assert other.get_result(ar.msg_ids[0]).get(10) == 36
+        again = other.resubmit(ar.msg_ids[0])
+        assert again.get(10) == 36 and again.msg_ids != ar.msg_ids
+    [old] = rc.db_query({"msg_id": ar.msg_ids[0]}, keys=["resubmitted"])
+    assert old["resubmitted"] == again.msg_ids[0]
+
+
+def test_get_result_of_a_pending_task_resolves_when_it_finishes(cluster, rc):
+    import time
+    ar = rc.load_balanced_view().apply_async(time.sleep, 0.5)
+    with cluster.client() as other:
+        hub_ar = other.get_result(ar.msg_ids[0])
+        assert hub_ar.get(10) is None
+
+
+def test_unknown_ids_are_clear_errors(rc):
+    with pytest.raises(UnknownTaskError, match="no-such-id"):
+        rc.get_result("no-such-id")
+    with pytest.raises(UnknownTaskError, match="no-such-id"):
+        rc.resubmit(["no-such-id"])
+
+
+def test_resubmitting_a_running_task_is_refused(rc):
+    import time
+    ar = rc.load_balanced_view().apply_async(time.sleep, 1)
+    wait_until(lambda: ar.msg_ids[0] in rc.hub_history(), what="the hub to record the task")
+    with pytest.raises(ValueError, match="not finished"):
+        rc.resubmit(ar.msg_ids)
+    ar.get(10)
+
+
+def test_timeout_on_get(rc):
+    import time
+    ar = rc.load_balanced_view().apply_async(time.sleep, 0.5)
+    with pytest.raises(TimeoutError, match="0 of 1 tasks done"):
+        ar.get(0.01)
+    assert not ar.wait(0.01)
+    assert ar.wait(10)
+
+
+def test_queue_status_and_wait(rc):
+    lview = rc.load_balanced_view()
+    ars = [lview.apply_async(square, i) for i in range(10)]
+    assert rc.wait(ars, timeout=10)
+    status = rc.queue_status()
+    assert set(status) == {*rc.ids, "unassigned"}
+    assert all(status[i]["queue"] == 0 for i in rc.ids)
+
+
+def test_connection_file_errors(tmp_path):
+    with pytest.raises(ConnectionFileError, match="no connection file at .*is a cluster running"):
+        Client(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConnectionFileError, match="not a taskhub connection file"):
+        Client(bad)
+    unreadable = tmp_path / "dir.json"
+    unreadable.mkdir()
+    with pytest.raises(ConnectionFileError, match="cannot read connection file"):
+        Client(unreadable)
+    with pytest.raises(ConnectionFileError):
+        Client(profile="no-such-profile")
+
+
+def test_a_controller_that_never_answers_times_out(tmp_path):
+    import json
+    import socket
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    info = {"ip": "127.0.0.1", "key": "k", "ports": {n: port for n in (
+        "query", "task", "mux", "control", "iopub", "notification")}}
+    (tmp_path / "c.json").write_text(json.dumps(info))
+    with pytest.raises(TimeoutError, match="no answer from the controller"):
+        Client(tmp_path / "c.json", timeout=0.3)

@@ -1,0 +1,59 @@
+"""The hub's engine bookkeeping, event by event."""
+import pytest
+
+from taskhub.controller.hubstate import (ChannelReady, DirectDone, DirectSent, EngineIsDown,
+                                         EngineIsUp, HubState, Pong, RegistrationError, Tick,
+                                         Unregister)
+from taskhub.controller.scheduler import FailTask
+
+
+def up(hub, uuid, now=0.0):
+    rec = hub.register(uuid, {"pid": 1}, now)
+    out = hub.handle(*(ChannelReady(uuid, c) for c in ("mux", "task", "control")))
+    return rec, out
+
+
+def test_engine_is_up_once_every_channel_said_hello():
+    hub = HubState()
+    hub.register("u0", {}, 0.0)
+    assert hub.handle(ChannelReady("u0", "mux"), ChannelReady("u0", "task")) == []
+    assert hub.up_ids() == []
+    assert hub.handle(ChannelReady("u0", "control")) == [EngineIsUp(0, "u0")]
+    assert hub.up_ids() == [0] and hub.uuid_of(0) == "u0"
+
+
+def test_ids_are_never_reused():
+    hub = HubState()
+    up(hub, "u0")
+    hub.handle(Unregister("u0"))
+    rec, _ = up(hub, "u1")
+    assert rec.id == 1
+
+
+def test_registering_twice_is_refused():
+    hub = HubState()
+    hub.register("u0", {}, 0.0)
+    with pytest.raises(RegistrationError, match="already registered"):
+        hub.register("u0", {}, 0.0)
+    with pytest.raises(RegistrationError):
+        hub.register("", {}, 0.0)
+
+
+def test_silence_past_the_timeout_is_death_and_fails_direct_tasks():
+    hub = HubState(heartbeat_timeout=3.0)
+    up(hub, "u0")
+    up(hub, "u1")
+    hub.handle(DirectSent("m1", "u0"), DirectSent("m2", "u0"), DirectDone("m2"))
+    hub.handle(Pong("u1", 2.5))
+    out = hub.handle(Tick(3.5))
+    assert out == [EngineIsDown(0, "u0", "engine 0 missed heartbeats for 3.5s"),
+                   FailTask("m1", "EngineError",
+                            "engine 0 missed heartbeats for 3.5s while running this task")]
+    assert hub.up_ids() == [1]
+    assert hub.handle(Tick(5.0)) == []
+
+
+def test_direct_task_to_an_unknown_engine_fails():
+    hub = HubState()
+    assert hub.handle(DirectSent("m", "ghost")) == [
+        FailTask("m", "EngineError", "the target engine is not registered")]

@@ -1,5 +1,7 @@
 """`ipengine`: start one engine and connect it to a profile's controller."""
 import logging
+import os
+import sys
 import signal
 import time
 from pathlib import Path
@@ -66,6 +68,21 @@ def _stop(engine):
 
 
 def main(argv=None):
-    app = IPEngineApp.instance()
-    app.initialize(argv)
-    app.start()
+    """Run an engine; the process ends here, hard, once the engine has stopped.
+
+    The heart is a zmq device blocked in C on its own thread; a normal interpreter exit
+    would wait forever for its sockets, so after our own sockets are closed we leave with
+    os._exit."""
+    code = 1
+    try:
+        app = IPEngineApp.instance()
+        app.initialize(argv)
+        app.start()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -1,0 +1,42 @@
+"""In-memory task database: a dict of records, lost when the controller exits.
+
+For tests and short sessions; memory grows with every task, so long-running controllers
+should use the SQLite backend. Records are stored and returned as shallow copies: the
+dicts and buffer lists inside them are shared, so callers must not mutate them.
+"""
+from taskhub.controller.db.base import (
+    TaskDB, check_new_ids, new_record, record_changes, submission_order,
+)
+from taskhub.controller.db.query import compile_query, projection
+
+
+class MemoryDB(TaskDB):
+    """TaskDB backed by a dict msg_id -> record, in insertion order."""
+
+    def __init__(self):
+        self._records = {}
+
+    def add_records(self, records):
+        records = [new_record(record) for record in records]
+        check_new_ids([record["msg_id"] for record in records], self._records)
+        for record in records:
+            self._records[record["msg_id"]] = record
+
+    def update_records(self, updates):
+        updates = [(msg_id, record_changes(msg_id, changes)) for msg_id, changes in updates]
+        unknown = [msg_id for msg_id, _ in updates if msg_id not in self._records]
+        for msg_id, changes in updates:
+            self._records.get(msg_id, {}).update(changes)
+        return unknown
+
+    def find_records(self, query, keys=None):
+        test, keys = compile_query(query), projection(keys)
+        found = sorted(filter(test, self._records.values()), key=submission_order)
+        return [{key: record[key] for key in keys} for record in found]
+
+    def drop_matching_records(self, query):
+        test = compile_query(query)
+        doomed = [msg_id for msg_id, record in self._records.items() if test(record)]
+        for msg_id in doomed:
+            del self._records[msg_id]
+        return len(doomed)

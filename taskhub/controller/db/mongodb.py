@@ -1,0 +1,108 @@
+"""MongoDB task database: one document per task in a collection of a MongoDB server.
+
+The document is the TaskRecord plus `_id` (= msg_id, so the server enforces uniqueness) and
+`_seq` (a counter kept by this writer, for insertion order among tasks submitted at the
+same time); both are stripped from results. Dicts are sub-documents, buffers lists of BSON
+binary, datetimes BSON dates (millisecond precision: microseconds are dropped on write).
+
+Queries go to the server after `validate`, with the few places where Mongo means something
+else translated (`mongo_filter`): $exists (Mongo: key present, even if null; ours: not None)
+and $glob (not a Mongo operator: sent as an anchored $regex). Mongo's null equality already
+matches ours: {key: None} and $in [None] match None, $ne/$nin match it unless listed.
+"""
+from datetime import timezone
+
+from taskhub.controller.db.base import TaskDB, check_new_ids, new_record, record_changes
+from taskhub.controller.db.query import glob_to_regex, projection, validate
+
+try:
+    import pymongo
+except ImportError as error:  # pymongo is the optional "mongo" extra
+    raise ImportError("the mongodb task database needs pymongo: "
+                      "pip install 'taskhub[mongo]'") from error
+
+_ORDER = [("submitted", pymongo.ASCENDING), ("_seq", pymongo.ASCENDING)]
+_INDEXED = ("_seq", "completed", "engine_uuid", "client_uuid")
+
+
+def mongo_filter(query):
+    """The pymongo filter for the task-DB `query`: one $and clause per (key, operator)."""
+    clauses = [{key: _mongo_condition(op, operand)}
+               for key, condition in validate(query).items()
+               for op, operand in condition.items()]
+    return {"$and": clauses} if clauses else {}
+
+
+def _mongo_condition(op, operand):
+    if op == "$exists":
+        return {"$ne" if operand else "$eq": None}
+    if op == "$glob":
+        return {"$regex": glob_to_regex(operand, end=r"\z")}
+    return {op: operand}
+
+
+class MongoDB(TaskDB):
+    """TaskDB in `collection` of `database` on the server at `url`.
+
+    `client_options` go to pymongo.MongoClient (e.g. serverSelectionTimeoutMS). One writer
+    per collection: the `_seq` counter is read once, on open.
+    """
+
+    def __init__(self, url="mongodb://127.0.0.1:27017", database="taskhub",
+                 collection="tasks", **client_options):
+        self.url, self.database, self.collection = url, database, collection
+        self.client_options = client_options
+        self._client = self._tasks = None
+        self._seq = 0
+
+    def open(self):
+        self._client = pymongo.MongoClient(self.url, tz_aware=True, tzinfo=timezone.utc,
+                                           **self.client_options)
+        self._tasks = self._client[self.database][self.collection]
+        self._tasks.create_index(_ORDER)
+        for key in _INDEXED:
+            self._tasks.create_index(key)
+        last = self._tasks.find_one({}, {"_seq": 1}, sort=[("_seq", pymongo.DESCENDING)])
+        self._seq = last["_seq"] if last else 0
+        return self
+
+    def _existing(self, ids):
+        return {doc["_id"] for doc in self._tasks.find({"_id": {"$in": ids}}, {"_id": 1})}
+
+    def add_records(self, records):
+        documents = [new_record(record) for record in records]
+        ids = [document["msg_id"] for document in documents]
+        check_new_ids(ids, self._existing(ids))
+        for document in documents:
+            self._seq += 1
+            document.update(_id=document["msg_id"], _seq=self._seq)
+        if documents:
+            self._tasks.insert_many(documents)
+
+    def update_records(self, updates):
+        updates = [(msg_id, record_changes(msg_id, changes)) for msg_id, changes in updates]
+        known = self._existing([msg_id for msg_id, _ in updates])
+        writes = [pymongo.UpdateOne({"_id": msg_id}, {"$set": changes})
+                  for msg_id, changes in updates if msg_id in known and changes]
+        if writes:
+            self._tasks.bulk_write(writes)
+        return [msg_id for msg_id, _ in updates if msg_id not in known]
+
+    def find_records(self, query, keys=None):
+        keys = projection(keys)
+        fields = {key: 1 for key in keys}
+        fields["_id"] = 0
+        found = self._tasks.find(mongo_filter(query), fields).sort(_ORDER)
+        # .get: documents written before a key existed lack it
+        return [{key: document.get(key) for key in keys} for document in found]
+
+    def drop_matching_records(self, query):
+        return self._tasks.delete_many(mongo_filter(query)).deleted_count
+
+    def count(self, query=None):
+        return self._tasks.count_documents(mongo_filter(query or {}))
+
+    def close(self):
+        if self._client is not None:
+            self._client.close()
+            self._client = self._tasks = None

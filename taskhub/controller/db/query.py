@@ -1,0 +1,221 @@
+"""The Mongo-style query language of the task database: validate, match, project.
+
+A query is a dict {key: condition}; every key must match (AND). A condition is a plain
+value (equality; None means "not set") or a dict of operators that must all hold:
+
+    $eq $ne $in $nin      equality; None is a value here, so {$ne: x} also matches None
+    $gt $gte $lt $lte     order on str, int and datetime keys; a None value never matches
+                          ($ge and $le are accepted as the old IPython spellings of $gte/$lte)
+    $exists               True: the key is set (not None); False: it is None
+    $regex                re.search on str values (case-sensitive, unanchored)
+    $glob                 fnmatch-style * ? [set] [!set] on str values, whole value, case-sensitive
+
+`validate` turns a query into its normal form {key: {operator: operand}} (aliases resolved,
+naive datetimes made UTC, operands type-checked) or raises QueryError; every backend starts
+from that form. `compile_query` and `match` evaluate it in Python (the memory backend);
+`projection` checks the `keys` argument of find_records for every backend.
+"""
+import operator
+import re
+
+from taskhub.controller.db.base import (
+    BUFFER_KEYS, KEY_KINDS, KIND_NAMES, PYTHON_TYPES, TASK_RECORD_KEYS, as_utc, suggest_key,
+)
+from taskhub.error import QueryError
+
+ALIASES = {"$ge": "$gte", "$le": "$lte"}
+
+
+def _ordered(compare):
+    return lambda value, operand: value is not None and compare(value, operand)
+
+
+def _search(value, pattern):
+    return isinstance(value, str) and pattern.search(value) is not None
+
+
+# operator -> test(record value, prepared operand) -> bool
+TESTS = {
+    "$eq": operator.eq,
+    "$ne": operator.ne,
+    "$in": lambda value, operands: value in operands,
+    "$nin": lambda value, operands: value not in operands,
+    "$gt": _ordered(operator.gt),
+    "$gte": _ordered(operator.ge),
+    "$lt": _ordered(operator.lt),
+    "$lte": _ordered(operator.le),
+    "$exists": lambda value, wanted: (value is not None) is wanted,
+    "$regex": _search,
+    "$glob": _search,
+}
+OPERATORS = (*TESTS, *ALIASES)
+
+
+def validate(query):
+    """The normal form {key: {operator: operand}} of `query`, or QueryError saying what is wrong."""
+    if not isinstance(query, dict):
+        raise QueryError(f"a query is a dict of {{key: condition}}, not {type(query).__name__}")
+    return {_check_key(key): _normal_condition(key, condition)
+            for key, condition in query.items()}
+
+
+def _check_key(key):
+    if key not in KEY_KINDS:
+        raise QueryError(f"unknown TaskRecord key {key!r}{suggest_key(key)}")
+    return key
+
+
+def _normal_condition(key, condition):
+    if not isinstance(condition, dict):
+        condition = {"$eq": condition}
+    if not condition:
+        raise QueryError(f"empty condition on key {key!r}: give a value or operators")
+    normal = {}
+    for op, operand in condition.items():
+        name = ALIASES.get(op, op)
+        if name not in TESTS:
+            raise QueryError(f"unsupported query operator {op!r} on key {key!r}; "
+                             f"supported: {', '.join(OPERATORS)}")
+        if name in normal:
+            raise QueryError(f"{op!r} repeats {name!r} on key {key!r}")
+        normal[name] = _check_operand(key, name, operand)
+    return normal
+
+
+def _check_operand(key, op, operand):
+    if op in ("$in", "$nin"):
+        if not isinstance(operand, (list, tuple, set, frozenset)):
+            raise QueryError(f"{op} on key {key!r} needs a list, tuple or set of values, "
+                             f"not {type(operand).__name__}")
+        return [_check_value(key, op, value) for value in operand]
+    if op == "$exists":
+        if not isinstance(operand, bool):
+            raise QueryError(f"$exists on key {key!r} needs True or False, not {operand!r}")
+        return operand
+    if op in ("$regex", "$glob"):
+        return _check_pattern(key, op, operand)
+    if op not in ("$eq", "$ne") and operand is None:
+        raise QueryError(f"{op} on key {key!r} needs a value, not None (nothing compares "
+                         f"with None; use {{{key!r}: None}} or $exists)")
+    return _check_value(key, op, operand)
+
+
+def _check_value(key, op, value):
+    if value is None:
+        return None
+    kind = KEY_KINDS[key]
+    if kind in ("dict", "buffers"):
+        raise QueryError(f"key {key!r} holds {KIND_NAMES[kind]}: a query can only test "
+                         f"whether it is set ({{{key!r}: None}} or $exists)")
+    if not isinstance(value, PYTHON_TYPES[kind]) or isinstance(value, bool):
+        raise QueryError(f"{op} on key {key!r} needs {KIND_NAMES[kind]}, "
+                         f"not {type(value).__name__}")
+    return as_utc(value) if kind == "datetime" else value
+
+
+def _check_pattern(key, op, pattern):
+    if KEY_KINDS[key] != "str":
+        raise QueryError(f"{op} works on keys holding a str; {key!r} holds "
+                         f"{KIND_NAMES[KEY_KINDS[key]]}")
+    if not isinstance(pattern, str):
+        raise QueryError(f"{op} on key {key!r} needs a pattern str, not {type(pattern).__name__}")
+    try:
+        re.compile(glob_to_regex(pattern) if op == "$glob" else pattern)
+    except re.error as error:
+        raise QueryError(f"invalid {op} pattern {pattern!r} on key {key!r}: {error}") from None
+    return pattern
+
+
+def compile_query(query):
+    """A predicate record -> bool for `query` (validated here), to evaluate it in Python."""
+    tests = [(key, TESTS[op], _prepare(op, operand))
+             for key, condition in validate(query).items()
+             for op, operand in condition.items()]
+    return lambda record: all(test(record.get(key), operand) for key, test, operand in tests)
+
+
+def _prepare(op, operand):
+    if op == "$regex":
+        return re.compile(operand)
+    if op == "$glob":
+        return re.compile(glob_to_regex(operand))
+    return operand
+
+
+def match(record, query):
+    """Whether the record dict `record` matches `query`."""
+    return compile_query(query)(record)
+
+
+ALL_BUT_BUFFERS = tuple(key for key in TASK_RECORD_KEYS if key not in BUFFER_KEYS)
+
+
+def projection(keys=None):
+    """The keys find_records returns for its `keys` argument, msg_id first.
+
+    None means every key but the buffers; a single key may be given as a str.
+    """
+    if keys is None:
+        return ALL_BUT_BUFFERS
+    if isinstance(keys, str):
+        keys = [keys]
+    if not isinstance(keys, (list, tuple, set, frozenset)):
+        raise QueryError(f"keys must be None or a list of TaskRecord keys, "
+                         f"not {type(keys).__name__}")
+    for key in keys:
+        if not isinstance(key, str) or key not in KEY_KINDS:
+            raise QueryError(f"unknown TaskRecord key {key!r} in keys{suggest_key(key)}")
+    return tuple(dict.fromkeys(["msg_id", *keys]))
+
+
+def glob_tokens(pattern):
+    """Split a glob into (kind, text, negated) tokens; kind is text, star, one or set.
+
+    As in fnmatch: a "]" first in a set is a member, and a "[" without a closing "]"
+    is plain text.
+    """
+    tokens, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        end = _set_end(pattern, i) if char == "[" else -1
+        if char in "*?":
+            tokens.append(("star" if char == "*" else "one", char, False))
+        elif end >= 0:
+            body = pattern[i + 1:end]
+            negated = body.startswith("!")
+            tokens.append(("set", body[1:] if negated else body, negated))
+            i = end
+        else:
+            tokens.append(("text", char, False))
+        i += 1
+    return tokens
+
+
+def _set_end(pattern, start):
+    """Index of the "]" closing the set whose "[" is at `start`, or -1 if none does."""
+    i = start + 1
+    if pattern.startswith("!", i):
+        i += 1
+    if pattern.startswith("]", i):
+        i += 1
+    return pattern.find("]", i)
+
+
+def glob_to_regex(pattern, end=r"\Z"):
+    """A regex matching the whole of what the glob `pattern` matches (newlines included).
+
+    `end` anchors the end: Python's r"\\Z"; PCRE (MongoDB) spells it r"\\z".
+    """
+    parts = [r"\A"]
+    for kind, text, negated in glob_tokens(pattern):
+        if kind == "star":
+            parts.append(r"[\s\S]*")
+        elif kind == "one":
+            parts.append(r"[\s\S]")
+        elif kind == "set":
+            members = "".join(c if c == "-" else re.escape(c) for c in text)
+            parts.append(f"[{'^' if negated else ''}{members}]")
+        else:
+            parts.append(re.escape(text))
+    parts.append(end)
+    return "".join(parts)

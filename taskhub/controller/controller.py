@@ -20,11 +20,10 @@ import time
 
 import zmq
 
-from ..error import QueryError, TaskhubError, UnknownTaskError
-from ..jsonutil import untag_dates
 from ..session import DELIM, utcnow
 from . import hubstate as hs
 from . import scheduler as sc
+from .queries import QueryService
 from .recorder import TaskRecorder
 
 log = logging.getLogger("taskhub.controller")
@@ -51,6 +50,7 @@ class Controller:
         self.queued = {}       # msg_id -> (client ident, raw frames) not yet sent to an engine
         self.outstanding = {}  # msg_id -> (client ident, header, queue) until the reply
         self.watchers = {}     # msg_id -> client idents that asked for it via get_result
+        self.queries = QueryService(self)
         self._running = False
         self._wake_url = f"inproc://taskhub-controller-{id(self)}"
 
@@ -298,109 +298,21 @@ class Controller:
         idents, msg = self.session.feed(frames)
         if msg is None or not idents:
             return
-        handler = getattr(self, "_q_" + msg.msg_type.replace("_request", ""), None)
+        content, buffers = self.queries.handle(msg, idents[0])
         reply_type = msg.msg_type.replace("_request", "_reply")
-        if handler is None or not msg.msg_type.endswith("_request"):
-            content, buffers = _error("ValueError", f"unknown request {msg.msg_type!r}"), []
-        else:
-            try:
-                content, buffers = handler(msg, idents[0])
-            except (TaskhubError, ValueError, TypeError, KeyError) as e:
-                content, buffers = _error(type(e).__name__, _message(e)), []
-        if content is not None:
-            self.session.send(self.sockets["query"], reply_type, content,
-                              parent=msg["header"], buffers=buffers, idents=idents)
-        if msg.msg_type == "shutdown_request":
+        self.session.send(self.sockets["query"], reply_type, content, parent=msg["header"],
+                          buffers=buffers, idents=idents)
+        if msg.msg_type == "shutdown_request" and content.get("status") == "ok":
             self.stop()
 
-    def _q_registration(self, msg, ident):
-        info = msg["content"]
-        rec = self.hub.register(info.get("uuid"), info, time.monotonic())
-        log.info("engine %s registered (%s)", rec.id, rec.uuid)
-        return {"status": "ok", "id": rec.id,
-                "heartbeat_period": self.heartbeat_period}, []
-
-    def _q_unregistration(self, msg, ident):
-        self._apply(self.hub.handle(hs.Unregister(msg["content"].get("uuid", ""))))
-        return {"status": "ok"}, []
-
-    def _q_connection(self, msg, ident):
-        return {"status": "ok", "engines": {str(i): self.hub.engines[i].uuid
-                                            for i in self.hub.up_ids()}}, []
-
-    def _q_queue(self, msg, ident):
-        status = {}
-        for i in self.hub.up_ids():
-            rec = self.hub.engines[i]
-            status[str(i)] = {"queue": self.scheduler.loads.get(rec.uuid, 0) + len(rec.direct),
-                              "completed": rec.completed}
-        status["unassigned"] = len(self.scheduler.waiting)
-        return {"status": "ok", "queue": status}, []
-
-    def _q_db(self, msg, ident):
-        content = msg["content"]
-        query, keys = untag_dates(content.get("query")), content.get("keys")
-        if not isinstance(query, dict):
-            raise QueryError(f"a query must be a dict, not {type(query).__name__}")
-        self.recorder.flush()
-        records = self.db.find_records(query, keys)
-        buffers, lens = [], []
-        for rec in records:
-            for key in ("buffers", "result_buffers"):
-                if rec.get(key) is not None:
-                    bufs = rec.pop(key)
-                    lens.append((key, len(bufs)))
-                    buffers.extend(bufs)
-                else:
-                    lens.append((key, None))
-        return {"status": "ok", "records": records, "buffer_lens": lens}, buffers
-
-    def _q_history(self, msg, ident):
-        self.recorder.flush()
-        return {"status": "ok", "history": self.db.get_history()}, []
-
-    def _q_result(self, msg, ident):
-        """Finished results come in the reply; pending ones are forwarded when they finish."""
-        msg_ids = msg["content"].get("msg_ids")
-        if not _is_str_list(msg_ids):
-            raise TypeError("msg_ids must be a list of strings")
-        self.recorder.flush()
-        pending, done, buffers = [], {}, []
-        for msg_id in msg_ids:
-            if msg_id in self.outstanding:
-                pending.append(msg_id)
-                self.watchers.setdefault(msg_id, []).append(ident)
-                continue
-            rec = self.db.get_record(msg_id)
-            if rec.get("result_content") is None:
-                raise UnknownTaskError(f"task {msg_id!r} never finished: it was pending when "
-                                       "the controller that ran it stopped")
-            done[msg_id] = _result_summary(rec)
-            buffers.extend(rec.get("result_buffers") or [])
-        return {"status": "ok", "pending": pending, "completed": done}, buffers
-
-    def _q_resubmit(self, msg, ident):
-        msg_ids = msg["content"].get("msg_ids")
-        if not _is_str_list(msg_ids):
-            raise TypeError("msg_ids must be a list of strings")
-        running = [m for m in msg_ids if m in self.outstanding]
-        if running:
-            raise ValueError(f"cannot resubmit tasks that have not finished: {running}")
-        self.recorder.flush()
-        records = [self.db.get_record(m) for m in msg_ids]  # unknown ids fail the whole call
-        new_ids = {}
-        for rec in records:
-            new_ids[rec["msg_id"]] = self._resubmit_one(rec, ident)
-        return {"status": "ok", "resubmitted": new_ids}, []
-
-    def _resubmit_one(self, rec, client):
+    def resubmit(self, rec, client):
+        """Submit a recorded request again as a new task for `client`; its new msg_id."""
         header = self.session.header("apply_request")
         header["session"] = rec["header"].get("session")
         frames, header = self.session.serialize(
             "apply_request", rec["content"], metadata=rec["metadata"],
             buffers=rec["buffers"] or [], header=header)
         msg = self.session.decode(frames[1:])
-        msg["raw"] = frames[1:]
         self._accept(client, msg, "task")
         self.recorder.update(rec["msg_id"], resubmitted=header["msg_id"])
         targets = rec["metadata"].get("targets")
@@ -408,29 +320,6 @@ class Controller:
             header["msg_id"], tuple(targets) if targets else None)))
         return header["msg_id"]
 
-    def _q_stats(self, msg, ident):
-        return {"status": "ok", "dropped": dict(self.session.dropped),
-                "engines": len(self.hub.up_ids()), "outstanding": len(self.outstanding),
-                "queued": len(self.queued)}, []
-
-    def _q_shutdown(self, msg, ident):
-        return {"status": "ok"}, []
-
-
-def _result_summary(rec):
-    return {"header": rec.get("result_header"), "content": rec.get("result_content"),
-            "metadata": {**(rec.get("result_metadata") or {}), "stdout": rec.get("stdout"),
-                         "stderr": rec.get("stderr"), "engine_id": rec.get("engine_id")},
-            "nbuffers": len(rec.get("result_buffers") or [])}
-
 
 def _is_str_list(value):
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-def _message(exc):
-    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-
-
-def _error(ename, evalue):
-    return {"status": "error", "ename": ename, "evalue": evalue}

@@ -1,0 +1,139 @@
+"""The hub's query service: what clients and engines ask on the query socket.
+
+Each `<kind>_request` has a handler `_q_<kind>(msg, ident) -> (content, buffers)`. A handler
+raises to refuse: the error's class name and message go back to the asker, and the
+controller carries on. Handlers read the controller's state and the task DB; the only
+things they change are registrations, watchers and (through the controller) resubmissions.
+"""
+import logging
+import time
+
+from ..error import QueryError, TaskhubError, UnknownTaskError
+from ..jsonutil import untag_dates
+from . import hubstate as hs
+
+log = logging.getLogger("taskhub.controller")
+
+_REFUSALS = (TaskhubError, ValueError, TypeError, KeyError)
+
+
+class QueryService:
+    def __init__(self, controller):
+        self.c = controller
+
+    def handle(self, msg, ident):
+        """(content, buffers) of the reply to `msg` from `ident`."""
+        kind = msg.msg_type
+        handler = getattr(self, "_q_" + kind[:-len("_request")], None) \
+            if kind.endswith("_request") else None
+        if handler is None:
+            return _error("ValueError", f"unknown request {kind!r}"), []
+        try:
+            return handler(msg, ident)
+        except _REFUSALS as e:
+            return _error(type(e).__name__, _message(e)), []
+
+    # -- engines ----------------------------------------------------------------------------
+    def _q_registration(self, msg, ident):
+        info = msg["content"]
+        rec = self.c.hub.register(info.get("uuid"), info, time.monotonic())
+        log.info("engine %s registered (%s)", rec.id, rec.uuid)
+        return {"status": "ok", "id": rec.id, "heartbeat_period": self.c.heartbeat_period}, []
+
+    def _q_unregistration(self, msg, ident):
+        self.c._apply(self.c.hub.handle(hs.Unregister(msg["content"].get("uuid", ""))))
+        return {"status": "ok"}, []
+
+    # -- the cluster ------------------------------------------------------------------------
+    def _q_connection(self, msg, ident):
+        hub = self.c.hub
+        return {"status": "ok", "engines": {str(i): hub.engines[i].uuid
+                                            for i in hub.up_ids()}}, []
+
+    def _q_queue(self, msg, ident):
+        hub, loads = self.c.hub, self.c.scheduler.loads
+        status = {}
+        for i in hub.up_ids():
+            rec = hub.engines[i]
+            status[str(i)] = {"queue": loads.get(rec.uuid, 0) + len(rec.direct),
+                              "completed": rec.completed}
+        status["unassigned"] = len(self.c.scheduler.waiting)
+        return {"status": "ok", "queue": status}, []
+
+    def _q_stats(self, msg, ident):
+        c = self.c
+        return {"status": "ok", "dropped": dict(c.session.dropped),
+                "engines": len(c.hub.up_ids()), "outstanding": len(c.outstanding),
+                "queued": len(c.queued)}, []
+
+    def _q_shutdown(self, msg, ident):
+        return {"status": "ok"}, []
+
+    # -- the task DB ------------------------------------------------------------------------
+    def _q_db(self, msg, ident):
+        content = msg["content"]
+        query, keys = untag_dates(content.get("query")), content.get("keys")
+        if not isinstance(query, dict):
+            raise QueryError(f"a query must be a dict, not {type(query).__name__}")
+        self.c.recorder.flush()
+        records = self.c.db.find_records(query, keys)
+        buffers, lens = [], []
+        for rec in records:
+            for key in ("buffers", "result_buffers"):
+                bufs = rec.pop(key, None)
+                lens.append((key, None if bufs is None else len(bufs)))
+                buffers.extend(bufs or ())
+        return {"status": "ok", "records": records, "buffer_lens": lens}, buffers
+
+    def _q_history(self, msg, ident):
+        self.c.recorder.flush()
+        return {"status": "ok", "history": self.c.db.get_history()}, []
+
+    def _q_result(self, msg, ident):
+        """Finished results come in the reply; pending ones are forwarded when they finish."""
+        msg_ids = _str_list(msg["content"].get("msg_ids"), "msg_ids")
+        self.c.recorder.flush()
+        pending, done, buffers = [], {}, []
+        for msg_id in msg_ids:
+            if msg_id in self.c.outstanding:
+                pending.append(msg_id)
+                self.c.watchers.setdefault(msg_id, []).append(ident)
+                continue
+            rec = self.c.db.get_record(msg_id)
+            if rec.get("result_content") is None:
+                raise UnknownTaskError(f"task {msg_id!r} never finished: it was pending when "
+                                       "the controller that ran it stopped")
+            done[msg_id] = _result_summary(rec)
+            buffers.extend(rec.get("result_buffers") or [])
+        return {"status": "ok", "pending": pending, "completed": done}, buffers
+
+    def _q_resubmit(self, msg, ident):
+        msg_ids = _str_list(msg["content"].get("msg_ids"), "msg_ids")
+        running = [m for m in msg_ids if m in self.c.outstanding]
+        if running:
+            raise ValueError(f"cannot resubmit tasks that have not finished: {running}")
+        self.c.recorder.flush()
+        records = [self.c.db.get_record(m) for m in msg_ids]  # an unknown id fails the call
+        new_ids = {rec["msg_id"]: self.c.resubmit(rec, ident) for rec in records}
+        return {"status": "ok", "resubmitted": new_ids}, []
+
+
+def _result_summary(rec):
+    return {"header": rec.get("result_header"), "content": rec.get("result_content"),
+            "metadata": {**(rec.get("result_metadata") or {}), "stdout": rec.get("stdout"),
+                         "stderr": rec.get("stderr"), "engine_id": rec.get("engine_id")},
+            "nbuffers": len(rec.get("result_buffers") or [])}
+
+
+def _str_list(value, name):
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise TypeError(f"{name} must be a list of strings")
+    return value
+
+
+def _message(exc):
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def _error(ename, evalue):
+    return {"status": "error", "ename": ename, "evalue": evalue}

@@ -229,3 +229,40 @@ def test_a_controller_that_never_answers_times_out(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps(info))
     with pytest.raises(TimeoutError, match="no answer from the controller"):
         Client(tmp_path / "c.json", timeout=0.3)
+
+
+def test_result_status_and_queue_status_verbose(rc):
+    import time
+    lview = rc.load_balanced_view()
+    done = lview.apply_async(square, 4)
+    done.get(10)
+    slow = lview.apply_async(time.sleep, 0.5)
+    wait_until(lambda: slow.msg_ids[0] in rc.hub_history(), what="the hub to see the task")
+    status = rc.result_status(done.msg_ids + slow.msg_ids)
+    assert status == {"pending": slow.msg_ids, "completed": done.msg_ids}
+    full = rc.result_status(done.msg_ids, status_only=False)
+    assert full[done.msg_ids[0]] == 16
+    verbose = rc.queue_status(verbose=True)
+    engine = next(i for i in rc.ids if slow.msg_ids[0] in verbose[i]["tasks"])
+    assert done.msg_ids[0] in verbose[done.engine_id]["completed"]
+    assert rc.queue_status(targets=engine)["tasks"] == 1
+    slow.get(10)
+    with pytest.raises(UnknownTaskError, match="nope"):
+        rc.result_status(["nope"])
+    with pytest.raises(IndexError, match="no engine with id 42"):
+        rc.queue_status(targets=[42])
+
+
+def test_purge_results(rc):
+    lview = rc.load_balanced_view()
+    ar = lview.map_async(square, range(4))
+    ar.get(10)
+    assert rc.purge_results(jobs=ar.msg_ids[:2]) == 2
+    left = rc.db_query({"msg_id": {"$in": ar.msg_ids}}, keys=["msg_id"])
+    assert [r["msg_id"] for r in left] == ar.msg_ids[2:]
+    with pytest.raises(UnknownTaskError):
+        rc.get_result(ar.msg_ids[0])
+    assert rc.purge_results(targets=rc.ids) >= 2
+    assert rc.db_query({"completed": {"$ne": None}}, keys=["msg_id"]) == []
+    with pytest.raises(TypeError, match="purge_results takes"):
+        rc.purge_results(jobs=[3])

@@ -86,7 +86,7 @@ def test_killed_engine_fails_its_task_and_leaves_the_cluster(fast_cluster):
         pids = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
         victim = rc.ids[0]
         ar = rc.load_balanced_view(targets=[victim]).apply_async(time.sleep, 30)
-        wait_until(lambda: rc.queue_status()[victim]["queue"] == 1, what="the task to start")
+        wait_until(lambda: rc.queue_status()[victim]["tasks"] == 1, what="the task to start")
         os.kill(pids[victim], signal.SIGKILL)
         with pytest.raises(EngineError, match="missed heartbeats"):
             ar.get(15)

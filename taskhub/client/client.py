@@ -334,9 +334,54 @@ class Client:
         """Every msg_id the task DB holds, in submission order."""
         return self._hub_request("history_request", {})["history"]
 
-    def queue_status(self):
-        content = self._hub_request("queue_request", {})["queue"]
-        return {(int(k) if k.isdigit() else k): v for k, v in content.items()}
+    def queue_status(self, targets="all", verbose=False):
+        """Per engine id: {'queue': direct tasks waiting, 'tasks': load-balanced tasks on it,
+        'completed': finished}, plus 'unassigned' (tasks waiting for an engine). Counts, or
+        lists of msg_ids with verbose=True. A single int target returns just its dict."""
+        ids = None if targets == "all" else self._target_ids(targets)
+        content = self._hub_request("queue_request", {"targets": ids, "verbose": bool(verbose)})
+        status = {(int(k) if k.isdigit() else k): v for k, v in content["queue"].items()}
+        return status[targets] if isinstance(targets, int) else status
+
+    def _target_ids(self, targets):
+        ids = [targets] if isinstance(targets, int) else list(targets)
+        self._uuids(ids)
+        return ids
+
+    def result_status(self, msg_ids, status_only=True):
+        """{'pending': [...], 'completed': [...]} for msg_ids; with status_only=False, also
+        each completed task's result (or its RemoteError) under its msg_id."""
+        ids = self._msg_id_list(msg_ids, "result_status")
+        content = self._hub_request("result_status_request", {"msg_ids": ids})
+        status = {"pending": content["pending"], "completed": content["completed"]}
+        if not status_only and content["completed"]:
+            ar = self.get_result(content["completed"])
+            ar.wait()
+            status.update((m, ar._values[m]) for m in ar.msg_ids)
+        return status
+
+    def purge_results(self, jobs=(), targets=()):
+        """Drop finished records from the task DB: by msg_id (or AsyncResult), by engine id,
+        or everything finished with jobs='all'. Returns how many records were dropped."""
+        if jobs == "all":
+            return self._hub_request("purge_request", {"msg_ids": "all"})["dropped"]
+        ids = self._msg_id_list(jobs, "purge_results") if jobs else []
+        engine_ids = self._target_ids(targets) if targets != () else None
+        return self._hub_request("purge_request", {"msg_ids": ids, "targets": engine_ids}
+                                 )["dropped"]
+
+    @staticmethod
+    def _msg_id_list(jobs, method):
+        jobs = [jobs] if isinstance(jobs, (str, AsyncResult)) else list(jobs)
+        ids = []
+        for job in jobs:
+            if isinstance(job, AsyncResult):
+                ids.extend(job.msg_ids)
+            elif isinstance(job, str):
+                ids.append(job)
+            else:
+                raise TypeError(f"{method} takes msg_ids or AsyncResults, not {job!r}")
+        return ids
 
     def get_result(self, msg_ids):
         """An AsyncHubResult for tasks by msg_id, whoever submitted them."""

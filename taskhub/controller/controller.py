@@ -262,6 +262,7 @@ class Controller:
         self.sockets["task"].send_multipart([client, DELIM, *msg["raw"]], copy=False)
         self._forward_to_watchers(msg_id, [DELIM, *msg["raw"]])
         self.recorder.replied(msg_id, msg, utcnow())
+        self.hub.by_uuid[engine].completed += 1
         self._apply(self.scheduler.handle(sc.TaskFinished(msg_id, engine)))
 
     def _on_mux_reply(self, frames):

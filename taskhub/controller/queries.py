@@ -51,14 +51,37 @@ class QueryService:
                                             for i in hub.up_ids()}}, []
 
     def _q_queue(self, msg, ident):
-        hub, loads = self.c.hub, self.c.scheduler.loads
-        status = {}
-        for i in hub.up_ids():
-            rec = hub.engines[i]
-            status[str(i)] = {"queue": loads.get(rec.uuid, 0) + len(rec.direct),
-                              "completed": rec.completed}
-        status["unassigned"] = len(self.c.scheduler.waiting)
+        """Per engine: direct tasks waiting ('queue'), load-balanced ones ('tasks'), and
+        'completed'; counts, or msg_id lists when verbose. Plus 'unassigned'."""
+        content = msg["content"]
+        verbose = bool(content.get("verbose"))
+        ids = self._engine_ids(content.get("targets"))
+        status = {str(i): self._engine_status(self.c.hub.engines[i], verbose) for i in ids}
+        waiting = [t.msg_id for t in self.c.scheduler.waiting]
+        status["unassigned"] = waiting if verbose else len(waiting)
         return {"status": "ok", "queue": status}, []
+
+    def _engine_status(self, rec, verbose):
+        tasks = [m for m, e in self.c.scheduler.assigned.items() if e == rec.uuid]
+        if not verbose:
+            return {"queue": len(rec.direct), "tasks": len(tasks), "completed": rec.completed}
+        self.c.recorder.flush()
+        done = self.c.db.find_records({"engine_uuid": rec.uuid, "completed": {"$ne": None}},
+                                      keys=["msg_id"])
+        return {"queue": sorted(rec.direct), "tasks": tasks,
+                "completed": [r["msg_id"] for r in done]}
+
+    def _engine_ids(self, targets):
+        """Engine ids from a request's targets (None: all); unknown ids are refused."""
+        up = self.c.hub.up_ids()
+        if targets is None:
+            return up
+        if not (isinstance(targets, list) and all(isinstance(t, int) for t in targets)):
+            raise TypeError("targets must be a list of engine ids")
+        unknown = sorted(set(targets) - set(up))
+        if unknown:
+            raise ValueError(f"no engine with id {unknown[0]}; registered ids: {up}")
+        return targets
 
     def _q_stats(self, msg, ident):
         c = self.c
@@ -106,6 +129,49 @@ class QueryService:
             done[msg_id] = _result_summary(rec)
             buffers.extend(rec.get("result_buffers") or [])
         return {"status": "ok", "pending": pending, "completed": done}, buffers
+
+    def _q_result_status(self, msg, ident):
+        """Which of msg_ids are pending and which completed (unknown ids are an error)."""
+        msg_ids = _str_list(msg["content"].get("msg_ids"), "msg_ids")
+        pending = [m for m in msg_ids if m in self.c.outstanding]
+        self.c.recorder.flush()
+        found = {r["msg_id"]: r for r in self.c.db.find_records(
+            {"msg_id": {"$in": [m for m in msg_ids if m not in self.c.outstanding]}},
+            keys=["msg_id", "completed"])}
+        unknown = [m for m in msg_ids if m not in found and m not in pending]
+        if unknown:
+            raise UnknownTaskError(f"no task with msg_id {unknown[0]!r} in the task database")
+        completed = [m for m in msg_ids if m in found and found[m]["completed"] is not None]
+        lost = [m for m in msg_ids if m in found and found[m]["completed"] is None]
+        return {"status": "ok", "pending": pending, "completed": completed,
+                "never_finished": lost}, []
+
+    def _q_purge(self, msg, ident):
+        """Drop finished records by msg_id, by engine, or all of them."""
+        content = msg["content"]
+        jobs, targets = content.get("msg_ids"), content.get("targets")
+        self.c.recorder.flush()
+        if jobs == "all":
+            dropped = self.c.db.drop_matching_records({"completed": {"$ne": None}})
+            return {"status": "ok", "dropped": dropped}, []
+        jobs = _str_list(jobs or [], "msg_ids")
+        running = [m for m in jobs if m in self.c.outstanding]
+        if running:
+            raise ValueError(f"cannot purge tasks that have not finished: {running}")
+        for msg_id in jobs:
+            self.c.db.drop_record(msg_id)
+        dropped = len(jobs)
+        for engine_id in self._purge_targets(targets):
+            dropped += self.c.db.drop_matching_records(
+                {"engine_id": engine_id, "completed": {"$ne": None}})
+        return {"status": "ok", "dropped": dropped}, []
+
+    def _purge_targets(self, targets):
+        if targets is None:
+            return []
+        if not (isinstance(targets, list) and all(isinstance(t, int) for t in targets)):
+            raise TypeError("targets must be a list of engine ids")
+        return targets
 
     def _q_resubmit(self, msg, ident):
         msg_ids = _str_list(msg["content"].get("msg_ids"), "msg_ids")

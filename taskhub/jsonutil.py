@@ -18,13 +18,15 @@ def parse_date(value):
 
 
 def tag_dates(obj):
+    """A query ready for JSON: datetimes tagged (a naive one is local time, as
+    `datetime.now()` gives), and any other iterable — a set, a map object — made a list."""
     if isinstance(obj, datetime):
-        return {_TAG: obj.isoformat()}
+        return {_TAG: obj.astimezone(timezone.utc).isoformat()}
     if isinstance(obj, dict):
         return {k: tag_dates(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [tag_dates(v) for v in obj]
-    return obj
+    if isinstance(obj, (str, bytes)) or not hasattr(obj, "__iter__"):
+        return obj
+    return [tag_dates(v) for v in obj]
 
 
 def untag_dates(obj):

@@ -19,8 +19,14 @@ from datetime import datetime, timezone
 DELIM = b"<TH|MSG>"
 PROTOCOL_VERSION = "1.0"
 
-_dumps = json.JSONEncoder(separators=(",", ":"), default=lambda o: o.isoformat()
-                          if isinstance(o, datetime) else repr(o)).encode
+def _encode_other(obj):
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    raise TypeError(f"{type(obj).__name__} {obj!r:.60} cannot be sent in a message "
+                    "(only JSON types and datetimes can)")
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), default=_encode_other).encode
 _loads = json.loads
 
 
@@ -69,6 +75,7 @@ class Session:
         self.key = key
         self.session_id = session_id or new_id()
         self.bsession = self.session_id.encode()
+        self.session = self.session_id  # the name ipyparallel's docs use (rc.session.session)
         self._hmac = hmac.new(key, digestmod=hashlib.sha256)
         self._seen = set()
         self._seen_order = deque()

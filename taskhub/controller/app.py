@@ -47,7 +47,20 @@ class IPControllerApp(BaseApp):
                                "it is declared dead and its tasks fail. Too few and a "
                                "busy machine loses healthy engines.").tag(config=True)
 
-    aliases = {"profile": "IPControllerApp.profile", "profile-dir": "IPControllerApp.profile_dir",
+    flags = {
+        "sqlitedb": ({"IPControllerApp": {"db": "sqlite"}},
+                     "Record tasks in SQLite in the profile (the default; durable)."),
+        "dictdb": ({"IPControllerApp": {"db": "memory"}},
+                   "Record tasks in memory (fast; gone when the controller stops)."),
+        "mongodb": ({"IPControllerApp": {"db": "mongodb"}},
+                    "Record tasks in MongoDB at --mongodb-url."),
+        "nodb": ({"IPControllerApp": {"db": "none"}},
+                 "Keep no task history (db_query and get_result then fail)."),
+    }
+
+    aliases = {"profile": "IPControllerApp.profile",
+               "mongodb-url": "IPControllerApp.mongodb_url",
+               "mongodb-database": "IPControllerApp.mongodb_database", "profile-dir": "IPControllerApp.profile_dir",
                "ip": "IPControllerApp.ip", "db": "IPControllerApp.db",
                "scheme": "IPControllerApp.scheme", "hwm": "IPControllerApp.hwm",
                "log-level": "Application.log_level",

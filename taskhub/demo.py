@@ -51,7 +51,7 @@ def main():
 
 
 def tour():
-    from taskhub.client import Client
+    from taskhub import Client
 
     heading(f"2. Connect a Client: Client(profile={PROFILE!r})")
     rc = Client(profile=PROFILE)
@@ -81,12 +81,12 @@ def show_history(rc):
 
 def resubmit_one(rc):
     first = rc.hub_history()[-6]
-    heading(f"5. Run a recorded task again: rc.resubmit([{first[:8]!r}...]).get()")
-    result = rc.resubmit([first]).get(timeout=30)
-    sys.stdout.write(f"result of the rerun: {result}\n")
-    original = rc.db_query({"msg_id": first}, keys=HISTORY_KEYS)[0]
-    new_id = original.get("resubmitted")
-    sys.stdout.write(f"the original now points at its rerun: resubmitted = {new_id}\n")
+    heading("5. Run a recorded task again: rc.resubmit(msg_id).get()")
+    result = rc.resubmit(first).get(timeout=30)
+    sys.stdout.write(f"rerun of {first[:8]} returned {result}  (a map task runs a chunk of "
+                     "the inputs)\n")
+    new_id = rc.db_query({"msg_id": first}, keys=["resubmitted"])[0].get("resubmitted")
+    sys.stdout.write(f"the original record now names its rerun: resubmitted = {new_id[:8]}\n")
     print_records(rc.db_query({"msg_id": {"$in": [first, new_id]}}, keys=HISTORY_KEYS))
 
 

@@ -69,7 +69,35 @@ class EngineError(RemoteError):
 
 
 class TaskAborted(RemoteError):
-    """A queued task was aborted before it ran."""
+    """A task was aborted: before it ran, or interrupted while running."""
+
+
+class TaskTimeout(RemoteError):
+    """A task ran longer than its `time_limit`; the engine interrupted it."""
+
+
+class UnmetDependency(RemoteError):
+    """A task's functional dependency does not hold on the engine it was sent to.
+
+    Raised on an engine (by `taskhub.dependent`, or by hand: ``raise UnmetDependency("why")``),
+    it sends the task to another engine instead of failing it."""
+
+    def __init__(self, *args, **kwargs):
+        if len(args) <= 1 and not kwargs:  # raised by hand, with at most a reason
+            args = (type(self).__name__, args[0] if args else "a dependency is not met")
+        super().__init__(*args, **kwargs)
+
+
+class ImpossibleDependency(UnmetDependency):
+    """A task's dependencies can never be met, so the scheduler failed it."""
+
+
+class DependencyTimeout(ImpossibleDependency):
+    """A task's dependencies were not met within its `timeout`."""
+
+
+class InvalidDependency(ImpossibleDependency):
+    """A task depends on a task the controller does not know."""
 
 
 class CompositeError(TaskhubError):
@@ -89,7 +117,9 @@ class CompositeError(TaskhubError):
 
 # Names a reply may carry for errors raised by the controller rather than user code;
 # the client turns them back into these classes.
-CONTROLLER_ERRORS = {cls.__name__: cls for cls in (EngineError, TaskAborted)}
+CONTROLLER_ERRORS = {cls.__name__: cls for cls in (
+    EngineError, TaskAborted, TaskTimeout, UnmetDependency, ImpossibleDependency,
+    DependencyTimeout, InvalidDependency)}
 
 
 def remote_error_from_content(content, engine_id=None, task=None):

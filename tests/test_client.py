@@ -266,3 +266,9 @@ def test_purge_results(rc):
     assert rc.db_query({"completed": {"$ne": None}}, keys=["msg_id"]) == []
     with pytest.raises(TypeError, match="purge_results takes"):
         rc.purge_results(jobs=[3])
+
+
+def test_a_map_larger_than_zmq_queues_loses_nothing(rc):
+    """Regression: zmq's default high-water mark (1000) made the controller drop tasks."""
+    ar = rc.load_balanced_view().map_async(abs, range(-3000, 0))
+    assert ar.get(60) == list(range(3000, 0, -1))

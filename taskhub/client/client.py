@@ -20,6 +20,7 @@ from .. import error, paths, serialize
 from ..appbase import read_connection_file
 from ..jsonutil import dates_in_record, parse_date, tag_dates
 from ..session import Session
+from ..zmqsocket import shared_context
 from .asyncresult import AsyncHubResult, AsyncResult
 from .view import DirectView, LoadBalancedView
 
@@ -50,7 +51,7 @@ class Client:
         self.connection_file = path
         self._info = read_connection_file(path)
         self.session = Session(self._info["key"].encode())
-        self._context = context or zmq.Context.instance()
+        self._context = context or shared_context()
         self._outbox = collections.deque()
         self._wake_lock = threading.Lock()
         self._waker = None
@@ -233,9 +234,11 @@ class Client:
             ar._receive(msg_id, value, md)
         return ar
 
-    def _hub_request(self, msg_type, content, timeout=None, channel="query", idents=()):
+    def _hub_request(self, msg_type, content, timeout=None, channel="query", idents=(),
+                     buffers=()):
         """Send a request to the hub (or an engine's control) and return the reply content."""
-        frames, header = self.session.serialize(msg_type, content, idents=idents)
+        frames, header = self.session.serialize(msg_type, content, idents=idents,
+                                                buffers=list(buffers))
         future = self._requests[header["msg_id"]] = Future()
         self._send(channel, frames)
         try:
@@ -413,15 +416,57 @@ class Client:
         md["status"] = "ok" if content.get("status") == "ok" else "error"
         self._deliver(msg_id, value, md)
 
-    def resubmit(self, msg_ids):
-        """Run finished tasks again (same function and arguments); an AsyncHubResult."""
+    def resubmit(self, msg_ids, args=None, kwargs=None):
+        """Run finished tasks again as new tasks; an AsyncHubResult of the new results.
+
+        The same function runs with the recorded arguments, or with `args` and/or `kwargs`
+        in their place (the one not given is kept from each record)."""
         single = isinstance(msg_ids, str)
         ids = [msg_ids] if single else list(msg_ids)
         if not ids or not all(isinstance(m, str) for m in ids):
             raise TypeError("resubmit takes a msg_id or a non-empty list of msg_ids")
-        mapping = self._hub_request("resubmit_request", {"msg_ids": ids})["resubmitted"]
+        content, buffers = {"msg_ids": ids}, []
+        if args is not None or kwargs is not None:
+            frames = self._new_arguments(ids, args, kwargs)
+            content["arg_frames"] = [len(f) for f in frames]
+            buffers = [b for f in frames for b in f]
+        mapping = self._hub_request("resubmit_request", content, buffers=buffers)["resubmitted"]
         return self._track([mapping[m] for m in ids], "single" if single else "list",
                            "resubmit", cls=AsyncHubResult)
+
+    def _new_arguments(self, ids, args, kwargs):
+        """Per msg_id, the frames of (args, kwargs) for a resubmit with new arguments."""
+        if args is not None and not isinstance(args, (tuple, list)):
+            raise TypeError(f"args must be a tuple or list, not {type(args).__name__}")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}")
+        old = {}
+        if args is None or kwargs is None:  # keep the other half from each record
+            records = self.db_query({"msg_id": {"$in": ids}}, keys=["buffers"])
+            old = {r["msg_id"]: serialize.deserialize(r["buffers"][1:]) for r in records}
+            missing = [m for m in ids if m not in old]
+            if missing:
+                raise error.UnknownTaskError(f"no task has msg_id {missing[0]!r}")
+        return [serialize.serialize((tuple(args) if args is not None else old[m][0],
+                                     kwargs if kwargs is not None else old[m][1]))
+                for m in ids]
+
+    def abort(self, jobs=None):
+        """Abort tasks (msg_ids or AsyncResults; default: all this client has outstanding).
+
+        One still waiting for an engine fails at once with TaskAborted; one queued or
+        running on an engine is stopped there (TaskAborted too). Finished ones are left
+        alone; an id the hub never saw raises UnknownTaskError."""
+        ids = self._msg_id_list(jobs, "abort") if jobs is not None else sorted(self._pending)
+        if ids:
+            self._hub_request("abort_request", {"msg_ids": ids})
+
+    def interrupt(self, jobs):
+        """Interrupt running tasks (msg_ids or AsyncResults): KeyboardInterrupt is raised in
+        them on their engine, which then carries on. Tasks not running are left alone."""
+        ids = self._msg_id_list(jobs, "interrupt")
+        if ids:
+            self._hub_request("interrupt_request", {"msg_ids": ids})
 
     def stats(self):
         """The controller's counters: dropped messages by reason, engines, outstanding."""

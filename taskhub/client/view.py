@@ -1,9 +1,33 @@
 """Views build requests: a DirectView names its engines, a LoadBalancedView lets the
-scheduler choose. Every call returns an AsyncResult (or, with block=True, its value)."""
+scheduler choose. Every call returns an AsyncResult (or, with block=True, its value).
+
+A view's options are flags, checked when set (a bad value raises TypeError or ValueError
+at once, naming the flag) and sent with every request the view makes:
+
+    lview.retries = 2                                   # from now on
+    lview.set_flags(priority=5, time_limit=60)          # several at once
+    with lview.temp_flags(after=[ar], timeout=30): ...  # inside the block only
+    lview.apply_with_flags(f, (1,), {}, retries=1)      # one call
+
+LoadBalancedView flags (see taskhub.dependency for after/follow):
+    targets     engine id(s) the task may run on (None: any)
+    after       run only once these tasks are done (msg_ids, AsyncResults, a Dependency)
+    follow      run where these tasks ran
+    timeout     seconds to wait for after/follow before DependencyTimeout (None: forever)
+    retries     times to run again after a failure or engine death (prefers other engines)
+    priority    higher runs first among tasks waiting for an engine
+    time_limit  seconds a run may take before the engine stops it with TaskTimeout
+    label       a name for the task, recorded in the task DB
+"""
+from contextlib import contextmanager
 from itertools import islice
+from numbers import Real
 
 from .. import serialize
+from ..dependency import Dependency, dependent, msg_ids_of
 from ..engine import ops
+
+PURE = "pure"  # the scheme with no Python scheduler (taskhub.controller.schemes.PURE)
 
 
 def _check_callable(f, method):
@@ -27,13 +51,130 @@ def _partition(seq, parts):
     return [list(islice(it, q + (i < r))) for i in range(parts)]
 
 
+# -- flags ----------------------------------------------------------------------------------
+class _Flag:
+    """A view option whose value `check(view, name, value)` vets and normalizes when set."""
+
+    def __init__(self, check, default=None):
+        self.check, self.default = check, default
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, view, owner=None):
+        if view is None:
+            return self
+        return view.__dict__.get(self.name, self.default)
+
+    def __set__(self, view, value):
+        view.__dict__[self.name] = self.check(view, self.name, value)
+
+
+def _is_number(value):
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _bool(view, name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _seconds(positive):
+    def check(view, name, value):
+        if value is None:
+            return None
+        if not _is_number(value):
+            raise TypeError(f"{name} must be a number of seconds or None, not {value!r:.60}")
+        if value < 0 or (positive and value == 0):
+            raise ValueError(f"{name} must be {'> 0' if positive else '≥ 0'} seconds, "
+                             f"not {value!r}")
+        return _not_pure(view, f"{name}=", value) if name == "timeout" and value else value
+    return check
+
+
+def _retries(view, name, value):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"retries must be an integer, not {value!r:.60}")
+    if value < 0:
+        raise ValueError(f"retries must be ≥ 0, not {value}")
+    return _not_pure(view, f"{name}=", value) if value else value
+
+
+def _priority(view, name, value):
+    if not _is_number(value):
+        raise TypeError(f"priority must be a number, not {value!r:.60}")
+    return _not_pure(view, f"{name}=", value) if value else value
+
+
+def _label(view, name, value):
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"label must be a string or None, not {value!r:.60}")
+    return value
+
+
+def _dependency(view, name, value):
+    return _not_pure(view, f"{name}=", Dependency.coerce(value, name))
+
+
+def _targets(view, name, value):
+    if value is None:
+        return None
+    ids = [value] if isinstance(value, int) else value
+    if isinstance(ids, bool) or not isinstance(ids, (list, tuple, range)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise TypeError(f"targets must be an engine id, a list of engine ids or None, "
+                        f"not {value!r:.60}")
+    view.client._uuids(list(ids))  # an unknown id raises IndexError now, not later
+    return _not_pure(view, f"{name}=", list(ids))
+
+
+def _not_pure(view, what, value):
+    if value is not None and view.client._info.get("task_scheme") == PURE:
+        raise ValueError(f"{what} needs a Python scheduler, but this cluster's controller "
+                         "uses the 'pure' scheme (a zmq device that only hands tasks out in "
+                         "turn); start it with another scheme, e.g. --scheme leastload")
+    return value
+
+
 class View:
-    block = False
+    """What every view shares: blocking, flags, abort."""
+
+    block = _Flag(_bool, False)
 
     def __init__(self, client, block=False):
         self.client = client
         self.block = block
+        self.outstanding = set()  # msg_ids sent through this view and not answered yet
 
+    # -- flags ------------------------------------------------------------------------------
+    @classmethod
+    def flag_names(cls):
+        return sorted(n for c in cls.__mro__ for n, v in vars(c).items() if isinstance(v, _Flag))
+
+    def set_flags(self, **flags):
+        """Set several flags at once; if any value is bad, none is set."""
+        names = self.flag_names()
+        unknown = sorted(set(flags) - set(names))
+        if unknown:
+            raise TypeError(f"unknown flag {unknown[0]!r}; {type(self).__name__} flags are: "
+                            f"{', '.join(names)}")
+        checked = {n: getattr(type(self), n).check(self, n, v) for n, v in flags.items()}
+        self.__dict__.update(checked)
+
+    @contextmanager
+    def temp_flags(self, **flags):
+        """Flags set for the `with` block only."""
+        saved = {n: self.__dict__[n] for n in flags if n in self.__dict__}
+        self.set_flags(**flags)
+        try:
+            yield self
+        finally:
+            for name in flags:
+                self.__dict__.pop(name, None)
+            self.__dict__.update(saved)
+
+    # -- calls ------------------------------------------------------------------------------
     def apply(self, f, *args, **kwargs):
         return self._apply(f, args, kwargs, self.block)
 
@@ -43,6 +184,17 @@ class View:
     def apply_sync(self, f, *args, **kwargs):
         return self._apply(f, args, kwargs, True)
 
+    def apply_with_flags(self, f, args=(), kwargs=None, block=None, **flags):
+        """`f(*args, **kwargs)` with `flags` for this call only."""
+        if not isinstance(args, (tuple, list)):
+            raise TypeError(f"args must be a tuple or list, not {type(args).__name__}")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}")
+        if block is not None:
+            flags["block"] = block
+        with self.temp_flags(**flags):
+            return self._apply(f, tuple(args), kwargs or {}, self.block)
+
     def map(self, f, *sequences, block=None, chunksize=None):
         """Like the builtin map, in parallel; results in order."""
         _check_callable(f, "map")
@@ -51,7 +203,7 @@ class View:
         for s in sequences:
             if not hasattr(s, "__iter__"):
                 raise TypeError(f"map arguments must be iterable, got {type(s).__name__}")
-        ar = self._map(f, sequences, chunksize)
+        ar = self._watch(self._map(f, sequences, chunksize))
         return ar.get() if (self.block if block is None else block) else ar
 
     def map_async(self, f, *sequences, chunksize=None):
@@ -62,12 +214,33 @@ class View:
 
     def _apply(self, f, args, kwargs, block):
         _check_callable(f, "apply")
-        ar = self._submit(f, args, kwargs)
+        ar = self._watch(self._submit(f, args, kwargs))
         return ar.get() if block else ar
+
+    def _watch(self, ar):
+        self.outstanding.update(ar.msg_ids)
+        ar.add_done_callback(lambda done: self.outstanding.difference_update(done.msg_ids))
+        return ar
+
+    def abort(self, jobs=None):
+        """Abort tasks of this view (msg_ids or AsyncResults; default: all it has
+        outstanding): waiting ones fail with TaskAborted, running ones are stopped."""
+        ids = msg_ids_of(jobs, "jobs") if jobs is not None else sorted(self.outstanding)
+        if ids:
+            self.client.abort(ids)
 
 
 class LoadBalancedView(View):
     """Tasks go to whichever engine the scheduler picks (optionally among `targets`)."""
+
+    targets = _Flag(_targets)
+    after = _Flag(_dependency)
+    follow = _Flag(_dependency)
+    timeout = _Flag(_seconds(positive=False))
+    retries = _Flag(_retries, 0)
+    priority = _Flag(_priority, 0)
+    time_limit = _Flag(_seconds(positive=True))
+    label = _Flag(_label)
 
     def __init__(self, client, targets=None, block=False):
         super().__init__(client, block)
@@ -77,14 +250,26 @@ class LoadBalancedView(View):
         md = {}
         if self.targets is not None:
             md["targets"] = self.client._uuids(self.targets)
+        for name in ("after", "follow"):
+            if getattr(self, name):
+                md[name] = getattr(self, name).as_dict()
+        for name in ("timeout", "retries", "priority", "time_limit", "label"):
+            if getattr(self, name):
+                md[name] = getattr(self, name)
         return md
 
+    def _check_function(self, f):
+        if isinstance(f, dependent):
+            _not_pure(self, "a functional dependency (dependent, @depend, @require)", f)
+
     def _submit(self, f, args, kwargs):
+        self._check_function(f)
         buffers = serialize.pack_apply(f, args, kwargs)
         msg_id = self.client._send_task(buffers, self._metadata(), {})
         return self.client._track([msg_id], "single", getattr(f, "__name__", ""))
 
     def _map(self, f, sequences, chunksize):
+        self._check_function(f)
         chunksize = 1 if chunksize is None else chunksize
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be a positive integer, not {chunksize!r}")

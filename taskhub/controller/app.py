@@ -10,7 +10,7 @@ from ..appbase import BaseApp, write_connection_file
 from ..session import Session, new_key
 from .controller import Controller
 from .db import make_db
-from .schemes import SCHEMES
+from .schemes import SCHEME_NAMES
 
 log = logging.getLogger("taskhub.controller")
 
@@ -34,13 +34,17 @@ class IPControllerApp(BaseApp):
                           ).tag(config=True)
     mongodb_database = Unicode("taskhub", help="MongoDB database for db=mongodb."
                                ).tag(config=True)
-    scheme = Enum(sorted(SCHEMES), default_value="leastload", help="Load-balancing scheme: "
+    scheme = Enum(SCHEME_NAMES, default_value="leastload", help="Load-balancing scheme: "
                   "leastload (fewest outstanding tasks; the best default), lru (round "
                   "robin), plainrandom, twobin, weighted (cheaper choices that ignore some "
-                  "of the load).").tag(config=True)
+                  "of the load), or pure (a C-level zmq device: the highest throughput, "
+                  "but no dependencies, retries, priorities, targets or high-water mark, "
+                  "and tasks on an engine that dies are lost).").tag(config=True)
     hwm = Integer(0, help="Most tasks outstanding on one engine (0: no limit). 0 gives the "
                   "highest throughput; a small number (1-2) balances better when task "
-                  "durations vary, at a round trip per task.").tag(config=True)
+                  "durations vary, at a round trip per task, and lets priorities reorder "
+                  "work that would otherwise already sit in an engine's queue. Ignored by "
+                  "the pure scheme.").tag(config=True)
     heartbeat_period = Float(1.0, help="Seconds between heartbeats. Shorter notices dead "
                              "engines sooner and costs more messages.").tag(config=True)
     heartbeat_misses = Integer(10, help="Heartbeat periods an engine may be silent before "

@@ -13,24 +13,35 @@ ready sockets, runs due timers, then flushes the task-DB writes of that turn in 
 transaction. The relays and the scheduler are in-process, so "monitoring" — the hub seeing
 every request and reply — is a method call, not a socket hop. Decisions live in
 `HubState` and `SchedulerState`; this module only decodes messages into their events and
-carries out the instructions they return.
+carries out the instructions they return. A load-balanced request's frames are kept until
+the task is finished, so a retry resends exactly what the client signed.
+
+Under the pure scheme (`pure.py`) the task ROUTERs belong to a C-level device on its own
+thread; the hub sees copies of its traffic on the `capture` socket and answers clients
+(watchers, resubmits, failures) through the mux ROUTER, whose replies clients treat alike.
 """
 import logging
 import time
 
 import zmq
 
+from ..error import NoTaskDB, UnknownTaskError
 from ..session import DELIM, utcnow
+from ..zmqsocket import make_context
 from . import hubstate as hs
 from . import scheduler as sc
+from .pure import PureDevice
 from .queries import QueryService
 from .recorder import TaskRecorder
+from .schemes import PURE
+from .taskoptions import task_options
 
 log = logging.getLogger("taskhub.controller")
 
 CLIENT_CHANNELS = ("query", "task", "mux", "control", "iopub", "notification")
 ENGINE_CHANNELS = ("query", "task", "mux", "control", "iopub", "hb_ping", "hb_pong")
 MAX_PER_TURN = 512  # messages read from one socket per turn, so no socket starves the rest
+HUB_IDENT = b"taskhub-hub"  # the routing id of requests the hub itself sends
 
 
 class Controller:
@@ -42,14 +53,20 @@ class Controller:
         self.db = db
         self.recorder = TaskRecorder(db)
         self.ip = ip
-        self.scheduler = sc.SchedulerState(scheme, hwm)
-        self.hub = hs.HubState(heartbeat_period * heartbeat_misses)
+        self.scheme = scheme
+        self.pure = scheme == PURE
+        self.scheduler = sc.SchedulerState("leastload" if self.pure else scheme, hwm)
+        self.hub = hs.HubState(heartbeat_period * heartbeat_misses,
+                               hs.CHANNELS - {"task"} if self.pure else hs.CHANNELS)
         self.heartbeat_period = heartbeat_period
         self.context = context
         self.ports = {}
-        self.queued = {}       # msg_id -> (client ident, raw frames) not yet sent to an engine
+        self.queued = {}       # msg_id -> (client ident, raw frames) of unfinished LB tasks
         self.outstanding = {}  # msg_id -> (client ident, header, queue) until the reply
         self.watchers = {}     # msg_id -> client idents that asked for it via get_result
+        self.engine_ids = {}   # uuid -> id of every engine that was ever up
+        self._replies = {}     # msg_id -> engine reply the scheduler is deciding about
+        self._device = None
         self.queries = QueryService(self)
         self._running = False
         self._wake_url = f"inproc://taskhub-controller-{id(self)}"
@@ -57,12 +74,15 @@ class Controller:
     # -- set-up -----------------------------------------------------------------------------
     def bind(self):
         """Create and bind every socket on random ports of `ip`; returns self."""
-        ctx = self.context = self.context or zmq.Context()
+        ctx = self.context = self.context or make_context()
         kinds = {"query": zmq.ROUTER, "task": zmq.ROUTER, "mux": zmq.ROUTER,
                  "control": zmq.ROUTER, "iopub": zmq.PUB, "notification": zmq.PUB,
                  "e_task": zmq.ROUTER, "e_mux": zmq.ROUTER, "e_control": zmq.ROUTER,
                  "e_iopub": zmq.SUB, "hb_ping": zmq.PUB, "hb_pong": zmq.ROUTER}
         self.sockets = {}
+        if self.pure:
+            del kinds["task"], kinds["e_task"]
+            self._bind_pure(ctx)
         for name, kind in kinds.items():
             sock = ctx.socket(kind)
             sock.linger = 1000
@@ -75,6 +95,16 @@ class Controller:
         self._wake.bind(self._wake_url)
         return self
 
+    def _bind_pure(self, ctx):
+        self._device = PureDevice(ctx, self.ip).start()
+        self.ports.update(self._device.ports)
+        capture = self.sockets["capture"] = ctx.socket(zmq.PULL)
+        capture.rcvhwm = 0
+        capture.connect(self._device.capture_url)
+        submit = self.sockets["submit"] = ctx.socket(zmq.DEALER)  # the hub's own resubmits
+        submit.routing_id = HUB_IDENT
+        submit.connect(self._device.front_url)
+
     def connection_info(self, which):
         """The dict written to the client or engine connection file (without the key)."""
         p = self.ports
@@ -84,7 +114,8 @@ class Controller:
             ports = {"query": p["query"], "task": p["e_task"], "mux": p["e_mux"],
                      "control": p["e_control"], "iopub": p["e_iopub"],
                      "hb_ping": p["hb_ping"], "hb_pong": p["hb_pong"]}
-        return {"ip": self.ip, "ports": ports, "signature_scheme": "hmac-sha256"}
+        return {"ip": self.ip, "ports": ports, "signature_scheme": "hmac-sha256",
+                "task_scheme": self.scheme}
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self):
@@ -93,7 +124,8 @@ class Controller:
             ("mux", self._on_mux_request), ("control", self._on_control_request),
             ("e_task", self._on_task_reply), ("e_mux", self._on_mux_reply),
             ("e_control", self._on_control_reply), ("e_iopub", self._on_iopub),
-            ("hb_pong", self._on_pong))}
+            ("hb_pong", self._on_pong), ("capture", self._on_pure_copy),
+            ("submit", lambda frames: None)) if n in self.sockets}
         handlers[self._wake] = lambda frames: None
         poller = zmq.Poller()
         for sock in handlers:
@@ -135,22 +167,34 @@ class Controller:
         waker.close()
 
     def close(self):
+        if self._device is not None:
+            self._device.stop()
         for sock in [*self.sockets.values(), self._wake]:
             sock.close(linger=0)
         self.db.close()
 
     def _heartbeat(self):
-        self.sockets["hb_ping"].send(str(time.monotonic()).encode())
-        self._apply(self.hub.handle(hs.Tick(time.monotonic())))
+        now = time.monotonic()
+        self.sockets["hb_ping"].send(str(now).encode())
+        self._apply(self.hub.handle(hs.Tick(now)))
+        self._apply(self.scheduler.handle(sc.Tick(now)))
 
     # -- carrying out instructions -----------------------------------------------------------
     def _apply(self, instructions):
         for ins in instructions:
             if isinstance(ins, sc.SendTask):
                 self._send_task(ins.msg_id, ins.engine)
+            elif isinstance(ins, sc.DeliverReply):
+                self._deliver_reply(ins.msg_id)
             elif isinstance(ins, sc.FailTask):
                 self._fail_task(ins.msg_id, ins.ename, ins.evalue)
+            elif isinstance(ins, sc.Requeued):
+                self.recorder.retried(ins.msg_id, ins.engine, self.engine_ids.get(ins.engine),
+                                      ins.ename, ins.evalue, utcnow())
+            elif isinstance(ins, sc.SignalEngine):
+                self._signal_engine(ins.engine, ins.action, [ins.msg_id])
             elif isinstance(ins, hs.EngineIsUp):
+                self.engine_ids[ins.uuid] = ins.id
                 self._notify("engine_up", {"id": ins.id, "uuid": ins.uuid})
                 self._apply(self.scheduler.handle(sc.EngineUp(ins.uuid)))
             elif isinstance(ins, hs.EngineIsDown):
@@ -160,10 +204,21 @@ class Controller:
                 self._apply(self.scheduler.handle(sc.EngineDown(ins.uuid, ins.reason)))
 
     def _send_task(self, msg_id, engine):
-        client, raw = self.queued.pop(msg_id)
+        client, raw = self.queued[msg_id]  # kept: a retry sends the same frames again
         self.sockets["e_task"].send_multipart([engine.encode(), client, DELIM, *raw],
                                               copy=False)
         self.recorder.update(msg_id, engine_uuid=engine, engine_id=self.hub.id_of(engine))
+
+    def _deliver_reply(self, msg_id):
+        """The engine's reply is the task's answer: pass it to the client and record it."""
+        msg = self._replies.pop(msg_id)
+        self.queued.pop(msg_id, None)
+        entry = self.outstanding.pop(msg_id, None)
+        if entry is None:
+            return
+        self.sockets["task"].send_multipart([entry[0], DELIM, *msg["raw"]], copy=False)
+        self._forward_to_watchers(msg_id, [DELIM, *msg["raw"]])
+        self.recorder.replied(msg_id, msg, utcnow())
 
     def _fail_task(self, msg_id, ename, evalue):
         """Answer a task the controller itself gave up on, as an engine would have."""
@@ -177,10 +232,21 @@ class Controller:
         frames, _ = self.session.serialize(
             "apply_reply", content, parent=header,
             metadata={"status": "error", "completed": now.isoformat()}, idents=[client])
-        sock = self.sockets["task" if queue == "task" else "mux"]
-        sock.send_multipart(frames)
+        self._client_socket(queue).send_multipart(frames)
         self._forward_to_watchers(msg_id, frames[1:])
         self.recorder.failed(msg_id, content, now)
+        if queue == "mux":
+            self._apply(self.scheduler.handle(sc.DirectFinished(msg_id, None, False)))
+
+    def _client_socket(self, queue):
+        """Where replies for `queue` go; under pure the device owns the task ROUTER."""
+        return self.sockets["mux" if queue == "mux" or self.pure else "task"]
+
+    def _signal_engine(self, engine, action, msg_ids):
+        """Ask `engine` (on its control channel) to abort or interrupt `msg_ids`."""
+        frames, _ = self.session.serialize(f"{action}_request", {"msg_ids": msg_ids},
+                                           idents=[engine.encode(), HUB_IDENT])
+        self.sockets["e_control"].send_multipart(frames)
 
     def _notify(self, kind, content):
         self.session.send(self.sockets["notification"], kind, content)
@@ -190,19 +256,40 @@ class Controller:
         idents, msg = self.session.feed(frames)
         if msg is None or not idents or msg.msg_type != "apply_request":
             return
-        targets = msg["metadata"].get("targets")
-        if targets is not None and not _is_str_list(targets):
-            return self._reject(idents[0], msg, "task", "ValueError",
-                                "targets must be a list of engine uuids")
-        self._accept(idents[0], msg, "task")
-        self._apply(self.scheduler.handle(
-            sc.TaskSubmitted(msg.msg_id, tuple(targets) if targets is not None else None)))
+        try:
+            options = task_options(msg["metadata"])
+        except (TypeError, ValueError) as e:
+            return self._reject(idents[0], msg, "task", type(e).__name__, str(e))
+        self._submit(idents[0], msg, options)
+
+    def _submit(self, client, msg, options):
+        """Hand a load-balanced task to the scheduler."""
+        self._accept(client, msg, "task")
+        self.queued[msg.msg_id] = (client, msg["raw"])
+        outcomes, external = self._outside_dependencies(options)
+        self._apply(self.scheduler.handle(sc.TaskSubmitted(
+            msg.msg_id, **options, now=time.monotonic(), outcomes=outcomes,
+            external=external)))
+
+    def _outside_dependencies(self, options):
+        """What the scheduler cannot know itself about the tasks these options depend on:
+        (outcomes of tasks finished long ago, direct tasks still running)."""
+        deps = [m for d in (options["after"], options["follow"]) if d for m in d.msg_ids]
+        unknown = [m for m in deps if not self.scheduler.knows(m)]
+        outcomes, external = {}, frozenset(m for m in unknown if m in self.outstanding)
+        if unknown and self.recorder.dirty:
+            self.recorder.flush()
+        for m in set(unknown) - external:
+            try:
+                [rec] = self.db.find_records({"msg_id": m}, ["status", "engine_uuid"]) or [None]
+            except NoTaskDB:
+                rec = None
+            if rec is not None:  # a record without a status was lost when its hub stopped
+                outcomes[m] = sc.Outcome(rec.get("status") == "ok", rec.get("engine_uuid"))
+        return outcomes, external
 
     def _accept(self, client, msg, queue, **extra):
-        msg_id = msg.msg_id
-        self.outstanding[msg_id] = (client, msg["header"], queue)
-        if queue == "task":
-            self.queued[msg_id] = (client, msg["raw"])
+        self.outstanding[msg.msg_id] = (client, msg["header"], queue)
         self.recorder.submitted(msg, queue, utcnow(), **extra)
 
     def _reject(self, client, msg, queue, ename, evalue):
@@ -222,6 +309,7 @@ class Controller:
         self._accept(client, msg, "mux", engine_uuid=engine, engine_id=rec.id)
         self.sockets["e_mux"].send_multipart([target, client, DELIM, *msg["raw"]], copy=False)
         self._apply(self.hub.handle(hs.DirectSent(msg.msg_id, engine)))
+        self._apply(self.scheduler.handle(sc.DirectSubmitted(msg.msg_id)))
 
     def _on_control_request(self, frames):
         idents, msg = self.session.feed(frames)
@@ -253,17 +341,18 @@ class Controller:
         return engine, idents[1], msg
 
     def _on_task_reply(self, frames):
+        """The scheduler decides whether a reply is the answer (DeliverReply) or an attempt
+        to retry; a late reply from an engine declared dead is neither, and is dropped."""
         engine, client, msg = self._engine_message(frames, "task")
         if msg is None:
             return
-        msg_id = msg.parent_id
-        if self.outstanding.pop(msg_id, None) is None:
-            return  # already failed (engine declared dead) — the late reply is dropped
-        self.sockets["task"].send_multipart([client, DELIM, *msg["raw"]], copy=False)
-        self._forward_to_watchers(msg_id, [DELIM, *msg["raw"]])
-        self.recorder.replied(msg_id, msg, utcnow())
         self.hub.by_uuid[engine].completed += 1
-        self._apply(self.scheduler.handle(sc.TaskFinished(msg_id, engine)))
+        msg_id, content = msg.parent_id, msg["content"]
+        self._replies[msg_id] = msg
+        self._apply(self.scheduler.handle(sc.TaskFinished(
+            msg_id, engine, content.get("status") == "ok", str(content.get("ename", "")),
+            str(content.get("evalue", "")))))
+        self._replies.pop(msg_id, None)
 
     def _on_mux_reply(self, frames):
         engine, client, msg = self._engine_message(frames, "mux")
@@ -277,11 +366,38 @@ class Controller:
         self.recorder.replied(msg_id, msg, utcnow())
         self.hub.by_uuid[engine].completed += 1
         self._apply(self.hub.handle(hs.DirectDone(msg_id)))
+        self._apply(self.scheduler.handle(sc.DirectFinished(
+            msg_id, engine, msg["content"].get("status") == "ok")))
 
     def _on_control_reply(self, frames):
         engine, client, msg = self._engine_message(frames, "control")
-        if msg is not None:
+        if msg is not None and client != HUB_IDENT:
             self.sockets["control"].send_multipart([client, DELIM, *msg["raw"]])
+
+    def _on_pure_copy(self, frames):
+        """A copy of a message that passed the pure device: record it."""
+        idents, msg = self.session.feed(frames)
+        if msg is None or not idents:
+            return
+        if msg.msg_type == "apply_request" and msg.msg_id not in self.outstanding:
+            self._accept(idents[0], msg, "task")
+        elif msg.msg_type == "apply_reply":
+            self._on_pure_reply(idents[0], msg)
+
+    def _on_pure_reply(self, client, msg):
+        msg_id = msg.parent_id
+        entry = self.outstanding.pop(msg_id, None)
+        if entry is None:
+            return
+        engine = msg["metadata"].get("engine_uuid")
+        rec = self.hub.by_uuid.get(engine)
+        if rec is not None:
+            rec.completed += 1
+        if client == HUB_IDENT:  # a resubmit by the hub: the answer goes to who asked
+            self.sockets["mux"].send_multipart([entry[0], DELIM, *msg["raw"]], copy=False)
+        self._forward_to_watchers(msg_id, [DELIM, *msg["raw"]])
+        self.recorder.update(msg_id, engine_uuid=engine, engine_id=self.engine_ids.get(engine))
+        self.recorder.replied(msg_id, msg, utcnow())
 
     def _on_iopub(self, frames):
         self.sockets["iopub"].send_multipart(frames, copy=False)
@@ -292,7 +408,7 @@ class Controller:
 
     def _forward_to_watchers(self, msg_id, msg_frames):
         for client in self.watchers.pop(msg_id, ()):
-            self.sockets["task"].send_multipart([client, *msg_frames], copy=False)
+            self._client_socket("task").send_multipart([client, *msg_frames], copy=False)
 
     # -- the query socket: registration and hub requests ------------------------------------
     def _on_query(self, frames):
@@ -306,21 +422,92 @@ class Controller:
         if msg.msg_type == "shutdown_request" and content.get("status") == "ok":
             self.stop()
 
-    def resubmit(self, rec, client):
-        """Submit a recorded request again as a new task for `client`; its new msg_id."""
+    def resubmit(self, records, client, new_args=None):
+        """Submit recorded requests again as new tasks for `client`: {old msg_id: new}.
+
+        `new_args`, if given, holds per record the frames of new (args, kwargs) that replace
+        the recorded ones (the function stays). A direct task goes back to the engine that
+        ran it; a load-balanced one through the scheduler. Every record is checked before
+        any is submitted, so a refusal submits nothing."""
+        new_args = new_args or [None] * len(records)
+        plans = [self._resubmit_plan(rec, client, args) for rec, args in zip(records, new_args)]
+        new_ids = {}
+        for rec, (msg, frames, route) in zip(records, plans):
+            route(msg, frames)
+            self.recorder.update(rec["msg_id"], resubmitted=msg.msg_id)
+            new_ids[rec["msg_id"]] = msg.msg_id
+        return new_ids
+
+    def _resubmit_plan(self, rec, client, args_frames):
+        """(new message, its frames, how to send it) for a recorded request; raises if not."""
+        buffers = list(rec["buffers"] or [])
+        if args_frames is not None:
+            buffers = buffers[:1] + list(args_frames)
         header = self.session.header("apply_request")
         header["session"] = rec["header"].get("session")
         frames, header = self.session.serialize(
-            "apply_request", rec["content"], metadata=rec["metadata"],
-            buffers=rec["buffers"] or [], header=header)
+            "apply_request", rec["content"], metadata=rec["metadata"], buffers=buffers,
+            header=header)
         msg = self.session.decode(frames[1:])
+        if rec.get("queue") == "mux":
+            engine = self._resubmit_engine(rec)
+            return msg, frames, lambda m, f: self._send_direct(client, m, engine)
+        if self.pure:
+            return msg, frames, lambda m, f: self._send_through_device(client, m, f)
+        options = task_options(rec["metadata"])
+        return msg, frames, lambda m, f: self._submit(client, m, options)
+
+    def _resubmit_engine(self, rec):
+        engine = rec.get("engine_uuid")
+        hub_rec = self.hub.by_uuid.get(engine)
+        if hub_rec is None or not hub_rec.up:
+            raise ValueError(f"task {rec['msg_id']} ran directly on engine "
+                             f"{rec.get('engine_id')}, which is gone; a direct task is "
+                             "resubmitted only to the engine it ran on")
+        return engine
+
+    def _send_direct(self, client, msg, engine):
+        self._accept(client, msg, "mux", engine_uuid=engine, engine_id=self.hub.id_of(engine))
+        self.sockets["e_mux"].send_multipart([engine.encode(), client, DELIM, *msg["raw"]],
+                                             copy=False)
+        self._apply(self.hub.handle(hs.DirectSent(msg.msg_id, engine)))
+
+    def _send_through_device(self, client, msg, frames):
         self._accept(client, msg, "task")
-        self.recorder.update(rec["msg_id"], resubmitted=header["msg_id"])
-        targets = rec["metadata"].get("targets")
-        self._apply(self.scheduler.handle(sc.TaskSubmitted(
-            header["msg_id"], tuple(targets) if targets else None)))
-        return header["msg_id"]
+        self.sockets["submit"].send_multipart(frames, copy=False)
 
+    # -- stopping tasks ---------------------------------------------------------------------
+    def abort(self, msg_ids):
+        """Abort unfinished tasks: waiting ones fail with TaskAborted at once, running ones
+        are stopped by their engine. Finished ones are left alone; unknown ids raise."""
+        self._stop_tasks(msg_ids, "abort")
 
-def _is_str_list(value):
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    def interrupt(self, msg_ids):
+        """Interrupt running tasks (KeyboardInterrupt in them); others are left alone."""
+        self._stop_tasks(msg_ids, "interrupt")
+
+    def _stop_tasks(self, msg_ids, action):
+        self._check_known([m for m in msg_ids if m not in self.outstanding])
+        for m in msg_ids:
+            if m in self.scheduler.tasks:
+                event = sc.AbortTask(m) if action == "abort" else sc.InterruptTask(m)
+                self._apply(self.scheduler.handle(event))
+            elif m in self.hub.direct_owner:
+                self._signal_engine(self.hub.direct_owner[m], action, [m])
+            elif m in self.outstanding and self.pure:  # the device does not say where it went
+                for i in self.hub.up_ids():
+                    self._signal_engine(self.hub.engines[i].uuid, action, [m])
+
+    def _check_known(self, msg_ids):
+        """Raise UnknownTaskError unless the task DB knows every one of `msg_ids`."""
+        if not msg_ids:
+            return
+        self.recorder.flush()
+        try:
+            found = {r["msg_id"] for r in self.db.find_records({"msg_id": {"$in": msg_ids}},
+                                                               ["msg_id"])}
+        except NoTaskDB:
+            return  # nothing to check against; stopping a finished task does nothing
+        missing = [m for m in msg_ids if m not in found]
+        if missing:
+            raise UnknownTaskError(f"no task has msg_id {missing[0]!r}")

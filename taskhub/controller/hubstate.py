@@ -4,7 +4,8 @@
     instructions out:  EngineIsUp  EngineIsDown  FailTask
 
 An engine registers (gets the next integer id, never reused), then says hello on each of its
-task channels; once every channel has spoken it is up. An engine whose heartbeat has been
+task channels (`channels`: without "task" under the pure scheme, whose device cannot pass a
+hello back); once every channel has spoken it is up. An engine whose heartbeat has been
 silent for `heartbeat_timeout` seconds (or that unregisters) is down, and every direct task
 outstanding on it fails. Load-balanced tasks are the scheduler's; the controller tells it too.
 """
@@ -90,8 +91,9 @@ class RegistrationError(ValueError):
 class HubState:
     """Engines by id and uuid; `heartbeat_timeout` seconds of silence means dead."""
 
-    def __init__(self, heartbeat_timeout=10.0):
+    def __init__(self, heartbeat_timeout=10.0, channels=CHANNELS):
         self.heartbeat_timeout = heartbeat_timeout
+        self.channels = frozenset(channels)
         self.engines = {}      # id -> EngineRecord, registered and not yet down
         self.by_uuid = {}      # uuid -> EngineRecord
         self.direct_owner = {}  # msg_id -> uuid
@@ -134,10 +136,10 @@ class HubState:
 
     def _ready(self, ev):
         rec = self.by_uuid.get(ev.uuid)
-        if rec is None or rec.up or ev.channel not in CHANNELS:
+        if rec is None or rec.up or ev.channel not in self.channels:
             return []
         rec.ready.add(ev.channel)
-        if rec.ready == CHANNELS:
+        if rec.ready == self.channels:
             rec.up = True
             return [EngineIsUp(rec.id, rec.uuid)]
         return []

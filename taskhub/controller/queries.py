@@ -3,7 +3,8 @@
 Each `<kind>_request` has a handler `_q_<kind>(msg, ident) -> (content, buffers)`. A handler
 raises to refuse: the error's class name and message go back to the asker, and the
 controller carries on. Handlers read the controller's state and the task DB; the only
-things they change are registrations, watchers and (through the controller) resubmissions.
+things they change are registrations, watchers and (through the controller) resubmissions,
+aborts and interrupts.
 """
 import logging
 import time
@@ -180,8 +181,17 @@ class QueryService:
             raise ValueError(f"cannot resubmit tasks that have not finished: {running}")
         self.c.recorder.flush()
         records = [self.c.db.get_record(m) for m in msg_ids]  # an unknown id fails the call
-        new_ids = {rec["msg_id"]: self.c.resubmit(rec, ident) for rec in records}
-        return {"status": "ok", "resubmitted": new_ids}, []
+        new_args = _split_frames(msg["buffers"], msg["content"].get("arg_frames"), len(records))
+        return {"status": "ok", "resubmitted": self.c.resubmit(records, ident, new_args)}, []
+
+    # -- stopping tasks ---------------------------------------------------------------------
+    def _q_abort(self, msg, ident):
+        self.c.abort(_str_list(msg["content"].get("msg_ids"), "msg_ids"))
+        return {"status": "ok"}, []
+
+    def _q_interrupt(self, msg, ident):
+        self.c.interrupt(_str_list(msg["content"].get("msg_ids"), "msg_ids"))
+        return {"status": "ok"}, []
 
 
 def _result_summary(rec):
@@ -189,6 +199,18 @@ def _result_summary(rec):
             "metadata": {**(rec.get("result_metadata") or {}), "stdout": rec.get("stdout"),
                          "stderr": rec.get("stderr"), "engine_id": rec.get("engine_id")},
             "nbuffers": len(rec.get("result_buffers") or [])}
+
+
+def _split_frames(frames, counts, n):
+    """`frames` cut into `n` runs of `counts[i]` frames (resubmit's new arguments), or None."""
+    if counts is None:
+        return None
+    if not (isinstance(counts, list) and len(counts) == n and sum(counts) == len(frames)
+            and all(isinstance(c, int) and c > 0 for c in counts)):
+        raise ValueError("arg_frames must give a positive frame count for every msg_id, "
+                         "adding up to the frames sent")
+    it = iter(frames)
+    return [[bytes(next(it)) for _ in range(c)] for c in counts]
 
 
 def _str_list(value, name):

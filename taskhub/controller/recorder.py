@@ -5,6 +5,10 @@ the recorder turns it into TaskRecord fields and holds them until `flush()`, whi
 controller calls once per loop turn: one bulk insert, one bulk update, one commit. An
 update to a record not yet written merges into the pending insert, so a task submitted and
 dispatched in the same turn costs a single row write.
+
+A task that failed an attempt and runs again (retries, UnmetDependency) keeps one record:
+each failed attempt is listed in its ``result_metadata["failed_attempts"]`` (engine, error,
+time), there as soon as it happens and kept once the task finishes.
 """
 from ..jsonutil import parse_date
 
@@ -14,6 +18,7 @@ class TaskRecorder:
         self.db = db
         self._adds = {}     # msg_id -> full record not yet written
         self._updates = {}  # msg_id -> changes to a written record
+        self._failures = {}  # msg_id -> failed attempts of a task that is running again
 
     def submitted(self, msg, queue, now, **extra):
         header, md = msg["header"], msg["metadata"]
@@ -31,13 +36,20 @@ class TaskRecorder:
         else:
             self._updates.setdefault(msg_id, {}).update(changes)
 
+    def retried(self, msg_id, engine_uuid, engine_id, ename, evalue, now):
+        """An attempt on `engine_uuid` failed; the task will run again elsewhere."""
+        failures = self._failures.setdefault(msg_id, [])
+        failures.append({"engine_uuid": engine_uuid, "engine_id": engine_id, "ename": ename,
+                         "evalue": evalue, "at": now.isoformat()})
+        self.update(msg_id, result_metadata={"failed_attempts": list(failures)})
+
     def replied(self, msg_id, reply, now):
         md = dict(reply["metadata"])
         content = reply["content"]
         error = content if content.get("status") == "error" else None
         self.update(msg_id, result_header=reply["header"], result_content=content,
-                    result_metadata={k: v for k, v in md.items()
-                                     if k not in ("stdout", "stderr")},
+                    result_metadata=self._with_failures(msg_id, {
+                        k: v for k, v in md.items() if k not in ("stdout", "stderr")}),
                     result_buffers=[bytes(b) for b in reply["buffers"]],
                     started=parse_date(md.get("started")),
                     completed=parse_date(md.get("completed")) or now, received=now,
@@ -47,6 +59,12 @@ class TaskRecorder:
     def failed(self, msg_id, content, now):
         self.update(msg_id, result_content=content, completed=now, received=now,
                     status="error", error=content)
+        if msg_id in self._failures:
+            self.update(msg_id, result_metadata=self._with_failures(msg_id, {}))
+
+    def _with_failures(self, msg_id, md):
+        failures = self._failures.pop(msg_id, None)
+        return {**md, "failed_attempts": failures} if failures else md
 
     @property
     def dirty(self):

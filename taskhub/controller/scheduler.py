@@ -1,19 +1,101 @@
 """The load-balanced scheduler's bookkeeping, as a state machine that does no I/O.
 
-    events in:  EngineUp  EngineDown  TaskSubmitted  TaskFinished  Tick
-    instructions out:  SendTask(msg_id, engine)  FailTask(msg_id, ename, evalue)
+    events in:  EngineUp  EngineDown  TaskSubmitted  TaskFinished  DirectSubmitted
+                DirectFinished  AbortTask  InterruptTask  Tick
+    instructions out:  SendTask  FailTask  DeliverReply  Requeued  SignalEngine
 
 `SchedulerState.handle(*events)` is the only way the state changes. The controller decodes
 socket traffic into events and carries out the instructions; tests feed events directly.
-An engine is named by its uuid; a task by its msg_id. Tasks that cannot be placed yet (no
-engine, or every allowed engine at its high-water mark) wait in submission order.
+An engine is named by its uuid; a task by its msg_id. A task's life:
+
+    submitted ─▶ BLOCKED ──(after/follow met)──▶ READY ──(an engine has room)──▶ RUNNING
+                   │ can never be met: ImpossibleDependency        │             │ reply ok
+                   │ timeout passes: DependencyTimeout   ◀─────────┘             ▼
+                   ▼                                   error + retries left,  DeliverReply
+                 FailTask                              or UnmetDependency: Requeued → READY
+
+READY tasks go out highest `priority` first, then in submission order. A task never goes
+twice to an engine that failed it (retries) or lacked its functional dependencies
+(UnmetDependency); when no engine is left to try, it fails with its last error or, for
+unmet dependencies, with ImpossibleDependency. Nothing waits forever on what cannot
+happen: dependencies that failed, engines that are gone, tasks that never existed. A
+dependency on a msg_id nobody knows gets `grace` seconds to show up (a direct task sent on
+another socket at the same moment may arrive later) before InvalidDependency.
 """
+import heapq
+import itertools
 import random
-from collections import deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import FrozenSet, Optional, Tuple
 
 from .schemes import get_scheme
+
+BLOCKED, READY, RUNNING, RELEASED = "blocked", "ready", "running", "released"
+
+
+# -- what tasks depend on -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """How a finished task ended, and where (None: it never reached an engine)."""
+    ok: bool
+    engine: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Dep:
+    """A graph dependency: met when all (or any) of `msg_ids` ended in an accepted way."""
+    msg_ids: FrozenSet[str]
+    all: bool = True
+    success: bool = True
+    failure: bool = False
+
+    def accepts(self, outcome):
+        return self.success if outcome.ok else self.failure
+
+
+MET, WAIT = "met", "wait"  # any other result of judging a Dep is the reason it cannot be met
+
+
+def judge(dep, known, name):
+    """MET, WAIT, or why `dep` can never be met, given the Outcomes `known` so far."""
+    if not dep.msg_ids:
+        return MET
+    outcomes = [(m, known[m]) for m in sorted(dep.msg_ids) if m in known]
+    pending = len(dep.msg_ids) - len(outcomes)
+    bad = [(m, o) for m, o in outcomes if not dep.accepts(o)]
+    if dep.all and bad:
+        m, o = bad[0]
+        return (f"{name} dependency {m} {'succeeded' if o.ok else 'failed'}, which "
+                f"{name}= does not accept ({_accepted(dep)})")
+    if not dep.all and len(bad) == len(dep.msg_ids):
+        return f"none of the {len(bad)} {name}= dependencies ended as it accepts " \
+               f"({_accepted(dep)})"
+    if dep.all:
+        return WAIT if pending else MET
+    return MET if len(bad) < len(outcomes) else WAIT
+
+
+def judge_follow(dep, known):
+    """(MET, engines it may run on), (WAIT, None) or (reason, None)."""
+    state = judge(dep, known, "follow")
+    if state != MET:
+        return state, None
+    places = {known[m].engine for m in dep.msg_ids if m in known and dep.accepts(known[m])}
+    nowhere = "a follow= dependency never ran on an engine, so there is nowhere to follow"
+    if dep.all and None in places:
+        return nowhere, None
+    if dep.all and len(places) > 1:
+        return (f"the follow= dependencies ran on {len(places)} different engines; with "
+                "all=True no engine can follow all of them"), None
+    places.discard(None)
+    if not places:
+        return (WAIT if any(m not in known for m in dep.msg_ids) else nowhere), None
+    return MET, frozenset(places)
+
+
+def _accepted(dep):
+    return " or ".join(w for w, ok in (("success", dep.success), ("failure", dep.failure)) if ok)
 
 
 # -- events -------------------------------------------------------------------------------
@@ -30,14 +112,51 @@ class EngineDown:
 
 @dataclass(frozen=True)
 class TaskSubmitted:
+    """A new task. `outcomes`/`external` describe dependencies the scheduler cannot know
+    itself: tasks that finished long ago (from the task DB) and direct tasks still running."""
     msg_id: str
     targets: Optional[Tuple[str, ...]] = None  # allowed engines; None: any
+    after: Optional[Dep] = None
+    follow: Optional[Dep] = None
+    timeout: Optional[float] = None  # seconds it may wait to be sent; None: forever
+    retries: int = 0
+    priority: float = 0
+    now: float = 0.0
+    outcomes: Optional[dict] = None  # msg_id -> Outcome
+    external: FrozenSet[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class TaskFinished:
     msg_id: str
     engine: str
+    ok: bool = True
+    ename: str = ""
+    evalue: str = ""
+
+
+@dataclass(frozen=True)
+class DirectSubmitted:
+    """A task outside the scheduler (sent to a named engine) was submitted."""
+    msg_id: str
+
+
+@dataclass(frozen=True)
+class DirectFinished:
+    """A task outside the scheduler (sent to a named engine) ended."""
+    msg_id: str
+    engine: Optional[str]
+    ok: bool
+
+
+@dataclass(frozen=True)
+class AbortTask:
+    msg_id: str
+
+
+@dataclass(frozen=True)
+class InterruptTask:
+    msg_id: str
 
 
 @dataclass(frozen=True)
@@ -59,26 +178,77 @@ class FailTask:
     evalue: str
 
 
-@dataclass
-class _Waiting:
+@dataclass(frozen=True)
+class DeliverReply:
+    """The engine's reply to this task is its answer: pass it on."""
     msg_id: str
-    targets: Optional[frozenset] = field(default=None)
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """The attempt on `engine` failed with ename/evalue; the task will run elsewhere."""
+    msg_id: str
+    engine: str
+    ename: str
+    evalue: str
+
+
+@dataclass(frozen=True)
+class SignalEngine:
+    """Ask `engine` to stop this task: action is 'abort' or 'interrupt'."""
+    msg_id: str
+    engine: str
+    action: str
+
+
+@dataclass(eq=False)
+class _Task:
+    msg_id: str
+    seq: int
+    priority: float = 0
+    targets: Optional[frozenset] = None
+    after: Optional[Dep] = None
+    follow: Optional[Dep] = None
+    retries: int = 0
+    timeout: Optional[float] = None
+    deadline: Optional[float] = None     # until it is first sent; then None
+    known: dict = field(default_factory=dict)   # dependency msg_id -> Outcome
+    where: Optional[frozenset] = None    # engines its follow= allows, once met
+    tried: set = field(default_factory=set)     # engines it failed on or could not run on
+    last_error: Optional[Tuple[str, str]] = None
+    engine: Optional[str] = None
+    state: str = BLOCKED
+    final: bool = False                  # aborted or interrupted: no second attempt
 
 
 class SchedulerState:
-    """Where each task runs. `hwm` caps outstanding tasks per engine (0: no cap)."""
+    """Where each task runs, and when. `hwm` caps outstanding tasks per engine (0: no cap);
+    `remember` is how many finished tasks' outcomes are kept for dependencies (older ones
+    the controller looks up in the task DB); `grace` is how long (seconds) a dependency on
+    an unknown msg_id waits for that task to show up."""
 
-    def __init__(self, scheme="leastload", hwm=0, seed=None):
+    def __init__(self, scheme="leastload", hwm=0, seed=None, remember=65536, grace=1.0):
         self.scheme = get_scheme(scheme)
         self.hwm = hwm
         self.rng = random.Random(seed)
+        self.remember = remember
+        self.grace = grace
         self.engines = []        # uuids, least recently used first
         self.loads = {}          # uuid -> outstanding task count
-        self.assigned = {}       # msg_id -> uuid
-        self.waiting = deque()   # _Waiting, in submission order
+        self.assigned = {}       # msg_id -> uuid, for running tasks
+        self.tasks = {}          # msg_id -> _Task, for every task not finished
+        self.outcomes = OrderedDict()  # msg_id -> Outcome of recently finished tasks
+        self.dependents = {}     # msg_id -> msg_ids of blocked tasks waiting for it
+        self.external = set()    # direct tasks that blocked tasks wait for
+        self._ready = []         # heap of (-priority, seq, msg_id)
+        self._deadlines = []     # heap of (deadline, msg_id)
+        self._unknown = []       # heap of (end of grace, unknown msg_id something waits for)
+        self._seq = itertools.count()
         self._handlers = {EngineUp: self._engine_up, EngineDown: self._engine_down,
                           TaskSubmitted: self._submitted, TaskFinished: self._finished,
-                          Tick: self._tick}
+                          DirectSubmitted: self._direct_submitted,
+                          DirectFinished: self._direct_finished, AbortTask: self._abort,
+                          InterruptTask: self._interrupt, Tick: self._tick}
 
     def handle(self, *events):
         out = []
@@ -86,7 +256,16 @@ class SchedulerState:
             out.extend(self._handlers[type(event)](event))
         return out
 
-    # -- event handlers ---------------------------------------------------------------------
+    @property
+    def waiting(self):
+        """The tasks not sent to an engine yet (each has .msg_id), in submission order."""
+        return [t for t in self.tasks.values() if t.state != RUNNING]
+
+    def knows(self, msg_id):
+        """Whether a dependency on `msg_id` can be judged without outside help."""
+        return msg_id in self.tasks or msg_id in self.outcomes or msg_id in self.external
+
+    # -- engines ----------------------------------------------------------------------------
     def _engine_up(self, ev):
         if ev.engine in self.loads:
             return []
@@ -99,67 +278,256 @@ class SchedulerState:
             return []
         self.engines.remove(ev.engine)
         del self.loads[ev.engine]
-        lost = [m for m, e in self.assigned.items() if e == ev.engine]
-        out = [FailTask(m, "EngineError", f"{ev.reason} while running this task")
-               for m in lost]
-        for m in lost:
-            del self.assigned[m]
-        return out + self._fail_unplaceable() + self._drain()
+        out = []
+        for m in [m for m, e in self.assigned.items() if e == ev.engine]:
+            task = self.tasks[m]
+            self._release(task)
+            out += self._attempt_failed(task, ev.engine, "EngineError",
+                                        f"{ev.reason} while running this task", replied=False)
+        for task in [t for t in self.tasks.values() if t.state != RUNNING]:
+            if not self._placeable(task) and task.msg_id in self.tasks:
+                out += self._conclude(task, False, None, self._give_up(task))
+        return out + self._drain()
 
+    # -- tasks ------------------------------------------------------------------------------
     def _submitted(self, ev):
-        targets = frozenset(ev.targets) if ev.targets is not None else None
-        self.waiting.append(_Waiting(ev.msg_id, targets))
-        if targets is not None and not targets & set(self.loads):
-            return self._fail_unplaceable()
+        if ev.msg_id in self.tasks:
+            return []
+        task = _Task(ev.msg_id, next(self._seq), ev.priority,
+                     frozenset(ev.targets) if ev.targets is not None else None, ev.after,
+                     ev.follow, ev.retries, ev.timeout)
+        self.tasks[task.msg_id] = task
+        if ev.timeout:
+            task.deadline = ev.now + ev.timeout
+            heapq.heappush(self._deadlines, (task.deadline, task.msg_id))
+        if self._link_dependencies(task, ev):
+            return self._conclude(task, False, None, FailTask(
+                task.msg_id, "InvalidDependency", "a task cannot depend on itself"))
+        problem = self._evaluate(task)
+        if problem:
+            return self._conclude(task, False, None,
+                                  FailTask(task.msg_id, "ImpossibleDependency", problem))
         return self._drain()
+
+    def _link_dependencies(self, task, ev):
+        """Note what `task` waits for; True if it waits for itself."""
+        outcomes = ev.outcomes or {}
+        self.external.update(ev.external)
+        for dep in (task.after, task.follow):
+            for m in dep.msg_ids if dep else ():
+                if m == task.msg_id:
+                    return True
+                if m in self.outcomes or m in outcomes:
+                    task.known[m] = self.outcomes.get(m) or outcomes[m]
+                    continue
+                if not (m in self.tasks or m in self.external):
+                    heapq.heappush(self._unknown, (ev.now + self.grace, m))
+                self.dependents.setdefault(m, set()).add(task.msg_id)
+        return False
 
     def _finished(self, ev):
-        engine = self.assigned.pop(ev.msg_id, None)
-        if engine is None or engine not in self.loads:
-            return []
-        self.loads[engine] -= 1
-        return self._drain()
+        task = self.tasks.get(ev.msg_id)
+        if task is None or task.state != RUNNING or task.engine != ev.engine:
+            return []  # a late or stray reply: not the answer this task waits for
+        self._release(task)
+        if ev.ok:
+            out = self._conclude(task, True, ev.engine, DeliverReply(task.msg_id))
+        else:
+            out = self._attempt_failed(task, ev.engine, ev.ename, ev.evalue, replied=True)
+        return out + self._drain()
 
-    def _tick(self, ev):
+    def _direct_submitted(self, ev):
+        if ev.msg_id in self.dependents:  # something waits for it: do not call it unknown
+            self.external.add(ev.msg_id)
         return []
 
-    # -- placement --------------------------------------------------------------------------
+    def _direct_finished(self, ev):
+        if ev.msg_id not in self.external and ev.msg_id not in self.dependents:
+            return []
+        self.external.discard(ev.msg_id)
+        return self._settle(ev.msg_id, Outcome(ev.ok, ev.engine)) + self._drain()
+
+    def _abort(self, ev):
+        task = self.tasks.get(ev.msg_id)
+        if task is None:
+            return []
+        if task.state == RUNNING:
+            task.final = True
+            return [SignalEngine(task.msg_id, task.engine, "abort")]
+        return self._conclude(task, False, None, FailTask(
+            task.msg_id, "TaskAborted", "aborted before it ran")) + self._drain()
+
+    def _interrupt(self, ev):
+        task = self.tasks.get(ev.msg_id)
+        if task is None or task.state != RUNNING:
+            return []
+        task.final = True
+        return [SignalEngine(task.msg_id, task.engine, "interrupt")]
+
+    def _tick(self, ev):
+        out = self._fail_unknown(ev.now)
+        while self._deadlines and self._deadlines[0][0] <= ev.now:
+            deadline, m = heapq.heappop(self._deadlines)
+            task = self.tasks.get(m)
+            if task is None or task.deadline != deadline:
+                continue  # finished, or sent to an engine in time
+            why = ("its dependencies were not met" if task.state == BLOCKED
+                   else "no engine could take it")
+            out += self._conclude(task, False, None, FailTask(
+                m, "DependencyTimeout", f"{why} within its timeout of {task.timeout:g}s"))
+        return out + self._drain() if out else out
+
+    def _fail_unknown(self, now):
+        """InvalidDependency for tasks waiting on a msg_id that never showed up."""
+        out = []
+        while self._unknown and self._unknown[0][0] <= now:
+            _, m = heapq.heappop(self._unknown)
+            if self.knows(m) or m not in self.dependents:
+                continue
+            waiting = [self.tasks[d] for d in self.dependents.pop(m) if d in self.tasks]
+            for task in sorted(waiting, key=lambda t: t.seq):
+                if task.msg_id in self.tasks:
+                    out += self._conclude(task, False, None, FailTask(
+                        task.msg_id, "InvalidDependency", f"no task has msg_id {m}"))
+        return out
+
+    # -- failures and retries ---------------------------------------------------------------
+    def _attempt_failed(self, task, engine, ename, evalue, replied):
+        """`task` failed on `engine`: try elsewhere if it may, else conclude it."""
+        final = DeliverReply(task.msg_id) if replied else FailTask(task.msg_id, ename, evalue)
+        unmet = ename == "UnmetDependency"
+        if task.final or not (unmet or task.retries > 0):
+            return self._conclude(task, False, engine, final)
+        task.tried.add(engine)
+        task.retries -= 0 if unmet else 1
+        task.last_error = (ename, evalue)
+        if not self._placeable(task):
+            return self._conclude(task, False, engine,
+                                  self._give_up(task) if unmet else final)
+        self._make_ready(task)
+        return [Requeued(task.msg_id, engine, ename, evalue)]
+
+    def _give_up(self, task):
+        """The FailTask for a task that no engine, now or later, can run."""
+        m = task.msg_id
+        if task.last_error is None:
+            why = ("none of the task's target engines is registered"
+                   if task.targets is not None and not task.targets & set(self.loads)
+                   else "the engine its follow= dependencies ran on is gone")
+            return FailTask(m, "ImpossibleDependency", why)
+        ename, evalue = task.last_error
+        if ename == "UnmetDependency":
+            return FailTask(m, "ImpossibleDependency", f"no engine can run it; the last "
+                            f"of {len(task.tried)} tried said: {evalue}")
+        return FailTask(m, ename, f"{evalue} (failed on all {len(task.tried)} engines tried)")
+
+    def _conclude(self, task, ok, engine, instruction):
+        """`task` is finished with `instruction`; judge what waited for it."""
+        self._forget(task)
+        return [instruction] + self._settle(task.msg_id, Outcome(ok, engine))
+
+    def _settle(self, msg_id, outcome):
+        """Record `outcome` and judge the blocked tasks waiting on it (and on them…)."""
+        out, work = [], [(msg_id, outcome)]
+        while work:
+            m, outcome = work.pop()
+            self._remember(m, outcome)
+            waiting = [self.tasks[d] for d in self.dependents.pop(m, ()) if d in self.tasks]
+            for task in sorted(waiting, key=lambda t: t.seq):
+                task.known[m] = outcome
+                problem = self._evaluate(task)
+                if problem:
+                    self._forget(task)
+                    out.append(FailTask(task.msg_id, "ImpossibleDependency", problem))
+                    work.append((task.msg_id, Outcome(False)))
+        return out
+
+    def _remember(self, msg_id, outcome):
+        self.outcomes[msg_id] = outcome
+        if len(self.outcomes) > self.remember:
+            self.outcomes.popitem(last=False)
+
+    def _forget(self, task):
+        self._release(task)
+        self.tasks.pop(task.msg_id, None)
+
+    # -- judging and placing ----------------------------------------------------------------
+    def _evaluate(self, task):
+        """Make a blocked task READY if its dependencies are met; why it never can, or None."""
+        if task.state != BLOCKED:
+            return None
+        after = judge(task.after, task.known, "after") if task.after else MET
+        follow, where = judge_follow(task.follow, task.known) if task.follow else (MET, None)
+        task.where = where
+        for state in (after, follow):
+            if state not in (MET, WAIT):
+                return state
+        if not self._placeable(task):
+            return self._give_up(task).evalue
+        if after == MET and follow == MET:
+            self._make_ready(task)
+        return None
+
+    def _placeable(self, task):
+        """Whether some engine, now or once one registers, may run `task`."""
+        if not self.engines:
+            return task.targets is None and task.where is None
+        return any(self._allowed(task, e) for e in self.engines)
+
+    def _allowed(self, task, engine):
+        return ((task.targets is None or engine in task.targets)
+                and (task.where is None or engine in task.where)
+                and engine not in task.tried)
+
+    def _make_ready(self, task):
+        task.state = READY
+        heapq.heappush(self._ready, (-task.priority, task.seq, task.msg_id))
+
     def _free(self, engine):
         return not self.hwm or self.loads[engine] < self.hwm
 
+    def _room(self):
+        return bool(self.engines) and (not self.hwm or any(map(self._free, self.engines)))
+
     def _drain(self):
-        """Place waiting tasks, oldest first, while some engine has room."""
-        out, kept = [], deque()
-        while self.waiting and any(self._free(e) for e in self.engines):
-            task = self.waiting.popleft()
-            engine = self._choose(task.targets)
+        """Send READY tasks, best first, while some engine has room."""
+        out, later = [], []
+        while self._ready and self._room():
+            entry = heapq.heappop(self._ready)
+            task = self.tasks.get(entry[2])
+            if task is None or task.state != READY:
+                continue  # finished or failed while it waited
+            engine = self._choose(task)
             if engine is None:
-                kept.append(task)
-                continue
-            out.append(self._assign(task.msg_id, engine))
-        kept.extend(self.waiting)
-        self.waiting = kept
+                later.append(entry)
+            else:
+                out.append(self._assign(task, engine))
+        for entry in later:
+            heapq.heappush(self._ready, entry)
         return out
 
-    def _choose(self, targets):
-        candidates = [e for e in self.engines
-                      if self._free(e) and (targets is None or e in targets)]
+    def _choose(self, task):
+        if task.targets is None and task.where is None and not task.tried:
+            candidates = [e for e in self.engines if self._free(e)]
+        else:
+            candidates = [e for e in self.engines if self._free(e) and self._allowed(task, e)]
         if not candidates:
             return None
         return candidates[self.scheme([self.loads[e] for e in candidates], self.rng)]
 
-    def _assign(self, msg_id, engine):
-        self.assigned[msg_id] = engine
+    def _assign(self, task, engine):
+        task.state, task.engine, task.deadline = RUNNING, engine, None
+        self.assigned[task.msg_id] = engine
         self.loads[engine] += 1
         self.engines.remove(engine)
         self.engines.append(engine)  # now the most recently used
-        return SendTask(msg_id, engine)
+        return SendTask(task.msg_id, engine)
 
-    def _fail_unplaceable(self):
-        """Fail waiting tasks whose allowed engines are all gone: they could wait forever."""
-        alive = set(self.loads)
-        doomed = [t for t in self.waiting if t.targets is not None and not t.targets & alive]
-        for t in doomed:
-            self.waiting.remove(t)
-        return [FailTask(t.msg_id, "ImpossibleDependency",
-                         "none of the task's target engines is registered") for t in doomed]
+    def _release(self, task):
+        """Take a running task off its engine's load."""
+        if task.state != RUNNING:
+            return
+        self.assigned.pop(task.msg_id, None)
+        if task.engine in self.loads:
+            self.loads[task.engine] -= 1
+        task.state, task.engine = RELEASED, None

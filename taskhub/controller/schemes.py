@@ -3,6 +3,10 @@
 Each scheme is a pure function ``(loads, rng) -> index``: `loads` lists the outstanding task
 count of each candidate engine, ordered least recently used first; the result indexes that
 list. They are registered in `SCHEMES`, the one place a scheme name is looked up.
+
+`PURE` names the one scheme that is not a function here: a C-level zmq device that hands
+tasks to engines in turn, with no Python on the path (see `pure.py`). `SCHEME_NAMES` lists
+every name a controller accepts.
 """
 
 
@@ -39,6 +43,8 @@ def weighted(loads, rng):
 
 
 SCHEMES = {f.__name__: f for f in (lru, leastload, plainrandom, twobin, weighted)}
+PURE = "pure"
+SCHEME_NAMES = (*sorted(SCHEMES), PURE)
 
 
 def get_scheme(name):

@@ -2,12 +2,20 @@
 
     IO thread (owns every socket but the heart's)          main thread
       mux / task DEALER ── apply_request ──▶ work queue ──▶ execute: f(*args) with
-      control DEALER ── abort, shutdown: handled here,      stdout/stderr captured
-                        even while a task runs                      │
+      control DEALER ── abort, interrupt, shutdown:         stdout/stderr captured
+                        handled here, even while a task runs        │
+      time limits: watched here ── SIGINT + a stop request ──▶ raised in the task
       iopub PUB ◀── output chunks, published as they come           │
       outbox PULL ◀──────────── replies ◀──── inproc PUSH ◀─────────┘
     heart: a C-level zmq device thread (ping SUB → pong DEALER) that needs no GIL, so a
     long task, even one holding the GIL in C code, never looks dead.
+
+Stopping a running task (its `time_limit` passed, or a control request aborted or
+interrupted it): the IO thread queues a stop request naming the task, then sends the main
+thread SIGINT. The engine's SIGINT handler raises the request's exception only if that task
+is still the one running, so a request that arrives late is dropped and the engine carries
+on with its next task; a SIGINT with no request behind it (Ctrl-C) goes to the handler
+that was there before. Code stuck in C without returning to Python stops when it returns.
 
 The engine's namespace is `__main__`'s: names pushed by a DirectView, and the globals of
 functions shipped from a client's `__main__`, resolve there.
@@ -15,6 +23,7 @@ functions shipped from a client's `__main__`, resolve there.
 import logging
 import os
 import queue
+import signal
 import socket
 import sys
 import threading
@@ -26,7 +35,9 @@ import zmq
 from zmq.devices import ThreadDevice
 
 from .. import serialize
+from ..error import RemoteError
 from ..session import Session, utcnow
+from ..zmqsocket import make_context
 from .capture import OutputRouter, TaskOutput
 
 log = logging.getLogger("taskhub.engine")
@@ -36,6 +47,15 @@ _STOP = object()
 
 class RegistrationFailed(RuntimeError):
     pass
+
+
+class _Stop(BaseException):
+    """Raised in a running task to stop it; a BaseException so `except Exception` in user
+    code does not swallow it."""
+
+    def __init__(self, ename, evalue):
+        super().__init__(evalue)
+        self.ename, self.evalue = ename, evalue
 
 
 def _url(info, port_name):
@@ -55,6 +75,11 @@ class Engine:
         self.work = queue.Queue()
         self.aborted = set()
         self.outputs = {}            # msg_id -> TaskOutput of the running task
+        self._running = None         # (msg_id, deadline, time_limit) of the task running now
+        self._stops = queue.SimpleQueue()  # (msg_id, exception) for the SIGINT handler
+        self._timed_out = None       # msg_id whose time limit was already enforced
+        self._previous_sigint = signal.SIG_DFL
+        self._main_ident = None
         self.fcache = serialize.FunctionCache()
         self._stopping = threading.Event()
         self._outbox_url = f"inproc://taskhub-engine-out-{self.uuid}"
@@ -64,7 +89,7 @@ class Engine:
     # -- registration -----------------------------------------------------------------------
     def connect(self, timeout=30.0):
         """Register with the hub, then start the heart and the IO thread."""
-        self.context = self.context or zmq.Context()
+        self.context = self.context or make_context()
         reply = self._request("registration_request",
                               {"uuid": self.uuid, "hostname": socket.gethostname(),
                                "pid": os.getpid()}, timeout)
@@ -125,7 +150,7 @@ class Engine:
             poller.register(sock, zmq.POLLIN)
         last_ping = time.monotonic()
         while not self._stopping.is_set():
-            for sock, _ in poller.poll(100 if self.outputs else 500):
+            for sock, _ in poller.poll(self._poll_timeout()):
                 if sock is outbox:
                     self._io_outbox(socks, outbox.recv_multipart(copy=False))
                 elif sock is socks["ping"]:
@@ -137,6 +162,7 @@ class Engine:
                     self._io_request("mux" if sock is socks["mux"] else "task",
                                      sock.recv_multipart())
             self._publish_output(socks["iopub"])
+            self._enforce_time_limit()
             if time.monotonic() - last_ping > self.controller_timeout:
                 log.error("no heartbeat from the controller for %.0fs; shutting down",
                           self.controller_timeout)
@@ -170,9 +196,15 @@ class Engine:
         if msg is None:
             return
         kind = msg.msg_type
-        if kind == "abort_request":
-            ids = msg["content"].get("msg_ids")
-            self.aborted.update(ids if isinstance(ids, list) else self._queued_ids())
+        ids = msg["content"].get("msg_ids")
+        ids = [m for m in ids if isinstance(m, str)] if isinstance(ids, list) else None
+        if kind == "abort_request":  # no msg_ids: everything queued, but not what runs
+            if ids is not None:
+                self._stop_running(ids, _Stop("TaskAborted", "aborted while it ran"))
+            self.aborted.update(self._queued_ids() if ids is None else ids)
+            content = {"status": "ok"}
+        elif kind == "interrupt_request":
+            self._stop_running(ids, KeyboardInterrupt())
             content = {"status": "ok"}
         elif kind == "shutdown_request":
             content = {"status": "ok"}
@@ -188,6 +220,38 @@ class Engine:
     def _queued_ids(self):
         with self.work.mutex:
             return [item[2].msg_id for item in self.work.queue if item is not _STOP]
+
+    # -- stopping the running task (IO thread) ----------------------------------------------
+    def _poll_timeout(self):
+        """ms to wait for sockets: short while a task runs, to publish output and to stop
+        it close to its time limit."""
+        running = self._running
+        if running is None:
+            return 500
+        deadline = running[1]
+        if deadline is None or self._timed_out == running[0]:
+            return 100
+        return max(0, min(100, int((deadline - time.monotonic()) * 1000) + 1))
+
+    def _enforce_time_limit(self):
+        running = self._running
+        if (running is not None and running[1] is not None
+                and time.monotonic() >= running[1] and self._timed_out != running[0]):
+            self._timed_out = running[0]
+            self._stop_running([running[0]], _Stop(
+                "TaskTimeout", f"the task ran longer than its time limit of {running[2]:g}s "
+                "and was interrupted"))
+
+    def _stop_running(self, msg_ids, exc):
+        """Raise `exc` in the running task if it is one of `msg_ids` (None: any); whether
+        a task was asked to stop."""
+        running = self._running
+        if running is None or self._main_ident is None or (
+                msg_ids is not None and running[0] not in msg_ids):
+            return False
+        self._stops.put((running[0], exc))
+        signal.pthread_kill(self._main_ident, signal.SIGINT)
+        return True
 
     def _io_outbox(self, socks, frames):
         channel, msg_id = frames[0].bytes.decode(), frames[1].bytes.decode()
@@ -221,11 +285,12 @@ class Engine:
         router = OutputRouter.install()
         out = self.context.socket(zmq.PUSH)
         out.connect(self._outbox_url)
+        self._install_sigint()
         try:
             while True:
                 item = self.work.get()
-                if item is _STOP:
-                    break
+                if item is _STOP or self._stopping.is_set():
+                    break  # shutting down: what is still queued is not run
                 channel, idents, msg = item
                 frames = self._execute(router, msg)
                 out.send_multipart([channel.encode(), msg.msg_id.encode(),
@@ -233,8 +298,38 @@ class Engine:
         finally:
             out.close(linger=1000)
             router.uninstall()
+            if self._main_ident is not None:
+                self._main_ident = None
+                signal.signal(signal.SIGINT, self._previous_sigint)
             if self._io_thread is not None:
                 self._io_thread.join(5)
+
+    def _install_sigint(self):
+        """Route SIGINT through `_on_sigint` (only possible on the main thread; elsewhere
+        running tasks cannot be stopped)."""
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+            self._main_ident = threading.get_ident()
+
+    def _on_sigint(self, signum, frame):
+        requests = []
+        while True:
+            try:
+                requests.append(self._stops.get_nowait())
+            except queue.Empty:
+                break
+        if not requests:  # not ours: Ctrl-C, or the launcher stopping us
+            previous = self._previous_sigint
+            if callable(previous):
+                return previous(signum, frame)
+            if previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
+            return None
+        running = self._running
+        for msg_id, exc in requests:
+            if running is not None and msg_id == running[0]:
+                raise exc
+        return None
 
     def _execute(self, router, msg):
         """(content, metadata, buffers) of the reply to one apply_request."""
@@ -247,18 +342,24 @@ class Engine:
         started = utcnow()
         with router.capturing(output):
             content, buffers = self._call(msg)
+        self.aborted.discard(msg.msg_id)  # an abort that came while it ran
         md = {"status": content["status"], "started": started.isoformat(),
               "completed": utcnow().isoformat(), "stdout": output.text("stdout"),
               "stderr": output.text("stderr")}
         return content, md, buffers
 
     def _call(self, msg):
+        limit = _time_limit(msg["metadata"])
         try:
-            f, args, kwargs = serialize.unpack_apply(msg["buffers"], self.fcache)
-            if msg["content"].get("map"):
-                result = [f(*xs) for xs in zip(*args)]
-            else:
-                result = f(*args, **kwargs)
+            self._running = (msg.msg_id, time.monotonic() + limit if limit else None, limit)
+            try:
+                f, args, kwargs = serialize.unpack_apply(msg["buffers"], self.fcache)
+                if msg["content"].get("map"):
+                    result = [f(*xs) for xs in zip(*args)]
+                else:
+                    result = f(*args, **kwargs)
+            finally:
+                self._running = None
         except BaseException as e:  # noqa: B902 - user code may raise anything, even SystemExit
             return _error_content(e, skip=1), []
         try:
@@ -277,11 +378,26 @@ class Engine:
         self._begin_shutdown()
 
 
+def _time_limit(md):
+    """The request's time_limit in seconds, or None (the hub checked it; a direct request
+    was not checked, so anything but a positive number means no limit)."""
+    limit = md.get("time_limit")
+    ok = isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0
+    return limit if ok else None
+
+
 def _error_content(exc, skip=0, note=None):
     tb = exc.__traceback__
     for _ in range(skip):
         tb = tb.tb_next if tb is not None else None
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
-    evalue = str(exc) if note is None else f"{note}: {exc}"
-    return {"status": "error", "ename": type(exc).__name__, "evalue": evalue,
-            "traceback": text}
+    ename, evalue = type(exc).__name__, str(exc)
+    if isinstance(exc, (_Stop, RemoteError)):  # already split into a name and a value
+        ename, evalue = exc.ename, exc.evalue
+    if isinstance(exc, _Stop):  # show where the task was, under the name the user sees
+        text = "".join(["Traceback (most recent call last):\n", *traceback.format_tb(tb),
+                        f"{ename}: {evalue}\n"])
+    else:
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if note is not None:
+        evalue = f"{note}: {evalue}"
+    return {"status": "error", "ename": ename, "evalue": evalue, "traceback": text}

@@ -1,0 +1,333 @@
+"""`Cluster`: start a controller and N engines from Python, connect a Client, stop them.
+
+    with Cluster(n=4) as rc:                  # a throw-away profile, removed on exit
+        rc.load_balanced_view().map_sync(f, xs)
+
+`start()` does, in order (the first five holding pid/start.lock against a second start):
+
+    refuse if the profile's pid/cluster.json names a live controller (stale: stopped, removed)
+    remove stale connection files
+    start the controller launcher  ──▶  wait for security/taskhub-client.json whose
+                                         "pid" is the new controller's pid
+    start the engine launcher (n)
+    (after each launcher starts) write pid/cluster.json: the launchers' info(), which
+        `ipcluster stop` and `ipcluster list` read from any shell
+    connect a Client, wait until n engines have registered
+
+Any failure stops what was started and raises `ClusterStateError` carrying the tail of
+the relevant log. `Cluster.from_record(profile_dir)` rebuilds a Cluster from cluster.json
+in another process, so it can be stopped there.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import paths
+from ..error import ClusterStateError, TimeoutError as TaskhubTimeout
+from .launcher import Launcher, find_launcher, is_ours, wait_until
+
+RECORD_FILE = "cluster.json"
+LOG_TAIL_LINES = 20
+
+
+def record_path(profile_dir):
+    return Path(profile_dir) / "pid" / RECORD_FILE
+
+
+def read_record(profile_dir):
+    """The parsed pid/cluster.json of `profile_dir`, or None if there is none (or unreadable)."""
+    try:
+        return json.loads(record_path(profile_dir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json_atomic(path, data):
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def profile_name(profile_dir):
+    """The name of `profile_dir` if it is $TASKHUB_DIR/profile_<name>, else None."""
+    path = Path(profile_dir).resolve()
+    if path.parent == paths.taskhub_dir().resolve() and path.name.startswith("profile_"):
+        return path.name[len("profile_"):]
+    return None
+
+
+def profile_label(profile_dir):
+    """How a profile is named in messages: its name, or its path outside $TASKHUB_DIR."""
+    return profile_name(profile_dir) or str(profile_dir)
+
+
+def profile_option(profile_dir):
+    """The ipcluster option that selects `profile_dir`: --profile NAME or --profile-dir D."""
+    name = profile_name(profile_dir)
+    return f"--profile {name}" if name else f"--profile-dir {shlex.quote(str(profile_dir))}"
+
+
+def recorded_cluster(profile_dir):
+    """The Cluster that cluster.json of `profile_dir` records (running or not), or None.
+
+    A record too damaged to rebuild a launcher from is removed: there is nothing to stop.
+    """
+    if read_record(profile_dir) is None:
+        return None
+    try:
+        return Cluster.from_record(profile_dir)
+    except (KeyError, TypeError, ValueError):
+        record_path(profile_dir).unlink(missing_ok=True)
+        return None
+
+
+@contextlib.contextmanager
+def _start_lock(profile_dir):
+    """Hold pid/start.lock so two starts in one profile cannot both pass the checks."""
+    with open(Path(profile_dir) / "pid" / "start.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ClusterStateError(f"another cluster is being started in {profile_dir}") from None
+        yield
+
+
+def log_tail(path, lines=LOG_TAIL_LINES):
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:]) or f"(empty log {path})"
+
+
+class Cluster:
+    """A controller and `n` engines on this machine, started and stopped together.
+
+    With neither `profile` nor `profile_dir`, the cluster lives in a temporary profile
+    directory that `stop()` removes, task database included: pass `profile=` (a name under
+    $TASKHUB_DIR) or `profile_dir=` to keep the task history.
+
+    `controller_args`/`engine_args` are extra command-line options of ipcontroller and
+    ipengine (e.g. ``["--db", "memory"]``); `timeout` bounds each wait of `start()`.
+    """
+
+    def __init__(self, n=4, profile=None, profile_dir=None, controller_args=(),
+                 engine_args=(), timeout=30, controller_launcher="local",
+                 engine_launcher="local"):
+        if profile is not None and profile_dir is not None:
+            raise ValueError("give profile or profile_dir, not both")
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, not {n!r}")
+        self.n = n
+        self.profile = profile
+        self.profile_dir = Path(profile_dir) if profile_dir is not None else None
+        self.controller_args = list(controller_args)
+        self.engine_args = list(engine_args)
+        self.timeout = timeout
+        self.controller_launcher = controller_launcher
+        self.engine_launcher = engine_launcher
+        self.controller = None
+        self.engines = None
+        self.client = None
+        self._temporary = False
+
+    # -- starting ---------------------------------------------------------------------
+
+    def start(self):
+        """Start the controller and engines and wait for the engines to register."""
+        self._prepare_profile_dir()
+        try:
+            with _start_lock(self.profile_dir):
+                self._refuse_if_running()
+                self._remove_stale_connection_files()
+                self._start_controller()
+                self._start_engines()
+            self.connect_client()
+            self._wait_for_engines()
+        except BaseException:
+            # Also on KeyboardInterrupt: a half-started cluster must not be left running.
+            self.stop()
+            raise
+        return self
+
+    def _prepare_profile_dir(self):
+        if self.profile_dir is not None:
+            paths.ensure_profile_dir(self.profile_dir)
+        elif self.profile is not None:
+            self.profile_dir = paths.profile_dir(self.profile, create=True)
+        else:
+            self.profile_dir = paths.ensure_profile_dir(tempfile.mkdtemp(prefix="taskhub-"))
+            self._temporary = True
+
+    def _refuse_if_running(self):
+        recorded = recorded_cluster(self.profile_dir)
+        if recorded is None:
+            return
+        if recorded.running():
+            raise ClusterStateError(
+                f"a cluster is already running for profile '{profile_label(self.profile_dir)}' "
+                f"(controller pid {recorded_controller_pid(read_record(self.profile_dir))}); "
+                f"run 'ipcluster stop {profile_option(self.profile_dir)}' first")
+        recorded.stop()   # stale: stop any survivors (engines outliving their controller)
+
+    def _remove_stale_connection_files(self):
+        for which in ("client", "engine"):
+            path = paths.security_file(self.profile_dir, which)
+            pid = _file_pid(path)
+            if pid is not None and (is_ours(pid) or is_ours(pid, "ipcontroller")):
+                raise ClusterStateError(
+                    f"a controller (pid {pid}) not started by ipcluster is using profile "
+                    f"'{profile_label(self.profile_dir)}'; stop it first")
+            path.unlink(missing_ok=True)
+
+    def _start_controller(self):
+        cls = find_launcher("controller", self.controller_launcher)
+        self.controller = cls(self.profile_dir, self.controller_args)
+        self.controller.start()
+        self._write_record()
+        client_file = paths.security_file(self.profile_dir, "client")
+        ready = wait_until(lambda: self.controller.poll() is not None
+                           or _file_pid(client_file) == self.controller.pid,
+                           self.timeout, interval=0.05)
+        if self.controller.poll() is not None:
+            raise self._failure(f"the controller exited with status {self.controller.poll()} "
+                                "while starting")
+        if not ready:
+            raise self._failure(f"the controller did not write {client_file} "
+                                f"within {self.timeout} s")
+
+    def _start_engines(self):
+        cls = find_launcher("engines", self.engine_launcher)
+        self.engines = cls(self.profile_dir, self.engine_args, n=self.n)
+        self.engines.start()
+        self._write_record()
+
+    def connect_client(self):
+        """Connect (once) a `taskhub.client.Client` to this cluster and return it."""
+        if self.client is None:
+            from ..client import Client  # imported late: the client pulls in zmq and more
+            self.client = Client(profile_dir=str(self.profile_dir))
+        return self.client
+
+    def _wait_for_engines(self):
+        try:
+            self.client.wait_for_engines(self.n, timeout=self.timeout)
+        except TaskhubTimeout:
+            raise self._failure(f"only {len(self.client.ids)} of {self.n} engines registered "
+                                f"within {self.timeout} s",
+                                logs=self.engines.log_files()[:1]) from None
+
+    def _failure(self, what, logs=None):
+        logs = logs if logs is not None else self.controller.log_files()
+        tails = "\n".join(f"--- last lines of {log} ---\n{log_tail(log)}" for log in logs)
+        return ClusterStateError(f"cluster in {self.profile_dir} failed to start: {what}\n{tails}")
+
+    # -- the record in pid/cluster.json -----------------------------------------------
+
+    def _write_record(self):
+        write_json_atomic(record_path(self.profile_dir), {
+            "profile_dir": str(self.profile_dir),
+            "profile": profile_label(self.profile_dir),
+            "n": self.n,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "owner_pid": os.getpid(),
+            "controller": self.controller.info(),
+            "engines": self.engines.info() if self.engines is not None else None,
+        })
+
+    def _remove_record(self):
+        """Remove cluster.json, unless it now describes another cluster."""
+        record = read_record(self.profile_dir)
+        if record is not None and self.controller is not None:
+            if record.get("controller") != self.controller.info():
+                return
+        record_path(self.profile_dir).unlink(missing_ok=True)
+
+    @classmethod
+    def from_record(cls, profile_dir):
+        """The cluster recorded in `profile_dir`/pid/cluster.json, to stop or inspect it."""
+        record = read_record(profile_dir)
+        if record is None:
+            raise ClusterStateError(f"no cluster is recorded in {record_path(profile_dir)}")
+        cluster = cls(n=int(record.get("n", 0)), profile_dir=profile_dir)
+        cluster.controller = Launcher.from_info(record["controller"])
+        if record.get("engines"):
+            cluster.engines = Launcher.from_info(record["engines"])
+        return cluster
+
+    # -- running and stopping ---------------------------------------------------------
+
+    def running(self):
+        """Is the controller running?"""
+        return self.controller is not None and self.controller.poll() is None
+
+    def any_running(self):
+        """Is any process of this cluster (controller or engine) still running?"""
+        return any(launcher is not None and launcher.poll() is None
+                   for launcher in (self.controller, self.engines))
+
+    def close_client(self):
+        """Close the client `start()` connected, leaving the cluster running."""
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
+
+    def wait(self, timeout=None):
+        """Block until the controller exits; True if it did within `timeout` (None: forever)."""
+        return self.controller is None or self.controller.wait(timeout)
+
+    def pids(self):
+        """The pids of the controller and engines that were started."""
+        return [*(self.controller.pids() if self.controller else ()),
+                *(self.engines.pids() if self.engines else ())]
+
+    def stop(self, timeout=10):
+        """Close the client, stop engines then controller, forget the record (idempotent)."""
+        try:
+            self.close_client()
+        finally:
+            self._stop_processes(timeout)
+
+    def _stop_processes(self, timeout):
+        # Engines first, so none is left waiting for a controller that is gone.
+        for launcher in (self.engines, self.controller):
+            if launcher is not None:
+                launcher.stop(timeout)
+        if self.profile_dir is not None and self.controller is not None:
+            self._remove_record()
+        if self._temporary and self.profile_dir is not None:
+            shutil.rmtree(self.profile_dir, ignore_errors=True)
+
+    def __enter__(self):
+        self.start()
+        return self.client
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def __repr__(self):
+        state = "running" if self.running() else "stopped"
+        return f"<Cluster n={self.n} profile_dir={str(self.profile_dir)!r} {state}>"
+
+
+def recorded_controller_pid(record):
+    """The controller pid a cluster.json record names, or None."""
+    try:
+        return int(record["controller"]["processes"][0]["pid"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _file_pid(path):
+    """The "pid" in a connection file, or None if it is missing or unreadable."""
+    try:
+        return int(json.loads(Path(path).read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,355 @@
+"""Launchers (with dummy processes), then end-to-end runs of the real `ipcluster` command.
+
+The end-to-end tests run `python -m taskhub.cluster` with a per-test $TASKHUB_DIR. The
+tests that only read share one cluster (module fixture `shared`); the ones that start or
+stop clusters start their own. Nothing sleeps: every wait is a condition with a deadline.
+"""
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from taskhub.cluster.cluster import Cluster, read_record, record_path
+from taskhub.cluster.launcher import (EXIT_UNKNOWN, Launcher, LocalControllerLauncher,
+                                      LocalEngineSetLauncher, find_launcher, is_ours, wait_until)
+from taskhub.error import ClusterStateError
+
+pytestmark = pytest.mark.timeout(90)
+
+IPCLUSTER = [sys.executable, "-m", "taskhub.cluster"]
+
+
+# -- helpers --------------------------------------------------------------------------
+
+def ipcluster(env, *args, timeout=60):
+    return subprocess.run([*IPCLUSTER, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def env_for(taskhub_dir):
+    return {**os.environ, "TASKHUB_DIR": str(taskhub_dir)}
+
+
+def recorded_pids(profile_dir):
+    record = read_record(profile_dir)
+    return [p["pid"] for side in ("controller", "engines")
+            for p in (record.get(side) or {}).get("processes", [])]
+
+
+def assert_all_gone(pids, timeout=15):
+    """Every pid ends (or is a zombie, which is not running) within `timeout` seconds."""
+    gone = wait_until(lambda: not any(is_ours(pid) for pid in pids), timeout, interval=0.05)
+    assert gone, f"still running after {timeout} s: {[p for p in pids if is_ours(p)]}"
+
+
+def kill_leftovers(pids):
+    for pid in pids:
+        if is_ours(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def read_until(stream, text, timeout):
+    """Read lines of `stream` until one contains `text`; return all read (a deadline applies)."""
+    seen, deadline = [], time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if sel.select(deadline - time.monotonic()):
+                line = stream.readline()
+                seen.append(line)
+                if text in line or not line:
+                    break
+    return "".join(seen)
+
+
+class DummyEngines(LocalEngineSetLauncher):
+    """Engines that are long sleeps whose command line contains "taskhub"."""
+
+    code = "import time; time.sleep(60)"
+
+    def command(self):
+        return [sys.executable, "-c", self.code, "taskhub"]
+
+
+class StubbornEngines(DummyEngines):
+    """Ignores SIGTERM, and says so in its log once it does."""
+
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(60)")
+
+
+class DummyController(LocalControllerLauncher):
+    """A long sleep whose command line contains `marker`."""
+
+    def __init__(self, profile_dir, marker="taskhub"):
+        super().__init__(profile_dir)
+        self.marker = marker
+
+    def command(self):
+        return [sys.executable, "-c", DummyEngines.code, self.marker]
+
+
+@pytest.fixture
+def started():
+    """started(launcher) starts it, and stops it when the test ends, whatever happened."""
+    launchers = []
+
+    def start(launcher):
+        launchers.append(launcher)
+        launcher.start()
+        return launcher
+    yield start
+    for launcher in launchers:
+        launcher.stop(timeout=1)
+
+
+# -- launchers, no cluster needed -----------------------------------------------------
+
+def test_launcher_start_stop_and_logs(tmp_path, started):
+    engines = started(DummyEngines(tmp_path, n=2))
+    assert engines.poll() is None and len(engines.pids()) == 2
+    logs = sorted(Path(f).name for f in engines.log_files())
+    assert logs == sorted(f"ipengine-{i}-{pid}.log" for i, pid in enumerate(engines.pids()))
+    engines.stop(timeout=5)
+    assert engines.poll() == -signal.SIGTERM
+
+
+def test_launcher_rebuilt_from_info_stops_processes(tmp_path, started):
+    engines = started(DummyEngines(tmp_path, n=2))
+    info = json.loads(json.dumps(engines.info()))
+    rebuilt = Launcher.from_info(info)
+    assert type(rebuilt) is LocalEngineSetLauncher and rebuilt.poll() is None
+    rebuilt.stop(timeout=5)
+    assert rebuilt.poll() == EXIT_UNKNOWN
+    assert all(p.wait(timeout=5) for p in engines.processes)   # reaped by their parent
+    assert engines.poll() == -signal.SIGTERM
+
+
+def test_stop_escalates_to_sigkill(tmp_path, started):
+    engines = started(StubbornEngines(tmp_path, n=1))
+    assert wait_until(lambda: "ready" in Path(engines.log_files()[0]).read_text(), 10)
+    engines.stop(timeout=0.3)
+    assert engines.poll() == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("stranger_cmd", [
+    ["sleep", "30"],                                                  # not taskhub at all
+    [sys.executable, "-c", DummyEngines.code, "taskhub", "other"],   # another taskhub process
+])
+def test_recycled_pid_is_never_signalled(tmp_path, stranger_cmd):
+    stranger = subprocess.Popen(stranger_cmd)
+    recorded = {"pid": stranger.pid, "log": "",
+                "cmd": [sys.executable, "-m", "taskhub.engine", "--profile-dir", str(tmp_path)]}
+    try:
+        launcher = Launcher.from_info({"role": "engines", "kind": "local", "n": 1, "args": [],
+                                       "profile_dir": str(tmp_path), "processes": [recorded]})
+        assert launcher.poll() == EXIT_UNKNOWN   # not ours: counts as ended
+        launcher.stop(timeout=1)
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_unknown_launcher_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown engines launcher 'nope'; known: local"):
+        find_launcher("engines", "nope")
+
+
+def test_ipcluster_list_and_stop_follow_the_record(tmp_path, started):
+    """`stop` stops what cluster.json names, and asks a foreground ipcluster owner to quit."""
+    profile_dir = tmp_path / "profile_p"
+    controller = started(DummyController(profile_dir))
+    engines = started(DummyEngines(profile_dir, n=2))
+    owner = started(DummyController(tmp_path, marker="taskhub.cluster"))
+    record_path(profile_dir).parent.mkdir(parents=True)
+    record_path(profile_dir).write_text(json.dumps(
+        {"n": 2, "owner_pid": owner.pid, "controller": controller.info(),
+         "engines": engines.info()}))
+    env = env_for(tmp_path)
+    listed = ipcluster(env, "list").stdout.splitlines()
+    assert listed[1].split() == ["p", str(controller.pid), "2/2", "running"]
+    stopped = ipcluster(env, "stop", "--profile", "p")
+    assert stopped.returncode == 0, stopped.stderr
+    assert_all_gone([owner.pid, controller.pid, *engines.pids()], timeout=0)
+    assert not record_path(profile_dir).exists()
+
+
+def test_stale_record_is_reported_and_removed(tmp_path, started):
+    profile_dir = tmp_path / "profile_p"
+    controller = started(DummyController(profile_dir))
+    controller.stop(timeout=5)
+    record_path(profile_dir).parent.mkdir(parents=True)
+    record_path(profile_dir).write_text(json.dumps({"n": 0, "controller": controller.info()}))
+    env = env_for(tmp_path)
+    assert ipcluster(env, "list").stdout.splitlines()[1].split()[-1] == "stale"
+    stopped = ipcluster(env, "stop", "--profile", "p")
+    assert stopped.returncode == 1
+    assert "removed the stale record" in stopped.stderr
+    assert not record_path(profile_dir).exists()
+
+
+def test_ipcluster_defaults_come_from_the_profile_config(tmp_path):
+    from taskhub.cluster.app import load_options
+    assert load_options(tmp_path).n == 4
+    (tmp_path / "ipcluster_config.py").write_text(
+        "c = get_config()\nc.IPCluster.n = 3\nc.IPCluster.controller_args = ['--db', 'memory']\n")
+    options = load_options(tmp_path)
+    assert (options.n, options.controller_args) == (3, ["--db", "memory"])
+
+
+def test_default_profile_configs_are_up_to_date(tmp_path):
+    from taskhub.cluster.app import write_default_configs
+    write_default_configs(tmp_path)
+    checked_in = Path(__file__).resolve().parent.parent / "profiles" / "default"
+    for generated in sorted(tmp_path.glob("*_config.py")):
+        assert generated.read_text() == (checked_in / generated.name).read_text(), \
+            f"profiles/default/{generated.name} is out of date: run `make configs`"
+
+
+# -- ipcluster, end to end ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One `ipcluster start -n 2 --daemonize` for the tests that only read from it."""
+    env = env_for(tmp_path_factory.mktemp("taskhub"))
+    profile_dir = Path(env["TASKHUB_DIR"]) / "profile_default"
+    started = ipcluster(env, "start", "-n", "2", "--daemonize")
+    pids = recorded_pids(profile_dir) if record_path(profile_dir).exists() else []
+    try:
+        assert started.returncode == 0, started.stderr
+        yield env, profile_dir
+    finally:
+        ipcluster(env, "stop")
+        kill_leftovers(pids)
+
+
+@pytest.fixture(scope="module")
+def client(shared):
+    from taskhub.client import Client
+    rc = Client(profile_dir=str(shared[1]))
+    rc.wait_for_engines(2, timeout=30)
+    yield rc
+    rc.close()
+
+
+def test_map_squares(client):
+    lview = client.load_balanced_view()
+    assert lview.map_sync(lambda x: x * x, range(1000)) == [x * x for x in range(1000)]
+
+
+def test_every_task_is_recorded_in_full(client):
+    client.load_balanced_view().map_sync(abs, range(-5, 5))
+    keys = ["engine_uuid", "submitted", "started", "completed"]
+
+    def incomplete():
+        records = client.db_query({"msg_id": {"$in": client.hub_history()}}, keys=keys)
+        assert records
+        return [r["msg_id"] for r in records if any(r.get(k) is None for k in keys)]
+    # The hub writes the DB once per loop turn, possibly just after the replies went out.
+    assert wait_until(lambda: not incomplete(), 10), incomplete()
+
+
+def test_printed_output_is_in_the_db(client):
+    def shout(i):
+        print(f"shouting {i}")
+        return i
+
+    assert client.load_balanced_view().map_sync(shout, [7]) == [7]
+    last = client.hub_history()[-1]
+
+    def stdout():
+        return client.db_query({"msg_id": last}, keys=["stdout"])[0].get("stdout") or ""
+    assert wait_until(lambda: "shouting 7" in stdout(), 10), stdout()
+
+
+def test_list_shows_the_cluster(shared):
+    env, profile_dir = shared
+    listed = ipcluster(env, "list")
+    controller = recorded_pids(profile_dir)[0]
+    line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("default"))
+    assert line.split() == ["default", str(controller), "2/2", "running"]
+
+
+def test_second_start_fails_clearly(shared):
+    env, profile_dir = shared
+    again = ipcluster(env, "start", "-n", "1", "--daemonize")
+    controller = recorded_pids(profile_dir)[0]
+    assert again.returncode == 1
+    assert (f"ipcluster: a cluster is already running for profile 'default' (controller pid "
+            f"{controller}); run 'ipcluster stop --profile default' first") in again.stderr
+
+
+def test_start_over_a_stale_record_then_stop_leaves_no_process(tmp_path, started):
+    env = env_for(tmp_path)
+    profile_dir = tmp_path / "profile_p"
+    dead = started(DummyController(profile_dir))
+    dead.stop(timeout=5)
+    record_path(profile_dir).parent.mkdir(parents=True)
+    record_path(profile_dir).write_text(json.dumps({"n": 0, "controller": dead.info()}))
+    start = ipcluster(env, "start", "-n", "2", "--daemonize", "--profile", "p")
+    pids = recorded_pids(profile_dir) if record_path(profile_dir).exists() else []
+    try:
+        assert start.returncode == 0, start.stderr
+        assert "ipcluster stop --profile p" in start.stdout
+        assert len(pids) == 3 and dead.pid not in pids
+        stopped = ipcluster(env, "stop", "--profile", "p")
+        assert stopped.returncode == 0, stopped.stderr
+        assert_all_gone(pids)
+        assert not record_path(profile_dir).exists()
+    finally:
+        kill_leftovers(pids)
+
+
+def test_stop_without_cluster_fails_clearly(tmp_path):
+    stopped = ipcluster(env_for(tmp_path), "stop")
+    assert stopped.returncode == 1
+    assert "ipcluster: no cluster is running for profile 'default'" in stopped.stderr
+
+
+def test_foreground_start_stops_everything_on_sigint(tmp_path):
+    env = env_for(tmp_path)
+    profile_dir = tmp_path / "profile_default"
+    proc = subprocess.Popen([*IPCLUSTER, "start", "-n", "2"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pids = []
+    try:
+        out = read_until(proc.stdout, "engines ready", 60)
+        assert "engines ready" in out, out + proc.stderr.read()
+        pids = recorded_pids(profile_dir)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert_all_gone(pids)
+        assert not record_path(profile_dir).exists()
+    finally:
+        proc.kill()
+        proc.wait()
+        kill_leftovers(pids)
+
+
+def test_cluster_context_manager(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKHUB_DIR", str(tmp_path))
+    cluster = Cluster(n=2)
+    with cluster as rc:
+        assert len(rc.ids) == 2
+        assert rc.load_balanced_view().map_sync(lambda x: -x, range(3)) == [0, -1, -2]
+        pids = cluster.pids()
+    assert_all_gone(pids)
+    assert not cluster.profile_dir.exists()
+
+
+def test_cluster_whose_controller_dies_reports_its_log(tmp_path):
+    cluster = Cluster(n=1, profile_dir=tmp_path / "p", controller_args=["--db", "bogus"],
+                      timeout=30)
+    with pytest.raises(ClusterStateError) as failure:
+        cluster.start()
+    message = str(failure.value)
+    assert "the controller exited" in message and "bogus" in message
+    assert "--- last lines of" in message
+    assert_all_gone(cluster.pids())

@@ -165,23 +165,40 @@ class SQLiteDB(TaskDB):
 
     def add_records(self, records):
         records = [new_record(record) for record in records]
-        ids = [record["msg_id"] for record in records]
-        check_new_ids(ids, self._existing(ids))
         rows = [[_to_sql(key, record[key]) for key in TASK_RECORD_KEYS] for record in records]
         columns = ", ".join(f'"{key}"' for key in TASK_RECORD_KEYS)
         marks = ", ".join("?" * len(TASK_RECORD_KEYS))
-        self._conn.executemany(f'INSERT INTO "{self.table}" ({columns}) VALUES ({marks})', rows)
+        # the primary key finds clashes; only then do we pay for naming them. The savepoint
+        # sits inside the open transaction, so releasing it commits nothing.
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN")
+        self._conn.execute("SAVEPOINT add_records")
+        try:
+            self._conn.executemany(f'INSERT INTO "{self.table}" ({columns}) VALUES ({marks})',
+                                   rows)
+        except sqlite3.IntegrityError:
+            self._conn.execute("ROLLBACK TO add_records")
+            self._conn.execute("RELEASE add_records")
+            ids = [record["msg_id"] for record in records]
+            check_new_ids(ids, self._existing(ids))
+            raise
+        self._conn.execute("RELEASE add_records")
 
     def update_records(self, updates):
         updates = [(msg_id, record_changes(msg_id, changes)) for msg_id, changes in updates]
-        known = self._existing([msg_id for msg_id, _ in updates if isinstance(msg_id, str)])
-        todo = [(msg_id, changes) for msg_id, changes in updates if msg_id in known and changes]
+        todo = [(msg_id, changes) for msg_id, changes in updates
+                if isinstance(msg_id, str) and changes]
+        changed = 0
         # consecutive updates of the same keys share one statement; order is kept
         for keys, run in itertools.groupby(todo, key=lambda update: tuple(update[1])):
             sets = ", ".join(f'"{key}" = ?' for key in keys)
             rows = [[_to_sql(key, changes[key]) for key in keys] + [msg_id]
                     for msg_id, changes in run]
-            self._conn.executemany(f'UPDATE "{self.table}" SET {sets} WHERE msg_id = ?', rows)
+            changed += self._conn.executemany(
+                f'UPDATE "{self.table}" SET {sets} WHERE msg_id = ?', rows).rowcount
+        if changed == len(todo) and len(todo) == len(updates):
+            return []  # every id was known: no need to look them up
+        known = self._existing([msg_id for msg_id, _ in updates if isinstance(msg_id, str)])
         return [msg_id for msg_id, _ in updates if msg_id not in known]
 
     def find_records(self, query, keys=None):

@@ -272,3 +272,15 @@ def test_a_map_larger_than_zmq_queues_loses_nothing(rc):
     """Regression: zmq's default high-water mark (1000) made the controller drop tasks."""
     ar = rc.load_balanced_view().map_async(abs, range(-3000, 0))
     assert ar.get(60) == list(range(3000, 0, -1))
+
+
+def test_the_hub_refuses_malformed_requests_and_keeps_serving(rc):
+    with pytest.raises(QueryError, match="a query must be a dict, not list"):
+        rc._hub_request("db_request", {"query": [1, 2], "keys": None})
+    with pytest.raises(TypeError, match="msg_ids must be a list of strings"):
+        rc._hub_request("result_request", {"msg_ids": "abc"})
+    with pytest.raises(QueryError):
+        rc._hub_request("db_request", {"query": {}, "keys": [3]})
+    with pytest.raises(Exception, match="unknown request 'frobnicate_request'"):
+        rc._hub_request("frobnicate_request", {})
+    assert rc.load_balanced_view().apply_sync(square, 2) == 4

@@ -345,3 +345,36 @@ def test_cluster_whose_controller_dies_reports_its_log(tmp_path):
     assert "the controller exited" in message and "bogus" in message
     assert "--- last lines of" in message
     assert_all_gone(cluster.pids())
+
+
+def test_ipcluster_tasks_prints_the_history(shared, client):
+    env, profile_dir = shared
+    ar = client.load_balanced_view().map_async(abs, [-1, -2])
+    ar.get(10)
+    table = ipcluster(env, "tasks", "--limit", "2")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["MSG_ID", "ENGINE_ID", "STATUS"]
+    assert [ln.split()[0] for ln in lines[1:3]] == ar.msg_ids and lines[3] == "(2 tasks)"
+    as_json = ipcluster(env, "tasks", "--json", "--keys", "msg_id,completed",
+                        "--query", f'{{"msg_id": {{"$in": {json.dumps(ar.msg_ids)}}}}}')
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [r["msg_id"] for r in records] == ar.msg_ids and all(r["completed"] for r in records)
+    later = ipcluster(env, "tasks", "--query", '{"completed": {"$gte": "2999-01-01"}}')
+    assert later.stdout == "(no tasks)\n"
+
+
+def test_ipcluster_tasks_bad_query_is_a_clear_error(shared):
+    env, _ = shared
+    typo = ipcluster(env, "tasks", "--query", '{"complete": null}')
+    assert typo.returncode == 1 and "did you mean 'completed'" in typo.stderr
+    broken = ipcluster(env, "tasks", "--query", "[1")
+    assert broken.returncode == 1 and "not valid JSON" in broken.stderr
+
+
+@pytest.mark.parametrize("flag,kind", [("--sqlitedb", "sqlite"), ("--dictdb", "memory"),
+                                       ("--mongodb", "mongodb"), ("--nodb", "none")])
+def test_ipcluster_db_flags(flag, kind):
+    from taskhub.cluster.app import build_parser
+    args = build_parser().parse_args(["start", flag, "--mongodb-url", "mongodb://h:1"])
+    assert args.db == kind and args.mongodb_url == "mongodb://h:1"

@@ -3,6 +3,7 @@
     ipcluster start -n 4 [--profile P | --profile-dir D] [--daemonize] [--db KIND] ...
     ipcluster stop  [--profile P | --profile-dir D]
     ipcluster list
+    ipcluster tasks [--profile P | --profile-dir D] [--query JSON] [--keys k1,k2] [--limit N]
 
 `start` records what it started in the profile's pid/cluster.json (see `cluster.py`), so
 `stop` and `list` work from any shell. Without --daemonize, `start` stays in the foreground
@@ -26,6 +27,7 @@ from .. import paths
 from ..error import ClusterStateError
 from .cluster import (Cluster, profile_label, profile_name, profile_option, read_record,
                       record_path, recorded_cluster, recorded_controller_pid)
+from . import tasks
 from .launcher import is_ours, wait_until
 
 CONFIG_FILE = "ipcluster_config.py"
@@ -91,6 +93,11 @@ def build_parser():
     start.add_argument("--daemonize", action="store_true",
                        help="return once all engines have registered, leaving the cluster running")
     start.add_argument("--db", help="task database: sqlite (default), memory, mongodb or none")
+    for flag, kind in (("--sqlitedb", "sqlite"), ("--dictdb", "memory"),
+                       ("--mongodb", "mongodb"), ("--nodb", "none")):
+        start.add_argument(flag, dest="db", action="store_const", const=kind,
+                           help=f"task database: {kind} (same as --db {kind})")
+    start.add_argument("--mongodb-url", help="MongoDB server for --mongodb")
     start.add_argument("--scheme", help="load-balancing scheme of the task scheduler")
     start.add_argument("--hwm", type=int, help="max tasks outstanding per engine")
     start.add_argument("--ip", help="interface the controller binds (default 127.0.0.1)")
@@ -101,6 +108,8 @@ def build_parser():
     stop.set_defaults(func=cmd_stop)
     listing = commands.add_parser("list", help="list the clusters recorded under $TASKHUB_DIR")
     listing.set_defaults(func=cmd_list)
+    tasks.add_parser(commands, _add_profile_options,
+                     lambda args: tasks.cmd_tasks(args, _profile_dir(args, create=False)))
     return parser
 
 
@@ -171,7 +180,7 @@ def _stop_uninterrupted(cluster, announce):
 
 def _cluster_from(args, profile_dir, options):
     flags = {"--db": args.db, "--scheme": args.scheme, "--hwm": args.hwm, "--ip": args.ip,
-             "--log-level": args.log_level}
+             "--log-level": args.log_level, "--mongodb-url": args.mongodb_url}
     controller_args = [*options.controller_args, *_flag_args(flags)]
     engine_args = [*options.engine_args, *_flag_args({"--log-level": args.log_level})]
     return Cluster(n=options.n if args.n is None else args.n, profile_dir=profile_dir,

@@ -22,7 +22,7 @@ except ImportError as error:  # pymongo is the optional "mongo" extra
                       "pip install 'taskhub[mongo]'") from error
 
 _ORDER = [("submitted", pymongo.ASCENDING), ("_seq", pymongo.ASCENDING)]
-_INDEXED = ("_seq", "completed", "engine_uuid", "client_uuid")
+_INDEXED = ("_seq", "completed", "engine_uuid", "client_uuid", "label")
 
 
 def mongo_filter(query):

@@ -27,7 +27,7 @@ from taskhub.controller.db.query import glob_to_regex, glob_tokens, projection, 
 
 _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "datetime": "INTEGER", "dict": "TEXT",
               "buffers": "BLOB"}
-_INDEXED = ("submitted", "completed", "engine_uuid", "client_uuid")
+_INDEXED = ("submitted", "completed", "engine_uuid", "client_uuid", "label")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)

@@ -41,11 +41,40 @@ class NoTaskDB(TaskhubError):
     """The controller runs without a task database, so there is nothing to read."""
 
 
+class RecursionLimitExceeded(TaskhubError):
+    """A task tried to submit a task nested deeper than TASKHUB_RECURSION_LIMIT allows."""
+
+
+class TaskRef(str):
+    """A task's msg_id (it is equal to that string) with ``.call``, a short description of
+    the call that failed, such as ``"divide(1, 0)"`` ("" when none is known)."""
+
+    def __new__(cls, msg_id, call=""):
+        ref = super().__new__(cls, msg_id)
+        ref.call = call or ""
+        return ref
+
+    @property
+    def msg_id(self):
+        return str(self)
+
+    def __repr__(self):
+        return f"TaskRef({str(self)!r}, call={self.call!r})"
+
+
+class RemoteTraceback(Exception):
+    """The `__cause__` of a RemoteError: printing the error shows the remote traceback."""
+
+    def __str__(self):
+        return self.args[0] if self.args else ""
+
+
 class RemoteError(TaskhubError):
     """An exception raised by a task on an engine.
 
     Attributes: ``engine_id``, ``ename`` (exception class name), ``evalue`` (its str),
-    ``traceback`` (the remote traceback text) and ``task`` (the msg_id).
+    ``traceback`` (the remote traceback text) and ``task`` (a `TaskRef`: the msg_id, with
+    ``.task.call`` describing the call).
     """
 
     def __init__(self, ename, evalue, traceback="", engine_id=None, task=None):
@@ -54,11 +83,12 @@ class RemoteError(TaskhubError):
         self.evalue = evalue
         self.traceback = traceback
         self.engine_id = engine_id
-        self.task = task
+        self.task = task if task is None or isinstance(task, TaskRef) else TaskRef(task)
 
     def __str__(self):
         where = f"[engine {self.engine_id}] " if self.engine_id is not None else ""
-        return f"{where}{self.ename}: {self.evalue}"
+        call = getattr(self.task, "call", "")
+        return f"{where}{self.ename}: {self.evalue}" + (f" (in {call})" if call else "")
 
     def render_traceback(self):
         return self.traceback or str(self)
@@ -125,5 +155,10 @@ CONTROLLER_ERRORS = {cls.__name__: cls for cls in (
 def remote_error_from_content(content, engine_id=None, task=None):
     """Build the right RemoteError subclass from an error reply's content dict."""
     cls = CONTROLLER_ERRORS.get(content.get("ename"), RemoteError)
-    return cls(content.get("ename", "Error"), content.get("evalue", ""),
-               content.get("traceback", ""), engine_id=engine_id, task=task)
+    call = content.get("call") if isinstance(content.get("call"), str) else ""
+    err = cls(content.get("ename", "Error"), content.get("evalue", ""),
+              content.get("traceback", ""), engine_id=engine_id,
+              task=None if task is None else TaskRef(task, call))
+    if err.traceback:  # shown as "the direct cause" when the error is printed
+        err.__cause__ = RemoteTraceback(err.traceback)
+    return err

@@ -46,7 +46,9 @@ def _importable_everywhere(module):
     top = module.partition(".")[0]
     if top in _BY_REFERENCE or top in sys.builtin_module_names:
         return True
-    path = getattr(sys.modules.get(top), "__file__", None)
+    if top not in sys.modules:  # e.g. a function that was itself shipped here by value
+        return False
+    path = getattr(sys.modules[top], "__file__", None)
     return path is None or os.path.realpath(path).startswith(_install_dirs())
 
 

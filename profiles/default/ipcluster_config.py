@@ -14,8 +14,9 @@ c = get_config()  # noqa
 #  Default: []
 # c.IPCluster.controller_args = []
 
-## How the controller is started: "local" runs it as a subprocess of this
-#  machine.
+## How the controller is started: "local" (a subprocess here), "ssh" (on
+#  SSHControllerLauncher.host), "slurm", "pbs" or "sge" (a batch job), or a name
+#  another package registers (entry point group taskhub.controller_launchers).
 #  Default: 'local'
 # c.IPCluster.controller_launcher = 'local'
 
@@ -23,7 +24,10 @@ c = get_config()  # noqa
 #  Default: []
 # c.IPCluster.engine_args = []
 
-## How engines are started: "local" runs them as subprocesses of this machine.
+## How engines are started: "local" (subprocesses here), "mpi" (one mpiexec),
+#  "ssh" (on SSHEngineSetLauncher.hosts), "slurm", "pbs" or "sge" (a batch job),
+#  or a name another package registers (entry point group
+#  taskhub.engine_launchers).
 #  Default: 'local'
 # c.IPCluster.engine_launcher = 'local'
 
@@ -31,6 +35,17 @@ c = get_config()  # noqa
 #  for tasks that wait on I/O; for CPU-bound work use one per core.
 #  Default: 4
 # c.IPCluster.n = 4
+
+## Replace engines whose process or job ends (same launcher, same place). Keeps
+#  the pool its size through crashes and batch time limits; a task that crashes
+#  its engine then costs an engine start each time.
+#  Default: False
+# c.IPCluster.restart_engines = False
+
+## Most engine units replaced in a cluster's life; beyond it, ended units stay
+#  ended (a crash loop must not resubmit jobs forever).
+#  Default: 10
+# c.IPCluster.restart_limit = 10
 
 ## Seconds to wait for the controller's connection file, then again for all
 #  engines to register, before giving up and stopping everything. Raise it on
@@ -42,3 +57,154 @@ c = get_config()  # noqa
 #  cleanly; shorter makes `ipcluster stop` return sooner.
 #  Default: 10.0
 # c.IPCluster.stop_timeout = 10.0
+
+#------------------------------------------------------------------------------
+# MPIEngineSetLauncher(LocalLauncher, EngineSetLauncher) configuration
+#------------------------------------------------------------------------------
+## `mpiexec -n N python -m taskhub.engine --mpi ...` on this machine (or, with
+#  `mpi_args` naming a hostfile, wherever mpiexec places the ranks).
+
+## Extra mpiexec options before the program, e.g. ["--hostfile",
+#  "/etc/hosts.mpi"] to place ranks on other machines.
+#  Default: []
+# c.MPIEngineSetLauncher.mpi_args = []
+
+## The MPI launcher command. Give the full path to pick one MPI among several
+#  installed.
+#  Default: ['mpiexec']
+# c.MPIEngineSetLauncher.mpiexec = ['mpiexec']
+
+## Let Open MPI start more ranks than this machine has cores (engines mostly
+#  wait). Off: Open MPI refuses -n above the core count, which stops CPU-bound
+#  engines from sharing cores.
+#  Default: True
+# c.MPIEngineSetLauncher.oversubscribe = True
+
+#------------------------------------------------------------------------------
+# SSHEngineSetLauncher(SSHLauncher, EngineSetLauncher) configuration
+#------------------------------------------------------------------------------
+## Engines on the hosts of `hosts`, one ssh session (one unit) per engine.
+
+## Where to start engines: "host" or "host:K" (K engines). Engines not placed by
+#  a count are spread over the hosts without one. --ssh-hosts on the ipcluster
+#  command line sets this.
+#  Default: []
+# c.SSHEngineSetLauncher.hosts = []
+
+## The profile directory on the remote hosts. Default: the same path as the local
+#  one (right for a shared file system).
+#  Default: ''
+# c.SSHEngineSetLauncher.remote_profile_dir = ''
+
+## Python on the remote hosts, by absolute path (a remote shell may not set up
+#  PATH, virtualenvs or pyenv as yours does). Empty: the same path as the Python
+#  running ipcluster.
+#  Default: ''
+# c.SSHEngineSetLauncher.remote_python = ''
+
+## The ssh client command.
+#  Default: ['ssh']
+# c.SSHEngineSetLauncher.ssh = ['ssh']
+
+## Options for every ssh call, e.g. ["-F", "cluster_ssh_config"]. BatchMode makes
+#  a missing key an error instead of a password prompt that would hang ipcluster.
+#  Default: ['-o', 'BatchMode=yes']
+# c.SSHEngineSetLauncher.ssh_args = ['-o', 'BatchMode=yes']
+
+## Seconds one ssh command (copying a file, a kill) may take before it counts as
+#  failed. Higher for slow links.
+#  Default: 30.0
+# c.SSHEngineSetLauncher.ssh_timeout = 30.0
+
+#------------------------------------------------------------------------------
+# SSHControllerLauncher(SSHLauncher, ControllerLauncher) configuration
+#------------------------------------------------------------------------------
+## The controller on `host`; its connection files are fetched back to this
+#  profile.
+
+## Seconds between ssh checks for the remote connection files while the
+#  controller starts.
+#  Default: 0.5
+# c.SSHControllerLauncher.check_interval = 0.5
+
+## The host to run the controller on (--controller-host). Start it with --ip set
+#  to an address of that host others can reach (or 0.0.0.0 with --location).
+#  Default: ''
+# c.SSHControllerLauncher.host = ''
+
+## The profile directory on the remote hosts. Default: the same path as the local
+#  one (right for a shared file system).
+#  Default: ''
+# c.SSHControllerLauncher.remote_profile_dir = ''
+
+## Python on the remote hosts, by absolute path (a remote shell may not set up
+#  PATH, virtualenvs or pyenv as yours does). Empty: the same path as the Python
+#  running ipcluster.
+#  Default: ''
+# c.SSHControllerLauncher.remote_python = ''
+
+## The ssh client command.
+#  Default: ['ssh']
+# c.SSHControllerLauncher.ssh = ['ssh']
+
+## Options for every ssh call, e.g. ["-F", "cluster_ssh_config"]. BatchMode makes
+#  a missing key an error instead of a password prompt that would hang ipcluster.
+#  Default: ['-o', 'BatchMode=yes']
+# c.SSHControllerLauncher.ssh_args = ['-o', 'BatchMode=yes']
+
+## Seconds one ssh command (copying a file, a kill) may take before it counts as
+#  failed. Higher for slow links.
+#  Default: 30.0
+# c.SSHControllerLauncher.ssh_timeout = 30.0
+
+#------------------------------------------------------------------------------
+# BatchLauncher(Launcher) configuration
+#------------------------------------------------------------------------------
+## What every batch launcher shares: render, submit, list, cancel. A subclass per
+#  scheduler sets the commands and how to read their output.
+
+## More scheduler options, one per script directive, e.g. ["--time=02:00:00"] for
+#  Slurm or ["-l walltime=02:00:00"] for PBS.
+#  Default: []
+# c.BatchLauncher.batch_options = []
+
+## The command that cancels jobs (their ids are appended). Empty: `scancel` or
+#  `qdel`.
+#  Default: []
+# c.BatchLauncher.delete_command = []
+
+## Python on the compute nodes, by absolute path. Empty: the one running
+#  ipcluster (right when the nodes share its file system).
+#  Default: ''
+# c.BatchLauncher.python = ''
+
+## Queue (PBS, Grid Engine) or partition (Slurm) to submit to; empty: the
+#  scheduler's default.
+#  Default: ''
+# c.BatchLauncher.queue = ''
+
+## The command that lists jobs still queued or running. Empty: `squeue --noheader
+#  --format="%i %T"` (the ids are appended) or `qstat`.
+#  Default: []
+# c.BatchLauncher.status_command = []
+
+## Seconds `stop` waits, after cancelling, for the scheduler to stop listing the
+#  jobs (it goes on to SIGKILL-cancel them first).
+#  Default: 30.0
+# c.BatchLauncher.stop_wait = 30.0
+
+## The command that submits a job script (its path is appended). Empty: `sbatch
+#  --parsable`, `qsub` (PBS) or `qsub -terse` (Grid Engine), found on PATH.
+#  Default: []
+# c.BatchLauncher.submit_command = []
+
+## The job script itself (fields: see docs/launchers.md). Wins over
+#  template_file.
+#  Default: ''
+# c.BatchLauncher.template = ''
+
+## A job script template file, relative to the profile directory. Default: the
+#  profile's templates/<system>_<role>.sh if it exists, else the one shipped with
+#  taskhub.
+#  Default: ''
+# c.BatchLauncher.template_file = ''

@@ -120,6 +120,13 @@ c = get_config()  #noqa
 #------------------------------------------------------------------------------
 # IPControllerApp(BaseApp) configuration
 #------------------------------------------------------------------------------
+## (--location) Address written into the connection files for engines and clients
+#  to connect to. Empty: the --ip address, or this host's name when --ip is
+#  0.0.0.0 or *. Set it when the bind address is not one other hosts can reach
+#  (0.0.0.0, or behind NAT).
+#  Default: ''
+# c.IPControllerApp.connect_ip = ''
+
 ## Task DB backend: 'sqlite' (default: a file in the profile, durable across
 #  restarts), 'memory' (fastest, lost at exit, grows with every task), 'mongodb'
 #  (a server, shareable), 'none' (no history; db_query fails), or 'module:Class'.
@@ -204,3 +211,16 @@ c = get_config()  #noqa
 ## Instead of starting the Application, dump configuration to stdout (as JSON)
 #  See also: Application.show_config_json
 # c.IPControllerApp.show_config_json = False
+
+## Address the web view binds. 127.0.0.1 shows it to this machine only; 0.0.0.0
+#  to others too (every request still needs the token, but travels unencrypted).
+#  Default: '127.0.0.1'
+# c.IPControllerApp.web_ip = '127.0.0.1'
+
+## Port of the web view (engines, throughput, the task history; `ipcluster
+#  dashboard` opens it). 0: a free port, chosen at each start, so clusters never
+#  collide but the URL changes (it is written to security/taskhub-web.json); a
+#  fixed port gives a stable URL but fails the start if it is taken; -1: no web
+#  view (saves a thread, and a client connection once someone looks).
+#  Default: 0
+# c.IPControllerApp.web_port = 0

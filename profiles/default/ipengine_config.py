@@ -145,6 +145,12 @@ c = get_config()  #noqa
 #  See also: Application.logging_config
 # c.IPEngineApp.logging_config = {}
 
+## Initialize MPI (mpi4py) at start and register the MPI rank and size, so tasks
+#  can use mpi4py.MPI.COMM_WORLD. Set by `--engines=mpi`; requires mpi4py and a
+#  run under mpiexec.
+#  Default: False
+# c.IPEngineApp.mpi = False
+
 ## Name of the profile: its directory ($TASKHUB_DIR/profile_<name>) holds config,
 #  connection files, logs and the task DB. Ignored when --profile-dir is given.
 #  See also: BaseApp.profile
@@ -166,6 +172,12 @@ c = get_config()  #noqa
 ## Instead of starting the Application, dump configuration to stdout (as JSON)
 #  See also: Application.show_config_json
 # c.IPEngineApp.show_config_json = False
+
+## Prefix of this engine's uuid. Launchers set it so that when the process or job
+#  they started ends, they can tell the hub which engines went with it at once,
+#  without waiting for missed heartbeats.
+#  Default: ''
+# c.IPEngineApp.tag = ''
 
 ## Seconds to wait for the connection file to appear (engines may start before
 #  the controller).

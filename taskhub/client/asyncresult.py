@@ -24,9 +24,12 @@ def new_metadata(msg_id, submitted=None):
 class AsyncResult(Future):
     """The pending result of `msg_ids`. `kind` is 'single', 'list' or 'map'."""
 
+    starts_running = True  # sent already; False: pending until sent (a batch's futures)
+
     def __init__(self, client, msg_ids, kind="single", fname="", chunk_sizes=None):
         super().__init__()
-        self.set_running_or_notify_cancel()  # sent already: there is nothing left to cancel
+        if self.starts_running:
+            self.set_running_or_notify_cancel()
         self._client = client
         self.msg_ids = list(msg_ids)
         self.kind = kind
@@ -89,6 +92,40 @@ class AsyncResult(Future):
         except _FutureTimeout:
             return False
         return True
+
+    def wait_interactive(self, interval=0.1, timeout=None, widget=None):
+        """Wait like `wait`, showing a progress bar: tasks done / total, rate, elapsed.
+
+        On a terminal one line of stderr is redrawn; in Jupyter an ipywidgets bar is shown
+        when ipywidgets is importable (widget=False insists on text). Returns True when
+        every task is done, False if `timeout` seconds passed first."""
+        from .progress import progress_bar
+        bar = progress_bar(len(self), self.fname, widget)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done = False
+        try:
+            while not done and (deadline is None or time.monotonic() < deadline):
+                left = interval if deadline is None else min(interval, deadline - time.monotonic())
+                done = self.wait(max(0.0, left))
+                bar.update(self._items_done(), self.elapsed)
+        finally:
+            bar.close(self._items_done(), self._wall_time())
+        return done
+
+    def _wall_time(self):
+        """Seconds from the first submission to the last reply (or to now, if not all in)."""
+        mds = self._metadata.values()
+        received = [md["received"] for md in mds if isinstance(md.get("received"), float)]
+        submitted = [md["submitted"] for md in mds if md["submitted"]]
+        if not self.done() or len(received) < len(mds) or not submitted:
+            return self.elapsed
+        return max(received) - min(submitted)
+
+    def _items_done(self):
+        """Tasks done, counting each element of a map's chunks."""
+        sizes = self._chunk_sizes or [1] * len(self.msg_ids)
+        with self._arrived:
+            return sum(n for m, n in zip(self.msg_ids, sizes) if m in self._values)
 
     def ready(self):
         return self.done()

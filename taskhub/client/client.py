@@ -16,12 +16,13 @@ from pathlib import Path
 
 import zmq
 
-from .. import error, paths, serialize
+from .. import callables, error, nesting, paths, strategies
 from ..appbase import read_connection_file
 from ..jsonutil import dates_in_record, parse_date, tag_dates
-from ..session import Session
+from ..session import Session, new_id
 from ..zmqsocket import shared_context
 from .asyncresult import AsyncHubResult, AsyncResult
+from .throttle import OutstandingLimit
 from .view import DirectView, LoadBalancedView
 
 log = logging.getLogger("taskhub.client")
@@ -62,6 +63,9 @@ class Client:
         self._engines = {}        # id -> uuid
         self._engines_changed = threading.Condition()
         self._closed = False
+        self.task_group_id = new_id()  # recorded on every task it sends: see reload_tasks
+        self.serializer = strategies.Serializer()  # how views send code and arguments
+        self._throttle = OutstandingLimit()
         self._connect(timeout)
 
     # -- connection and the IO thread -------------------------------------------------------
@@ -164,7 +168,7 @@ class Client:
         content = msg["content"]
         if content.get("status") == "ok":
             try:
-                value = serialize.deserialize(msg["buffers"])
+                value = strategies.loads(msg["buffers"])
             except Exception as e:
                 value = error.RemoteError(type(e).__name__, f"could not deserialize the "
                                           f"result: {e}", engine_id=md.get("engine_id"),
@@ -175,6 +179,7 @@ class Client:
         self._deliver(msg_id, value, md)
 
     def _deliver(self, msg_id, value, md):
+        self._throttle.release(msg_id)
         with self._lock:
             waiting = self._pending.pop(msg_id, None)
             if waiting is None:
@@ -209,16 +214,25 @@ class Client:
 
     # -- sending requests (user threads) ----------------------------------------------------
     def _send_task(self, buffers, metadata, content, flush=True):
-        frames, header = self.session.serialize("apply_request", content, metadata=metadata,
-                                                buffers=buffers)
-        self._send("task", frames, flush)
+        frames, header = self._prepare_task(buffers, metadata, content)
+        self._send_prepared("task", frames, header["msg_id"], flush)
         return header["msg_id"]
 
     def _send_direct(self, uuid, buffers, content):
-        frames, header = self.session.serialize("apply_request", content, buffers=buffers,
-                                                idents=[uuid.encode()])
-        self._send("mux", frames)
+        frames, header = self._prepare_task(buffers, {}, content, idents=[uuid.encode()])
+        self._send_prepared("mux", frames, header["msg_id"])
         return header["msg_id"]
+
+    def _prepare_task(self, buffers, metadata, content, idents=()):
+        """(signed frames, header) of an apply_request stamped with this client's task
+        group and its depth (see taskhub.nesting); nothing is sent yet."""
+        return self.session.serialize("apply_request", content, buffers=buffers,
+                                      metadata=nesting.stamp(self, metadata), idents=idents)
+
+    def _send_prepared(self, channel, frames, msg_id, flush=True):
+        """Queue a prepared request, once the bound on outstanding tasks leaves room."""
+        self._throttle.admit(msg_id, self._flush)
+        self._send(channel, frames, flush)
 
     def _track(self, msg_ids, kind, fname="", chunk_sizes=None, cls=AsyncResult):
         ar = cls(self, msg_ids, kind, fname, chunk_sizes)
@@ -295,6 +309,45 @@ class Client:
             self._uuids(targets)
         return LoadBalancedView(self, targets)
 
+    # -- executors, task groups, registered functions ---------------------------------------
+    def executor(self, **defaults):
+        """A concurrent.futures Executor of load-balanced tasks; `defaults` are task options
+        for every task it submits (see taskhub.client.executor)."""
+        from .executor import Executor
+        return Executor(self, **defaults)
+
+    def reload_tasks(self, task_group_id=None):
+        """A future per task of `task_group_id` (default: this client's), in submission
+        order, from any process: finished ones resolved from the task DB, pending ones
+        resolving as they finish."""
+        from .groups import reload_tasks
+        return reload_tasks(self, self.task_group_id if task_group_id is None
+                            else task_group_id)
+
+    def register_function(self, f):
+        """Send `f` to the hub once; returns an id that apply, map and submit take in place
+        of `f`, sending only the id. Registrations last as long as the controller runs."""
+        return callables.register(self, f)
+
+    @property
+    def max_outstanding(self):
+        """Most tasks this client may have sent and not yet had answered (None: no bound);
+        a submit beyond it waits for room, up to `submit_timeout` seconds."""
+        return self._throttle.limit
+
+    @max_outstanding.setter
+    def max_outstanding(self, value):
+        self._throttle.limit = value
+
+    @property
+    def submit_timeout(self):
+        """Seconds a submit waits for room under max_outstanding before TimeoutError."""
+        return self._throttle.timeout
+
+    @submit_timeout.setter
+    def submit_timeout(self, value):
+        self._throttle.timeout = value
+
     # -- waiting ----------------------------------------------------------------------------
     @property
     def outstanding(self):
@@ -313,15 +366,20 @@ class Client:
         return True
 
     # -- the hub's services -----------------------------------------------------------------
-    def db_query(self, query, keys=None):
-        """Task records matching a Mongo-style `query`; `keys` limits the fields returned."""
+    def db_query(self, query, keys=None, sort=None, limit=None, skip=None):
+        """Task records matching a Mongo-style `query`; `keys` limits the fields returned.
+
+        In submission order, or by `sort`: a key ("completed", "-completed" for newest
+        first) or a list of keys and (key, 1 | -1) pairs. `skip` and `limit` cut out one
+        page, done by the task DB (`db_count(query)` gives the total to page through)."""
         if not isinstance(query, dict):
             raise TypeError(f"query must be a dict, not {type(query).__name__}")
         if isinstance(keys, str):
             keys = [keys]
         if keys is not None and not all(isinstance(k, str) for k in keys):
             raise TypeError("keys must be a string or a list of strings")
-        content = self._hub_request("db_request", {"query": tag_dates(query), "keys": keys})
+        content = self._hub_request("db_request", {"query": tag_dates(query), "keys": keys,
+                                                   "sort": sort, "limit": limit, "skip": skip})
         buffers = iter(content["_buffers"])
         lens = iter(content["buffer_lens"])
         records = []
@@ -332,6 +390,13 @@ class Client:
                     rec[key] = [bytes(next(buffers)) for _ in range(n)]
             records.append(dates_in_record(rec))
         return records
+
+    def db_count(self, query=None):
+        """How many task records match `query` (all of them if None)."""
+        query = {} if query is None else query
+        if not isinstance(query, dict):
+            raise TypeError(f"query must be a dict, not {type(query).__name__}")
+        return self._hub_request("db_count_request", {"query": tag_dates(query)})["count"]
 
     def hub_history(self):
         """Every msg_id the task DB holds, in submission order."""
@@ -410,7 +475,7 @@ class Client:
         for key in ("started", "completed"):
             md[key] = parse_date(md.get(key))
         if content.get("status") == "ok":
-            value = serialize.deserialize(frames)
+            value = strategies.loads(frames)
         else:
             value = error.remote_error_from_content(content, md.get("engine_id"), msg_id)
         md["status"] = "ok" if content.get("status") == "ok" else "error"
@@ -443,12 +508,12 @@ class Client:
         old = {}
         if args is None or kwargs is None:  # keep the other half from each record
             records = self.db_query({"msg_id": {"$in": ids}}, keys=["buffers"])
-            old = {r["msg_id"]: serialize.deserialize(r["buffers"][1:]) for r in records}
+            old = {r["msg_id"]: strategies.loads(r["buffers"][1:]) for r in records}
             missing = [m for m in ids if m not in old]
             if missing:
                 raise error.UnknownTaskError(f"no task has msg_id {missing[0]!r}")
-        return [serialize.serialize((tuple(args) if args is not None else old[m][0],
-                                     kwargs if kwargs is not None else old[m][1]))
+        return [self.serializer.data.dumps((tuple(args) if args is not None else old[m][0],
+                                            kwargs if kwargs is not None else old[m][1]))
                 for m in ids]
 
     def abort(self, jobs=None):

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from itertools import islice
 from numbers import Real
 
-from .. import serialize
+from ..callables import as_callable
 from ..dependency import Dependency, dependent, msg_ids_of
 from ..engine import ops
 
@@ -195,8 +195,10 @@ class View:
         with self.temp_flags(**flags):
             return self._apply(f, tuple(args), kwargs or {}, self.block)
 
-    def map(self, f, *sequences, block=None, chunksize=None):
-        """Like the builtin map, in parallel; results in order."""
+    def map(self, f, *sequences, block=None, chunksize=None, progress=False):
+        """Like the builtin map, in parallel; results in order. progress=True shows a
+        progress bar while a blocking map waits (see AsyncResult.wait_interactive)."""
+        f = as_callable(f)  # 'module:function' or a registered function id
         _check_callable(f, "map")
         if not sequences:
             raise TypeError("map needs at least one sequence")
@@ -204,15 +206,20 @@ class View:
             if not hasattr(s, "__iter__"):
                 raise TypeError(f"map arguments must be iterable, got {type(s).__name__}")
         ar = self._watch(self._map(f, sequences, chunksize))
-        return ar.get() if (self.block if block is None else block) else ar
+        if not (self.block if block is None else block):
+            return ar
+        if progress:
+            ar.wait_interactive()
+        return ar.get()
 
     def map_async(self, f, *sequences, chunksize=None):
         return self.map(f, *sequences, block=False, chunksize=chunksize)
 
-    def map_sync(self, f, *sequences, chunksize=None):
-        return self.map(f, *sequences, block=True, chunksize=chunksize)
+    def map_sync(self, f, *sequences, chunksize=None, progress=False):
+        return self.map(f, *sequences, block=True, chunksize=chunksize, progress=progress)
 
     def _apply(self, f, args, kwargs, block):
+        f = as_callable(f)
         _check_callable(f, "apply")
         ar = self._watch(self._submit(f, args, kwargs))
         return ar.get() if block else ar
@@ -264,7 +271,7 @@ class LoadBalancedView(View):
 
     def _submit(self, f, args, kwargs):
         self._check_function(f)
-        buffers = serialize.pack_apply(f, args, kwargs)
+        buffers = self.client.serializer.pack_apply(f, args, kwargs)
         msg_id = self.client._send_task(buffers, self._metadata(), {})
         return self.client._track([msg_id], "single", getattr(f, "__name__", ""))
 
@@ -273,14 +280,36 @@ class LoadBalancedView(View):
         chunksize = 1 if chunksize is None else chunksize
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be a positive integer, not {chunksize!r}")
-        fbytes = serialize.serialize_function(f)
+        fbytes = self.client.serializer.serialize_function(f)
         md, chunks, msg_ids = self._metadata(), _chunks(sequences, chunksize), []
         for chunk in chunks:
-            buffers = serialize.pack_apply(f, chunk, {}, fbytes=fbytes)
+            buffers = self.client.serializer.pack_apply(f, chunk, {}, fbytes=fbytes)
             msg_ids.append(self.client._send_task(buffers, md, {"map": True}, flush=False))
         self.client._flush()
         return self.client._track(msg_ids, "map", getattr(f, "__name__", ""),
                                   chunk_sizes=[len(c[0]) for c in chunks])
+
+    # -- futures ----------------------------------------------------------------------------
+    @property
+    def executor(self):
+        """A concurrent.futures Executor whose tasks take this view's flags as defaults."""
+        from .executor import Executor
+        return Executor(self)
+
+    def imap(self, f, *iterables, ordered=False, max_outstanding=100, timeout=None,
+             return_exceptions=False, progress=False):
+        """f over the iterables, yielding results as they complete (or in order), with at
+        most `max_outstanding` tasks in flight; see taskhub.client.imap. progress=True
+        draws a bar of results given out (of how many, when the iterables have a len)."""
+        from .imap import imap
+        results = imap(self.executor, f, iterables, ordered, max_outstanding, timeout,
+                       return_exceptions)
+        if not progress:
+            return results
+        from .progress import iterate
+        lengths = [len(it) for it in iterables if hasattr(it, "__len__")]
+        total = min(lengths) if len(lengths) == len(iterables) else None
+        return iterate(results, total, getattr(f, "__name__", ""))
 
     def __repr__(self):
         return f"<LoadBalancedView targets={self.targets or 'all'}>"
@@ -299,20 +328,20 @@ class DirectView(View):
         return [self.targets] if self._single else list(self.targets)
 
     def _submit(self, f, args, kwargs):
-        fbytes = serialize.serialize_function(f)
-        buffers = serialize.pack_apply(f, args, kwargs, fbytes=fbytes)
+        fbytes = self.client.serializer.serialize_function(f)
+        buffers = self.client.serializer.pack_apply(f, args, kwargs, fbytes=fbytes)
         msg_ids = [self.client._send_direct(u, buffers, {}) for u in self.client._uuids(self._ids)]
         return self.client._track(msg_ids, "single" if self._single else "list",
                                   getattr(f, "__name__", ""))
 
     def _map(self, f, sequences, chunksize):
-        fbytes = serialize.serialize_function(f)
+        fbytes = self.client.serializer.serialize_function(f)
         lists = [list(s) for s in sequences]
         parts = [_partition(s, len(self._ids)) for s in lists]
         msg_ids, sizes = [], []
         for i, uuid in enumerate(self.client._uuids(self._ids)):
             chunk = tuple(p[i] for p in parts)
-            buffers = serialize.pack_apply(f, chunk, {}, fbytes=fbytes)
+            buffers = self.client.serializer.pack_apply(f, chunk, {}, fbytes=fbytes)
             msg_ids.append(self.client._send_direct(uuid, buffers, {"map": True}))
             sizes.append(min(len(c) for c in chunk))
         return self.client._track(msg_ids, "map", getattr(f, "__name__", ""), chunk_sizes=sizes)
@@ -338,7 +367,7 @@ class DirectView(View):
         block = self.block if block is None else block
         msg_ids = []
         for i, piece in zip(self._ids, _partition(seq, len(self._ids))):
-            buffers = serialize.pack_apply(ops.push, ({name: piece},), {})
+            buffers = self.client.serializer.pack_apply(ops.push, ({name: piece},), {})
             msg_ids.append(self.client._send_direct(self.client._uuids([i])[0], buffers, {}))
         ar = self.client._track(msg_ids, "list", "scatter")
         return ar.get() if block else ar

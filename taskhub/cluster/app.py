@@ -1,14 +1,19 @@
 """`ipcluster`: start, stop and list local taskhub clusters from the shell.
 
     ipcluster start -n 4 [--profile P | --profile-dir D] [--daemonize] [--db KIND] ...
+                    [--engines local|mpi|ssh|slurm|pbs|sge] [--controller local|ssh|...]
+                    [--ssh-hosts h1,h2:4] [--ip A --location B] [--restart-engines]
     ipcluster stop  [--profile P | --profile-dir D]
     ipcluster list
+    ipcluster engines add -n K | remove -n K | list   [--profile P | --profile-dir D]
     ipcluster tasks [--profile P | --profile-dir D] [--query JSON] [--keys k1,k2] [--limit N]
+    ipcluster dashboard [--profile P | --profile-dir D] [--no-browser]
 
 `start` records what it started in the profile's pid/cluster.json (see `cluster.py`), so
-`stop` and `list` work from any shell. Without --daemonize, `start` stays in the foreground
-until SIGINT/SIGTERM (or until the controller exits) and then stops everything; with it,
-`start` returns once every engine has registered.
+`stop` and `list` work from any shell. Without --daemonize, `start` stays in the foreground,
+watching the engines (watch.py), until SIGINT/SIGTERM (or until the controller exits) and
+then stops everything; with it, `start` returns once every engine has registered, leaving
+a background watcher. Launchers: launcher.py and launchers/; docs/launchers.md.
 
 Defaults come from the profile's ipcluster_config.py (the `IPCluster` options below);
 command-line options win.
@@ -19,16 +24,19 @@ import signal
 import sys
 from pathlib import Path
 
-from traitlets import Float, Integer, List, Unicode
+from traitlets import Bool, Float, Integer, List, Unicode
 from traitlets.config import Configurable
 from traitlets.config.loader import ConfigFileNotFound, PyFileConfigLoader
 
 from .. import paths
 from ..error import ClusterStateError
+from ..web import dashboard
 from .cluster import (Cluster, profile_label, profile_name, profile_option, read_record,
                       record_path, recorded_cluster, recorded_controller_pid)
-from . import tasks
-from .launcher import is_ours, wait_until
+from . import scaling, tasks
+from .launcher import find_launcher, is_ours, wait_until
+from .launchers.ssh import plan_hosts
+from .watch import Watcher, start_background_watcher
 
 CONFIG_FILE = "ipcluster_config.py"
 
@@ -39,10 +47,21 @@ class IPCluster(Configurable):
     n = Integer(4, help="""Engines to start when -n is not given. More engines than cores
         only pays off for tasks that wait on I/O; for CPU-bound work use one per core.
         """).tag(config=True)
-    controller_launcher = Unicode("local", help="""How the controller is started: "local" runs
-        it as a subprocess of this machine.""").tag(config=True)
-    engine_launcher = Unicode("local", help="""How engines are started: "local" runs them as
-        subprocesses of this machine.""").tag(config=True)
+    controller_launcher = Unicode("local", help="""How the controller is started: "local" (a
+        subprocess here), "ssh" (on SSHControllerLauncher.host), "slurm", "pbs" or "sge" (a
+        batch job), or a name another package registers (entry point group
+        taskhub.controller_launchers).""").tag(config=True)
+    engine_launcher = Unicode("local", help="""How engines are started: "local" (subprocesses
+        here), "mpi" (one mpiexec), "ssh" (on SSHEngineSetLauncher.hosts), "slurm", "pbs"
+        or "sge" (a batch job), or a name another package registers (entry point group
+        taskhub.engine_launchers).""").tag(config=True)
+    restart_engines = Bool(False, help="""Replace engines whose process or job ends (same
+        launcher, same place). Keeps the pool its size through crashes and batch time
+        limits; a task that crashes its engine then costs an engine start each time.
+        """).tag(config=True)
+    restart_limit = Integer(10, help="""Most engine units replaced in a cluster's life;
+        beyond it, ended units stay ended (a crash loop must not resubmit jobs forever).
+        """).tag(config=True)
     controller_args = List(Unicode(), help="""Extra ipcontroller options, e.g.
         ["--db", "memory"]. ipcluster's own --db/--scheme/--hwm/--ip come after these, so
         they win.""").tag(config=True)
@@ -63,7 +82,8 @@ def write_default_configs(folder):
     """
     from ..controller.app import IPControllerApp
     from ..engine.app import IPEngineApp
-    texts = {"ipcluster": "c = get_config()  # noqa\n\n" + IPCluster.class_config_section(),
+    texts = {"ipcluster": "c = get_config()  # noqa\n\n" + "\n".join(
+                 cls.class_config_section() for cls in (IPCluster, *launcher_classes())),
              "ipcontroller": IPControllerApp().generate_config_file(),
              "ipengine": IPEngineApp().generate_config_file()}
     for name, text in texts.items():
@@ -72,6 +92,15 @@ def write_default_configs(folder):
             f"# Configuration file for {name} (taskhub). Every option is commented out at its\n"
             "# default: uncomment one to change it. Command-line options override this file.\n"
             f"# Generated by `make configs`.\n\n{body.lstrip()}")
+
+
+def launcher_classes():
+    """The launchers with options, for the config file (BatchLauncher's options apply to
+    every Slurm, PBS and Grid Engine launcher; c.SlurmEngineSetLauncher.queue sets one)."""
+    from .launchers.batch import BatchLauncher
+    from .launchers.mpi import MPIEngineSetLauncher
+    from .launchers.ssh import SSHControllerLauncher, SSHEngineSetLauncher
+    return (MPIEngineSetLauncher, SSHEngineSetLauncher, SSHControllerLauncher, BatchLauncher)
 
 
 def load_options(profile_dir):
@@ -100,7 +129,22 @@ def build_parser():
     start.add_argument("--mongodb-url", help="MongoDB server for --mongodb")
     start.add_argument("--scheme", help="load-balancing scheme of the task scheduler")
     start.add_argument("--hwm", type=int, help="max tasks outstanding per engine")
-    start.add_argument("--ip", help="interface the controller binds (default 127.0.0.1)")
+    start.add_argument("--ip", help="interface the controller binds (default 127.0.0.1; "
+                       "0.0.0.0 or a host address to let engines on other hosts connect)")
+    start.add_argument("--location", help="address engines and clients connect to, when "
+                       "it is not the --ip address (default: --ip, or the host name for "
+                       "0.0.0.0)")
+    start.add_argument("--engines", dest="engine_launcher", metavar="KIND",
+                       help="engine launcher: local (default), mpi, ssh, slurm, pbs, sge, ...")
+    start.add_argument("--controller", dest="controller_launcher", metavar="KIND",
+                       help="controller launcher: local (default), ssh, slurm, pbs, sge, ...")
+    start.add_argument("--ssh-hosts", metavar="HOSTS",
+                       help="with --engines=ssh: where engines run, e.g. host1,host2:4 "
+                            "(host:K runs K there; -n's other engines spread evenly)")
+    start.add_argument("--controller-host", metavar="HOST",
+                       help="with --controller=ssh: the host the controller runs on")
+    start.add_argument("--restart-engines", action="store_true", default=None,
+                       help="replace engines whose process or job ends")
     start.add_argument("--log-level", help="log level of the controller and engines")
     start.set_defaults(func=cmd_start)
     stop = commands.add_parser("stop", help="stop the cluster recorded in a profile")
@@ -108,8 +152,11 @@ def build_parser():
     stop.set_defaults(func=cmd_stop)
     listing = commands.add_parser("list", help="list the clusters recorded under $TASKHUB_DIR")
     listing.set_defaults(func=cmd_list)
+    _add_engines_parser(commands)
     tasks.add_parser(commands, _add_profile_options,
                      lambda args: tasks.cmd_tasks(args, _profile_dir(args, create=False)))
+    dashboard.add_parser(commands, _add_profile_options, lambda args: dashboard.cmd_dashboard(
+        args, _profile_dir(args, create=False)))
     return parser
 
 
@@ -142,7 +189,9 @@ def _profile_dir(args, create):
 
 def cmd_start(args):
     profile_dir = _profile_dir(args, create=True)
-    cluster = _cluster_from(args, profile_dir, load_options(profile_dir))
+    options = load_options(profile_dir)
+    cluster = _cluster_from(args, profile_dir, options)
+    restart = options.restart_engines if args.restart_engines is None else True
     # SIGTERM, like Ctrl-C, must stop what was started. SIGINT is set explicitly because
     # Python leaves it ignored when started in the background by a non-interactive shell.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -153,11 +202,12 @@ def cmd_start(args):
         cluster.close_client()
         ready = True
         if args.daemonize:
+            start_background_watcher(cluster, restart, options.restart_limit)
             _print_ready(cluster, "it keeps running in the background")
             return 0
         _print_ready(cluster, "press Ctrl-C to stop it")
-        cluster.wait()
-        _error(f"the controller exited (status {cluster.controller.poll()}); stopping the engines")
+        status = Watcher(cluster, restart, options.restart_limit).run()
+        _error(f"the controller exited (status {status}); stopping the engines")
         return 1
     except KeyboardInterrupt:
         if not ready:
@@ -180,14 +230,34 @@ def _stop_uninterrupted(cluster, announce):
 
 def _cluster_from(args, profile_dir, options):
     flags = {"--db": args.db, "--scheme": args.scheme, "--hwm": args.hwm, "--ip": args.ip,
-             "--log-level": args.log_level, "--mongodb-url": args.mongodb_url}
+             "--location": args.location, "--log-level": args.log_level,
+             "--mongodb-url": args.mongodb_url}
     controller_args = [*options.controller_args, *_flag_args(flags)]
     engine_args = [*options.engine_args, *_flag_args({"--log-level": args.log_level})]
-    return Cluster(n=options.n if args.n is None else args.n, profile_dir=profile_dir,
+    engine_launcher = args.engine_launcher or options.engine_launcher
+    controller_launcher = args.controller_launcher or options.controller_launcher
+    for role, name in (("engines", engine_launcher), ("controller", controller_launcher)):
+        find_launcher(role, name)  # an unknown name fails before anything starts
+    engine_options = _launcher_options(args)
+    n = options.n if args.n is None else args.n
+    if args.n is None and engine_launcher == "ssh":  # without -n, the hosts' counts decide
+        cls = find_launcher("engines", "ssh")
+        hosts = cls(profile_dir, config=options.config, **engine_options).hosts
+        n = sum(k for _, k in plan_hosts(hosts)) if hosts else n
+    return Cluster(n=n, profile_dir=profile_dir,
                    controller_args=controller_args, engine_args=engine_args,
                    timeout=options.start_timeout,
-                   controller_launcher=options.controller_launcher,
-                   engine_launcher=options.engine_launcher)
+                   controller_launcher=controller_launcher, engine_launcher=engine_launcher,
+                   launcher_config=options.config, engine_options=engine_options,
+                   controller_options=({"host": args.controller_host}
+                                       if args.controller_host else {}))
+
+
+def _launcher_options(args):
+    """Engine launcher options given on the command line (they win over the config)."""
+    if getattr(args, "ssh_hosts", None):
+        return {"hosts": [h for h in args.ssh_hosts.split(",") if h]}
+    return {}
 
 
 def _flag_args(flags):
@@ -204,10 +274,13 @@ def _print_ready(cluster, how_long):
     name = profile_label(cluster.profile_dir)
     client_args = (f"profile={name!r}" if profile_name(cluster.profile_dir)
                    else f"profile_dir={str(cluster.profile_dir)!r}")
+    controller = (f"controller pid {cluster.controller.pid}" if cluster.controller.pid
+                  else f"controller: {cluster.controller.describe()}")
     sys.stdout.write(
-        f"ipcluster: {cluster.n} engines ready (controller pid {cluster.controller.pid}, "
-        f"profile {name}); {how_long}\n"
+        f"ipcluster: {cluster.n} engines ready ({controller}, "
+        f"profile {name}; engines: {cluster.engines.describe()}); {how_long}\n"
         f"  connect: from taskhub import Client; rc = Client({client_args})\n"
+        f"{dashboard.ready_line(cluster.profile_dir)}"
         f"  stop:    ipcluster stop {where}\n")
     sys.stdout.flush()
 
@@ -231,9 +304,11 @@ def cmd_stop(args):
         _error(f"no cluster is running for profile '{profile_label(profile_dir)}' "
                f"(removed the stale record of controller pid {pid})")
         return 1
-    engines = len(cluster.engines.pids()) if cluster.engines else 0
+    engines = cluster.engine_count()
+    controller = f"pid {pid}" if cluster.controller.kind == "local" \
+        else cluster.controller.describe()
     sys.stdout.write(f"ipcluster: stopped the cluster of profile '{profile_label(profile_dir)}' "
-                     f"(controller pid {pid}, {engines} engines)\n")
+                     f"(controller {controller}, {engines} engines)\n")
     return 0
 
 
@@ -275,8 +350,57 @@ def _list_row(profile_dir):
         cluster = Cluster.from_record(profile_dir)
     except (ClusterStateError, KeyError, TypeError, ValueError):
         return None
-    engines = cluster.engines.processes if cluster.engines else []
-    alive = sum(p.running() for p in engines)
+    alive = sum(u.n for s in cluster.engine_sets() for u in s.units if s.unit_running(u))
     state = "running" if cluster.running() else "stale"
-    return (profile_label(profile_dir), recorded_controller_pid(record),
-            f"{alive}/{record.get('n', len(engines))}", state)
+    controller = recorded_controller_pid(record) if cluster.controller.pid is not None \
+        or cluster.controller.kind == "local" else cluster.controller.describe()
+    return (profile_label(profile_dir), controller, f"{alive}/{cluster.engine_count()}", state)
+
+
+# -- ipcluster engines add / remove / list --------------------------------------------
+
+def _add_engines_parser(commands):
+    engines = commands.add_parser("engines", help="add, remove or list the engines of a "
+                                  "running cluster")
+    actions = engines.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="start K more engines and wait until they register")
+    add.add_argument("-n", type=int, required=True, help="engines to add")
+    add.add_argument("--engines", dest="engine_launcher", metavar="KIND",
+                     help="launcher for the new engines (default: the cluster's)")
+    add.add_argument("--ssh-hosts", metavar="HOSTS", help="with ssh: where they run")
+    remove = actions.add_parser("remove", help="stop the K newest engines (whole units)")
+    remove.add_argument("-n", type=int, required=True, help="engines to remove")
+    listing = actions.add_parser("list", help="list the engine units and their state")
+    for sub in (add, remove, listing):
+        _add_profile_options(sub)
+    add.set_defaults(func=cmd_engines_add)
+    remove.set_defaults(func=cmd_engines_remove)
+    listing.set_defaults(func=cmd_engines_list)
+
+
+def cmd_engines_add(args):
+    profile_dir = _profile_dir(args, create=False)
+    options = load_options(profile_dir)
+    launcher = scaling.add_engines(profile_dir, args.n, kind=args.engine_launcher,
+                                   config=options.config, options=_launcher_options(args),
+                                   timeout=options.start_timeout)
+    sys.stdout.write(f"ipcluster: added {args.n} engines ({launcher.describe()})\n")
+    return 0
+
+
+def cmd_engines_remove(args):
+    profile_dir = _profile_dir(args, create=False)
+    removed = scaling.remove_engines(profile_dir, args.n,
+                                     load_options(profile_dir).stop_timeout)
+    units = ", ".join(f"{kind} {unit.tag}" for kind, unit in removed)
+    sys.stdout.write(f"ipcluster: removed {args.n} engines ({units})\n")
+    return 0
+
+
+def cmd_engines_list(args):
+    rows = scaling.unit_rows(_profile_dir(args, create=False))
+    header = ("SET", "LAUNCHER", "UNIT", "ENGINES", "STATE", "WHERE")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        sys.stdout.write("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
+    return 0

@@ -14,6 +14,9 @@
         `ipcluster stop` and `ipcluster list` read from any shell
     connect a Client, wait until n engines have registered
 
+While it runs, `ipcluster engines add/remove` (scaling.py) and the watcher (watch.py)
+change the record's engine sets, each holding pid/record.lock while it reads and writes.
+
 Any failure stops what was started and raises `ClusterStateError` carrying the tail of
 the relevant log. `Cluster.from_record(profile_dir)` rebuilds a Cluster from cluster.json
 in another process, so it can be stopped there.
@@ -25,15 +28,18 @@ import os
 import shlex
 import shutil
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import paths
 from ..error import ClusterStateError, TimeoutError as TaskhubTimeout
-from .launcher import Launcher, find_launcher, is_ours, wait_until
+from .launcher import (Launcher, LocalProcess, find_launcher, is_ours, stop_processes,
+                       wait_until)
 
 RECORD_FILE = "cluster.json"
 LOG_TAIL_LINES = 20
+ENGINE_CHECK_INTERVAL = 1.0  # s between checks, while waiting, that engines still run
 
 
 def record_path(profile_dir):
@@ -72,6 +78,14 @@ def profile_option(profile_dir):
     """The ipcluster option that selects `profile_dir`: --profile NAME or --profile-dir D."""
     name = profile_name(profile_dir)
     return f"--profile {name}" if name else f"--profile-dir {shlex.quote(str(profile_dir))}"
+
+
+@contextlib.contextmanager
+def record_lock(profile_dir):
+    """Hold pid/record.lock while reading, changing and writing cluster.json."""
+    with open(Path(profile_dir) / "pid" / "record.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def recorded_cluster(profile_dir):
@@ -116,11 +130,15 @@ class Cluster:
 
     `controller_args`/`engine_args` are extra command-line options of ipcontroller and
     ipengine (e.g. ``["--db", "memory"]``); `timeout` bounds each wait of `start()`.
+    `controller_launcher`/`engine_launcher` name launchers (see launcher.py), configured by
+    `launcher_config` (a traitlets Config, e.g. the profile's ipcluster_config.py) and then
+    `controller_options`/`engine_options` (dicts of their options, e.g. {"hosts": [...]}).
     """
 
     def __init__(self, n=4, profile=None, profile_dir=None, controller_args=(),
                  engine_args=(), timeout=30, controller_launcher="local",
-                 engine_launcher="local"):
+                 engine_launcher="local", launcher_config=None, controller_options=None,
+                 engine_options=None):
         if profile is not None and profile_dir is not None:
             raise ValueError("give profile or profile_dir, not both")
         if not isinstance(n, int) or n < 0:
@@ -133,8 +151,15 @@ class Cluster:
         self.timeout = timeout
         self.controller_launcher = controller_launcher
         self.engine_launcher = engine_launcher
+        self.launcher_config = launcher_config
+        self.controller_options = dict(controller_options or {})
+        self.engine_options = dict(engine_options or {})
         self.controller = None
         self.engines = None
+        self.added_engines = []   # engine sets of `ipcluster engines add`
+        self.watcher = None       # the LocalProcess watching a daemonized cluster
+        self.started = None
+        self.owner_pid = None
         self.client = None
         self._temporary = False
 
@@ -189,12 +214,13 @@ class Cluster:
 
     def _start_controller(self):
         cls = find_launcher("controller", self.controller_launcher)
-        self.controller = cls(self.profile_dir, self.controller_args)
+        self.controller = cls(self.profile_dir, self.controller_args,
+                              config=self.launcher_config, **self.controller_options)
         self.controller.start()
         self._write_record()
         client_file = paths.security_file(self.profile_dir, "client")
         ready = wait_until(lambda: self.controller.poll() is not None
-                           or _file_pid(client_file) == self.controller.pid,
+                           or self.controller.connection_ready(),
                            self.timeout, interval=0.05)
         if self.controller.poll() is not None:
             raise self._failure(f"the controller exited with status {self.controller.poll()} "
@@ -205,7 +231,8 @@ class Cluster:
 
     def _start_engines(self):
         cls = find_launcher("engines", self.engine_launcher)
-        self.engines = cls(self.profile_dir, self.engine_args, n=self.n)
+        self.engines = cls(self.profile_dir, self.engine_args, n=self.n,
+                           config=self.launcher_config, **self.engine_options)
         self.engines.start()
         self._write_record()
 
@@ -217,12 +244,30 @@ class Cluster:
         return self.client
 
     def _wait_for_engines(self):
+        """Wait for n engines; give up at the timeout, or as soon as every engine process
+        or job has ended (an engine that cannot register exits, saying why in its log)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return self.client.wait_for_engines(
+                    self.n, timeout=min(ENGINE_CHECK_INTERVAL, deadline - time.monotonic()))
+            except TaskhubTimeout:
+                ended = self.engines.poll() is not None
+                if ended or time.monotonic() >= deadline:
+                    when = "when every engine had ended" if ended else f"within {self.timeout} s"
+                    raise self._failure(f"only {len(self.client.ids)} of {self.n} engines "
+                                        f"registered {when}; {self._engine_address()}",
+                                        logs=self.engines.log_files()[:1]) from None
+
+    def _engine_address(self):
+        """Where the engines were told to register, for error messages."""
         try:
-            self.client.wait_for_engines(self.n, timeout=self.timeout)
-        except TaskhubTimeout:
-            raise self._failure(f"only {len(self.client.ids)} of {self.n} engines registered "
-                                f"within {self.timeout} s",
-                                logs=self.engines.log_files()[:1]) from None
+            info = json.loads(paths.security_file(self.profile_dir, "engine").read_text())
+            url = f"tcp://{info['ip']}:{info['ports']['query']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "no engine connection file"
+        return (f"engines were told to register at {url} (engines on other hosts need the "
+                "controller to bind an address they reach: ipcluster --ip, --location)")
 
     def _failure(self, what, logs=None):
         logs = logs if logs is not None else self.controller.log_files()
@@ -232,15 +277,49 @@ class Cluster:
     # -- the record in pid/cluster.json -----------------------------------------------
 
     def _write_record(self):
-        write_json_atomic(record_path(self.profile_dir), {
+        if self.started is None:
+            self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.owner_pid = os.getpid()
+        with record_lock(self.profile_dir):
+            write_json_atomic(record_path(self.profile_dir), self.record())
+
+    def record(self):
+        """What pid/cluster.json says about this cluster."""
+        return {
             "profile_dir": str(self.profile_dir),
             "profile": profile_label(self.profile_dir),
             "n": self.n,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "owner_pid": os.getpid(),
+            "started": self.started,
+            "owner_pid": self.owner_pid,
             "controller": self.controller.info(),
             "engines": self.engines.info() if self.engines is not None else None,
-        })
+            "added_engines": [s.info() for s in self.added_engines],
+            "watcher": self.watcher.info() if self.watcher is not None else None,
+        }
+
+    def engine_sets(self):
+        """Every engine launcher: the one started with the cluster, then those added."""
+        return [s for s in (self.engines, *self.added_engines) if s is not None]
+
+    def engine_count(self):
+        return sum(s.engine_count() for s in self.engine_sets())
+
+    def sync_engine_sets(self, record):
+        """Take the engine sets of `record` (cluster.json, changed by another process) as
+        the truth: adopt sets and units added there, forget those removed there."""
+        mine = {s.set_id: s for s in self.engine_sets()}
+        sets = []
+        for info in [record.get("engines"), *record.get("added_engines", ())]:
+            if not info:
+                continue
+            recorded = Launcher.from_info(info)
+            own = mine.get(recorded.set_id)
+            if own is not None:
+                tags = {u.tag for u in recorded.units}
+                own.units = [u for u in own.units if u.tag in tags] + \
+                    [u for u in recorded.units if u.tag not in {o.tag for o in own.units}]
+            sets.append(own or recorded)
+        self.engines, self.added_engines = (sets[0], sets[1:]) if sets else (None, [])
 
     def _remove_record(self):
         """Remove cluster.json, unless it now describes another cluster."""
@@ -258,8 +337,12 @@ class Cluster:
             raise ClusterStateError(f"no cluster is recorded in {record_path(profile_dir)}")
         cluster = cls(n=int(record.get("n", 0)), profile_dir=profile_dir)
         cluster.controller = Launcher.from_info(record["controller"])
+        cluster.started, cluster.owner_pid = record.get("started"), record.get("owner_pid")
         if record.get("engines"):
             cluster.engines = Launcher.from_info(record["engines"])
+        cluster.added_engines = [Launcher.from_info(i) for i in record.get("added_engines", ())]
+        if record.get("watcher"):
+            cluster.watcher = LocalProcess.from_info(record["watcher"])
         return cluster
 
     # -- running and stopping ---------------------------------------------------------
@@ -271,7 +354,7 @@ class Cluster:
     def any_running(self):
         """Is any process of this cluster (controller or engine) still running?"""
         return any(launcher is not None and launcher.poll() is None
-                   for launcher in (self.controller, self.engines))
+                   for launcher in (self.controller, *self.engine_sets()))
 
     def close_client(self):
         """Close the client `start()` connected, leaving the cluster running."""
@@ -286,7 +369,7 @@ class Cluster:
     def pids(self):
         """The pids of the controller and engines that were started."""
         return [*(self.controller.pids() if self.controller else ()),
-                *(self.engines.pids() if self.engines else ())]
+                *(pid for s in self.engine_sets() for pid in s.pids())]
 
     def stop(self, timeout=10):
         """Close the client, stop engines then controller, forget the record (idempotent)."""
@@ -296,8 +379,14 @@ class Cluster:
             self._stop_processes(timeout)
 
     def _stop_processes(self, timeout):
+        if self.watcher is not None:  # first, so that it restarts nothing being stopped
+            stop_processes([self.watcher], timeout)
+        record = read_record(self.profile_dir) if self.profile_dir is not None else None
+        if record is not None and self.controller is not None \
+                and record.get("controller") == self.controller.info():
+            self.sync_engine_sets(record)  # engines added or replaced by other processes
         # Engines first, so none is left waiting for a controller that is gone.
-        for launcher in (self.engines, self.controller):
+        for launcher in (*self.engine_sets(), self.controller):
             if launcher is not None:
                 launcher.stop(timeout)
         if self.profile_dir is not None and self.controller is not None:

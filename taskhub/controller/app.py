@@ -2,10 +2,11 @@
 import logging
 import os
 import signal
+import socket
 
 from traitlets import Enum, Float, Integer, Unicode
 
-from .. import paths
+from .. import paths, web
 from ..appbase import BaseApp, write_connection_file
 from ..session import Session, new_key
 from .controller import Controller
@@ -23,6 +24,10 @@ class IPControllerApp(BaseApp):
     ip = Unicode("127.0.0.1", help="Address to bind. 127.0.0.1 keeps the cluster on this "
                  "machine; 0.0.0.0 or a interface address lets engines and clients on other "
                  "hosts connect (everything is still HMAC-signed).").tag(config=True)
+    connect_ip = Unicode("", help="(--location) Address written into the connection files for engines and "
+                       "clients to connect to. Empty: the --ip address, or this host's name "
+                       "when --ip is 0.0.0.0 or *. Set it when the bind address is not one "
+                       "other hosts can reach (0.0.0.0, or behind NAT).").tag(config=True)
     db = Unicode("sqlite", help="Task DB backend: 'sqlite' (default: a file in the profile, "
                  "durable across restarts), 'memory' (fastest, lost at exit, grows with "
                  "every task), 'mongodb' (a server, shareable), 'none' (no history; db_query "
@@ -50,6 +55,16 @@ class IPControllerApp(BaseApp):
     heartbeat_misses = Integer(10, help="Heartbeat periods an engine may be silent before "
                                "it is declared dead and its tasks fail. Too few and a "
                                "busy machine loses healthy engines.").tag(config=True)
+    web_port = Integer(0, min=-1, max=65535, help="Port of the web view (engines, "
+                       "throughput, the task history; `ipcluster dashboard` opens it). 0: a "
+                       "free port, chosen at each start, so clusters never collide but the "
+                       "URL changes (it is written to security/taskhub-web.json); a fixed "
+                       "port gives a stable URL but fails the start if it is taken; -1: no "
+                       "web view (saves a thread, and a client connection once someone "
+                       "looks).").tag(config=True)
+    web_ip = Unicode("127.0.0.1", help="Address the web view binds. 127.0.0.1 shows it to "
+                     "this machine only; 0.0.0.0 to others too (every request still needs "
+                     "the token, but travels unencrypted).").tag(config=True)
 
     flags = {
         "sqlitedb": ({"IPControllerApp": {"db": "sqlite"}},
@@ -65,11 +80,13 @@ class IPControllerApp(BaseApp):
     aliases = {"profile": "IPControllerApp.profile",
                "mongodb-url": "IPControllerApp.mongodb_url",
                "mongodb-database": "IPControllerApp.mongodb_database", "profile-dir": "IPControllerApp.profile_dir",
-               "ip": "IPControllerApp.ip", "db": "IPControllerApp.db",
+               "ip": "IPControllerApp.ip", "location": "IPControllerApp.connect_ip",
+               "db": "IPControllerApp.db",
                "scheme": "IPControllerApp.scheme", "hwm": "IPControllerApp.hwm",
                "log-level": "Application.log_level",
                "heartbeat-period": "IPControllerApp.heartbeat_period",
-               "heartbeat-misses": "IPControllerApp.heartbeat_misses"}
+               "heartbeat-misses": "IPControllerApp.heartbeat_misses",
+               "web-port": "IPControllerApp.web_port", "web-ip": "IPControllerApp.web_ip"}
 
     def make_db(self):
         options = {"sqlite": {"filename": str(self.location / self.db_file)},
@@ -83,9 +100,29 @@ class IPControllerApp(BaseApp):
                                 heartbeat_misses=self.heartbeat_misses).bind()
         for which in ("client", "engine"):
             info = controller.connection_info(which)
-            info.update(key=key.decode(), pid=os.getpid())
+            info.update(key=key.decode(), pid=os.getpid(), ip=self.connect_address())
             write_connection_file(paths.security_file(self.location, which), info)
         return controller
+
+    def connect_address(self):
+        """The address others connect to: --location, else --ip unless it is a wildcard."""
+        if self.connect_ip:
+            return self.connect_ip
+        if self.ip in ("0.0.0.0", "*", ""):
+            return socket.gethostname()
+        return self.ip
+
+    def start_web(self):
+        """Serve the web view (unless web_port is -1) and record its URL in the profile."""
+        web.remove_web_file(self.location)  # a stale one would point at a dead server
+        if self.web_port < 0:
+            return None
+        server = web.WebServer(paths.security_file(self.location, "client"), self.web_ip,
+                               self.web_port, title=str(self.location)).start()
+        web.write_web_file(self.location, server)
+        log.info("web view on http://%s:%s/ (URL with token in %s)", self.web_ip,
+                 server.port, web.web_file(self.location))
+        return server
 
     def start(self):
         controller = self.make_controller()
@@ -93,9 +130,14 @@ class IPControllerApp(BaseApp):
             signal.signal(sig, lambda *_: controller.stop())
         log.info("controller up on %s (profile %s, db %s, scheme %s)", self.ip,
                  self.location, self.db, self.scheme)
+        server = None
         try:
+            server = self.start_web()
             controller.run()
         finally:
+            if server is not None:
+                server.stop()
+                web.remove_web_file(self.location)
             controller.close()
             log.info("controller stopped")
 

@@ -335,7 +335,10 @@ class Controller:
         if msg.msg_type == "engine_ready":
             self._apply(self.hub.handle(hs.ChannelReady(engine, channel)))
             return None, None, None
-        if len(idents) != 2 or engine not in self.hub.by_uuid:
+        # a control reply may come after its engine unregistered (shutdown answers, then
+        # leaves, on another socket); task replies from an engine that is gone are dropped
+        known = self.engine_ids if channel == "control" else self.hub.by_uuid
+        if len(idents) != 2 or engine not in known:
             self.session.dropped["reply from unknown engine"] += 1
             return None, None, None
         return engine, idents[1], msg
@@ -415,12 +418,24 @@ class Controller:
         idents, msg = self.session.feed(frames)
         if msg is None or not idents:
             return
+        self._catch_up()
         content, buffers = self.queries.handle(msg, idents[0])
         reply_type = msg.msg_type.replace("_request", "_reply")
         self.session.send(self.sockets["query"], reply_type, content, parent=msg["header"],
                           buffers=buffers, idents=idents)
         if msg.msg_type == "shutdown_request" and content.get("status") == "ok":
             self.stop()
+
+    def _catch_up(self):
+        """Take in the tasks already received before answering a query about them: a
+        client that submits, then at once aborts or resubmits, sends the two on different
+        sockets, and within one loop turn the query socket may be read first. Under pure,
+        the device copies a message to the hub before forwarding it, so every copy of what
+        the asker has seen is in the capture socket already."""
+        for name, handler in (("task", self._on_task_request), ("mux", self._on_mux_request),
+                              ("capture", self._on_pure_copy)):
+            if name in self.sockets:
+                self._drain(self.sockets[name], handler)
 
     def resubmit(self, records, client, new_args=None):
         """Submit recorded requests again as new tasks for `client`: {old msg_id: new}.

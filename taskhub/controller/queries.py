@@ -6,10 +6,13 @@ controller carries on. Handlers read the controller's state and the task DB; the
 things they change are registrations, watchers and (through the controller) resubmissions,
 aborts and interrupts.
 """
+import collections
 import logging
 import time
+from datetime import datetime, timedelta, timezone
 
-from ..error import QueryError, TaskhubError, UnknownTaskError
+from ..callables import function_id
+from ..error import NoTaskDB, QueryError, TaskhubError, UnknownTaskError
 from ..jsonutil import untag_dates
 from . import hubstate as hs
 
@@ -21,6 +24,8 @@ _REFUSALS = (TaskhubError, ValueError, TypeError, KeyError)
 class QueryService:
     def __init__(self, controller):
         self.c = controller
+        self.functions = {}  # fid -> serialized function, for rc.register_function
+        self.engine_hosts = {}  # uuid -> (hostname, pid) of every engine that registered
 
     def handle(self, msg, ident):
         """(content, buffers) of the reply to `msg` from `ident`."""
@@ -39,6 +44,7 @@ class QueryService:
         info = msg["content"]
         rec = self.c.hub.register(info.get("uuid"), info, time.monotonic())
         log.info("engine %s registered (%s)", rec.id, rec.uuid)
+        self.engine_hosts[rec.uuid] = (info.get("hostname"), info.get("pid"))
         return {"status": "ok", "id": rec.id, "heartbeat_period": self.c.heartbeat_period}, []
 
     def _q_unregistration(self, msg, ident):
@@ -84,6 +90,36 @@ class QueryService:
             raise ValueError(f"no engine with id {unknown[0]}; registered ids: {up}")
         return targets
 
+    def _q_engines(self, msg, ident):
+        """Every engine registered, and those gone since: id, uuid, host, pid, state,
+        queue (tasks assigned, direct and load-balanced), tasks done, last heartbeat."""
+        hub, wall_minus_mono = self.c.hub, time.time() - time.monotonic()
+        assigned = collections.Counter(self.c.scheduler.assigned.values())
+        engines = [_engine_info(rec, len(rec.direct) + assigned[rec.uuid], wall_minus_mono)
+                   for rec in hub.engines.values()]
+        engines += [{"id": i, "uuid": uuid, "state": "down",
+                     **dict(zip(("host", "pid"), self.engine_hosts.get(uuid, (None, None))))}
+                    for uuid, i in self.c.engine_ids.items() if uuid not in hub.by_uuid]
+        return {"status": "ok", "engines": sorted(engines, key=lambda e: e["id"])}, []
+
+    def _q_throughput(self, msg, ident):
+        """Tasks completed in the last `window` seconds (from the task DB, whose index on
+        `completed` makes it a range count), and tasks running or waiting now."""
+        window = msg["content"].get("window", 10)
+        if not isinstance(window, (int, float)) or isinstance(window, bool) \
+                or not 0 < window <= 3600:
+            raise ValueError(f"window must be a number of seconds in (0, 3600], not {window!r}")
+        now = datetime.now(timezone.utc)
+        self.c.recorder.flush()
+        try:
+            done = self.c.db.count({"completed": {"$gte": now - timedelta(seconds=window)}})
+        except NoTaskDB:  # no history to count: the rest is still worth showing
+            done = None
+        return {"status": "ok", "time": now.isoformat(), "window": window, "completed": done,
+                "rate": None if done is None else done / window,
+                "outstanding": len(self.c.outstanding),
+                "waiting": len(self.c.scheduler.waiting)}, []
+
     def _q_stats(self, msg, ident):
         c = self.c
         return {"status": "ok", "dropped": dict(c.session.dropped),
@@ -96,11 +132,10 @@ class QueryService:
     # -- the task DB ------------------------------------------------------------------------
     def _q_db(self, msg, ident):
         content = msg["content"]
-        query, keys = untag_dates(content.get("query")), content.get("keys")
-        if not isinstance(query, dict):
-            raise QueryError(f"a query must be a dict, not {type(query).__name__}")
+        query, keys = _query(content), content.get("keys")
         self.c.recorder.flush()
-        records = self.c.db.find_records(query, keys)
+        records = self.c.db.find_records(query, keys, sort=content.get("sort"),
+                                         limit=content.get("limit"), skip=content.get("skip"))
         buffers, lens = [], []
         for rec in records:
             for key in ("buffers", "result_buffers"):
@@ -108,6 +143,12 @@ class QueryService:
                 lens.append((key, None if bufs is None else len(bufs)))
                 buffers.extend(bufs or ())
         return {"status": "ok", "records": records, "buffer_lens": lens}, buffers
+
+    def _q_db_count(self, msg, ident):
+        """How many records match the query: the total behind a page of db_request."""
+        query = _query(msg["content"])
+        self.c.recorder.flush()
+        return {"status": "ok", "count": self.c.db.count(query)}, []
 
     def _q_history(self, msg, ident):
         self.c.recorder.flush()
@@ -192,6 +233,50 @@ class QueryService:
     def _q_interrupt(self, msg, ident):
         self.c.interrupt(_str_list(msg["content"].get("msg_ids"), "msg_ids"))
         return {"status": "ok"}, []
+
+    def _q_cancel(self, msg, ident):
+        """Abort those of msg_ids still waiting for an engine; the rest are left alone (the
+        client asks their engines to drop them if still queued there)."""
+        wanted = set(_str_list(msg["content"].get("msg_ids"), "msg_ids"))
+        waiting = [t.msg_id for t in self.c.scheduler.waiting if t.msg_id in wanted]
+        if waiting:
+            self.c.abort(waiting)
+        return {"status": "ok", "cancelled": waiting}, []
+
+    # -- registered functions ---------------------------------------------------------------
+    def _q_register_function(self, msg, ident):
+        """Keep a serialized function (the one buffer) under an id derived from its bytes."""
+        if len(msg["buffers"]) != 1:
+            raise ValueError("register_function_request carries one buffer: the function")
+        fbytes = bytes(msg["buffers"][0])
+        fid = function_id(fbytes)
+        self.functions[fid] = fbytes
+        return {"status": "ok", "fid": fid}, []
+
+    def _q_function(self, msg, ident):
+        fid = msg["content"].get("fid")
+        if fid not in self.functions:
+            raise ValueError(f"no function is registered with id {fid!r} (registrations last "
+                             "as long as the controller runs: register it again with "
+                             "rc.register_function)")
+        return {"status": "ok"}, [self.functions[fid]]
+
+
+def _query(content):
+    query = untag_dates(content.get("query"))
+    if not isinstance(query, dict):
+        raise QueryError(f"a query must be a dict, not {type(query).__name__}")
+    return query
+
+
+def _engine_info(rec, queue, wall_minus_mono):
+    """What `engines_request` tells about a registered engine; times are wall-clock ISO."""
+    def wall(mono):
+        return datetime.fromtimestamp(mono + wall_minus_mono, timezone.utc).isoformat()
+    return {"id": rec.id, "uuid": rec.uuid, "host": rec.info.get("hostname"),
+            "pid": rec.info.get("pid"), "state": "up" if rec.up else "registering",
+            "queue": queue, "completed": rec.completed, "registered": wall(rec.registered),
+            "last_heartbeat": wall(rec.last_beat)}
 
 
 def _result_summary(rec):

@@ -27,7 +27,7 @@ class TaskRecorder:
             "content": msg["content"],
             "buffers": [bytes(b) for b in msg["buffers"]], "submitted": now,
             "client_uuid": header.get("session"), "queue": queue,
-            "label": md.get("label"), **extra}
+            "label": md.get("label"), "task_group": md.get("task_group"), **extra}
 
     def update(self, msg_id, **changes):
         pending = self._adds.get(msg_id)

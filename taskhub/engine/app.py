@@ -6,9 +6,9 @@ import signal
 import time
 from pathlib import Path
 
-from traitlets import Float, Unicode
+from traitlets import Bool, Float, Unicode
 
-from .. import paths
+from .. import nesting, paths
 from ..appbase import BaseApp, read_connection_file
 from ..error import ConnectionFileError
 from .engine import Engine, RegistrationFailed
@@ -31,14 +31,24 @@ class IPEngineApp(BaseApp):
                                "after which the engine exits. Longer rides out a stalled "
                                "controller; shorter frees orphaned engines sooner."
                                ).tag(config=True)
+    tag = Unicode("", help="Prefix of this engine's uuid. Launchers set it so that when the "
+                  "process or job they started ends, they can tell the hub which engines "
+                  "went with it at once, without waiting for missed heartbeats.").tag(config=True)
+    mpi = Bool(False, help="Initialize MPI (mpi4py) at start and register the MPI rank and "
+               "size, so tasks can use mpi4py.MPI.COMM_WORLD. Set by `--engines=mpi`; "
+               "requires mpi4py and a run under mpiexec.").tag(config=True)
 
     aliases = {"profile": "IPEngineApp.profile", "profile-dir": "IPEngineApp.profile_dir",
                "file": "IPEngineApp.file", "wait-for-file": "IPEngineApp.wait_for_file",
                "controller-timeout": "IPEngineApp.controller_timeout",
+               "registration-timeout": "IPEngineApp.registration_timeout",
+               "tag": "IPEngineApp.tag",
                "log-level": "Application.log_level"}
 
     def connection_info(self):
         path = Path(self.file) if self.file else paths.security_file(self.location, "engine")
+        # the client file sits beside the engine's: taskhub.engine_client() reads it
+        os.environ[nesting.CLIENT_FILE_ENV] = str(path.with_name(paths.CLIENT_FILE))
         deadline = time.monotonic() + self.wait_for_file
         while True:
             try:
@@ -48,9 +58,22 @@ class IPEngineApp(BaseApp):
                     raise
                 time.sleep(0.1)  # polling a file that another process will write
 
+    flags = {"mpi": ({"IPEngineApp": {"mpi": True}}, "Initialize MPI with mpi4py and "
+                     "register the MPI rank.")}
+
+    def mpi_info(self):
+        """{"mpi": {"rank", "size"}} after initializing MPI, or {} without --mpi."""
+        if not self.mpi:
+            return {}
+        from mpi4py import MPI  # importing initializes MPI
+        world = MPI.COMM_WORLD
+        return {"mpi": {"rank": world.Get_rank(), "size": world.Get_size()}}
+
     def start(self):
         info = self.connection_info()
-        engine = Engine(info, info["key"].encode(), controller_timeout=self.controller_timeout)
+        extra = self.mpi_info()
+        engine = Engine(info, info["key"].encode(), controller_timeout=self.controller_timeout,
+                        tag=self.tag or None, extra_info=extra)
         try:
             engine.connect(self.registration_timeout)
         except RegistrationFailed as e:
@@ -58,7 +81,8 @@ class IPEngineApp(BaseApp):
             raise SystemExit(1)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: _stop(engine))
-        log.info("engine %s registered as %s", engine.id, engine.uuid)
+        log.info("engine %s registered as %s%s", engine.id, engine.uuid,
+                 f" (MPI rank {extra['mpi']['rank']} of {extra['mpi']['size']})" if extra else "")
         engine.run()
 
 

@@ -34,7 +34,7 @@ import uuid
 import zmq
 from zmq.devices import ThreadDevice
 
-from .. import serialize
+from .. import callables, nesting, serialize, strategies
 from ..error import RemoteError
 from ..session import Session, utcnow
 from ..zmqsocket import make_context
@@ -65,10 +65,14 @@ def _url(info, port_name):
 class Engine:
     """One engine process. `connect(timeout)` registers; `run()` serves until shut down."""
 
-    def __init__(self, info, key, controller_timeout=30.0, context=None):
+    def __init__(self, info, key, controller_timeout=30.0, context=None, tag=None,
+                 extra_info=None):
         self.info = info
         self.session = Session(key)
-        self.uuid = uuid.uuid4().hex
+        # A launcher's tag in front lets it name this engine to the hub when its process
+        # or job ends (taskhub/cluster/watch.py).
+        self.uuid = f"{tag}.{uuid.uuid4().hex}" if tag else uuid.uuid4().hex
+        self.extra_info = dict(extra_info or {})  # e.g. {"mpi": {"rank": r, "size": s}}
         self.id = None
         self.controller_timeout = controller_timeout
         self.context = context
@@ -92,7 +96,7 @@ class Engine:
         self.context = self.context or make_context()
         reply = self._request("registration_request",
                               {"uuid": self.uuid, "hostname": socket.gethostname(),
-                               "pid": os.getpid()}, timeout)
+                               "pid": os.getpid(), **self.extra_info}, timeout)
         if reply["content"].get("status") != "ok":
             raise RegistrationFailed(f"the controller refused registration: "
                                      f"{reply['content'].get('evalue')}")
@@ -110,19 +114,21 @@ class Engine:
         """One request/reply on a fresh DEALER to the hub's query socket."""
         sock = self.context.socket(zmq.DEALER)
         sock.linger = 500
+        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED)
         try:
             sock.connect(_url(self.info, "query"))
             self.session.send(sock, msg_type, content)
             if not sock.poll(timeout * 1000):
-                raise RegistrationFailed(
-                    f"no answer from the controller at {_url(self.info, 'query')} "
-                    f"within {timeout:g}s (is it running? is the address reachable?)")
+                raise RegistrationFailed(_no_answer(_url(self.info, "query"), timeout,
+                                                    connected=bool(monitor.poll(0))))
             _, msg = self.session.feed(sock.recv_multipart())
             if msg is None:
                 raise RegistrationFailed("the controller's reply failed the signature check "
                                          "(does this engine have the right connection file?)")
             return msg
         finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
             sock.close()
 
     def _start_heart(self):
@@ -198,7 +204,9 @@ class Engine:
         kind = msg.msg_type
         ids = msg["content"].get("msg_ids")
         ids = [m for m in ids if isinstance(m, str)] if isinstance(ids, list) else None
-        if kind == "abort_request":  # no msg_ids: everything queued, but not what runs
+        if kind == "abort_request" and msg["content"].get("queued_only"):
+            content = {"status": "ok", "aborted": self._abort_queued(ids or [])}
+        elif kind == "abort_request":  # no msg_ids: everything queued, but not what runs
             if ids is not None:
                 self._stop_running(ids, _Stop("TaskAborted", "aborted while it ran"))
             self.aborted.update(self._queued_ids() if ids is None else ids)
@@ -220,6 +228,15 @@ class Engine:
     def _queued_ids(self):
         with self.work.mutex:
             return [item[2].msg_id for item in self.work.queue if item is not _STOP]
+
+    def _abort_queued(self, msg_ids):
+        """Mark those of msg_ids still queued never to run (a cancel: the running task is
+        left alone). Under the queue's lock, so none is taken off the queue meanwhile."""
+        with self.work.mutex:
+            queued = {item[2].msg_id for item in self.work.queue if item is not _STOP}
+            taken = [m for m in msg_ids if m in queued]
+            self.aborted.update(taken)
+        return taken
 
     # -- stopping the running task (IO thread) ----------------------------------------------
     def _poll_timeout(self):
@@ -284,6 +301,7 @@ class Engine:
         """Execute requests until shut down (call on the main thread)."""
         router = OutputRouter.install()
         out = self.context.socket(zmq.PUSH)
+        out.sndtimeo = 100  # see _hand_over
         out.connect(self._outbox_url)
         self._install_sigint()
         try:
@@ -293,8 +311,8 @@ class Engine:
                     break  # shutting down: what is still queued is not run
                 channel, idents, msg = item
                 frames = self._execute(router, msg)
-                out.send_multipart([channel.encode(), msg.msg_id.encode(),
-                                    *self._reply_frames(idents, msg, *frames)], copy=False)
+                self._hand_over(out, [channel.encode(), msg.msg_id.encode(),
+                                      *self._reply_frames(idents, msg, *frames)])
         finally:
             out.close(linger=1000)
             router.uninstall()
@@ -303,6 +321,16 @@ class Engine:
                 signal.signal(signal.SIGINT, self._previous_sigint)
             if self._io_thread is not None:
                 self._io_thread.join(5)
+
+    def _hand_over(self, out, frames):
+        """Pass a reply to the IO thread. Once it has stopped (shutting down) nobody reads
+        the outbox, and a plain send would block forever; the reply is dropped instead, and
+        the hub fails the task as it does for any engine that goes away."""
+        while not self._stopping.is_set():
+            try:
+                return out.send_multipart(frames, copy=False)
+            except zmq.Again:
+                continue
 
     def _install_sigint(self):
         """Route SIGINT through `_on_sigint` (only possible on the main thread; elsewhere
@@ -350,20 +378,24 @@ class Engine:
 
     def _call(self, msg):
         limit = _time_limit(msg["metadata"])
+        f = args = kwargs = None
         try:
             self._running = (msg.msg_id, time.monotonic() + limit if limit else None, limit)
             try:
-                f, args, kwargs = serialize.unpack_apply(msg["buffers"], self.fcache)
-                if msg["content"].get("map"):
-                    result = [f(*xs) for xs in zip(*args)]
-                else:
-                    result = f(*args, **kwargs)
+                f, args, kwargs = strategies.unpack_apply(msg["buffers"], self.fcache)
+                with nesting.task_environment(msg["metadata"]):  # TASKHUB_DEPTH and group
+                    if msg["content"].get("map"):
+                        result = callables.run_map(f, args)
+                    else:
+                        result = f(*args, **kwargs)
             finally:
                 self._running = None
         except BaseException as e:  # noqa: B902 - user code may raise anything, even SystemExit
-            return _error_content(e, skip=1), []
+            content = _error_content(e, skip=1)
+            content["call"] = callables.describe_failure(e, f, args, kwargs)
+            return content, []
         try:
-            return {"status": "ok"}, serialize.serialize(result)
+            return strategies.dump_result(result, msg["metadata"])
         except Exception as e:
             return _error_content(e, note="the task's result could not be serialized"), []
 
@@ -376,6 +408,17 @@ class Engine:
     def shutdown(self):
         """Stop serving (from any thread): the main loop ends after the current task."""
         self._begin_shutdown()
+
+
+def _no_answer(url, timeout, connected):
+    """Why registration got no answer: no TCP connection at all, or no reply on one."""
+    if not connected:
+        return (f"could not reach the controller at {url}: no TCP connection within "
+                f"{timeout:g}s. Is the controller running, listening on that address (it binds "
+                "127.0.0.1 unless started with --ip), and is the address reachable from "
+                f"{socket.gethostname()}? (ipcluster --location sets the address engines use)")
+    return (f"the controller at {url} accepted a connection but did not answer within "
+            f"{timeout:g}s (is the connection file's key this controller's?)")
 
 
 def _time_limit(md):

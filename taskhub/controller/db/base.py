@@ -25,7 +25,7 @@ TASK_RECORD_KEYS = (
     "client_uuid", "engine_uuid", "started", "completed", "resubmitted", "received",
     "result_header", "result_metadata", "result_content", "result_buffers", "queue",
     "execute_input", "execute_result", "error", "stdout", "stderr", "label", "engine_id",
-    "status",
+    "status", "task_group",
 )
 DATETIME_KEYS = frozenset({"submitted", "started", "completed", "received"})
 DICT_KEYS = frozenset({
@@ -174,12 +174,16 @@ class TaskDB(ABC):
         """
 
     @abstractmethod
-    def find_records(self, query, keys=None):
-        """Records matching `query`, as dicts of `keys`, in submission order.
+    def find_records(self, query, keys=None, sort=None, limit=None, skip=None):
+        """Records matching `query`, as dicts of `keys`, in submission order or by `sort`.
 
         `keys` is None (every key but the buffers) or a list of keys; "msg_id" is always
-        included; "buffers"/"result_buffers" only when named. A bad query or key raises
-        QueryError. Submission order is by `submitted`, then insertion order.
+        included; "buffers"/"result_buffers" only when named. Submission order is by
+        `submitted`, then insertion order. `sort` (see `query.sort_spec`) orders by keys
+        instead, ties in submission order (reversed when the last sort key is descending);
+        None sorts before any value. Then `skip` records are left out and at most `limit`
+        returned — a page, computed by the backend, not by fetching everything. A bad
+        query, key, sort, limit or skip raises QueryError.
         """
 
     @abstractmethod

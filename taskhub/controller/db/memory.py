@@ -7,7 +7,7 @@ dicts and buffer lists inside them are shared, so callers must not mutate them.
 from taskhub.controller.db.base import (
     TaskDB, check_new_ids, new_record, record_changes, submission_order,
 )
-from taskhub.controller.db.query import compile_query, projection
+from taskhub.controller.db.query import compile_query, page_bounds, projection, sort_spec
 
 
 class MemoryDB(TaskDB):
@@ -29,10 +29,12 @@ class MemoryDB(TaskDB):
             self._records.get(msg_id, {}).update(changes)
         return unknown
 
-    def find_records(self, query, keys=None):
-        test, keys = compile_query(query), projection(keys)
-        found = sorted(filter(test, self._records.values()), key=submission_order)
-        return [{key: record[key] for key in keys} for record in found]
+    def find_records(self, query, keys=None, sort=None, limit=None, skip=None):
+        test, keys, order = compile_query(query), projection(keys), sort_spec(sort)
+        limit, skip = page_bounds(limit, skip)
+        found = _in_order(filter(test, self._records.values()), order)
+        end = None if limit is None else skip + limit
+        return [{key: record[key] for key in keys} for record in found[skip:end]]
 
     def drop_matching_records(self, query):
         test = compile_query(query)
@@ -40,3 +42,17 @@ class MemoryDB(TaskDB):
         for msg_id in doomed:
             del self._records[msg_id]
         return len(doomed)
+
+
+def _in_order(records, order):
+    """`records` (in insertion order) sorted by the normal-form sort `order`."""
+    records = sorted(records, key=submission_order)
+    if order and order[-1][1] < 0:  # ties in reverse; list.sort is stable both ways
+        records.reverse()
+    for key, direction in reversed(order):  # least significant key first
+        records.sort(key=lambda record: _nones_first(record[key]), reverse=direction < 0)
+    return records
+
+
+def _nones_first(value):
+    return (value is not None, value)

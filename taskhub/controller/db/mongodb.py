@@ -13,7 +13,9 @@ matches ours: {key: None} and $in [None] match None, $ne/$nin match it unless li
 from datetime import timezone
 
 from taskhub.controller.db.base import TaskDB, check_new_ids, new_record, record_changes
-from taskhub.controller.db.query import glob_to_regex, projection, validate
+from taskhub.controller.db.query import (
+    glob_to_regex, page_bounds, projection, sort_spec, validate,
+)
 
 try:
     import pymongo
@@ -22,7 +24,8 @@ except ImportError as error:  # pymongo is the optional "mongo" extra
                       "pip install 'taskhub[mongo]'") from error
 
 _ORDER = [("submitted", pymongo.ASCENDING), ("_seq", pymongo.ASCENDING)]
-_INDEXED = ("_seq", "completed", "engine_uuid", "client_uuid", "label")
+_INDEXED = ("_seq", "completed", "engine_uuid", "client_uuid", "label", "task_group")
+_WITH_SUBMITTED = ("status", "engine_id", "label")
 
 
 def mongo_filter(query):
@@ -31,6 +34,16 @@ def mongo_filter(query):
                for key, condition in validate(query).items()
                for op, operand in condition.items()]
     return {"$and": clauses} if clauses else {}
+
+
+def mongo_sort(sort):
+    """The pymongo sort for find_records' `sort`: ties go in submission order."""
+    order = sort_spec(sort)
+    if not order:
+        return _ORDER
+    last = order[-1][1]
+    ties = [(key, last) for key, _ in _ORDER if key not in dict(order)]
+    return [*order, *ties]
 
 
 def _mongo_condition(op, operand):
@@ -62,6 +75,9 @@ class MongoDB(TaskDB):
         self._tasks.create_index(_ORDER)
         for key in _INDEXED:
             self._tasks.create_index(key)
+        for key in _WITH_SUBMITTED:  # a filtered page in submission order reads in order
+            self._tasks.create_index([(key, pymongo.ASCENDING), *_ORDER])
+        self._tasks.create_index("resubmitted")  # finds the task a resubmission came from
         last = self._tasks.find_one({}, {"_seq": 1}, sort=[("_seq", pymongo.DESCENDING)])
         self._seq = last["_seq"] if last else 0
         return self
@@ -88,11 +104,16 @@ class MongoDB(TaskDB):
             self._tasks.bulk_write(writes)
         return [msg_id for msg_id, _ in updates if msg_id not in known]
 
-    def find_records(self, query, keys=None):
+    def find_records(self, query, keys=None, sort=None, limit=None, skip=None):
         keys = projection(keys)
         fields = {key: 1 for key in keys}
         fields["_id"] = 0
-        found = self._tasks.find(mongo_filter(query), fields).sort(_ORDER)
+        order, (limit, skip) = mongo_sort(sort), page_bounds(limit, skip)
+        found = self._tasks.find(mongo_filter(query), fields).sort(order).skip(skip)
+        if limit == 0:  # pymongo's limit(0) means no limit
+            return []
+        if limit is not None:
+            found = found.limit(limit)
         # .get: documents written before a key existed lack it
         return [{key: document.get(key) for key in keys} for document in found]
 

@@ -19,7 +19,7 @@ class NoDB(TaskDB):
     def update_records(self, updates):
         return []
 
-    def find_records(self, query, keys=None):
+    def find_records(self, query, keys=None, sort=None, limit=None, skip=None):
         raise NoTaskDB(NO_DB_MESSAGE)
 
     def drop_matching_records(self, query):

@@ -13,7 +13,8 @@ value (equality; None means "not set") or a dict of operators that must all hold
 `validate` turns a query into its normal form {key: {operator: operand}} (aliases resolved,
 naive datetimes made UTC, operands type-checked) or raises QueryError; every backend starts
 from that form. `compile_query` and `match` evaluate it in Python (the memory backend);
-`projection` checks the `keys` argument of find_records for every backend.
+`projection`, `sort_spec` and `page_bounds` check the `keys`, `sort`, `limit` and `skip`
+arguments of find_records for every backend.
 """
 import operator
 import re
@@ -166,6 +167,54 @@ def projection(keys=None):
         if not isinstance(key, str) or key not in KEY_KINDS:
             raise QueryError(f"unknown TaskRecord key {key!r} in keys{suggest_key(key)}")
     return tuple(dict.fromkeys(["msg_id", *keys]))
+
+
+SORTABLE_KINDS = frozenset({"str", "int", "datetime"})
+
+
+def sort_spec(sort=None):
+    """The normal form ((key, 1 | -1), ...) of find_records' `sort`; () means submission order.
+
+    `sort` is None, a key ("completed"; "-completed" for descending), or a list of keys and
+    (key, direction) pairs as pymongo takes them, direction 1 (ascending) or -1.
+    """
+    if sort is None:
+        return ()
+    items = [sort] if isinstance(sort, str) else sort
+    if not isinstance(items, (list, tuple)):
+        raise QueryError(f"sort must be a key, or a list of keys and (key, direction) pairs, "
+                         f"not {type(sort).__name__}")
+    order = tuple(_sort_item(item) for item in items)
+    keys = [key for key, _ in order]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise QueryError(f"sort names {key!r} more than once")
+    return order
+
+
+def _sort_item(item):
+    if isinstance(item, str):
+        key, direction = (item[1:], -1) if item.startswith("-") else (item, 1)
+    elif isinstance(item, (list, tuple)) and len(item) == 2:
+        key, direction = item
+    else:
+        raise QueryError(f"a sort item is a key or a (key, direction) pair, not {item!r}")
+    if not isinstance(key, str) or key not in KEY_KINDS:
+        raise QueryError(f"unknown TaskRecord key {key!r} in sort{suggest_key(key)}")
+    if KEY_KINDS[key] not in SORTABLE_KINDS:
+        raise QueryError(f"cannot sort by {key!r}: it holds {KIND_NAMES[KEY_KINDS[key]]}")
+    if direction not in (1, -1) or isinstance(direction, bool):
+        raise QueryError(f"sort direction of {key!r} must be 1 or -1, not {direction!r}")
+    return key, direction
+
+
+def page_bounds(limit=None, skip=None):
+    """(limit, skip) of find_records checked: limit None (no limit) or an int ≥ 0; skip ≥ 0."""
+    for name, value in (("limit", limit), ("skip", skip)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 0):
+            raise QueryError(f"{name} must be None or an int ≥ 0, not {value!r}")
+    return limit, skip or 0
 
 
 def glob_tokens(pattern):

@@ -1,0 +1,85 @@
+"""`--engines=mpi`: N engines started as one `mpiexec -n N`, one unit.
+
+Each engine runs `ipengine --mpi`: it initializes MPI through mpi4py and registers its rank
+and the world size, so tasks can use `mpi4py.MPI.COMM_WORLD` with the other engines of the
+run. The whole mpiexec is one unit: MPI ends every rank when one of them dies, so the
+watcher notices the run, not single engines.
+"""
+import os
+import sys
+
+from traitlets import Bool, List, Unicode
+
+from ..launcher import EngineSetLauncher, LocalLauncher, LocalProcess, new_tag, stop_processes
+
+
+class MPIEngineSetLauncher(LocalLauncher, EngineSetLauncher):
+    """`mpiexec -n N python -m taskhub.engine --mpi ...` on this machine (or, with
+    `mpi_args` naming a hostfile, wherever mpiexec places the ranks)."""
+
+    kind = "mpi"
+    module = "taskhub.engine"
+    log_name = "mpiexec"
+
+    mpiexec = List(Unicode(), ["mpiexec"], help="""The MPI launcher command. Give the full
+        path to pick one MPI among several installed.""").tag(config=True)
+    mpi_args = List(Unicode(), [], help="""Extra mpiexec options before the program, e.g.
+        ["--hostfile", "/etc/hosts.mpi"] to place ranks on other machines.""").tag(config=True)
+    oversubscribe = Bool(True, help="""Let Open MPI start more ranks than this machine has
+        cores (engines mostly wait). Off: Open MPI refuses -n above the core count, which
+        stops CPU-bound engines from sharing cores.""").tag(config=True)
+
+    @property
+    def processes(self):
+        return self.units
+
+    @processes.setter
+    def processes(self, value):
+        self.units = value
+
+    def plan(self):
+        return [(self.n, {})]
+
+    def command(self):
+        return [sys.executable, "-m", self.module, "--profile-dir", self.profile_dir, "--mpi",
+                *self.args]
+
+    def mpi_command(self, n, tag):
+        return [*self.mpiexec, "-n", str(n), *self.mpi_args, *self.command(),
+                *self.tag_args(tag)]
+
+    def environment(self):
+        """Open MPI refuses root and more ranks than cores unless told; other MPIs ignore
+        these variables."""
+        env = dict(os.environ)
+        if os.geteuid() == 0:
+            env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        if self.oversubscribe:
+            env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
+        return env
+
+    def start_unit(self, n, where):
+        tag = new_tag(self.kind)
+        return LocalProcess.spawn(self.mpi_command(n, tag), self.log_dir(), self.log_name,
+                                  env=self.environment(), tag=tag, n=n)
+
+    def stop_units(self, units, timeout):
+        stop_processes(units, timeout)
+
+    def unit_running(self, unit):
+        return unit.running()
+
+    def unit_status(self, unit):
+        return unit.returncode()
+
+    def info(self):
+        return {**super().info(), "n": self.n}
+
+    @classmethod
+    def _from_info(cls, info):
+        launcher = super()._from_info(info)
+        launcher.n = int(info.get("n", sum(p.n for p in launcher.processes)))
+        return launcher
+
+    def describe(self):
+        return f"mpi: {self.engine_count()} engines in {len(self.units)} mpiexec run(s)"

@@ -1,0 +1,119 @@
+"""The web view's server: tornado on a thread of its own, in the controller process.
+
+    controller process
+      main thread:  Controller.run() — the zmq loop; the web view never touches its state
+      web thread:   tornado IOLoop ── handlers.py ── Hub (a Client of this controller,
+                                                         over the client connection file)
+
+`WebServer(connection_file, ip, port).start()` binds at once (so a taken port fails
+`ipcontroller` at start, not later) and serves on the thread; `stop()` ends it.
+`write_web_file` puts the URL, with its token, in the profile's security/taskhub-web.json,
+which `ipcluster start` prints and `ipcluster dashboard` opens.
+"""
+import asyncio
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.netutil import bind_sockets
+from tornado.web import Application
+
+from ..appbase import read_connection_file, write_connection_file
+from ..error import ConnectionFileError
+from . import handlers
+from .auth import web_token
+from .hub import Hub
+
+WEB_FILE = "taskhub-web.json"
+HERE = Path(__file__).parent
+
+
+def web_file(profile_dir):
+    return Path(profile_dir) / "security" / WEB_FILE
+
+
+def make_app(hub, token, port, title=""):
+    """The tornado Application: routes, templates, token-guarded static files."""
+    return Application(handlers.ROUTES, hub=hub, token=token, title=title,
+                       cookie_name=f"taskhub_token_{port}",
+                       template_path=str(HERE / "templates"),
+                       static_path=str(HERE / "static"), static_handler_class=handlers.Static)
+
+
+class WebServer:
+    """Serves the web view of the controller whose client connection file is given."""
+
+    def __init__(self, connection_file, ip="127.0.0.1", port=0, title=""):
+        self.connection_file = Path(connection_file)
+        self.ip, self.port, self.title = ip, port, title
+        self.token = web_token(read_connection_file(connection_file)["key"])
+        self._thread = self._loop = None
+
+    @property
+    def url(self):
+        """The URL to open, token included."""
+        host = socket.gethostname() if self.ip in ("0.0.0.0", "::", "") else self.ip
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/?token={self.token}"
+
+    def start(self):
+        sockets = bind_sockets(self.port, self.ip)
+        self.port = sockets[0].getsockname()[1]
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(sockets, started),
+                                        name="taskhub-web", daemon=True)
+        self._thread.start()
+        started.wait()
+        return self
+
+    def _serve(self, sockets, started):
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        self._loop = IOLoop.current()
+        hub = Hub(self.connection_file)
+        server = HTTPServer(make_app(hub, self.token, self.port, self.title))
+        server.add_sockets(sockets)
+        started.set()
+        try:
+            self._loop.start()
+        finally:
+            server.stop()
+            hub.close()
+            self._loop.close(all_fds=True)
+
+    def stop(self):
+        """Stop serving and close the web view's client; safe from any thread."""
+        if self._thread is None:
+            return
+        self._loop.add_callback(self._loop.stop)
+        self._thread.join(10)
+        self._thread = None
+
+
+def write_web_file(profile_dir, server):
+    """Record the running web view's URL in the profile, readable by its owner only."""
+    write_connection_file(web_file(profile_dir), {
+        "url": server.url, "ip": server.ip, "port": server.port, "token": server.token,
+        "pid": os.getpid()})
+
+
+def remove_web_file(profile_dir):
+    web_file(profile_dir).unlink(missing_ok=True)
+
+
+def read_web_file(profile_dir):
+    """The dict `write_web_file` wrote, or ConnectionFileError saying why there is none."""
+    path = web_file(profile_dir)
+    try:
+        info = json.loads(path.read_text())
+        info["url"], info["pid"]
+    except FileNotFoundError:
+        raise ConnectionFileError(f"no web view recorded at {path}: is the cluster running, "
+                                  "and was its controller started with web_port -1 "
+                                  "(no web view)?") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConnectionFileError(f"cannot read the web view file {path}: {e}") from None
+    return info

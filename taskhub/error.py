@@ -106,6 +106,11 @@ class TaskTimeout(RemoteError):
     """A task ran longer than its `time_limit`; the engine interrupted it."""
 
 
+class TaskLost(RemoteError):
+    """The controller that accepted a task stopped before the task finished: it was waiting
+    or running then, and its result will never come. Resubmit it (``rc.resubmit``)."""
+
+
 class UnmetDependency(RemoteError):
     """A task's functional dependency does not hold on the engine it was sent to.
 
@@ -148,7 +153,7 @@ class CompositeError(TaskhubError):
 # Names a reply may carry for errors raised by the controller rather than user code;
 # the client turns them back into these classes.
 CONTROLLER_ERRORS = {cls.__name__: cls for cls in (
-    EngineError, TaskAborted, TaskTimeout, UnmetDependency, ImpossibleDependency,
+    EngineError, TaskAborted, TaskTimeout, TaskLost, UnmetDependency, ImpossibleDependency,
     DependencyTimeout, InvalidDependency)}
 
 

@@ -10,7 +10,6 @@ import re
 import sqlite3
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -548,6 +547,10 @@ def test_sqlite_reads_a_sorted_page_off_the_index(tmp_path):
         assert db._sort_index("label") == "tasks_by_label"
         assert db._sort_index("msg_id") == "sqlite_autoindex_tasks_1"
         assert db._sort_index("started") is None
+        assert db._source({"status": "error", "engine_id": 3}) == \
+            '"tasks" INDEXED BY "tasks_by_status"'
+        for common in ({"status": "ok"}, {"status": None}, {"status": {"$ne": "ok"}}, {}):
+            assert db._source(common) == '"tasks"'
         names = {row[0] for row in db._conn.execute("SELECT name FROM sqlite_master")}
         assert {"tasks_by_status", "tasks_by_engine_id", "tasks_by_label",
                 "tasks_resubmitted"} <= names and "tasks_label" not in names

@@ -1,9 +1,9 @@
 """The hub's engine bookkeeping, event by event."""
 import pytest
 
-from taskhub.controller.hubstate import (ChannelReady, DirectDone, DirectSent, EngineIsDown,
-                                         EngineIsUp, HubState, Pong, RegistrationError, Tick,
-                                         Unregister)
+from taskhub.controller.hubstate import (AskToRejoin, ChannelReady, DirectDone, DirectSent,
+                                         EngineIsDown, EngineIsUp, HubState, Pong,
+                                         RegistrationError, Tick, Unregister)
 from taskhub.controller.scheduler import FailTask
 
 
@@ -57,3 +57,20 @@ def test_direct_task_to_an_unknown_engine_fails():
     hub = HubState()
     assert hub.handle(DirectSent("m", "ghost")) == [
         FailTask("m", "EngineError", "the target engine is not registered")]
+
+
+def test_an_engine_dead_of_silence_that_pongs_again_is_asked_to_rejoin():
+    hub = HubState(heartbeat_timeout=1.0, ask_interval=0.5)
+    up(hub, "u0")
+    hub.handle(Tick(2.0))
+    assert hub.handle(Pong("u0", 2.1)) == [AskToRejoin("u0")]
+    assert hub.handle(Pong("u0", 2.3)) == []           # not again at once
+    assert hub.handle(Pong("u0", 2.7)) == [AskToRejoin("u0")]
+    assert hub.up_ids() == [] and hub.id_of("u0") is None  # never taken back as it was
+
+
+def test_pongs_from_strangers_and_from_engines_that_left_ask_nothing():
+    hub = HubState(heartbeat_timeout=1.0)
+    up(hub, "u0")
+    hub.handle(Unregister("u0"))
+    assert hub.handle(Pong("u0", 5.0), Pong("nobody", 5.0)) == []

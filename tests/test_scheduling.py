@@ -472,7 +472,8 @@ def test_with_a_high_water_mark_tasks_wait_in_the_scheduler_by_priority(hwm_clus
         wait_until(lambda: rc.queue_status()["unassigned"] == 3, what="3 tasks held back")
         assert rc.queue_status(rc.ids[0])["tasks"] == 1
         open(tmp_path / "gate", "w").close()
-        rc.wait(ars, timeout=10)
+        rc.wait([gate, *ars], timeout=10)
+        assert gate.successful()
         assert open(log).read().split() == ["3", "2", "1"]
 
 

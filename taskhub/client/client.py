@@ -7,7 +7,6 @@
       rc.ids                   ◀── notification (engine up/down); iopub streams → metadata
 """
 import collections
-import itertools
 import logging
 import threading
 import time

@@ -3,6 +3,7 @@ import logging
 import os
 import signal
 import socket
+from pathlib import Path
 
 from traitlets import Enum, Float, Integer, Unicode
 
@@ -15,6 +16,8 @@ from .schemes import SCHEME_NAMES
 
 log = logging.getLogger("taskhub.controller")
 
+PID_FILE = "ipcontroller.pid"  # in the profile's pid/: there while a controller runs
+
 
 class IPControllerApp(BaseApp):
     name = "ipcontroller"
@@ -24,10 +27,11 @@ class IPControllerApp(BaseApp):
     ip = Unicode("127.0.0.1", help="Address to bind. 127.0.0.1 keeps the cluster on this "
                  "machine; 0.0.0.0 or a interface address lets engines and clients on other "
                  "hosts connect (everything is still HMAC-signed).").tag(config=True)
-    connect_ip = Unicode("", help="(--location) Address written into the connection files for engines and "
-                       "clients to connect to. Empty: the --ip address, or this host's name "
-                       "when --ip is 0.0.0.0 or *. Set it when the bind address is not one "
-                       "other hosts can reach (0.0.0.0, or behind NAT).").tag(config=True)
+    connect_ip = Unicode("", help="(--location) Address written into the connection files "
+                         "for engines and clients to connect to. Empty: the --ip address, or "
+                         "this host's name when --ip is 0.0.0.0 or *. Set it when the bind "
+                         "address is not one other hosts can reach (0.0.0.0, or behind NAT)."
+                         ).tag(config=True)
     db = Unicode("sqlite", help="Task DB backend: 'sqlite' (default: a file in the profile, "
                  "durable across restarts), 'memory' (fastest, lost at exit, grows with "
                  "every task), 'mongodb' (a server, shareable), 'none' (no history; db_query "
@@ -98,11 +102,32 @@ class IPControllerApp(BaseApp):
         controller = Controller(Session(key), self.make_db(), ip=self.ip, scheme=self.scheme,
                                 hwm=self.hwm, heartbeat_period=self.heartbeat_period,
                                 heartbeat_misses=self.heartbeat_misses).bind()
+        self.fail_lost_tasks(controller)
         for which in ("client", "engine"):
             info = controller.connection_info(which)
             info.update(key=key.decode(), pid=os.getpid(), ip=self.connect_address())
             write_connection_file(paths.security_file(self.location, which), info)
         return controller
+
+    def fail_lost_tasks(self, controller):
+        """Before serving, fail (TaskLost) the tasks an earlier controller of this profile
+        left unfinished: killed, or stopped with work in flight. Its pid file, left behind
+        when it died, names it. Only the profile's own SQLite file is swept: a MongoDB
+        database may be shared with controllers still running elsewhere, and a live
+        controller's pid file means another controller serves this profile now."""
+        previous = read_pid_file(self.location)
+        if self.db != "sqlite":
+            return
+        if previous is not None and _is_controller(previous):
+            log.warning("controller pid %d still runs on this profile: its unfinished tasks "
+                        "are left alone", previous)
+            return
+        who = f"the controller (pid {previous})" if previous else "the controller that ran it"
+        marked = controller.fail_lost_tasks(f"{who} stopped before this task finished; "
+                                            "resubmit it")
+        if marked:
+            log.warning("%d tasks were unfinished when %s stopped: marked failed (TaskLost)",
+                        marked, who)
 
     def connect_address(self):
         """The address others connect to: --location, else --ip unless it is a wildcard."""
@@ -126,6 +151,7 @@ class IPControllerApp(BaseApp):
 
     def start(self):
         controller = self.make_controller()
+        write_pid_file(self.location)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: controller.stop())
         log.info("controller up on %s (profile %s, db %s, scheme %s)", self.ip,
@@ -139,7 +165,34 @@ class IPControllerApp(BaseApp):
                 server.stop()
                 web.remove_web_file(self.location)
             controller.close()
+            pid_file(self.location).unlink(missing_ok=True)
             log.info("controller stopped")
+
+
+def pid_file(location):
+    return location / "pid" / PID_FILE
+
+
+def write_pid_file(location):
+    pid_file(location).write_text(f"{os.getpid()}\n")
+
+
+def read_pid_file(location):
+    """The pid in the profile's controller pid file, or None."""
+    try:
+        return int(pid_file(location).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_controller(pid):
+    """Is `pid` a running taskhub controller other than this process?"""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return pid != os.getpid() and (b"taskhub.controller" in cmdline
+                                   or b"ipcontroller" in cmdline)
 
 
 def main(argv=None):

@@ -21,6 +21,7 @@ thread; the hub sees copies of its traffic on the `capture` socket and answers c
 (watchers, resubmits, failures) through the mux ROUTER, whose replies clients treat alike.
 """
 import logging
+import os
 import time
 
 import zmq
@@ -42,6 +43,7 @@ CLIENT_CHANNELS = ("query", "task", "mux", "control", "iopub", "notification")
 ENGINE_CHANNELS = ("query", "task", "mux", "control", "iopub", "hb_ping", "hb_pong")
 MAX_PER_TURN = 512  # messages read from one socket per turn, so no socket starves the rest
 HUB_IDENT = b"taskhub-hub"  # the routing id of requests the hub itself sends
+LOST_BATCH = 5000  # unfinished records marked lost per transaction (bounds memory, not time)
 
 
 class Controller:
@@ -167,11 +169,43 @@ class Controller:
         waker.close()
 
     def close(self):
+        """Fail the tasks still unfinished (TaskLost: they will never be answered now), then
+        close every socket and the task DB."""
+        self.fail_outstanding(f"the controller (pid {os.getpid()}) stopped before this task "
+                              "finished; resubmit it")
         if self._device is not None:
             self._device.stop()
-        for sock in [*self.sockets.values(), self._wake]:
-            sock.close(linger=0)
+        for name, sock in self.sockets.items():  # let those TaskLost replies go out
+            sock.close(linger=500 if name in ("task", "mux") else 0)
+        self._wake.close(linger=0)
         self.db.close()
+
+    # -- tasks a controller leaves unfinished ----------------------------------------------
+    def fail_lost_tasks(self, reason):
+        """Fail with TaskLost(`reason`) every task the DB holds as unfinished: waiting or
+        running when an earlier controller on this DB died. A client asking for one then
+        gets that error instead of waiting forever, and can resubmit it. A step to run
+        before serving, when nothing of this controller's own is unfinished; returns how
+        many tasks it marked."""
+        try:
+            total = self.db.count({"completed": None})
+        except NoTaskDB:
+            return 0
+        content = {"status": "error", "ename": "TaskLost", "evalue": reason, "traceback": ""}
+        for _ in range(-(-total // LOST_BATCH)):
+            lost = self.db.find_records({"completed": None}, ["msg_id"], limit=LOST_BATCH)
+            now = utcnow()
+            for rec in lost:
+                self.recorder.failed(rec["msg_id"], content, now)
+            self.recorder.flush()
+        return total
+
+    def fail_outstanding(self, reason):
+        """Answer every task this controller has not finished with TaskLost(`reason`), and
+        record that: for when it stops with work in flight."""
+        for msg_id in list(self.outstanding):
+            self._fail_task(msg_id, "TaskLost", reason)
+        self.recorder.flush()
 
     def _heartbeat(self):
         now = time.monotonic()
@@ -197,6 +231,8 @@ class Controller:
                 self.engine_ids[ins.uuid] = ins.id
                 self._notify("engine_up", {"id": ins.id, "uuid": ins.uuid})
                 self._apply(self.scheduler.handle(sc.EngineUp(ins.uuid)))
+            elif isinstance(ins, hs.AskToRejoin):
+                self._signal_engine(ins.uuid, "rejoin", [])
             elif isinstance(ins, hs.EngineIsDown):
                 log.warning("engine %s is down: %s", ins.id, ins.reason)
                 self._notify("engine_down", {"id": ins.id, "uuid": ins.uuid,
@@ -243,7 +279,8 @@ class Controller:
         return self.sockets["mux" if queue == "mux" or self.pure else "task"]
 
     def _signal_engine(self, engine, action, msg_ids):
-        """Ask `engine` (on its control channel) to abort or interrupt `msg_ids`."""
+        """Ask `engine` (on its control channel) to abort or interrupt `msg_ids`, or (action
+        "rejoin") to register again as a new engine."""
         frames, _ = self.session.serialize(f"{action}_request", {"msg_ids": msg_ids},
                                            idents=[engine.encode(), HUB_IDENT])
         self.sockets["e_control"].send_multipart(frames)
@@ -407,7 +444,8 @@ class Controller:
 
     def _on_pong(self, frames):
         if len(frames) == 2:
-            self.hub.handle(hs.Pong(frames[0].decode("utf8", "replace"), time.monotonic()))
+            self._apply(self.hub.handle(hs.Pong(frames[0].decode("utf8", "replace"),
+                                                time.monotonic())))
 
     def _forward_to_watchers(self, msg_id, msg_frames):
         for client in self.watchers.pop(msg_id, ()):

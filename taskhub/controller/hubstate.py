@@ -1,13 +1,18 @@
 """The hub's engine bookkeeping, with no I/O: registration, heartbeats, direct tasks.
 
     events in:  Register  ChannelReady  Pong  Unregister  DirectSent  DirectDone  Tick
-    instructions out:  EngineIsUp  EngineIsDown  FailTask
+    instructions out:  EngineIsUp  EngineIsDown  FailTask  AskToRejoin
 
 An engine registers (gets the next integer id, never reused), then says hello on each of its
 task channels (`channels`: without "task" under the pure scheme, whose device cannot pass a
 hello back); once every channel has spoken it is up. An engine whose heartbeat has been
 silent for `heartbeat_timeout` seconds (or that unregisters) is down, and every direct task
 outstanding on it fails. Load-balanced tasks are the scheduler's; the controller tells it too.
+
+An engine declared dead for its silence may only have been stopped (SIGSTOP) or cut off,
+and come back: its heart answers pings again. The hub never takes it back under its old
+identity — its tasks have been failed or retried — but asks it (at most every
+`ask_interval` seconds) to rejoin: to register again as a new engine.
 """
 from dataclasses import dataclass, field
 from typing import Optional
@@ -71,6 +76,12 @@ class EngineIsDown:
     reason: str
 
 
+@dataclass(frozen=True)
+class AskToRejoin:
+    """Tell the engine `uuid`, declared dead but heard from again, to register anew."""
+    uuid: str
+
+
 @dataclass
 class EngineRecord:
     id: int
@@ -91,12 +102,16 @@ class RegistrationError(ValueError):
 class HubState:
     """Engines by id and uuid; `heartbeat_timeout` seconds of silence means dead."""
 
-    def __init__(self, heartbeat_timeout=10.0, channels=CHANNELS):
+    def __init__(self, heartbeat_timeout=10.0, channels=CHANNELS, ask_interval=1.0):
         self.heartbeat_timeout = heartbeat_timeout
+        self.ask_interval = ask_interval
         self.channels = frozenset(channels)
         self.engines = {}      # id -> EngineRecord, registered and not yet down
         self.by_uuid = {}      # uuid -> EngineRecord
         self.direct_owner = {}  # msg_id -> uuid
+        # uuid -> when last asked to rejoin, of each engine that died of silence: kept for
+        # good (one small entry per such engine), as it may come back at any time
+        self.silenced = {}
         self.next_id = 0
         self._handlers = {Register: self._register, ChannelReady: self._ready, Pong: self._pong,
                           Unregister: self._unregister, DirectSent: self._sent,
@@ -148,7 +163,12 @@ class HubState:
         rec = self.by_uuid.get(ev.uuid)
         if rec is not None:
             rec.last_beat = max(rec.last_beat, ev.now)
-        return []
+            return []
+        asked = self.silenced.get(ev.uuid)
+        if asked is None or ev.now - asked < self.ask_interval:
+            return []  # a stranger (pongs are unsigned), or asked a moment ago
+        self.silenced[ev.uuid] = ev.now
+        return [AskToRejoin(ev.uuid)]
 
     def _unregister(self, ev):
         rec = self.by_uuid.get(ev.uuid)
@@ -173,6 +193,7 @@ class HubState:
         for rec in list(self.engines.values()):
             if ev.now - rec.last_beat > self.heartbeat_timeout:
                 silent = ev.now - rec.last_beat
+                self.silenced[rec.uuid] = float("-inf")
                 out.extend(self._down(rec, f"engine {rec.id} missed heartbeats "
                                            f"for {silent:.1f}s"))
         return out

@@ -7,8 +7,15 @@
       time limits: watched here ── SIGINT + a stop request ──▶ raised in the task
       iopub PUB ◀── output chunks, published as they come           │
       outbox PULL ◀──────────── replies ◀──── inproc PUSH ◀─────────┘
-    heart: a C-level zmq device thread (ping SUB → pong DEALER) that needs no GIL, so a
+    heart: a C-level zmq proxy thread (ping SUB → pong DEALER) that needs no GIL, so a
     long task, even one holding the GIL in C code, never looks dead.
+
+Rejoining: an engine the hub declared dead for its silence (the process was stopped, or
+the network cut) and then heard from again gets a `rejoin_request` on control. The hub
+has already failed or retried its tasks, so the IO thread drops them — the running one is
+stopped, queued ones are skipped, late replies are not sent — stops the heart, takes a
+new uuid and registers again: a new engine id, taking work at once. Work items carry the
+generation (registration count) they arrived in; only the current one's replies go out.
 
 Stopping a running task (its `time_limit` passed, or a control request aborted or
 interrupted it): the IO thread queues a stop request naming the task, then sends the main
@@ -32,7 +39,6 @@ import traceback
 import uuid
 
 import zmq
-from zmq.devices import ThreadDevice
 
 from .. import callables, nesting, serialize, strategies
 from ..error import RemoteError
@@ -71,9 +77,15 @@ class Engine:
         self.session = Session(key)
         # A launcher's tag in front lets it name this engine to the hub when its process
         # or job ends (taskhub/cluster/watch.py).
-        self.uuid = f"{tag}.{uuid.uuid4().hex}" if tag else uuid.uuid4().hex
+        self.tag = tag
+        self.uuid = self._new_uuid()
         self.extra_info = dict(extra_info or {})  # e.g. {"mpi": {"rank": r, "size": s}}
         self.id = None
+        self.generation = 0          # registrations so far, less one; see _rejoin
+        self._rejoin_asked = False
+        self._heart = None
+        self._poller = None          # the IO thread's, over its current sockets
+        self._registration_timeout = 30.0
         self.controller_timeout = controller_timeout
         self.context = context
         self.work = queue.Queue()
@@ -94,21 +106,31 @@ class Engine:
     def connect(self, timeout=30.0):
         """Register with the hub, then start the heart and the IO thread."""
         self.context = self.context or make_context()
-        reply = self._request("registration_request",
-                              {"uuid": self.uuid, "hostname": socket.gethostname(),
-                               "pid": os.getpid(), **self.extra_info}, timeout)
-        if reply["content"].get("status") != "ok":
-            raise RegistrationFailed(f"the controller refused registration: "
-                                     f"{reply['content'].get('evalue')}")
-        self.id = reply["content"]["id"]
-        self.heartbeat_period = reply["content"].get("heartbeat_period", 1.0)
-        self._start_heart()
+        self._registration_timeout = timeout
+        self._register()
         ready = threading.Event()
         self._io_thread = threading.Thread(target=self._io_loop, args=(ready,),
                                            name="taskhub-engine-io", daemon=True)
         self._io_thread.start()
         ready.wait()
         return self.id
+
+    def _new_uuid(self):
+        return f"{self.tag}.{uuid.uuid4().hex}" if self.tag else uuid.uuid4().hex
+
+    def _register(self):
+        """Register as `self.uuid` and start a heart for it (raises RegistrationFailed)."""
+        reply = self._request("registration_request",
+                              {"uuid": self.uuid, "hostname": socket.gethostname(),
+                               "pid": os.getpid(), **self.extra_info},
+                              self._registration_timeout)
+        if reply["content"].get("status") != "ok":
+            raise RegistrationFailed(f"the controller refused registration: "
+                                     f"{reply['content'].get('evalue')}")
+        self.id = reply["content"]["id"]
+        self.heartbeat_period = reply["content"].get("heartbeat_period", 1.0)
+        self._heart = Heart(self.context, _url(self.info, "hb_ping"),
+                            _url(self.info, "hb_pong"), self.uuid.encode()).start()
 
     def _request(self, msg_type, content, timeout):
         """One request/reply on a fresh DEALER to the hub's query socket."""
@@ -131,45 +153,20 @@ class Engine:
             monitor.close(linger=0)
             sock.close()
 
-    def _start_heart(self):
-        heart = ThreadDevice(zmq.FORWARDER, zmq.SUB, zmq.DEALER)
-        heart.context_factory = lambda: self.context
-        heart.setsockopt_in(zmq.SUBSCRIBE, b"")
-        heart.setsockopt_out(zmq.ROUTING_ID, self.uuid.encode())
-        heart.setsockopt_in(zmq.LINGER, 0)
-        heart.setsockopt_out(zmq.LINGER, 0)
-        heart.connect_in(_url(self.info, "hb_ping"))
-        heart.connect_out(_url(self.info, "hb_pong"))
-        heart.daemon = True
-        heart.start()
-
     # -- the IO thread ----------------------------------------------------------------------
     def _io_loop(self, ready):
-        socks = self._io_sockets()
         outbox = self.context.socket(zmq.PULL)
         outbox.bind(self._outbox_url)
         ready.set()
-        for name in ("mux", "task", "control"):
-            self.session.send(socks[name], "engine_ready", {"id": self.id})
-        poller = zmq.Poller()
-        for sock in (socks["mux"], socks["task"], socks["control"], socks["ping"], outbox):
-            poller.register(sock, zmq.POLLIN)
+        socks = self._io_sockets(outbox)
         last_ping = time.monotonic()
         while not self._stopping.is_set():
-            for sock, _ in poller.poll(self._poll_timeout()):
-                if sock is outbox:
-                    self._io_outbox(socks, outbox.recv_multipart(copy=False))
-                elif sock is socks["ping"]:
-                    sock.recv()
-                    last_ping = time.monotonic()
-                elif sock is socks["control"]:
-                    self._io_control(socks, sock.recv_multipart())
-                else:
-                    self._io_request("mux" if sock is socks["mux"] else "task",
-                                     sock.recv_multipart())
-            self._publish_output(socks["iopub"])
-            self._enforce_time_limit()
-            if time.monotonic() - last_ping > self.controller_timeout:
+            if self._io_turn(socks, outbox):
+                last_ping = time.monotonic()
+            if self._rejoin_asked and not self._stopping.is_set():
+                socks = self._rejoin(socks, outbox)
+                last_ping = time.monotonic()
+            elif time.monotonic() - last_ping > self.controller_timeout:
                 log.error("no heartbeat from the controller for %.0fs; shutting down",
                           self.controller_timeout)
                 self._begin_shutdown()
@@ -177,31 +174,81 @@ class Engine:
         for sock in (*socks.values(), outbox):
             sock.close(linger=500)
 
-    def _io_sockets(self):
+    def _io_turn(self, socks, outbox):
+        """Serve what is ready on the sockets, publish output, enforce time limits; whether
+        a heartbeat came from the controller."""
+        pinged = False
+        for sock, _ in self._poller.poll(self._poll_timeout()):
+            if sock is outbox:
+                self._io_outbox(socks, outbox.recv_multipart(copy=False))
+            elif sock is socks["ping"]:
+                sock.recv()
+                pinged = True
+            elif sock is socks["control"]:
+                self._io_control(socks, sock.recv_multipart())
+            else:
+                self._io_request("mux" if sock is socks["mux"] else "task",
+                                 sock.recv_multipart())
+        self._publish_output(socks["iopub"])
+        self._enforce_time_limit()
+        return pinged
+
+    def _io_sockets(self, outbox):
+        """Connect the sockets of the current uuid, poll them (and `outbox`) from now on,
+        and say hello on the task channels."""
         ident = self.uuid.encode()
         socks = {}
         for name in ("mux", "task", "control"):
             sock = socks[name] = self.context.socket(zmq.DEALER)
             sock.routing_id = ident
             sock.connect(_url(self.info, name))
-        socks["iopub"] = self.context.socket(zmq.PUB)
-        socks["iopub"].connect(_url(self.info, "iopub"))
         socks["ping"] = self.context.socket(zmq.SUB)
         socks["ping"].subscribe(b"")
         socks["ping"].connect(_url(self.info, "hb_ping"))
+        socks["iopub"] = self.context.socket(zmq.PUB)
+        socks["iopub"].connect(_url(self.info, "iopub"))
+        self._poller = zmq.Poller()
+        for sock in (socks["mux"], socks["task"], socks["control"], socks["ping"], outbox):
+            self._poller.register(sock, zmq.POLLIN)
+        for name in ("mux", "task", "control"):
+            self.session.send(socks[name], "engine_ready", {"id": self.id})
         return socks
+
+    def _rejoin(self, socks, outbox):
+        """Register again, as a new engine, after the hub declared this one dead: what it
+        was given to do has been failed or retried by now, so none of it may answer."""
+        self._rejoin_asked = False
+        self.generation += 1  # queued work of earlier generations is skipped, replies dropped
+        self.aborted.clear()
+        self._stop_running(None, _Stop("EngineError", "the hub declared this engine dead "
+                                       "while the task ran"))
+        self._heart.stop()
+        for sock in socks.values():
+            sock.close(linger=0)
+        old, self.uuid = self.id, self._new_uuid()
+        try:
+            self._register()
+        except RegistrationFailed as e:
+            log.error("could not rejoin the controller: %s; shutting down", e)
+            self._begin_shutdown()
+            return {}
+        log.warning("the hub declared engine %s dead; rejoined as engine %s", old, self.id)
+        return self._io_sockets(outbox)
 
     def _io_request(self, channel, frames):
         idents, msg = self.session.feed(frames)
         if msg is None or msg.msg_type != "apply_request":
             return
-        self.work.put((channel, idents, msg))
+        self.work.put((channel, idents, msg, self.generation))
 
     def _io_control(self, socks, frames):
         idents, msg = self.session.feed(frames)
         if msg is None:
             return
         kind = msg.msg_type
+        if kind == "rejoin_request":  # no reply: these sockets are about to go
+            self._rejoin_asked = True
+            return
         ids = msg["content"].get("msg_ids")
         ids = [m for m in ids if isinstance(m, str)] if isinstance(ids, list) else None
         if kind == "abort_request" and msg["content"].get("queued_only"):
@@ -271,11 +318,15 @@ class Engine:
         return True
 
     def _io_outbox(self, socks, frames):
-        channel, msg_id = frames[0].bytes.decode(), frames[1].bytes.decode()
+        channel, msg_id, generation = (f.bytes.decode() for f in frames[:3])
         output = self.outputs.pop(msg_id, None)
+        if generation != str(self.generation):
+            log.warning("dropped the reply to task %s: the hub gave up on it when it "
+                        "declared this engine dead", msg_id)
+            return
         if output is not None:
             self._publish_chunks(socks["iopub"], output)
-        socks[channel].send_multipart(frames[2:], copy=False)
+        socks[channel].send_multipart(frames[3:], copy=False)
 
     def _publish_output(self, iopub):
         for output in list(self.outputs.values()):
@@ -309,9 +360,12 @@ class Engine:
                 item = self.work.get()
                 if item is _STOP or self._stopping.is_set():
                     break  # shutting down: what is still queued is not run
-                channel, idents, msg = item
+                channel, idents, msg, generation = item
+                if generation != self.generation:
+                    continue  # the hub gave up on it (see _rejoin)
                 frames = self._execute(router, msg)
                 self._hand_over(out, [channel.encode(), msg.msg_id.encode(),
+                                      str(generation).encode(),
                                       *self._reply_frames(idents, msg, *frames)])
         finally:
             out.close(linger=1000)
@@ -444,3 +498,48 @@ def _error_content(exc, skip=0, note=None):
     if note is not None:
         evalue = f"{note}: {evalue}"
     return {"status": "error", "ename": ename, "evalue": evalue, "traceback": text}
+
+
+class Heart:
+    """Echoes the hub's pings back as pongs, named by the engine's uuid: a zmq proxy in C
+    on a thread of its own, needing no GIL, so even a task holding the GIL in C code never
+    looks dead. `stop()` ends it (an engine that rejoins needs a heart for its new uuid)."""
+
+    def __init__(self, context, ping_url, pong_url, identity):
+        self.context = context
+        self.urls = (ping_url, pong_url)
+        self.identity = identity
+        self._control_url = f"inproc://taskhub-heart-{identity.decode()}"
+        self._thread = None
+
+    def start(self):
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(ready,), daemon=True,
+                                        name="taskhub-heart")
+        self._thread.start()
+        ready.wait()
+        return self
+
+    def _beat(self, ready):
+        ping, pong, control = (self.context.socket(kind)
+                               for kind in (zmq.SUB, zmq.DEALER, zmq.PAIR))
+        ping.subscribe(b"")
+        pong.routing_id = self.identity
+        control.bind(self._control_url)
+        ping.connect(self.urls[0])
+        pong.connect(self.urls[1])
+        ready.set()
+        try:
+            zmq.proxy_steerable(ping, pong, None, control)
+        except zmq.ZMQError:  # the context ended under it: the process is exiting
+            pass
+        finally:
+            for sock in (ping, pong, control):
+                sock.close(linger=0)
+
+    def stop(self, timeout=5.0):
+        stopper = self.context.socket(zmq.PAIR)
+        stopper.connect(self._control_url)
+        stopper.send(b"TERMINATE")
+        stopper.close(linger=1000)
+        self._thread.join(timeout)

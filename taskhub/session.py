@@ -17,6 +17,14 @@ from collections import Counter, deque
 from datetime import datetime, timezone
 
 DELIM = b"<TH|MSG>"
+
+# Requests that name tasks travel on the task channel, behind the tasks they name: one
+# connection keeps order, two (task and query) do not, so an abort sent right after its
+# task could otherwise arrive first and find nothing to abort. (Not under the pure scheme,
+# whose task channel is a C device that only forwards.)
+TASK_CHANNEL_REQUESTS = frozenset({"abort_request", "interrupt_request", "resubmit_request",
+                                   "result_request", "result_status_request",
+                                   "cancel_request"})
 PROTOCOL_VERSION = "1.0"
 
 def _encode_other(obj):

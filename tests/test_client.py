@@ -284,3 +284,17 @@ def test_the_hub_refuses_malformed_requests_and_keeps_serving(rc):
     with pytest.raises(Exception, match="unknown request 'frobnicate_request'"):
         rc._hub_request("frobnicate_request", {})
     assert rc.load_balanced_view().apply_sync(square, 2) == 4
+
+
+def test_requests_naming_a_task_sent_right_after_it_never_overtake_it(rc):
+    """An abort, status or resubmission sent at once after a task used to race it."""
+    from taskhub.error import TaskAborted
+    lview = rc.load_balanced_view()
+    for _ in range(30):
+        ar = lview.apply_async(abs, -1)
+        assert set(rc.result_status(ar.msg_ids)) == {"pending", "completed"}
+        rc.abort(ar)
+        try:
+            assert ar.get(10) == 1
+        except TaskAborted:
+            pass

@@ -18,7 +18,7 @@ import zmq
 from .. import callables, error, nesting, paths, strategies
 from ..appbase import read_connection_file
 from ..jsonutil import dates_in_record, parse_date, tag_dates
-from ..session import Session, new_id
+from ..session import TASK_CHANNEL_REQUESTS, Session, new_id
 from ..zmqsocket import shared_context
 from .asyncresult import AsyncHubResult, AsyncResult
 from .throttle import OutstandingLimit
@@ -51,6 +51,8 @@ class Client:
         self.connection_file = path
         self._info = read_connection_file(path)
         self.session = Session(self._info["key"].encode())
+        self._task_channel_requests = TASK_CHANNEL_REQUESTS \
+            if self._info.get("task_scheme") != "pure" else frozenset()
         self._context = context or shared_context()
         self._outbox = collections.deque()
         self._wake_lock = threading.Lock()
@@ -159,6 +161,8 @@ class Client:
 
     # -- replies (IO thread) ----------------------------------------------------------------
     def _on_reply(self, msg):
+        if msg.msg_type != "apply_reply":
+            return self._on_request_reply(msg)  # a hub request sent on the task channel
         msg_id = msg.parent_id
         md = dict(msg["metadata"])
         for key in ("started", "completed"):
@@ -252,6 +256,8 @@ class Client:
         """Send a request to the hub (or an engine's control) and return the reply content."""
         frames, header = self.session.serialize(msg_type, content, idents=idents,
                                                 buffers=list(buffers))
+        if channel == "query" and msg_type in self._task_channel_requests:
+            channel = "task"  # behind the tasks it names (see the controller's note)
         future = self._requests[header["msg_id"]] = Future()
         self._send(channel, frames)
         try:

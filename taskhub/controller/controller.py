@@ -27,7 +27,7 @@ import time
 import zmq
 
 from ..error import NoTaskDB, UnknownTaskError
-from ..session import DELIM, utcnow
+from ..session import DELIM, TASK_CHANNEL_REQUESTS, utcnow
 from ..zmqsocket import make_context
 from . import hubstate as hs
 from . import scheduler as sc
@@ -291,7 +291,11 @@ class Controller:
     # -- client requests --------------------------------------------------------------------
     def _on_task_request(self, frames):
         idents, msg = self.session.feed(frames)
-        if msg is None or not idents or msg.msg_type != "apply_request":
+        if msg is None or not idents:
+            return
+        if msg.msg_type in TASK_CHANNEL_REQUESTS:
+            return self._answer(self.sockets["task"], msg, idents)
+        if msg.msg_type != "apply_request":
             return
         try:
             options = task_options(msg["metadata"])
@@ -457,9 +461,12 @@ class Controller:
         if msg is None or not idents:
             return
         self._catch_up()
+        self._answer(self.sockets["query"], msg, idents)
+
+    def _answer(self, sock, msg, idents):
         content, buffers = self.queries.handle(msg, idents[0])
         reply_type = msg.msg_type.replace("_request", "_reply")
-        self.session.send(self.sockets["query"], reply_type, content, parent=msg["header"],
+        self.session.send(sock, reply_type, content, parent=msg["header"],
                           buffers=buffers, idents=idents)
         if msg.msg_type == "shutdown_request" and content.get("status") == "ok":
             self.stop()

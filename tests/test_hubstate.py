@@ -74,3 +74,22 @@ def test_pongs_from_strangers_and_from_engines_that_left_ask_nothing():
     up(hub, "u0")
     hub.handle(Unregister("u0"))
     assert hub.handle(Pong("u0", 5.0), Pong("nobody", 5.0)) == []
+
+
+def test_a_stalled_hub_does_not_count_its_own_deafness_as_silence():
+    """A 15 s query on the hub's one thread must not kill engines that answered all along."""
+    hub = HubState(heartbeat_timeout=10.0, period=1.0)
+    up(hub, "u0")
+    hub.handle(Tick(1.0), Pong("u0", 1.0))
+    assert hub.handle(Tick(16.0)) == []          # the hub was busy from 1 s to 16 s
+    assert hub.up_ids() == [0]
+    # silence after the stall still counts: ticks every second, no pong, dead after 10 s
+    assert hub.handle(*(Tick(float(t)) for t in range(17, 26))) == []
+    assert [type(i).__name__ for i in hub.handle(Tick(26.0))] == ["EngineIsDown"]
+
+
+def test_without_a_period_every_silent_second_counts():
+    hub = HubState(heartbeat_timeout=10.0)
+    up(hub, "u0")
+    hub.handle(Tick(1.0))
+    assert [type(i).__name__ for i in hub.handle(Tick(16.0))] == ["EngineIsDown"]

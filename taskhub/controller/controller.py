@@ -59,7 +59,8 @@ class Controller:
         self.pure = scheme == PURE
         self.scheduler = sc.SchedulerState("leastload" if self.pure else scheme, hwm)
         self.hub = hs.HubState(heartbeat_period * heartbeat_misses,
-                               hs.CHANNELS - {"task"} if self.pure else hs.CHANNELS)
+                               hs.CHANNELS - {"task"} if self.pure else hs.CHANNELS,
+                               period=heartbeat_period)
         self.heartbeat_period = heartbeat_period
         self.context = context
         self.ports = {}

@@ -34,11 +34,24 @@ def build_parser():
         "every cell gets at least one sample"))
     p.add_argument("--json", metavar="FILE", help="write every sample and ratio as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
+    p.add_argument("--from-json", metavar="FILE",
+                   help="run nothing: print (and --markdown) the tables of a saved --json run")
     return p
+
+
+def rerender(args):
+    results, meta = report.from_json(Path(args.from_json).read_text())
+    print(report.text_table(results))
+    print(f"(run of {meta.get('started', '?')}: {meta.get('command', '?')})")
+    if args.markdown:
+        Path(args.markdown).write_text(report.markdown_table(results))
+    return 0
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.from_json:
+        return rerender(args)
     mode = "quick" if args.quick else "full"
     repeats = args.repeats or DEFAULTS[mode]["repeats"]
     budget = args.budget if args.budget is not None else DEFAULTS[mode]["budget"]

@@ -107,15 +107,18 @@ def _gist(error, width=300):
 
 
 def markdown_table(results):
-    lines, last_title = [], None
+    lines, last_title, last_metric = [], None, None
     for title, metric, subject, peer, cell, r in comparisons(results):
         if title != last_title:
-            lines += ["", f"#### {title}", "",
+            lines += ["", f"### {title}", "",
                       f"| metric | {label(results.subjects[title])} | peer | peer value | "
                       "ratio taskhub/peer |", "|---|---:|---|---:|---:|"]
-            last_title = title
-        lines.append(f"| {metric} | {show_cell(subject)} | {label(peer) if peer else '—'} | "
-                     f"{show_cell(cell) if peer else '—'} | {show_ratio(r)} |")
+            last_title, last_metric = title, None
+        first = metric != last_metric
+        lines.append(f"| {metric if first else ''} | {show_cell(subject) if first else ''} | "
+                     f"{label(peer) if peer else '—'} | {show_cell(cell) if peer else '—'} | "
+                     f"{show_ratio(r)} |")
+        last_metric = metric
     lines += _failures(results)
     return "\n".join(lines) + "\n"
 
@@ -126,8 +129,21 @@ def to_json(results, meta):
         subject = cells.get(results.subjects[title])
         for system, cell in cells.items():
             rows.append({"workload": title, "metric": metric, "unit": cell.unit,
-                         "system": system, "label": label(system), "samples": cell.samples,
+                         "subject": results.subjects[title], "system": system,
+                         "label": label(system), "samples": cell.samples,
                          "median": median(cell), "error": cell.error,
                          "ratio_subject_to_this": ratio(subject, cell)})
     return json.dumps({"meta": meta, "versions": results.versions, "rows": rows,
                        "leaks": results.leaks}, indent=1)
+
+
+def from_json(text):
+    """The Results (and meta) a `to_json` text was made from, to render its tables again."""
+    from .runner import Cell, Results
+    data, results = json.loads(text), Results()
+    for row in data["rows"]:
+        results.subjects.setdefault(row["workload"], row.get("subject", "taskhub"))
+        cell = results.cell(row["workload"], row["metric"], row["system"], row["unit"])
+        cell.samples, cell.error = list(row["samples"]), row["error"]
+    results.versions, results.leaks = data.get("versions", {}), data.get("leaks", {})
+    return results, data.get("meta", {})

@@ -139,7 +139,7 @@ def to_json(results, meta):
 
 def from_json(text):
     """The Results (and meta) a `to_json` text was made from, to render its tables again."""
-    from .runner import Cell, Results
+    from .runner import Results
     data, results = json.loads(text), Results()
     for row in data["rows"]:
         results.subjects.setdefault(row["workload"], row.get("subject", "taskhub"))

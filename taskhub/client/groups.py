@@ -9,14 +9,14 @@ exited, or was killed — gets the group's tasks back:
     result_request               ─▶ finished ones resolve now; the hub forwards the
                                     others' replies as they finish
 """
-from ..error import RemoteError
+from ..error import TaskLost
 from .asyncresult import new_metadata
 from .taskfuture import TaskFuture
 
 
 def reload_tasks(client, task_group_id):
     """A TaskFuture per task of `task_group_id`, in submission order. A task that was
-    pending when its controller stopped fails with RemoteError 'TaskLost'."""
+    pending when its controller stopped fails with TaskLost."""
     if not isinstance(task_group_id, str) or not task_group_id:
         raise TypeError(f"task_group_id must be a non-empty string, not {task_group_id!r}")
     records = client.db_query({"task_group": task_group_id},
@@ -50,6 +50,6 @@ def _fail_lost(future):
     md["status"] = "error"
     with future._client._lock:
         future._client._pending.pop(msg_id, None)
-    future._receive(msg_id, RemoteError("TaskLost", "the task never finished: it was pending "
-                                        "when the controller that ran it stopped",
-                                        task=msg_id), md)
+    future._receive(msg_id, TaskLost("TaskLost", "the task never finished: it was pending "
+                                     "when the controller that ran it stopped",
+                                     task=msg_id), md)

@@ -35,7 +35,12 @@ def _encode_other(obj):
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), default=_encode_other).encode
-_loads = json.loads
+_decode_json = json.JSONDecoder().decode
+
+
+def _loads(frame):
+    # str in: json.loads would otherwise sniff the encoding of every bytes frame
+    return _decode_json(frame.decode() if isinstance(frame, (bytes, bytearray)) else frame)
 
 
 def dumps(obj):

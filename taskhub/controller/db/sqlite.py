@@ -22,6 +22,7 @@ import struct
 import time
 from datetime import datetime, timedelta, timezone
 
+from taskhub.jsonutil import EncodedJSON
 from taskhub.controller.db.base import (
     KEY_KINDS, TASK_RECORD_KEYS, TaskDB, check_new_ids, new_record, record_changes,
 )
@@ -77,6 +78,8 @@ def _to_sql(key, value):
     if kind == "buffers":
         return pack_buffers(value)
     if kind == "dict":
+        if type(value) is EncodedJSON:  # as it came off the wire: no need to encode it again
+            return value.json
         try:
             return json.dumps(value)
         except (TypeError, ValueError) as error:

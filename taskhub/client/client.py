@@ -19,7 +19,7 @@ from .. import callables, error, nesting, paths, strategies
 from ..appbase import read_connection_file
 from ..jsonutil import dates_in_record, parse_date, tag_dates
 from ..session import TASK_CHANNEL_REQUESTS, Session, new_id
-from ..zmqsocket import shared_context
+from ..zmqsocket import recv_head_copied, shared_context
 from .asyncresult import AsyncHubResult, AsyncResult
 from .throttle import OutstandingLimit
 from .view import DirectView, LoadBalancedView
@@ -131,12 +131,12 @@ class Client:
     def _io_recv(self, sock, handler):
         for _ in range(1000):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                # the client's sockets get no routing ids: DELIM, signature and the four
+                # dict frames come first, as bytes; buffers stay zero-copy Frames
+                frames = recv_head_copied(sock, zmq.NOBLOCK, 6)
             except zmq.Again:
                 return
-            # the client's sockets get no routing ids: DELIM, signature and the four dict
-            # frames come first; buffers stay zero-copy Frames
-            _, msg = self.session.feed([f.bytes for f in frames[:6]] + frames[6:])
+            _, msg = self.session.feed(frames)
             if msg is None:
                 continue
             try:

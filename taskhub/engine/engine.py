@@ -6,7 +6,7 @@
                         handled here, even while a task runs        │
       time limits: watched here ── SIGINT + a stop request ──▶ raised in the task
       iopub PUB ◀── output chunks, published as they come           │
-      outbox PULL ◀──────────── replies ◀──── inproc PUSH ◀─────────┘
+      replies deque ◀── (one inproc wake per idle IO thread) ◀──────┘
     heart: a C-level zmq proxy thread (ping SUB → pong DEALER) that needs no GIL, so a
     long task, even one holding the GIL in C code, never looks dead.
 
@@ -27,6 +27,7 @@ that was there before. Code stuck in C without returning to Python stops when it
 The engine's namespace is `__main__`'s: names pushed by a DirectView, and the globals of
 functions shipped from a client's `__main__`, resolve there.
 """
+import collections
 import logging
 import os
 import queue
@@ -99,6 +100,10 @@ class Engine:
         self.fcache = serialize.FunctionCache()
         self._stopping = threading.Event()
         self._outbox_url = f"inproc://taskhub-engine-out-{self.uuid}"
+        # Replies go from the main thread to the IO thread through a deque; the inproc
+        # socket only wakes the IO thread, once per batch of replies it has not yet seen
+        self._replies = collections.deque()
+        self._wake_pending = False
         self._io_thread = None
         self.user_ns = sys.modules["__main__"].__dict__
 
@@ -180,7 +185,7 @@ class Engine:
         pinged = False
         for sock, _ in self._poller.poll(self._poll_timeout()):
             if sock is outbox:
-                self._io_outbox(socks, outbox.recv_multipart(copy=False))
+                self._io_outbox(socks, outbox)
             elif sock is socks["ping"]:
                 sock.recv()
                 pinged = True
@@ -317,16 +322,28 @@ class Engine:
         signal.pthread_kill(self._main_ident, signal.SIGINT)
         return True
 
-    def _io_outbox(self, socks, frames):
-        channel, msg_id, generation = (f.bytes.decode() for f in frames[:3])
-        output = self.outputs.pop(msg_id, None)
-        if generation != str(self.generation):
-            log.warning("dropped the reply to task %s: the hub gave up on it when it "
-                        "declared this engine dead", msg_id)
-            return
-        if output is not None:
-            self._publish_chunks(socks["iopub"], output)
-        socks[channel].send_multipart(frames[3:], copy=False)
+    def _io_outbox(self, socks, outbox):
+        """Send every reply the main thread has finished. The wake flag is cleared before
+        the deque is read, so a reply appended after this read sends a wake of its own."""
+        while True:
+            try:
+                outbox.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        self._wake_pending = False
+        replies = self._replies
+        while replies:
+            channel, msg_id, generation, frames = replies.popleft()
+            output = self.outputs.pop(msg_id, None)
+            if generation != self.generation:
+                log.warning("dropped the reply to task %s: the hub gave up on it when it "
+                            "declared this engine dead", msg_id)
+                continue
+            if output is not None:
+                self._publish_chunks(socks["iopub"], output)
+            sock = socks.get(channel)
+            if sock is not None:
+                sock.send_multipart(frames, copy=False)
 
     def _publish_output(self, iopub):
         for output in list(self.outputs.values()):
@@ -364,9 +381,11 @@ class Engine:
                 if generation != self.generation:
                     continue  # the hub gave up on it (see _rejoin)
                 frames = self._execute(router, msg)
-                self._hand_over(out, [channel.encode(), msg.msg_id.encode(),
-                                      str(generation).encode(),
-                                      *self._reply_frames(idents, msg, *frames)])
+                self._replies.append((channel, msg.msg_id, generation,
+                                      self._reply_frames(idents, msg, *frames)))
+                if not self._wake_pending:
+                    self._wake_pending = True
+                    self._hand_over(out, [b""])
         finally:
             out.close(linger=1000)
             router.uninstall()
@@ -377,9 +396,10 @@ class Engine:
                 self._io_thread.join(5)
 
     def _hand_over(self, out, frames):
-        """Pass a reply to the IO thread. Once it has stopped (shutting down) nobody reads
-        the outbox, and a plain send would block forever; the reply is dropped instead, and
-        the hub fails the task as it does for any engine that goes away."""
+        """Wake the IO thread to send the replies queued for it. Once it has stopped
+        (shutting down) nobody reads the outbox, and a plain send could block forever; the
+        replies are dropped instead, and the hub fails the tasks as it does for any engine
+        that goes away."""
         while not self._stopping.is_set():
             try:
                 return out.send_multipart(frames, copy=False)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import struct
 import uuid
 from collections import Counter, deque
 from datetime import datetime, timezone
@@ -26,6 +27,47 @@ TASK_CHANNEL_REQUESTS = frozenset({"abort_request", "interrupt_request", "resubm
                                    "result_request", "result_status_request",
                                    "cancel_request"})
 PROTOCOL_VERSION = "1.0"
+
+# A batch carries many messages in one: a signed message of this type whose buffers are
+# the messages, each packed into one frame (see pack_frames and docs/messages.md). Each
+# packed message is checked on its own, as if it had come alone.
+BATCH = "batch"
+BATCH_MAX_PART = 65536  # a message at least this big travels alone, never packed (copied)
+_U32 = struct.Struct(">I")
+
+
+def pack_frames(frames):
+    """One frame holding `frames`: their count (u32), each length (u32), then the data."""
+    lens = [memoryview(f).nbytes for f in frames]
+    return struct.pack(f">I{len(lens)}I", len(lens), *lens) + b"".join(frames)
+
+
+def packable(frames):
+    """Whether a message is small enough to travel packed in a batch."""
+    total = 0
+    for f in frames:
+        total += len(f) if isinstance(f, (bytes, bytearray)) else memoryview(f).nbytes
+    return total < BATCH_MAX_PART
+
+
+def unpack_frames(blob):
+    """The frames `pack_frames` made `blob` from (ValueError if it is not such a frame)."""
+    if not isinstance(blob, bytes):
+        blob = memoryview(blob).tobytes()
+    try:
+        (count,) = _U32.unpack_from(blob)
+        if 4 + 4 * count > len(blob):
+            raise ValueError("not a packed message")
+        lens = struct.unpack_from(f">{count}I", blob, 4)
+    except struct.error:
+        raise ValueError("not a packed message") from None
+    offset, frames = 4 + 4 * count, []
+    for n in lens:
+        frames.append(blob[offset:offset + n])
+        offset += n
+    if offset != len(blob):
+        raise ValueError("not a packed message")
+    return frames
 
 def _encode_other(obj):
     if isinstance(obj, datetime):

@@ -18,7 +18,7 @@ import zmq
 from .. import callables, error, nesting, paths, strategies
 from ..appbase import read_connection_file
 from ..jsonutil import dates_in_record, parse_date, tag_dates
-from ..session import TASK_CHANNEL_REQUESTS, Session, new_id
+from ..session import BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, unpack_frames
 from ..zmqsocket import recv_head_copied, shared_context
 from .asyncresult import AsyncHubResult, AsyncResult
 from .throttle import OutstandingLimit
@@ -139,10 +139,24 @@ class Client:
             _, msg = self.session.feed(frames)
             if msg is None:
                 continue
-            try:
-                handler(msg)
-            except Exception:  # garbage from a peer must not kill the IO thread
-                log.exception("dropped a message the client could not handle")
+            if msg.msg_type == BATCH:  # replies the hub sent together: each as if alone
+                for part in msg["buffers"]:
+                    try:
+                        _, sub = self.session.feed(unpack_frames(part))
+                    except ValueError:
+                        self.session.dropped["undecodable"] += 1
+                        continue
+                    if sub is not None and sub.msg_type != BATCH:
+                        self._handle(handler, sub)
+            else:
+                self._handle(handler, msg)
+
+    @staticmethod
+    def _handle(handler, msg):
+        try:
+            handler(msg)
+        except Exception:  # garbage from a peer must not kill the IO thread
+            log.exception("dropped a message the client could not handle")
 
     def _send(self, name, frames, flush=True):
         self._outbox.append((name, frames))

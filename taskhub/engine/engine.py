@@ -43,7 +43,7 @@ import zmq
 
 from .. import callables, nesting, serialize, strategies
 from ..error import RemoteError
-from ..session import Session, utcnow
+from ..session import BATCH, Session, pack_frames, packable, unpack_frames, utcnow
 from ..zmqsocket import make_context
 from .capture import OutputRouter, TaskOutput
 
@@ -103,6 +103,10 @@ class Engine:
         # Replies go from the main thread to the IO thread through a deque; the inproc
         # socket only wakes the IO thread, once per batch of replies it has not yet seen
         self._replies = collections.deque()
+        # channels whose replies may go back together as one batch message: under the pure
+        # scheme a C device, which forwards messages one by one, owns the task channel
+        self._batch_channels = {"mux"} if info.get("task_scheme") == "pure" \
+            else {"task", "mux"}
         self._wake_pending = False
         self._io_thread = None
         self.user_ns = sys.modules["__main__"].__dict__
@@ -240,9 +244,20 @@ class Engine:
         log.warning("the hub declared engine %s dead; rejoined as engine %s", old, self.id)
         return self._io_sockets(outbox)
 
-    def _io_request(self, channel, frames):
+    def _io_request(self, channel, frames, in_batch=False):
         idents, msg = self.session.feed(frames)
-        if msg is None or msg.msg_type != "apply_request":
+        if msg is None:
+            return
+        if msg.msg_type == BATCH and not in_batch:  # tasks the hub sent together
+            for part in msg["buffers"]:
+                try:
+                    sub = unpack_frames(part)
+                except ValueError:
+                    self.session.dropped["undecodable"] += 1
+                    continue
+                self._io_request(channel, sub, in_batch=True)
+            return
+        if msg.msg_type != "apply_request":
             return
         self.work.put((channel, idents, msg, self.generation))
 
@@ -332,6 +347,7 @@ class Engine:
                 break
         self._wake_pending = False
         replies = self._replies
+        ready = {}  # channel -> frames of the replies to send now, in order
         while replies:
             channel, msg_id, generation, frames = replies.popleft()
             output = self.outputs.pop(msg_id, None)
@@ -341,9 +357,33 @@ class Engine:
                 continue
             if output is not None:
                 self._publish_chunks(socks["iopub"], output)
+            ready.setdefault(channel, []).append(frames)
+        for channel, batch in ready.items():
             sock = socks.get(channel)
-            if sock is not None:
-                sock.send_multipart(frames, copy=False)
+            if sock is None:
+                continue
+            if channel in self._batch_channels:
+                self._send_replies(sock, batch)
+            else:
+                for frames in batch:
+                    sock.send_multipart(frames, copy=False)
+
+    def _send_replies(self, sock, replies):
+        """Replies that are ready together go as one batch message; a lone one, or a big
+        one, as itself — so a reply is never held back waiting for others."""
+        if len(replies) > 1:
+            small = []
+            for frames in replies:
+                if packable(frames):
+                    small.append(frames)
+                else:
+                    sock.send_multipart(frames, copy=False)
+            replies = small
+        if len(replies) > 1:
+            self.session.send(sock, BATCH, {"n": len(replies)},
+                              buffers=[pack_frames(frames) for frames in replies])
+        elif replies:
+            sock.send_multipart(replies[0], copy=False)
 
     def _publish_output(self, iopub):
         for output in list(self.outputs.values()):

@@ -24,7 +24,8 @@ from datetime import datetime, timedelta, timezone
 
 from taskhub.jsonutil import EncodedJSON
 from taskhub.controller.db.base import (
-    KEY_KINDS, TASK_RECORD_KEYS, TaskDB, check_new_ids, new_record, record_changes,
+    KEY_KINDS, TASK_RECORD_KEYS, TaskDB, _check_keys, check_new_ids, clean_value,
+    record_changes,
 )
 from taskhub.controller.db.query import (
     glob_to_regex, glob_tokens, page_bounds, projection, sort_spec, validate,
@@ -85,6 +86,23 @@ def _to_sql(key, value):
         except (TypeError, ValueError) as error:
             raise TypeError(f"TaskRecord key {key!r} must hold a JSON-able dict: {error}") from None
     return value
+
+
+_EMPTY_ROW = dict.fromkeys(TASK_RECORD_KEYS)
+
+
+def _row(record):
+    """The column values of a new record: what new_record checks and cleans, converted for
+    SQL in the same pass, and only for the keys present (most of a new record is None)."""
+    _check_keys(record)
+    msg_id = record.get("msg_id")
+    if not isinstance(msg_id, str) or not msg_id:
+        raise ValueError(f"a TaskRecord needs a non-empty msg_id str, not {msg_id!r}")
+    row = _EMPTY_ROW.copy()
+    for key, value in record.items():
+        if value is not None:
+            row[key] = _to_sql(key, clean_value(key, value))
+    return list(row.values())
 
 
 _FROM_SQL = {"datetime": lambda micros: _EPOCH + micros * _MICROSECOND,
@@ -216,8 +234,7 @@ class SQLiteDB(TaskDB):
         return {msg_id for (msg_id,) in rows}
 
     def add_records(self, records):
-        records = [new_record(record) for record in records]
-        rows = [[_to_sql(key, record[key]) for key in TASK_RECORD_KEYS] for record in records]
+        rows = [_row(record) for record in records]
         columns = ", ".join(f'"{key}"' for key in TASK_RECORD_KEYS)
         marks = ", ".join("?" * len(TASK_RECORD_KEYS))
         # the primary key finds clashes; only then do we pay for naming them. The savepoint
@@ -231,7 +248,7 @@ class SQLiteDB(TaskDB):
         except sqlite3.IntegrityError:
             self._conn.execute("ROLLBACK TO add_records")
             self._conn.execute("RELEASE add_records")
-            ids = [record["msg_id"] for record in records]
+            ids = [row[0] for row in rows]
             check_new_ids(ids, self._existing(ids))
             raise
         self._conn.execute("RELEASE add_records")

@@ -18,7 +18,8 @@ import zmq
 from .. import callables, error, nesting, paths, strategies
 from ..appbase import read_connection_file
 from ..jsonutil import dates_in_record, parse_date, tag_dates
-from ..session import BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, unpack_frames
+from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable,
+                       unpack_frames)
 from ..zmqsocket import recv_head_copied, shared_context
 from .asyncresult import AsyncHubResult, AsyncResult
 from .throttle import OutstandingLimit
@@ -29,6 +30,7 @@ log = logging.getLogger("taskhub.client")
 _HUB_ERRORS = {"QueryError": error.QueryError, "UnknownTaskError": error.UnknownTaskError,
                "NoTaskDB": error.NoTaskDB, "ValueError": ValueError, "TypeError": TypeError,
                "KeyError": error.UnknownTaskError}
+BATCH_MAX = 256  # most requests in one batch message
 _SOCKETS = {"query": zmq.DEALER, "task": zmq.DEALER, "mux": zmq.DEALER,
             "control": zmq.DEALER, "iopub": zmq.SUB, "notification": zmq.SUB}
 
@@ -53,6 +55,8 @@ class Client:
         self.session = Session(self._info["key"].encode())
         self._task_channel_requests = TASK_CHANNEL_REQUESTS \
             if self._info.get("task_scheme") != "pure" else frozenset()
+        # requests queued together go as one batch, but not into the pure scheme's device
+        self._batch_tasks = self._info.get("task_scheme") != "pure"
         self._context = context or shared_context()
         self._outbox = collections.deque()
         self._wake_lock = threading.Lock()
@@ -124,9 +128,27 @@ class Client:
     def _io_send(self, wake, socks):
         while wake.poll(0):
             wake.recv()
-        while self._outbox:
-            name, frames = self._outbox.popleft()
+        outbox, batch = self._outbox, []
+        while outbox:
+            name, frames = outbox.popleft()
+            if name == "task" and self._batch_tasks and packable(frames):
+                batch.append(frames)  # a map's requests: sent together, below
+                if len(batch) >= BATCH_MAX:
+                    self._send_batch(socks["task"], batch)
+                continue
+            self._send_batch(socks["task"], batch)  # first, to keep the order
             socks[name].send_multipart(frames, copy=False)
+        self._send_batch(socks["task"], batch)
+
+    def _send_batch(self, sock, batch):
+        """Send the task-channel messages gathered in `batch` (and empty it): a lone one as
+        itself, more as one batch message (docs/messages.md)."""
+        if len(batch) == 1:
+            sock.send_multipart(batch[0], copy=False)
+        elif batch:
+            self.session.send(sock, BATCH, {"n": len(batch)},
+                              buffers=[pack_frames(frames) for frames in batch])
+        batch.clear()
 
     def _io_recv(self, sock, handler):
         for _ in range(1000):

@@ -350,6 +350,10 @@ class Controller:
         idents, msg = self.session.feed(frames)
         if msg is None or not idents:
             return
+        if msg.msg_type == BATCH:  # a client's requests sent together (a map's)
+            if not self._in_batch:
+                self._split_batch(idents[0], msg, self._on_task_request)
+            return
         if msg.msg_type in TASK_CHANNEL_REQUESTS:
             return self._answer(self.sockets["task"], msg, idents)
         if msg.msg_type != "apply_request":

@@ -50,6 +50,8 @@ from .capture import OutputRouter, TaskOutput
 log = logging.getLogger("taskhub.engine")
 
 _STOP = object()
+BATCH_GATHER = 0.0005  # see Engine._io_outbox
+BATCH_GATHER_MAX = 64
 
 
 class RegistrationFailed(RuntimeError):
@@ -339,7 +341,13 @@ class Engine:
 
     def _io_outbox(self, socks, outbox):
         """Send every reply the main thread has finished. The wake flag is cleared before
-        the deque is read, so a reply appended after this read sends a wake of its own."""
+        the deque is read, so a reply appended after this read sends a wake of its own.
+
+        While more tasks wait in the queue (a map's), replies come in quick succession:
+        waiting BATCH_GATHER seconds first lets the next ones join this batch rather than
+        cost a wake and a message each. A reply with nothing queued behind it goes at once."""
+        if self.work.qsize() and len(self._replies) < BATCH_GATHER_MAX:
+            time.sleep(BATCH_GATHER)
         while True:
             try:
                 outbox.recv(zmq.NOBLOCK)

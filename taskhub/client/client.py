@@ -55,8 +55,9 @@ class Client:
         self.session = Session(self._info["key"].encode())
         self._task_channel_requests = TASK_CHANNEL_REQUESTS \
             if self._info.get("task_scheme") != "pure" else frozenset()
-        # requests queued together go as one batch, but not into the pure scheme's device
-        self._batch_tasks = self._info.get("task_scheme") != "pure"
+        # requests queued together go as one batch, once the hub says it reads batches
+        # (see _connect), and not into the pure scheme's device
+        self._batch_tasks = False
         self._context = context or shared_context()
         self._outbox = collections.deque()
         self._wake_lock = threading.Lock()
@@ -85,12 +86,15 @@ class Client:
         self._thread.start()
         started.wait()
         try:
-            reply = self._hub_request("connection_request", {}, timeout=timeout)
+            reply = self._hub_request("connection_request", {"batches": True},
+                                      timeout=timeout)
         except error.TimeoutError:
             self.close()
             raise error.TimeoutError(
                 f"no answer from the controller at {self._url('query')} within {timeout:g}s "
                 f"(connection file {self.connection_file}; is the cluster running?)") from None
+        self._batch_tasks = reply.get("batches") is True \
+            and self._info.get("task_scheme") != "pure"
         snapshot = {int(i): u for i, u in reply["engines"].items()}
         self._set_engines({**snapshot, **self._engines})  # notifications may have overtaken it
 

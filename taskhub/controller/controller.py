@@ -72,6 +72,7 @@ class Controller:
         self._engine_out = {}  # (socket name, engine ident) -> requests to send this turn
         self._client_out = {}  # (socket name, client ident) -> replies to send this turn
         self._in_batch = False  # handling the messages of a batch (batches do not nest)
+        self.batch_peers = set()  # idents of engines and clients that said they read batches
         self._device = None
         self.queries = QueryService(self)
         self._running = False
@@ -294,8 +295,9 @@ class Controller:
             self._send_queued(name, client, queued)
 
     def _send_queued(self, name, ident, queued):
-        if len(queued) == 1:
-            self.sockets[name].send_multipart([ident, *queued[0]], copy=False)
+        if len(queued) == 1 or ident not in self.batch_peers:  # one by one, as they were
+            for frames in queued:
+                self.sockets[name].send_multipart([ident, *frames], copy=False)
             return
         frames, _ = self.session.serialize(BATCH, {"n": len(queued)}, idents=[ident],
                                            buffers=[pack_frames(f) for f in queued])

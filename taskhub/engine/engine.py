@@ -133,13 +133,15 @@ class Engine:
         """Register as `self.uuid` and start a heart for it (raises RegistrationFailed)."""
         reply = self._request("registration_request",
                               {"uuid": self.uuid, "hostname": socket.gethostname(),
-                               "pid": os.getpid(), **self.extra_info},
+                               "pid": os.getpid(), "batches": True, **self.extra_info},
                               self._registration_timeout)
         if reply["content"].get("status") != "ok":
             raise RegistrationFailed(f"the controller refused registration: "
                                      f"{reply['content'].get('evalue')}")
         self.id = reply["content"]["id"]
         self.heartbeat_period = reply["content"].get("heartbeat_period", 1.0)
+        if reply["content"].get("batches") is not True:  # a hub that reads no batches
+            self._batch_channels = set()
         self._heart = Heart(self.context, _url(self.info, "hb_ping"),
                             _url(self.info, "hb_pong"), self.uuid.encode()).start()
 

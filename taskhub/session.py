@@ -39,7 +39,7 @@ _U32 = struct.Struct(">I")
 
 def pack_frames(frames):
     """One frame holding `frames`: their count (u32), each length (u32), then the data."""
-    lens = [memoryview(f).nbytes for f in frames]
+    lens = [len(f) if f.__class__ is bytes else memoryview(f).nbytes for f in frames]
     return struct.pack(f">I{len(lens)}I", len(lens), *lens) + b"".join(frames)
 
 

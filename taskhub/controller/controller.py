@@ -378,6 +378,8 @@ class Controller:
     def _outside_dependencies(self, options):
         """What the scheduler cannot know itself about the tasks these options depend on:
         (outcomes of tasks finished long ago, direct tasks still running)."""
+        if not options["after"] and not options["follow"]:
+            return {}, frozenset()
         deps = [m for d in (options["after"], options["follow"]) if d for m in d.msg_ids]
         unknown = [m for m in deps if not self.scheduler.knows(m)]
         outcomes, external = {}, frozenset(m for m in unknown if m in self.outstanding)

@@ -107,6 +107,15 @@ def _row(record):
     return list(row.values())
 
 
+def _sql_changes(msg_id, changes):
+    """What record_changes checks and cleans, converted for SQL in the same pass."""
+    if not isinstance(changes, dict) or "msg_id" in changes:
+        changes = record_changes(msg_id, changes)  # its checks, and its error messages
+    else:
+        _check_keys(changes)
+    return {key: _to_sql(key, clean_value(key, value)) for key, value in changes.items()}
+
+
 _FROM_SQL = {"datetime": lambda micros: _EPOCH + micros * _MICROSECOND,
              "dict": json.loads, "buffers": unpack_buffers}
 
@@ -292,15 +301,14 @@ class SQLiteDB(TaskDB):
         self._conn.execute("RELEASE add_records")
 
     def update_records(self, updates):
-        updates = [(msg_id, record_changes(msg_id, changes)) for msg_id, changes in updates]
+        updates = [(msg_id, _sql_changes(msg_id, changes)) for msg_id, changes in updates]
         todo = [(msg_id, changes) for msg_id, changes in updates
                 if isinstance(msg_id, str) and changes]
         changed = 0
         # consecutive updates of the same keys share one statement; order is kept
         for keys, run in itertools.groupby(todo, key=lambda update: tuple(update[1])):
             sets = ", ".join(f'"{key}" = ?' for key in keys)
-            rows = [[_to_sql(key, changes[key]) for key in keys] + [msg_id]
-                    for msg_id, changes in run]
+            rows = [[*changes.values(), msg_id] for msg_id, changes in run]
             changed += self._conn.executemany(
                 f'UPDATE "{self.table}" SET {sets} WHERE msg_id = ?', rows).rowcount
         if changed == len(todo) and len(todo) == len(updates):

@@ -73,6 +73,7 @@ class Controller:
         self._client_out = {}  # (socket name, client ident) -> replies to send this turn
         self._in_batch = False  # handling the messages of a batch (batches do not nest)
         self.batch_peers = set()  # idents of engines and clients that said they read batches
+        self._handled = 0  # messages handled so far (_drain's budget)
         self._device = None
         self.queries = QueryService(self)
         self._running = False
@@ -159,7 +160,11 @@ class Controller:
             self.recorder.flush()
 
     def _drain(self, sock, handler):
-        for _ in range(MAX_PER_TURN):
+        """Handle what `sock` has ready, up to MAX_PER_TURN messages — a batch counting as
+        the messages in it, so that a turn stays short whoever sends batches."""
+        start = self._handled
+        while self._handled - start < MAX_PER_TURN:
+            self._handled += 1
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -458,6 +463,7 @@ class Controller:
     def _split_batch(self, ident, batch, handler):
         """Handle each message of a batch as if it had come alone from `ident`."""
         self._in_batch = True
+        self._handled += len(batch["buffers"])
         try:
             for part in batch["buffers"]:
                 try:

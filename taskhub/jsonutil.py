@@ -45,3 +45,25 @@ def dates_in_record(record):
         if record.get(key) is not None:
             record[key] = parse_date(record[key])
     return record
+
+
+class EncodedJSON(dict):
+    """A dict that also carries its own JSON text (`json`, a str), as it came off the wire:
+    a task DB that stores dicts as JSON writes that text instead of encoding the dict again.
+    Treat it as read-only — the text is not kept in step with changes."""
+
+    __slots__ = ("json",)
+
+    def __init__(self, value, text):
+        super().__init__(value)
+        self.json = text
+
+
+def with_text(value, raw):
+    """`value` (decoded from the JSON bytes `raw`) as an EncodedJSON if it is a dict."""
+    if type(value) is dict:
+        try:
+            return EncodedJSON(value, raw.decode() if isinstance(raw, bytes) else str(raw))
+        except UnicodeDecodeError:
+            return value
+    return value

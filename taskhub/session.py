@@ -10,8 +10,10 @@ meaning the signed content fixes (see docs/messages.md).
 """
 import hashlib
 import hmac
+import itertools
 import json
 import os
+import struct
 import uuid
 from collections import Counter, deque
 from datetime import datetime, timezone
@@ -27,6 +29,47 @@ TASK_CHANNEL_REQUESTS = frozenset({"abort_request", "interrupt_request", "resubm
                                    "cancel_request"})
 PROTOCOL_VERSION = "1.0"
 
+# A batch carries many messages in one: a signed message of this type whose buffers are
+# the messages, each packed into one frame (see pack_frames and docs/messages.md). Each
+# packed message is checked on its own, as if it had come alone.
+BATCH = "batch"
+BATCH_MAX_PART = 65536  # a message at least this big travels alone, never packed (copied)
+_U32 = struct.Struct(">I")
+
+
+def pack_frames(frames):
+    """One frame holding `frames`: their count (u32), each length (u32), then the data."""
+    lens = [len(f) if f.__class__ is bytes else memoryview(f).nbytes for f in frames]
+    return struct.pack(f">I{len(lens)}I", len(lens), *lens) + b"".join(frames)
+
+
+def packable(frames):
+    """Whether a message is small enough to travel packed in a batch."""
+    total = 0
+    for f in frames:
+        total += len(f) if isinstance(f, (bytes, bytearray)) else memoryview(f).nbytes
+    return total < BATCH_MAX_PART
+
+
+def unpack_frames(blob):
+    """The frames `pack_frames` made `blob` from (ValueError if it is not such a frame)."""
+    if not isinstance(blob, bytes):
+        blob = memoryview(blob).tobytes()
+    try:
+        (count,) = _U32.unpack_from(blob)
+        if 4 + 4 * count > len(blob):
+            raise ValueError("not a packed message")
+        lens = struct.unpack_from(f">{count}I", blob, 4)
+    except struct.error:
+        raise ValueError("not a packed message") from None
+    offset, frames = 4 + 4 * count, []
+    for n in lens:
+        frames.append(blob[offset:offset + n])
+        offset += n
+    if offset != len(blob):
+        raise ValueError("not a packed message")
+    return frames
+
 def _encode_other(obj):
     if isinstance(obj, datetime):
         return obj.isoformat()
@@ -35,7 +78,12 @@ def _encode_other(obj):
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), default=_encode_other).encode
-_loads = json.loads
+_decode_json = json.JSONDecoder().decode
+
+
+def _loads(frame):
+    # str in: json.loads would otherwise sniff the encoding of every bytes frame
+    return _decode_json(frame.decode() if isinstance(frame, (bytes, bytearray)) else frame)
 
 
 def dumps(obj):
@@ -89,10 +137,20 @@ class Session:
         self._seen_order = deque()
         self._replay_window = replay_window
         self.dropped = Counter()  # reason -> how many messages were dropped for it
+        self._ids = None  # (pid, 80 random bits as hex, counter) behind next_msg_id
+
+    def next_msg_id(self):
+        """A new msg_id: 32 hex digits like a uuid4's, but 80 random bits drawn once per
+        session (and process) followed by a counter — a uuid4 per message cost a system
+        call for its randomness."""
+        ids = self._ids
+        if ids is None or ids[0] != os.getpid():
+            ids = self._ids = (os.getpid(), os.urandom(10).hex(), itertools.count())
+        return f"{ids[1]}{next(ids[2]):012x}"
 
     # -- building ---------------------------------------------------------------------------
     def header(self, msg_type, msg_id=None):
-        return {"msg_id": msg_id or new_id(), "msg_type": msg_type,
+        return {"msg_id": msg_id or self.next_msg_id(), "msg_type": msg_type,
                 "session": self.session_id, "date": utcnow().isoformat(),
                 "version": PROTOCOL_VERSION}
 

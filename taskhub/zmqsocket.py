@@ -32,6 +32,16 @@ class FastSocket(zmq.Socket):
         return parts
 
 
+def recv_head_copied(sock, flags, head):
+    """One multipart message from any zmq socket: its first `head` frames as bytes (cheap
+    for small frames), the rest as zero-copy zmq Frames (cheap for big ones)."""
+    flags = int(flags)
+    parts = [_recv(sock, flags, True, False)]
+    while _get(sock, _RCVMORE):
+        parts.append(_recv(sock, flags, len(parts) < head, False))
+    return parts
+
+
 def make_context():
     """A new Context whose sockets are FastSockets with no high-water marks.
 

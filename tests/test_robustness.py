@@ -11,7 +11,7 @@ from conftest import wait_until
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from taskhub.error import RemoteError
-from taskhub.session import DELIM
+from taskhub.session import BATCH, DELIM, pack_frames
 
 frames = st.lists(st.one_of(st.binary(max_size=64), st.just(DELIM), st.just(b"{}"),
                             st.sampled_from([b'{"msg_id":"x","msg_type":"apply_request"}',
@@ -65,6 +65,23 @@ def test_signed_nonsense_to_an_engine_is_an_error_not_a_crash(cluster, rc):
             raise AssertionError("garbage buffers produced a result")
     answer = rc[rc.ids[0]].apply_sync(abs, -4)
     assert answer == 4
+
+
+def test_a_batch_with_bad_parts_loses_only_those(cluster, rc):
+    """A signed batch on the task channel whose parts include garbage, a tampered request
+    and a nested batch: the good requests run, the rest is dropped and counted."""
+    good = [rc._prepare_task(rc.serializer.pack_apply(abs, (-i,), {}), {}, {})
+            for i in range(1, 4)]
+    tampered, _ = rc._prepare_task(rc.serializer.pack_apply(abs, (-9,), {}), {}, {})
+    tampered[5] = b'{"x":1}'
+    nested, _ = rc.session.serialize(BATCH, {"n": 1}, buffers=[pack_frames(good[0][0])])
+    parts = [pack_frames(good[0][0]), b"junk", pack_frames(tampered), pack_frames(nested),
+             pack_frames(good[1][0]), pack_frames(good[2][0])]
+    frames, _ = rc.session.serialize(BATCH, {"n": len(parts)}, buffers=parts)
+    ar = rc._track([h["msg_id"] for _, h in good], "list")
+    rc._send("task", frames)
+    assert ar.get(10) == [1, 2, 3]
+    assert rc.load_balanced_view().apply_sync(abs, -3) == 3
 
 
 def test_a_client_receiving_nonsense_keeps_working(rc):

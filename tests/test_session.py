@@ -1,7 +1,7 @@
 """Pure tests of message signing, checking and decoding."""
 import pytest
 
-from taskhub.session import DELIM, Session
+from taskhub.session import BATCH, DELIM, Session, pack_frames, unpack_frames
 
 
 @pytest.fixture
@@ -82,3 +82,34 @@ def test_replay_window_is_bounded():
 def test_session_needs_a_bytes_key():
     with pytest.raises(ValueError, match="bytes key"):
         Session("text")
+
+
+def test_packed_frames_round_trip():
+    frames = [b"client", DELIM, b"", b"x" * 1000, memoryview(b"tail")]
+    assert unpack_frames(pack_frames(frames)) == [bytes(f) for f in frames]
+    assert unpack_frames(pack_frames([])) == []
+
+
+@pytest.mark.parametrize("blob", [b"", b"\x00\x00", b"\x00\x00\x00\x02\x00\x00\x00\x01x",
+                                  b"\xff\xff\xff\xff", b"\x00\x00\x00\x01\x00\x00\x00\x01xy"])
+def test_a_blob_that_is_not_a_packed_message_is_refused(blob):
+    with pytest.raises(ValueError):
+        unpack_frames(blob)
+
+
+def test_a_batch_carries_messages_each_checked_on_its_own(pair):
+    a, b = pair
+    parts = [a.serialize("apply_request", {"i": i}, idents=[b"c"])[0] for i in range(3)]
+    parts[1][-1] = b'{"i":9}'  # tampered: dropped, the others stand
+    frames, _ = a.serialize(BATCH, {"n": 3}, buffers=[pack_frames(p) for p in parts])
+    _, batch = b.feed(frames)
+    assert batch.msg_type == BATCH
+    got = [b.feed(unpack_frames(part)) for part in batch["buffers"]]
+    assert [msg["content"]["i"] for _, msg in got if msg is not None] == [0, 2]
+    assert got[0][0] == [b"c"] and b.dropped["bad signature"] == 1
+
+
+def test_msg_ids_are_unique_32_hex_digits(pair):
+    a, _ = pair
+    ids = {a.header("x")["msg_id"] for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)

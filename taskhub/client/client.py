@@ -18,8 +18,9 @@ import zmq
 from .. import callables, error, nesting, paths, strategies
 from ..appbase import read_connection_file
 from ..jsonutil import dates_in_record, parse_date, tag_dates
-from ..session import TASK_CHANNEL_REQUESTS, Session, new_id
-from ..zmqsocket import shared_context
+from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable,
+                       unpack_frames)
+from ..zmqsocket import recv_head_copied, shared_context
 from .asyncresult import AsyncHubResult, AsyncResult
 from .throttle import OutstandingLimit
 from .view import DirectView, LoadBalancedView
@@ -29,6 +30,7 @@ log = logging.getLogger("taskhub.client")
 _HUB_ERRORS = {"QueryError": error.QueryError, "UnknownTaskError": error.UnknownTaskError,
                "NoTaskDB": error.NoTaskDB, "ValueError": ValueError, "TypeError": TypeError,
                "KeyError": error.UnknownTaskError}
+BATCH_MAX = 256  # most requests in one batch message
 _SOCKETS = {"query": zmq.DEALER, "task": zmq.DEALER, "mux": zmq.DEALER,
             "control": zmq.DEALER, "iopub": zmq.SUB, "notification": zmq.SUB}
 
@@ -53,6 +55,9 @@ class Client:
         self.session = Session(self._info["key"].encode())
         self._task_channel_requests = TASK_CHANNEL_REQUESTS \
             if self._info.get("task_scheme") != "pure" else frozenset()
+        # requests queued together go as one batch, once the hub says it reads batches
+        # (see _connect), and not into the pure scheme's device
+        self._batch_tasks = False
         self._context = context or shared_context()
         self._outbox = collections.deque()
         self._wake_lock = threading.Lock()
@@ -81,12 +86,15 @@ class Client:
         self._thread.start()
         started.wait()
         try:
-            reply = self._hub_request("connection_request", {}, timeout=timeout)
+            reply = self._hub_request("connection_request", {"batches": True},
+                                      timeout=timeout)
         except error.TimeoutError:
             self.close()
             raise error.TimeoutError(
                 f"no answer from the controller at {self._url('query')} within {timeout:g}s "
                 f"(connection file {self.connection_file}; is the cluster running?)") from None
+        self._batch_tasks = reply.get("batches") is True \
+            and self._info.get("task_scheme") != "pure"
         snapshot = {int(i): u for i, u in reply["engines"].items()}
         self._set_engines({**snapshot, **self._engines})  # notifications may have overtaken it
 
@@ -124,25 +132,57 @@ class Client:
     def _io_send(self, wake, socks):
         while wake.poll(0):
             wake.recv()
-        while self._outbox:
-            name, frames = self._outbox.popleft()
+        outbox, batch = self._outbox, []
+        while outbox:
+            name, frames = outbox.popleft()
+            if name == "task" and self._batch_tasks and packable(frames):
+                batch.append(frames)  # a map's requests: sent together, below
+                if len(batch) >= BATCH_MAX:
+                    self._send_batch(socks["task"], batch)
+                continue
+            self._send_batch(socks["task"], batch)  # first, to keep the order
             socks[name].send_multipart(frames, copy=False)
+        self._send_batch(socks["task"], batch)
+
+    def _send_batch(self, sock, batch):
+        """Send the task-channel messages gathered in `batch` (and empty it): a lone one as
+        itself, more as one batch message (docs/messages.md)."""
+        if len(batch) == 1:
+            sock.send_multipart(batch[0], copy=False)
+        elif batch:
+            self.session.send(sock, BATCH, {"n": len(batch)},
+                              buffers=[pack_frames(frames) for frames in batch])
+        batch.clear()
 
     def _io_recv(self, sock, handler):
         for _ in range(1000):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                # the client's sockets get no routing ids: DELIM, signature and the four
+                # dict frames come first, as bytes; buffers stay zero-copy Frames
+                frames = recv_head_copied(sock, zmq.NOBLOCK, 6)
             except zmq.Again:
                 return
-            # the client's sockets get no routing ids: DELIM, signature and the four dict
-            # frames come first; buffers stay zero-copy Frames
-            _, msg = self.session.feed([f.bytes for f in frames[:6]] + frames[6:])
+            _, msg = self.session.feed(frames)
             if msg is None:
                 continue
-            try:
-                handler(msg)
-            except Exception:  # garbage from a peer must not kill the IO thread
-                log.exception("dropped a message the client could not handle")
+            if msg.msg_type == BATCH:  # replies the hub sent together: each as if alone
+                for part in msg["buffers"]:
+                    try:
+                        _, sub = self.session.feed(unpack_frames(part))
+                    except ValueError:
+                        self.session.dropped["undecodable"] += 1
+                        continue
+                    if sub is not None and sub.msg_type != BATCH:
+                        self._handle(handler, sub)
+            else:
+                self._handle(handler, msg)
+
+    @staticmethod
+    def _handle(handler, msg):
+        try:
+            handler(msg)
+        except Exception:  # garbage from a peer must not kill the IO thread
+            log.exception("dropped a message the client could not handle")
 
     def _send(self, name, frames, flush=True):
         self._outbox.append((name, frames))

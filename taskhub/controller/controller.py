@@ -27,7 +27,8 @@ import time
 import zmq
 
 from ..error import NoTaskDB, UnknownTaskError
-from ..session import DELIM, TASK_CHANNEL_REQUESTS, utcnow
+from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packable,
+                       unpack_frames, utcnow)
 from ..zmqsocket import make_context
 from . import hubstate as hs
 from . import scheduler as sc
@@ -69,6 +70,11 @@ class Controller:
         self.watchers = {}     # msg_id -> client idents that asked for it via get_result
         self.engine_ids = {}   # uuid -> id of every engine that was ever up
         self._replies = {}     # msg_id -> engine reply the scheduler is deciding about
+        self._engine_out = {}  # (socket name, engine ident) -> requests to send this turn
+        self._client_out = {}  # (socket name, client ident) -> replies to send this turn
+        self._in_batch = False  # handling the messages of a batch (batches do not nest)
+        self.batch_peers = set()  # idents of engines and clients that said they read batches
+        self._handled = 0  # messages handled so far (_drain's budget)
         self._device = None
         self.queries = QueryService(self)
         self._running = False
@@ -143,13 +149,23 @@ class Controller:
                 if time.monotonic() >= next_beat:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.heartbeat_period
+                if self._engine_out:
+                    self._flush_to_engines()
+                if self._client_out:
+                    self._flush_to_clients()
                 if self.recorder.dirty:
                     self.recorder.flush()
         finally:
+            self._flush_to_engines()
+            self._flush_to_clients()
             self.recorder.flush()
 
     def _drain(self, sock, handler):
-        for _ in range(MAX_PER_TURN):
+        """Handle what `sock` has ready, up to MAX_PER_TURN messages — a batch counting as
+        the messages in it, so that a turn stays short whoever sends batches."""
+        start = self._handled
+        while self._handled - start < MAX_PER_TURN:
+            self._handled += 1
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -206,6 +222,7 @@ class Controller:
         record that: for when it stops with work in flight."""
         for msg_id in list(self.outstanding):
             self._fail_task(msg_id, "TaskLost", reason)
+        self._flush_to_clients()
         self.recorder.flush()
 
     def _heartbeat(self):
@@ -242,9 +259,55 @@ class Controller:
 
     def _send_task(self, msg_id, engine):
         client, raw = self.queued[msg_id]  # kept: a retry sends the same frames again
-        self.sockets["e_task"].send_multipart([engine.encode(), client, DELIM, *raw],
-                                              copy=False)
+        self._to_engine("e_task", engine.encode(), [client, DELIM, *raw])
         self.recorder.update(msg_id, engine_uuid=engine, engine_id=self.hub.id_of(engine))
+
+    def _to_engine(self, name, engine, frames):
+        """Queue a request for `engine` on socket `name`; the end of the loop turn sends
+        each engine what it was given in that turn (_flush_to_engines)."""
+        self._queue_out(self._engine_out, name, engine, frames)
+
+    def _to_client(self, name, client, msg_frames):
+        """Queue a reply (frames from DELIM on) for `client` on socket `name`; the end of
+        the loop turn sends each client its replies of that turn (_flush_to_clients)."""
+        self._queue_out(self._client_out, name, client, msg_frames)
+
+    def _queue_out(self, out, name, ident, frames):
+        """Queue `frames` for `ident`; one too big to pack goes at once, after what was
+        queued for `ident` before it."""
+        key = (name, ident)
+        if packable(frames):
+            out.setdefault(key, []).append(frames)
+            return
+        queued = out.pop(key, None)
+        if queued:
+            self._send_queued(name, ident, queued)
+        self.sockets[name].send_multipart([ident, *frames], copy=False)
+
+    def _flush_to_engines(self):
+        """Send each engine the requests queued for it this turn: one as itself, more as one
+        batch message (docs/messages.md). Before anything goes on an engine's control
+        channel, so an abort never overtakes the task it names."""
+        out, self._engine_out = self._engine_out, {}
+        for (name, engine), queued in out.items():
+            self._send_queued(name, engine, queued)
+
+    def _flush_to_clients(self):
+        """Send each client the replies queued for it this turn, as _flush_to_engines does;
+        also before the hub answers a client directly, so that answer never overtakes a
+        reply the hub has already dealt with."""
+        out, self._client_out = self._client_out, {}
+        for (name, client), queued in out.items():
+            self._send_queued(name, client, queued)
+
+    def _send_queued(self, name, ident, queued):
+        if len(queued) == 1 or ident not in self.batch_peers:  # one by one, as they were
+            for frames in queued:
+                self.sockets[name].send_multipart([ident, *frames], copy=False)
+            return
+        frames, _ = self.session.serialize(BATCH, {"n": len(queued)}, idents=[ident],
+                                           buffers=[pack_frames(f) for f in queued])
+        self.sockets[name].send_multipart(frames, copy=False)
 
     def _deliver_reply(self, msg_id):
         """The engine's reply is the task's answer: pass it to the client and record it."""
@@ -253,7 +316,7 @@ class Controller:
         entry = self.outstanding.pop(msg_id, None)
         if entry is None:
             return
-        self.sockets["task"].send_multipart([entry[0], DELIM, *msg["raw"]], copy=False)
+        self._to_client("task", entry[0], [DELIM, *msg["raw"]])
         self._forward_to_watchers(msg_id, [DELIM, *msg["raw"]])
         self.recorder.replied(msg_id, msg, utcnow())
 
@@ -269,21 +332,22 @@ class Controller:
         frames, _ = self.session.serialize(
             "apply_reply", content, parent=header,
             metadata={"status": "error", "completed": now.isoformat()}, idents=[client])
-        self._client_socket(queue).send_multipart(frames)
+        self._to_client(self._client_socket_name(queue), client, frames[1:])
         self._forward_to_watchers(msg_id, frames[1:])
         self.recorder.failed(msg_id, content, now)
         if queue == "mux":
             self._apply(self.scheduler.handle(sc.DirectFinished(msg_id, None, False)))
 
-    def _client_socket(self, queue):
+    def _client_socket_name(self, queue):
         """Where replies for `queue` go; under pure the device owns the task ROUTER."""
-        return self.sockets["mux" if queue == "mux" or self.pure else "task"]
+        return "mux" if queue == "mux" or self.pure else "task"
 
     def _signal_engine(self, engine, action, msg_ids):
         """Ask `engine` (on its control channel) to abort or interrupt `msg_ids`, or (action
         "rejoin") to register again as a new engine."""
         frames, _ = self.session.serialize(f"{action}_request", {"msg_ids": msg_ids},
                                            idents=[engine.encode(), HUB_IDENT])
+        self._flush_to_engines()
         self.sockets["e_control"].send_multipart(frames)
 
     def _notify(self, kind, content):
@@ -293,6 +357,10 @@ class Controller:
     def _on_task_request(self, frames):
         idents, msg = self.session.feed(frames)
         if msg is None or not idents:
+            return
+        if msg.msg_type == BATCH:  # a client's requests sent together (a map's)
+            if not self._in_batch:
+                self._split_batch(idents[0], msg, self._on_task_request)
             return
         if msg.msg_type in TASK_CHANNEL_REQUESTS:
             return self._answer(self.sockets["task"], msg, idents)
@@ -316,6 +384,8 @@ class Controller:
     def _outside_dependencies(self, options):
         """What the scheduler cannot know itself about the tasks these options depend on:
         (outcomes of tasks finished long ago, direct tasks still running)."""
+        if not options["after"] and not options["follow"]:
+            return {}, frozenset()
         deps = [m for d in (options["after"], options["follow"]) if d for m in d.msg_ids]
         unknown = [m for m in deps if not self.scheduler.knows(m)]
         outcomes, external = {}, frozenset(m for m in unknown if m in self.outstanding)
@@ -349,7 +419,7 @@ class Controller:
             return self._reject(client, msg, "mux", "EngineError",
                                 f"no registered engine has uuid {engine!r}")
         self._accept(client, msg, "mux", engine_uuid=engine, engine_id=rec.id)
-        self.sockets["e_mux"].send_multipart([target, client, DELIM, *msg["raw"]], copy=False)
+        self._to_engine("e_mux", target, [client, DELIM, *msg["raw"]])
         self._apply(self.hub.handle(hs.DirectSent(msg.msg_id, engine)))
         self._apply(self.scheduler.handle(sc.DirectSubmitted(msg.msg_id)))
 
@@ -365,6 +435,7 @@ class Controller:
                                "evalue": f"no registered engine has uuid {target!r}"},
                               parent=msg["header"], idents=[client])
             return
+        self._flush_to_engines()
         self.sockets["e_control"].send_multipart([target, client, DELIM, *msg["raw"]])
 
     # -- engine traffic ---------------------------------------------------------------------
@@ -374,6 +445,11 @@ class Controller:
         if msg is None or not idents:
             return None, None, None
         engine = idents[0].decode("utf8", "replace")
+        if msg.msg_type == BATCH and channel != "control":
+            if not self._in_batch:
+                self._split_batch(idents[0], msg, self._on_task_reply if channel == "task"
+                                  else self._on_mux_reply)
+            return None, None, None
         if msg.msg_type == "engine_ready":
             self._apply(self.hub.handle(hs.ChannelReady(engine, channel)))
             return None, None, None
@@ -384,6 +460,25 @@ class Controller:
             self.session.dropped["reply from unknown engine"] += 1
             return None, None, None
         return engine, idents[1], msg
+
+    def _split_batch(self, ident, batch, handler):
+        """Handle each message of a batch as if it had come alone from `ident`."""
+        self._in_batch = True
+        self._handled += len(batch["buffers"])
+        try:
+            for part in batch["buffers"]:
+                try:
+                    frames = unpack_frames(part)
+                except ValueError:
+                    self.session.dropped["undecodable"] += 1
+                    continue
+                try:
+                    handler([ident, *frames])
+                except Exception:  # one bad message must not lose the rest of the batch
+                    self.session.dropped["handler error"] += 1
+                    log.exception("error handling a message of a batch; dropped it")
+        finally:
+            self._in_batch = False
 
     def _on_task_reply(self, frames):
         """The scheduler decides whether a reply is the answer (DeliverReply) or an attempt
@@ -406,7 +501,7 @@ class Controller:
         msg_id = msg.parent_id
         if self.outstanding.pop(msg_id, None) is None:
             return
-        self.sockets["mux"].send_multipart([client, DELIM, *msg["raw"]], copy=False)
+        self._to_client("mux", client, [DELIM, *msg["raw"]])
         self._forward_to_watchers(msg_id, [DELIM, *msg["raw"]])
         self.recorder.replied(msg_id, msg, utcnow())
         self.hub.by_uuid[engine].completed += 1
@@ -439,7 +534,7 @@ class Controller:
         if rec is not None:
             rec.completed += 1
         if client == HUB_IDENT:  # a resubmit by the hub: the answer goes to who asked
-            self.sockets["mux"].send_multipart([entry[0], DELIM, *msg["raw"]], copy=False)
+            self._to_client("mux", entry[0], [DELIM, *msg["raw"]])
         self._forward_to_watchers(msg_id, [DELIM, *msg["raw"]])
         self.recorder.update(msg_id, engine_uuid=engine, engine_id=self.engine_ids.get(engine))
         self.recorder.replied(msg_id, msg, utcnow())
@@ -454,7 +549,7 @@ class Controller:
 
     def _forward_to_watchers(self, msg_id, msg_frames):
         for client in self.watchers.pop(msg_id, ()):
-            self._client_socket("task").send_multipart([client, *msg_frames], copy=False)
+            self._to_client(self._client_socket_name("task"), client, msg_frames)
 
     # -- the query socket: registration and hub requests ------------------------------------
     def _on_query(self, frames):
@@ -466,6 +561,7 @@ class Controller:
 
     def _answer(self, sock, msg, idents):
         content, buffers = self.queries.handle(msg, idents[0])
+        self._flush_to_clients()
         reply_type = msg.msg_type.replace("_request", "_reply")
         self.session.send(sock, reply_type, content, parent=msg["header"],
                           buffers=buffers, idents=idents)
@@ -529,8 +625,7 @@ class Controller:
 
     def _send_direct(self, client, msg, engine):
         self._accept(client, msg, "mux", engine_uuid=engine, engine_id=self.hub.id_of(engine))
-        self.sockets["e_mux"].send_multipart([engine.encode(), client, DELIM, *msg["raw"]],
-                                             copy=False)
+        self._to_engine("e_mux", engine.encode(), [client, DELIM, *msg["raw"]])
         self._apply(self.hub.handle(hs.DirectSent(msg.msg_id, engine)))
 
     def _send_through_device(self, client, msg, frames):

@@ -45,7 +45,10 @@ class QueryService:
         rec = self.c.hub.register(info.get("uuid"), info, time.monotonic())
         log.info("engine %s registered (%s)", rec.id, rec.uuid)
         self.engine_hosts[rec.uuid] = (info.get("hostname"), info.get("pid"))
-        return {"status": "ok", "id": rec.id, "heartbeat_period": self.c.heartbeat_period}, []
+        if info.get("batches") is True:  # it reads batch messages (docs/messages.md)
+            self.c.batch_peers.add(str(rec.uuid).encode())
+        return {"status": "ok", "id": rec.id, "heartbeat_period": self.c.heartbeat_period,
+                "batches": True}, []
 
     def _q_unregistration(self, msg, ident):
         self.c._apply(self.c.hub.handle(hs.Unregister(msg["content"].get("uuid", ""))))
@@ -54,8 +57,10 @@ class QueryService:
     # -- the cluster ------------------------------------------------------------------------
     def _q_connection(self, msg, ident):
         hub = self.c.hub
+        if msg["content"].get("batches") is True:  # it reads batch messages
+            self.c.batch_peers.add(ident)
         return {"status": "ok", "engines": {str(i): hub.engines[i].uuid
-                                            for i in hub.up_ids()}}, []
+                                            for i in hub.up_ids()}, "batches": True}, []
 
     def _q_queue(self, msg, ident):
         """Per engine: direct tasks waiting ('queue'), load-balanced ones ('tasks'), and

@@ -10,7 +10,17 @@ A task that failed an attempt and runs again (retries, UnmetDependency) keeps on
 each failed attempt is listed in its ``result_metadata["failed_attempts"]`` (engine, error,
 time), there as soon as it happens and kept once the task finishes.
 """
-from ..jsonutil import parse_date
+from ..jsonutil import parse_date, with_text
+
+
+def _raw(msg, i):
+    raw = msg.get("raw")
+    return raw[i] if raw is not None and len(raw) > i else None
+
+
+def _keep_text(value, raw):
+    """The decoded dict with its wire JSON kept, so the DB need not encode it again."""
+    return value if raw is None else with_text(value, raw)
 
 
 class TaskRecorder:
@@ -23,8 +33,9 @@ class TaskRecorder:
     def submitted(self, msg, queue, now, **extra):
         header, md = msg["header"], msg["metadata"]
         self._adds[header["msg_id"]] = {
-            "msg_id": header["msg_id"], "header": header, "metadata": md,
-            "content": msg["content"],
+            "msg_id": header["msg_id"], "header": _keep_text(header, _raw(msg, 1)),
+            "metadata": _keep_text(md, _raw(msg, 3)),
+            "content": _keep_text(msg["content"], _raw(msg, 4)),
             "buffers": [bytes(b) for b in msg["buffers"]], "submitted": now,
             "client_uuid": header.get("session"), "queue": queue,
             "label": md.get("label"), "task_group": md.get("task_group"), **extra}
@@ -47,7 +58,8 @@ class TaskRecorder:
         md = dict(reply["metadata"])
         content = reply["content"]
         error = content if content.get("status") == "error" else None
-        self.update(msg_id, result_header=reply["header"], result_content=content,
+        self.update(msg_id, result_header=_keep_text(reply["header"], _raw(reply, 1)),
+                    result_content=_keep_text(content, _raw(reply, 4)),
                     result_metadata=self._with_failures(msg_id, {
                         k: v for k, v in md.items() if k not in ("stdout", "stderr")}),
                     result_buffers=[bytes(b) for b in reply["buffers"]],

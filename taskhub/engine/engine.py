@@ -6,7 +6,7 @@
                         handled here, even while a task runs        │
       time limits: watched here ── SIGINT + a stop request ──▶ raised in the task
       iopub PUB ◀── output chunks, published as they come           │
-      outbox PULL ◀──────────── replies ◀──── inproc PUSH ◀─────────┘
+      replies deque ◀── (one inproc wake per idle IO thread) ◀──────┘
     heart: a C-level zmq proxy thread (ping SUB → pong DEALER) that needs no GIL, so a
     long task, even one holding the GIL in C code, never looks dead.
 
@@ -27,6 +27,7 @@ that was there before. Code stuck in C without returning to Python stops when it
 The engine's namespace is `__main__`'s: names pushed by a DirectView, and the globals of
 functions shipped from a client's `__main__`, resolve there.
 """
+import collections
 import logging
 import os
 import queue
@@ -42,13 +43,15 @@ import zmq
 
 from .. import callables, nesting, serialize, strategies
 from ..error import RemoteError
-from ..session import Session, utcnow
+from ..session import BATCH, Session, pack_frames, packable, unpack_frames, utcnow
 from ..zmqsocket import make_context
 from .capture import OutputRouter, TaskOutput
 
 log = logging.getLogger("taskhub.engine")
 
 _STOP = object()
+BATCH_GATHER = 0.0005  # see Engine._io_outbox
+BATCH_GATHER_MAX = 64
 
 
 class RegistrationFailed(RuntimeError):
@@ -99,6 +102,14 @@ class Engine:
         self.fcache = serialize.FunctionCache()
         self._stopping = threading.Event()
         self._outbox_url = f"inproc://taskhub-engine-out-{self.uuid}"
+        # Replies go from the main thread to the IO thread through a deque; the inproc
+        # socket only wakes the IO thread, once per batch of replies it has not yet seen
+        self._replies = collections.deque()
+        # channels whose replies may go back together as one batch message: under the pure
+        # scheme a C device, which forwards messages one by one, owns the task channel
+        self._batch_channels = {"mux"} if info.get("task_scheme") == "pure" \
+            else {"task", "mux"}
+        self._wake_pending = False
         self._io_thread = None
         self.user_ns = sys.modules["__main__"].__dict__
 
@@ -122,13 +133,15 @@ class Engine:
         """Register as `self.uuid` and start a heart for it (raises RegistrationFailed)."""
         reply = self._request("registration_request",
                               {"uuid": self.uuid, "hostname": socket.gethostname(),
-                               "pid": os.getpid(), **self.extra_info},
+                               "pid": os.getpid(), "batches": True, **self.extra_info},
                               self._registration_timeout)
         if reply["content"].get("status") != "ok":
             raise RegistrationFailed(f"the controller refused registration: "
                                      f"{reply['content'].get('evalue')}")
         self.id = reply["content"]["id"]
         self.heartbeat_period = reply["content"].get("heartbeat_period", 1.0)
+        if reply["content"].get("batches") is not True:  # a hub that reads no batches
+            self._batch_channels = set()
         self._heart = Heart(self.context, _url(self.info, "hb_ping"),
                             _url(self.info, "hb_pong"), self.uuid.encode()).start()
 
@@ -180,7 +193,7 @@ class Engine:
         pinged = False
         for sock, _ in self._poller.poll(self._poll_timeout()):
             if sock is outbox:
-                self._io_outbox(socks, outbox.recv_multipart(copy=False))
+                self._io_outbox(socks, outbox)
             elif sock is socks["ping"]:
                 sock.recv()
                 pinged = True
@@ -235,9 +248,20 @@ class Engine:
         log.warning("the hub declared engine %s dead; rejoined as engine %s", old, self.id)
         return self._io_sockets(outbox)
 
-    def _io_request(self, channel, frames):
+    def _io_request(self, channel, frames, in_batch=False):
         idents, msg = self.session.feed(frames)
-        if msg is None or msg.msg_type != "apply_request":
+        if msg is None:
+            return
+        if msg.msg_type == BATCH and not in_batch:  # tasks the hub sent together
+            for part in msg["buffers"]:
+                try:
+                    sub = unpack_frames(part)
+                except ValueError:
+                    self.session.dropped["undecodable"] += 1
+                    continue
+                self._io_request(channel, sub, in_batch=True)
+            return
+        if msg.msg_type != "apply_request":
             return
         self.work.put((channel, idents, msg, self.generation))
 
@@ -317,16 +341,59 @@ class Engine:
         signal.pthread_kill(self._main_ident, signal.SIGINT)
         return True
 
-    def _io_outbox(self, socks, frames):
-        channel, msg_id, generation = (f.bytes.decode() for f in frames[:3])
-        output = self.outputs.pop(msg_id, None)
-        if generation != str(self.generation):
-            log.warning("dropped the reply to task %s: the hub gave up on it when it "
-                        "declared this engine dead", msg_id)
-            return
-        if output is not None:
-            self._publish_chunks(socks["iopub"], output)
-        socks[channel].send_multipart(frames[3:], copy=False)
+    def _io_outbox(self, socks, outbox):
+        """Send every reply the main thread has finished. The wake flag is cleared before
+        the deque is read, so a reply appended after this read sends a wake of its own.
+
+        While more tasks wait in the queue (a map's), replies come in quick succession:
+        waiting BATCH_GATHER seconds first lets the next ones join this batch rather than
+        cost a wake and a message each. A reply with nothing queued behind it goes at once."""
+        if self.work.qsize() and len(self._replies) < BATCH_GATHER_MAX:
+            time.sleep(BATCH_GATHER)
+        while True:
+            try:
+                outbox.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        self._wake_pending = False
+        replies = self._replies
+        ready = {}  # channel -> frames of the replies to send now, in order
+        while replies:
+            channel, msg_id, generation, frames = replies.popleft()
+            output = self.outputs.pop(msg_id, None)
+            if generation != self.generation:
+                log.warning("dropped the reply to task %s: the hub gave up on it when it "
+                            "declared this engine dead", msg_id)
+                continue
+            if output is not None:
+                self._publish_chunks(socks["iopub"], output)
+            ready.setdefault(channel, []).append(frames)
+        for channel, batch in ready.items():
+            sock = socks.get(channel)
+            if sock is None:
+                continue
+            if channel in self._batch_channels:
+                self._send_replies(sock, batch)
+            else:
+                for frames in batch:
+                    sock.send_multipart(frames, copy=False)
+
+    def _send_replies(self, sock, replies):
+        """Replies that are ready together go as one batch message; a lone one, or a big
+        one, as itself — so a reply is never held back waiting for others."""
+        if len(replies) > 1:
+            small = []
+            for frames in replies:
+                if packable(frames):
+                    small.append(frames)
+                else:
+                    sock.send_multipart(frames, copy=False)
+            replies = small
+        if len(replies) > 1:
+            self.session.send(sock, BATCH, {"n": len(replies)},
+                              buffers=[pack_frames(frames) for frames in replies])
+        elif replies:
+            sock.send_multipart(replies[0], copy=False)
 
     def _publish_output(self, iopub):
         for output in list(self.outputs.values()):
@@ -364,9 +431,11 @@ class Engine:
                 if generation != self.generation:
                     continue  # the hub gave up on it (see _rejoin)
                 frames = self._execute(router, msg)
-                self._hand_over(out, [channel.encode(), msg.msg_id.encode(),
-                                      str(generation).encode(),
-                                      *self._reply_frames(idents, msg, *frames)])
+                self._replies.append((channel, msg.msg_id, generation,
+                                      self._reply_frames(idents, msg, *frames)))
+                if not self._wake_pending:
+                    self._wake_pending = True
+                    self._hand_over(out, [b""])
         finally:
             out.close(linger=1000)
             router.uninstall()
@@ -377,9 +446,10 @@ class Engine:
                 self._io_thread.join(5)
 
     def _hand_over(self, out, frames):
-        """Pass a reply to the IO thread. Once it has stopped (shutting down) nobody reads
-        the outbox, and a plain send would block forever; the reply is dropped instead, and
-        the hub fails the task as it does for any engine that goes away."""
+        """Wake the IO thread to send the replies queued for it. Once it has stopped
+        (shutting down) nobody reads the outbox, and a plain send could block forever; the
+        replies are dropped instead, and the hub fails the tasks as it does for any engine
+        that goes away."""
         while not self._stopping.is_set():
             try:
                 return out.send_multipart(frames, copy=False)

@@ -157,6 +157,21 @@ def start_background_watcher(cluster, restart, restart_limit):
     return proc
 
 
+def _recorded_with_me(profile_dir, timeout=10.0):
+    """The recorded cluster, once the record names this watcher.
+
+    The parent records us just after starting us. A cluster read before that would rewrite
+    the record without us when it replaces a unit, and `ipcluster stop` would then not stop
+    us first: we would see the jobs it cancels end, and start new ones."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cluster = Cluster.from_record(profile_dir)
+        mine = cluster.watcher is not None and cluster.watcher.pid == os.getpid()
+        if mine or time.monotonic() > deadline:
+            return cluster
+        time.sleep(0.05)  # polling a file another process is about to write
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m taskhub.cluster.watch",
                                      description="Watch the engines of a daemonized cluster.")
@@ -168,7 +183,7 @@ def main(argv=None):
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    cluster = Cluster.from_record(args.profile_dir)
+    cluster = _recorded_with_me(args.profile_dir)
     watcher = Watcher(cluster, restart=args.restart_engines, restart_limit=args.restart_limit)
     log.info("watching the engines of %s (pid %d%s)", args.profile_dir, os.getpid(),
              ", restarting them" if args.restart_engines else "")

@@ -59,7 +59,7 @@ c = get_config()  # noqa
 # c.IPCluster.stop_timeout = 10.0
 
 #------------------------------------------------------------------------------
-# MPIEngineSetLauncher(LocalLauncher, EngineSetLauncher) configuration
+# MPIEngineSetLauncher(LocalEngineUnits) configuration
 #------------------------------------------------------------------------------
 ## `mpiexec -n N python -m taskhub.engine --mpi ...` on this machine (or, with
 #  `mpi_args` naming a hostfile, wherever mpiexec places the ranks).

@@ -436,12 +436,9 @@ class LocalControllerLauncher(LocalLauncher, ControllerLauncher):
         return f"local pid {self.pid}"
 
 
-class LocalEngineSetLauncher(LocalLauncher, EngineSetLauncher):
-    """`n` processes of `python -m taskhub.engine` on this machine, one unit each."""
-
-    kind = "local"
-    module = "taskhub.engine"
-    log_name = "ipengine"
+class LocalEngineUnits(LocalLauncher, EngineSetLauncher):
+    """Engines whose units are processes of this machine (one engine each, or one mpiexec
+    of n): what stopping, polling and recording them takes. Subclasses start a unit."""
 
     @property
     def processes(self):
@@ -450,12 +447,6 @@ class LocalEngineSetLauncher(LocalLauncher, EngineSetLauncher):
     @processes.setter
     def processes(self, value):
         self.units = value
-
-    def start_unit(self, n, where):
-        tag = new_tag(self.kind)
-        index = len(self.units)
-        return LocalProcess.spawn([*self.command(), *self.tag_args(tag)], self.log_dir(),
-                                  f"{self.log_name}-{index}", tag=tag, n=1)
 
     def stop_units(self, units, timeout):
         stop_processes(units, timeout)
@@ -472,8 +463,22 @@ class LocalEngineSetLauncher(LocalLauncher, EngineSetLauncher):
     @classmethod
     def _from_info(cls, info):
         launcher = super()._from_info(info)
-        launcher.n = int(info.get("n", len(launcher.processes)))
+        launcher.n = int(info.get("n", sum(p.n for p in launcher.processes)))
         return launcher
+
+
+class LocalEngineSetLauncher(LocalEngineUnits):
+    """`n` processes of `python -m taskhub.engine` on this machine, one unit each."""
+
+    kind = "local"
+    module = "taskhub.engine"
+    log_name = "ipengine"
+
+    def start_unit(self, n, where):
+        tag = new_tag(self.kind)
+        index = len(self.units)
+        return LocalProcess.spawn([*self.command(), *self.tag_args(tag)], self.log_dir(),
+                                  f"{self.log_name}-{index}", tag=tag, n=1)
 
 
 def _file_pid(path):

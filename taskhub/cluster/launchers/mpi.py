@@ -10,10 +10,10 @@ import sys
 
 from traitlets import Bool, List, Unicode
 
-from ..launcher import EngineSetLauncher, LocalLauncher, LocalProcess, new_tag, stop_processes
+from ..launcher import LocalEngineUnits, LocalProcess, new_tag
 
 
-class MPIEngineSetLauncher(LocalLauncher, EngineSetLauncher):
+class MPIEngineSetLauncher(LocalEngineUnits):
     """`mpiexec -n N python -m taskhub.engine --mpi ...` on this machine (or, with
     `mpi_args` naming a hostfile, wherever mpiexec places the ranks)."""
 
@@ -28,14 +28,6 @@ class MPIEngineSetLauncher(LocalLauncher, EngineSetLauncher):
     oversubscribe = Bool(True, help="""Let Open MPI start more ranks than this machine has
         cores (engines mostly wait). Off: Open MPI refuses -n above the core count, which
         stops CPU-bound engines from sharing cores.""").tag(config=True)
-
-    @property
-    def processes(self):
-        return self.units
-
-    @processes.setter
-    def processes(self, value):
-        self.units = value
 
     def plan(self):
         return [(self.n, {})]
@@ -62,24 +54,6 @@ class MPIEngineSetLauncher(LocalLauncher, EngineSetLauncher):
         tag = new_tag(self.kind)
         return LocalProcess.spawn(self.mpi_command(n, tag), self.log_dir(), self.log_name,
                                   env=self.environment(), tag=tag, n=n)
-
-    def stop_units(self, units, timeout):
-        stop_processes(units, timeout)
-
-    def unit_running(self, unit):
-        return unit.running()
-
-    def unit_status(self, unit):
-        return unit.returncode()
-
-    def info(self):
-        return {**super().info(), "n": self.n}
-
-    @classmethod
-    def _from_info(cls, info):
-        launcher = super()._from_info(info)
-        launcher.n = int(info.get("n", sum(p.n for p in launcher.processes)))
-        return launcher
 
     def describe(self):
         return f"mpi: {self.engine_count()} engines in {len(self.units)} mpiexec run(s)"

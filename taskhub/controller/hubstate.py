@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .scheduler import FailTask
+from .statemachine import StateMachine
 
 CHANNELS = frozenset({"mux", "task", "control"})
 
@@ -99,7 +100,7 @@ class RegistrationError(ValueError):
     pass
 
 
-class HubState:
+class HubState(StateMachine):
     """Engines by id and uuid; `heartbeat_timeout` seconds of silence means dead."""
 
     def __init__(self, heartbeat_timeout=10.0, channels=CHANNELS, ask_interval=1.0,
@@ -119,12 +120,6 @@ class HubState:
         self._handlers = {Register: self._register, ChannelReady: self._ready, Pong: self._pong,
                           Unregister: self._unregister, DirectSent: self._sent,
                           DirectDone: self._done, Tick: self._tick}
-
-    def handle(self, *events):
-        out = []
-        for event in events:
-            out.extend(self._handlers[type(event)](event))
-        return out
 
     def register(self, uuid, info, now):
         """Register an engine and return its record (raises RegistrationError)."""

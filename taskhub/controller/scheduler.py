@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Tuple
 
 from .schemes import get_scheme
+from .statemachine import StateMachine
 
 BLOCKED, READY, RUNNING, RELEASED = "blocked", "ready", "running", "released"
 
@@ -221,7 +222,7 @@ class _Task:
     final: bool = False                  # aborted or interrupted: no second attempt
 
 
-class SchedulerState:
+class SchedulerState(StateMachine):
     """Where each task runs, and when. `hwm` caps outstanding tasks per engine (0: no cap);
     `remember` is how many finished tasks' outcomes are kept for dependencies (older ones
     the controller looks up in the task DB); `grace` is how long (seconds) a dependency on
@@ -249,12 +250,6 @@ class SchedulerState:
                           DirectSubmitted: self._direct_submitted,
                           DirectFinished: self._direct_finished, AbortTask: self._abort,
                           InterruptTask: self._interrupt, Tick: self._tick}
-
-    def handle(self, *events):
-        out = []
-        for event in events:
-            out.extend(self._handlers[type(event)](event))
-        return out
 
     @property
     def waiting(self):

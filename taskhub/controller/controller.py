@@ -9,9 +9,10 @@
     engines ◀ heartbeat PUB (ping) … heartbeat ROUTER ◀ pong (echoed by a C device)
 
 One thread runs everything (see docs/architecture.md for why). Each loop turn drains the
-ready sockets, runs due timers, then flushes the task-DB writes of that turn in one
-transaction. The relays and the scheduler are in-process, so "monitoring" — the hub seeing
-every request and reply — is a method call, not a socket hop. Decisions live in
+ready sockets, runs due timers, then writes the task-DB changes that are due in one
+transaction (a new record may wait a moment for its result: recorder.py). The relays and
+the scheduler are in-process, so "monitoring" — the hub seeing every request and reply —
+is a method call, not a socket hop. Decisions live in
 `HubState` and `SchedulerState`; this module only decodes messages into their events and
 carries out the instructions they return. A load-balanced request's frames are kept until
 the task is finished, so a retry resends exactly what the client signed.
@@ -143,7 +144,9 @@ class Controller:
         next_beat = time.monotonic()
         try:
             while self._running:
-                timeout = max(0.0, next_beat - time.monotonic())
+                wake = next_beat if self.recorder.next_due is None else \
+                    min(next_beat, self.recorder.next_due)
+                timeout = max(0.0, wake - time.monotonic())
                 for sock, _ in poller.poll(timeout * 1000):
                     self._drain(sock, handlers[sock])
                 if time.monotonic() >= next_beat:
@@ -154,7 +157,7 @@ class Controller:
                 if self._client_out:
                     self._flush_to_clients()
                 if self.recorder.dirty:
-                    self.recorder.flush()
+                    self.recorder.write_due()
         finally:
             self._flush_to_engines()
             self._flush_to_clients()

@@ -1,16 +1,28 @@
 """What the hub writes to the task database, batched per event-loop turn.
 
 The controller reports each step of a task's life (submitted, assigned, replied, failed);
-the recorder turns it into TaskRecord fields and holds them until `flush()`, which the
-controller calls once per loop turn: one bulk insert, one bulk update, one commit. An
-update to a record not yet written merges into the pending insert, so a task submitted and
-dispatched in the same turn costs a single row write.
+the recorder turns it into TaskRecord fields and holds them until they are written: at the
+end of each loop turn the controller calls `write_due()` — one bulk insert, one bulk
+update, one commit — and before anything reads the DB it calls `flush()`, which writes
+everything. An update to a record not yet written merges into the pending insert.
+
+A new record is held for up to `hold` seconds (HOLD) so that a task that finishes by then
+is written once, whole, instead of inserted and then updated: most tasks are short, and
+the two writes were a third of the controller's time (docs/performance.md). New records are
+written in the order they were submitted — a finished one waits for those before it — so
+the table's order stays the submission order. Nothing reads a held record from the DB
+without a flush first, so queries see every task; what a crash can lose is the last
+`hold` seconds of submissions that had not finished (their senders got no answer either).
 
 A task that failed an attempt and runs again (retries, UnmetDependency) keeps one record:
 each failed attempt is listed in its ``result_metadata["failed_attempts"]`` (engine, error,
 time), there as soon as it happens and kept once the task finishes.
 """
+import time
+
 from ..jsonutil import parse_date, with_text
+
+HOLD = 0.25  # seconds a new record may wait to be written together with its result
 
 
 def _raw(msg, i):
@@ -24,9 +36,12 @@ def _keep_text(value, raw):
 
 
 class TaskRecorder:
-    def __init__(self, db):
+    def __init__(self, db, hold=HOLD, clock=time.monotonic):
         self.db = db
-        self._adds = {}     # msg_id -> full record not yet written
+        self.hold = hold
+        self._clock = clock
+        self._adds = {}     # msg_id -> full record not yet written, in submission order
+        self._due = {}      # msg_id -> clock time by which its insert must be written
         self._updates = {}  # msg_id -> changes to a written record
         self._failures = {}  # msg_id -> failed attempts of a task that is running again
 
@@ -39,6 +54,7 @@ class TaskRecorder:
             "buffers": [bytes(b) for b in msg["buffers"]], "submitted": now,
             "client_uuid": header.get("session"), "queue": queue,
             "label": md.get("label"), "task_group": md.get("task_group"), **extra}
+        self._due[header["msg_id"]] = self._clock() + self.hold
 
     def update(self, msg_id, **changes):
         pending = self._adds.get(msg_id)
@@ -80,14 +96,38 @@ class TaskRecorder:
 
     @property
     def dirty(self):
+        """Whether anything reported is not written yet."""
         return bool(self._adds or self._updates)
 
+    @property
+    def next_due(self):
+        """The clock time by which the oldest held record must be written, or None."""
+        return next(iter(self._due.values()), None)
+
+    def write_due(self):
+        """Write what must not wait: every update, and the new records up to the first one
+        that is neither finished nor held for `hold` seconds yet. Commits if it wrote."""
+        now, adds = self._clock(), []
+        for msg_id, record in self._adds.items():
+            if record.get("completed") is None and self._due[msg_id] > now:
+                break
+            adds.append(record)
+        for record in adds:
+            del self._adds[record["msg_id"]], self._due[record["msg_id"]]
+        if adds or self._updates:
+            self._write(adds)
+
     def flush(self):
-        if self._adds:
-            self.db.add_records(list(self._adds.values()))
-            self._adds.clear()
+        """Write and commit everything reported so far: before anything reads the DB."""
+        adds = list(self._adds.values())
+        self._adds.clear()
+        self._due.clear()
+        self._write(adds)
+
+    def _write(self, adds):
+        if adds:
+            self.db.add_records(adds)
         if self._updates:
             self.db.update_records(list(self._updates.items()))
             self._updates.clear()
         self.db.commit()
-

@@ -306,8 +306,11 @@ class SchedulerState(StateMachine):
 
     def _link_dependencies(self, task, ev):
         """Note what `task` waits for; True if it waits for itself."""
+        if ev.external:
+            self.external.update(ev.external)
+        if not task.after and not task.follow:
+            return False
         outcomes = ev.outcomes or {}
-        self.external.update(ev.external)
         for dep in (task.after, task.follow):
             for m in dep.msg_ids if dep else ():
                 if m == task.msg_id:
@@ -465,6 +468,8 @@ class SchedulerState(StateMachine):
 
     def _placeable(self, task):
         """Whether some engine, now or once one registers, may run `task`."""
+        if task.targets is None and task.where is None and not task.tried:
+            return True  # any engine may: most tasks
         if not self.engines:
             return task.targets is None and task.where is None
         return any(self._allowed(task, e) for e in self.engines)

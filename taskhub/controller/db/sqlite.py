@@ -90,20 +90,47 @@ def _to_sql(key, value):
     return value
 
 
+def _sql_value(key):
+    """A function turning a value of `key` into its column value, as _to_sql(clean_value())
+    does, with the values the hub writes (exact str, UTC datetime, dict with its wire JSON,
+    list of bytes) taken on a short path: the writer runs on the controller's loop."""
+    kind = KEY_KINDS[key]
+
+    def checked(value):
+        return _to_sql(key, clean_value(key, value))
+    if kind == "str":
+        return lambda value: value if type(value) is str else checked(value)
+    if kind == "int":
+        return lambda value: value if type(value) is int else checked(value)
+    if kind == "dict":
+        return lambda value: value.json if type(value) is EncodedJSON else checked(value)
+    if kind == "datetime":
+        return lambda value: ((value - _EPOCH) // _MICROSECOND
+                              if type(value) is datetime and value.tzinfo is timezone.utc
+                              else checked(value))
+    return lambda value: (pack_buffers(value) if type(value) is list
+                          and all(type(b) is bytes for b in value) else checked(value))
+
+
+_SQL_VALUE = {key: _sql_value(key) for key in TASK_RECORD_KEYS}
 _EMPTY_ROW = dict.fromkeys(TASK_RECORD_KEYS)
 
 
 def _row(record):
     """The column values of a new record: what new_record checks and cleans, converted for
     SQL in the same pass, and only for the keys present (most of a new record is None)."""
-    _check_keys(record)
-    msg_id = record.get("msg_id")
+    msg_id = record.get("msg_id") if isinstance(record, dict) else None
     if not isinstance(msg_id, str) or not msg_id:
+        _check_keys(record)
         raise ValueError(f"a TaskRecord needs a non-empty msg_id str, not {msg_id!r}")
     row = _EMPTY_ROW.copy()
-    for key, value in record.items():
-        if value is not None:
-            row[key] = _to_sql(key, clean_value(key, value))
+    try:
+        for key, value in record.items():
+            if value is not None:
+                row[key] = _SQL_VALUE[key](value)
+    except KeyError:
+        _check_keys(record)  # names the unknown key
+        raise
     return list(row.values())
 
 
@@ -111,9 +138,12 @@ def _sql_changes(msg_id, changes):
     """What record_changes checks and cleans, converted for SQL in the same pass."""
     if not isinstance(changes, dict) or "msg_id" in changes:
         changes = record_changes(msg_id, changes)  # its checks, and its error messages
-    else:
+    try:
+        return {key: None if value is None else _SQL_VALUE[key](value)
+                for key, value in changes.items()}
+    except KeyError:
         _check_keys(changes)
-    return {key: _to_sql(key, clean_value(key, value)) for key, value in changes.items()}
+        raise
 
 
 _FROM_SQL = {"datetime": lambda micros: _EPOCH + micros * _MICROSECOND,

@@ -1,0 +1,138 @@
+"""The task recorder, event by event: what reaches the task DB, when, and in what order.
+
+A new record is held for `hold` seconds so a task that finishes by then is written once;
+the clock is a plain variable here, so every step is exact (no waiting).
+"""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from taskhub.controller.db.base import TASK_RECORD_KEYS
+from taskhub.controller.db.memory import MemoryDB
+from taskhub.controller.recorder import TaskRecorder
+
+T0 = datetime(2026, 11, 21, 12, tzinfo=timezone.utc)
+
+
+class CountingDB(MemoryDB):
+    """A memory DB that lists each write it was asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = []
+
+    def add_records(self, records):
+        self.writes.append(("add", [r["msg_id"] for r in records]))
+        super().add_records(records)
+
+    def update_records(self, updates):
+        self.writes.append(("update", [m for m, _ in updates]))
+        return super().update_records(updates)
+
+    def commit(self):
+        self.writes.append(("commit",))
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def rec():
+    db, clock = CountingDB(), Clock()
+    recorder = TaskRecorder(db, hold=0.25, clock=clock)
+    recorder.clock = clock
+    return recorder
+
+
+def request(msg_id):
+    return {"header": {"msg_id": msg_id, "session": "client-1", "msg_type": "apply_request"},
+            "metadata": {"label": "job"}, "content": {}, "buffers": [b"f", b"args"]}
+
+
+def reply(msg_id, status="ok"):
+    content = {"status": status} if status == "ok" else {
+        "status": "error", "ename": "ZeroDivisionError", "evalue": "division by zero"}
+    return {"header": {"msg_id": "r-" + msg_id}, "content": content, "buffers": [b"42"],
+            "metadata": {"started": (T0 + timedelta(seconds=1)).isoformat(),
+                         "completed": (T0 + timedelta(seconds=2)).isoformat(),
+                         "stdout": "hi\n", "stderr": ""}}
+
+
+def stored(recorder, msg_id):
+    [record] = recorder.db.find_records({"msg_id": msg_id}, list(TASK_RECORD_KEYS))
+    return record
+
+
+def test_a_task_that_finishes_within_the_hold_is_written_once_whole(rec):
+    rec.submitted(request("a"), "task", T0)
+    rec.update("a", engine_uuid="e1", engine_id=0)
+    rec.write_due()
+    assert rec.db.writes == [] and rec.dirty
+    rec.clock.now += 0.1
+    rec.replied("a", reply("a"), T0 + timedelta(seconds=3))
+    rec.write_due()
+    assert rec.db.writes == [("add", ["a"]), ("commit",)]
+    record = stored(rec, "a")
+    assert (record["engine_uuid"], record["status"], record["stdout"], record["buffers"],
+            record["result_buffers"], record["label"]) == ("e1", "ok", "hi\n", [b"f", b"args"],
+                                                           [b"42"], "job")
+    assert record["submitted"] == T0 and record["completed"] == T0 + timedelta(seconds=2)
+    assert not rec.dirty and rec.next_due is None
+
+
+def test_an_unfinished_task_is_written_when_its_hold_ends_then_updated(rec):
+    rec.submitted(request("a"), "task", T0)
+    assert rec.next_due == 100.25
+    rec.clock.now = 100.2499
+    rec.write_due()
+    assert rec.db.writes == []
+    rec.clock.now = 100.25
+    rec.write_due()
+    assert rec.db.writes == [("add", ["a"]), ("commit",)]
+    assert stored(rec, "a")["completed"] is None  # pending, and visible as such
+    rec.replied("a", reply("a", "error"), T0 + timedelta(seconds=3))
+    rec.write_due()
+    assert rec.db.writes[2:] == [("update", ["a"]), ("commit",)]
+    assert stored(rec, "a")["error"]["ename"] == "ZeroDivisionError"
+
+
+def test_new_records_are_written_in_submission_order(rec):
+    for msg_id in "abc":
+        rec.submitted(request(msg_id), "task", T0)
+        rec.clock.now += 0.1
+    rec.replied("b", reply("b"), T0)  # finished, but "a" before it is not: b waits
+    rec.replied("c", reply("c"), T0)
+    rec.clock.now = 100.2  # a's hold (until 100.25) is not over
+    rec.write_due()
+    assert rec.db.writes == []
+    rec.clock.now = 100.25
+    rec.write_due()
+    assert rec.db.writes == [("add", ["a", "b", "c"]), ("commit",)]
+    assert [r["msg_id"] for r in rec.db.find_records({})] == ["a", "b", "c"]
+
+
+def test_flush_writes_everything_at_once_for_a_reader(rec):
+    rec.submitted(request("a"), "task", T0)
+    rec.submitted(request("b"), "task", T0)
+    rec.replied("b", reply("b"), T0)
+    rec.flush()
+    assert rec.db.writes == [("add", ["a", "b"]), ("commit",)]
+    assert rec.db.count({"completed": None}) == 1 and rec.next_due is None
+    rec.failed("a", {"status": "error", "ename": "TaskAborted", "evalue": "x"}, T0)
+    rec.flush()
+    assert stored(rec, "a")["status"] == "error" and not rec.dirty
+
+
+def test_a_failed_attempt_is_kept_in_the_record_written_once(rec):
+    rec.submitted(request("a"), "task", T0)
+    rec.retried("a", "e1", 0, "EngineError", "engine 0 died", T0)
+    rec.replied("a", reply("a"), T0)
+    rec.write_due()
+    assert rec.db.writes == [("add", ["a"]), ("commit",)]
+    [attempt] = stored(rec, "a")["result_metadata"]["failed_attempts"]
+    assert (attempt["engine_id"], attempt["ename"]) == (0, "EngineError")

@@ -1,11 +1,35 @@
-"""taskhub: run Python functions in parallel on a cluster that remembers every task."""
+"""taskhub: run Python functions in parallel on a cluster that remembers every task.
+
+The names below are imported on first use (PEP 562), so a process that needs only part of
+the package — an engine, the controller — does not pay for the rest at start-up (the
+client alone pulls in asyncio and concurrent.futures).
+"""
+import importlib
+
 __version__ = "0.1.0"
 
-from .client import AsyncHubResult, AsyncResult, Client, DirectView, LoadBalancedView  # noqa: E402,F401
-from .cluster.cluster import Cluster  # noqa: E402,F401
-from .client import Batch, Executor, TaskFuture  # noqa: E402,F401
-from .dependency import Dependency, depend, dependent, require  # noqa: E402,F401
-from .nesting import engine_client  # noqa: E402,F401
-from .strategies import Serializer, check_strategies  # noqa: E402,F401
-from .error import (CompositeError, EngineError, RemoteError, TaskAborted,  # noqa: E402,F401
-                    TaskhubError, TimeoutError)
+_EXPORTS = {
+    ".client": ("AsyncHubResult", "AsyncResult", "Client", "DirectView", "LoadBalancedView",
+                "Batch", "Executor", "TaskFuture"),
+    ".cluster.cluster": ("Cluster",),
+    ".dependency": ("Dependency", "depend", "dependent", "require"),
+    ".nesting": ("engine_client",),
+    ".strategies": ("Serializer", "check_strategies"),
+    ".error": ("CompositeError", "EngineError", "RemoteError", "TaskAborted", "TaskhubError",
+               "TimeoutError"),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name):
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskhub' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

@@ -10,12 +10,9 @@ ssh tunnel (`ssh -L PORT:127.0.0.1:PORT host`).
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
-import webbrowser
 
 from ..error import ConnectionFileError
-from .server import read_web_file
+from .webfile import read_web_file
 
 
 def add_parser(commands, add_profile_options, run):
@@ -49,12 +46,15 @@ def cmd_dashboard(args, profile_dir):
     sys.stdout.write(info["url"] + "\n")
     sys.stdout.flush()
     if not args.no_browser and _has_desktop():
+        import webbrowser  # here: ipcluster's other commands need neither it nor urllib
         webbrowser.open(info["url"])
     return 0
 
 
 def _answers(info):
     """"" if the web view answers an authorized request, else what went wrong."""
+    import urllib.error
+    import urllib.request
     url = info["url"].split("?")[0] + "api/engines"
     request = urllib.request.Request(url, headers={"Authorization": f"token {info['token']}"})
     try:

@@ -11,8 +11,6 @@
 which `ipcluster start` prints and `ipcluster dashboard` opens.
 """
 import asyncio
-import json
-import os
 import socket
 import threading
 from pathlib import Path
@@ -22,18 +20,13 @@ from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
-from ..appbase import read_connection_file, write_connection_file
-from ..error import ConnectionFileError
+from ..appbase import read_connection_file
 from . import handlers
 from .auth import web_token
 from .hub import Hub
+from .webfile import read_web_file, remove_web_file, web_file, write_web_file  # noqa: F401
 
-WEB_FILE = "taskhub-web.json"
 HERE = Path(__file__).parent
-
-
-def web_file(profile_dir):
-    return Path(profile_dir) / "security" / WEB_FILE
 
 
 def make_app(hub, token, port, title=""):
@@ -91,29 +84,3 @@ class WebServer:
         self._loop.add_callback(self._loop.stop)
         self._thread.join(10)
         self._thread = None
-
-
-def write_web_file(profile_dir, server):
-    """Record the running web view's URL in the profile, readable by its owner only."""
-    write_connection_file(web_file(profile_dir), {
-        "url": server.url, "ip": server.ip, "port": server.port, "token": server.token,
-        "pid": os.getpid()})
-
-
-def remove_web_file(profile_dir):
-    web_file(profile_dir).unlink(missing_ok=True)
-
-
-def read_web_file(profile_dir):
-    """The dict `write_web_file` wrote, or ConnectionFileError saying why there is none."""
-    path = web_file(profile_dir)
-    try:
-        info = json.loads(path.read_text())
-        info["url"], info["pid"]
-    except FileNotFoundError:
-        raise ConnectionFileError(f"no web view recorded at {path}: is the cluster running, "
-                                  "and was its controller started with web_port -1 "
-                                  "(no web view)?") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConnectionFileError(f"cannot read the web view file {path}: {e}") from None
-    return info

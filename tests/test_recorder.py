@@ -101,19 +101,30 @@ def test_an_unfinished_task_is_written_when_its_hold_ends_then_updated(rec):
     assert stored(rec, "a")["error"]["ename"] == "ZeroDivisionError"
 
 
-def test_new_records_are_written_in_submission_order(rec):
+def test_a_finished_task_is_written_at_once_even_behind_unfinished_ones(rec):
     for msg_id in "abc":
-        rec.submitted(request(msg_id), "task", T0)
-        rec.clock.now += 0.1
-    rec.replied("b", reply("b"), T0)  # finished, but "a" before it is not: b waits
-    rec.replied("c", reply("c"), T0)
-    rec.clock.now = 100.2  # a's hold (until 100.25) is not over
+        rec.submitted(request(msg_id), "task", T0 + timedelta(seconds=ord(msg_id)))
+        rec.clock.now += 0.1  # a is held until 100.25, b until 100.35, c until 100.45
+    rec.clock.now = 100.2
+    rec.replied("b", reply("b"), T0)
     rec.write_due()
-    assert rec.db.writes == []
-    rec.clock.now = 100.25
+    assert rec.db.writes == [("add", ["b"]), ("commit",)]
+    rec.clock.now = 100.25  # a's hold is over, c's is not
     rec.write_due()
-    assert rec.db.writes == [("add", ["a", "b", "c"]), ("commit",)]
+    assert rec.db.writes[2:] == [("add", ["a"]), ("commit",)]
+    rec.flush()
+    # written b, a, c; read in submission order
     assert [r["msg_id"] for r in rec.db.find_records({})] == ["a", "b", "c"]
+
+
+def test_submission_times_are_unique_and_increasing(rec):
+    for msg_id in "abc":
+        rec.submitted(request(msg_id), "task", T0)  # one microsecond for all three
+    rec.submitted(request("d"), "task", T0 - timedelta(seconds=1))  # the clock stepped back
+    rec.flush()
+    times = [r["submitted"] for r in rec.db.find_records({}, ["submitted"])]
+    tick = timedelta(microseconds=1)
+    assert times == [T0, T0 + tick, T0 + 2 * tick, T0 + 3 * tick]
 
 
 def test_flush_writes_everything_at_once_for_a_reader(rec):

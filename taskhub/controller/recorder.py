@@ -7,22 +7,25 @@ update, one commit — and before anything reads the DB it calls `flush()`, whic
 everything. An update to a record not yet written merges into the pending insert.
 
 A new record is held for up to `hold` seconds (HOLD) so that a task that finishes by then
-is written once, whole, instead of inserted and then updated: most tasks are short, and
-the two writes were a third of the controller's time (docs/performance.md). New records are
-written in the order they were submitted — a finished one waits for those before it — so
-the table's order stays the submission order. Nothing reads a held record from the DB
-without a flush first, so queries see every task; what a crash can lose is the last
-`hold` seconds of submissions that had not finished (their senders got no answer either).
+is written once, whole, instead of inserted and then updated: most tasks are short. It is
+written as soon as its task finishes, or when its hold ends. Records may so reach the DB
+out of submission order, which no reader sees: the recorder makes `submitted` strictly
+increasing (a timestamp equal to the one before is moved on by a microsecond), and records
+are ordered by it. Nothing reads a held record from the DB without a flush first, so
+queries see every task; what a crash can lose is the last `hold` seconds of submissions
+that had not finished (their senders got no answer either).
 
 A task that failed an attempt and runs again (retries, UnmetDependency) keeps one record:
 each failed attempt is listed in its ``result_metadata["failed_attempts"]`` (engine, error,
 time), there as soon as it happens and kept once the task finishes.
 """
 import time
+from datetime import datetime, timedelta, timezone
 
 from ..jsonutil import parse_date, with_text
 
 HOLD = 0.25  # seconds a new record may wait to be written together with its result
+_TICK = timedelta(microseconds=1)
 
 
 def _raw(msg, i):
@@ -42,11 +45,16 @@ class TaskRecorder:
         self._clock = clock
         self._adds = {}     # msg_id -> full record not yet written, in submission order
         self._due = {}      # msg_id -> clock time by which its insert must be written
+        self._finished = []  # msg_ids of held records whose task has finished
+        self._last_submitted = datetime.min.replace(tzinfo=timezone.utc)
         self._updates = {}  # msg_id -> changes to a written record
         self._failures = {}  # msg_id -> failed attempts of a task that is running again
 
     def submitted(self, msg, queue, now, **extra):
         header, md = msg["header"], msg["metadata"]
+        if now <= self._last_submitted:  # the same microsecond as the task before
+            now = self._last_submitted + _TICK
+        self._last_submitted = now
         self._adds[header["msg_id"]] = {
             "msg_id": header["msg_id"], "header": _keep_text(header, _raw(msg, 1)),
             "metadata": _keep_text(md, _raw(msg, 3)),
@@ -60,6 +68,8 @@ class TaskRecorder:
         pending = self._adds.get(msg_id)
         if pending is not None:
             pending.update(changes)
+            if changes.get("completed") is not None:
+                self._finished.append(msg_id)
         else:
             self._updates.setdefault(msg_id, {}).update(changes)
 
@@ -105,15 +115,17 @@ class TaskRecorder:
         return next(iter(self._due.values()), None)
 
     def write_due(self):
-        """Write what must not wait: every update, and the new records up to the first one
-        that is neither finished nor held for `hold` seconds yet. Commits if it wrote."""
-        now, adds = self._clock(), []
-        for msg_id, record in self._adds.items():
-            if record.get("completed") is None and self._due[msg_id] > now:
+        """Write what must not wait: every update, the new records of finished tasks, and
+        those held for `hold` seconds already. Commits if it wrote anything."""
+        now, ids = self._clock(), dict.fromkeys(self._finished)
+        self._finished.clear()
+        for msg_id, due in self._due.items():  # oldest first
+            if due > now:
                 break
-            adds.append(record)
-        for record in adds:
-            del self._adds[record["msg_id"]], self._due[record["msg_id"]]
+            ids[msg_id] = None
+        for msg_id in ids:
+            del self._due[msg_id]
+        adds = [self._adds.pop(msg_id) for msg_id in ids]
         if adds or self._updates:
             self._write(adds)
 
@@ -122,6 +134,7 @@ class TaskRecorder:
         adds = list(self._adds.values())
         self._adds.clear()
         self._due.clear()
+        self._finished.clear()
         self._write(adds)
 
     def _write(self, adds):

@@ -3,6 +3,7 @@
 A new record is held for `hold` seconds so a task that finishes by then is written once;
 the clock is a plain variable here, so every step is exact (no waiting).
 """
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from taskhub.controller.db.base import TASK_RECORD_KEYS
 from taskhub.controller.db.memory import MemoryDB
 from taskhub.controller.recorder import TaskRecorder
+from taskhub.jsonutil import EncodedJSON
 
 T0 = datetime(2026, 11, 21, 12, tzinfo=timezone.utc)
 
@@ -147,3 +149,16 @@ def test_a_failed_attempt_is_kept_in_the_record_written_once(rec):
     assert rec.db.writes == [("add", ["a"]), ("commit",)]
     [attempt] = stored(rec, "a")["result_metadata"]["failed_attempts"]
     assert (attempt["engine_id"], attempt["ename"]) == (0, "EngineError")
+
+
+def test_a_reply_without_output_keeps_its_metadata_json_and_records_empty_output(rec):
+    md = {"engine_uuid": "e1", "started": T0.isoformat(), "completed": T0.isoformat()}
+    raw = [b"sig", b'{"msg_id":"r-a"}', b"{}", json.dumps(md).encode(), b'{"status":"ok"}']
+    rec.submitted(request("a"), "task", T0)
+    rec.replied("a", {"header": {"msg_id": "r-a"}, "metadata": md, "buffers": [],
+                      "content": {"status": "ok"}, "raw": raw}, T0)
+    written = rec._adds["a"]["result_metadata"]
+    assert type(written) is EncodedJSON and written.json == raw[3].decode()
+    rec.flush()
+    record = stored(rec, "a")
+    assert (record["result_metadata"], record["stdout"], record["stderr"]) == (md, "", "")

@@ -81,17 +81,19 @@ class TaskRecorder:
         self.update(msg_id, result_metadata={"failed_attempts": list(failures)})
 
     def replied(self, msg_id, reply, now):
-        md = dict(reply["metadata"])
-        content = reply["content"]
+        md, content = reply["metadata"], reply["content"]
         error = content if content.get("status") == "error" else None
+        if "stdout" in md or "stderr" in md:  # they have columns of their own
+            result_md = {k: v for k, v in md.items() if k not in ("stdout", "stderr")}
+        else:  # an engine leaves out empty output: the wire JSON is the record's as it is
+            result_md = _keep_text(md, _raw(reply, 3))
         self.update(msg_id, result_header=_keep_text(reply["header"], _raw(reply, 1)),
                     result_content=_keep_text(content, _raw(reply, 4)),
-                    result_metadata=self._with_failures(msg_id, {
-                        k: v for k, v in md.items() if k not in ("stdout", "stderr")}),
+                    result_metadata=self._with_failures(msg_id, result_md),
                     result_buffers=[bytes(b) for b in reply["buffers"]],
                     started=parse_date(md.get("started")),
                     completed=parse_date(md.get("completed")) or now, received=now,
-                    stdout=md.get("stdout"), stderr=md.get("stderr"),
+                    stdout=md.get("stdout", ""), stderr=md.get("stderr", ""),
                     status=content.get("status"), error=error)
 
     def failed(self, msg_id, content, now):

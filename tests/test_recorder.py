@@ -10,7 +10,7 @@ import pytest
 
 from taskhub.controller.db.base import TASK_RECORD_KEYS
 from taskhub.controller.db.memory import MemoryDB
-from taskhub.controller.recorder import TaskRecorder
+from taskhub.controller.recorder import LINGER_MAX, TaskRecorder
 from taskhub.jsonutil import EncodedJSON
 
 T0 = datetime(2026, 11, 21, 12, tzinfo=timezone.utc)
@@ -46,7 +46,7 @@ class Clock:
 @pytest.fixture
 def rec():
     db, clock = CountingDB(), Clock()
-    recorder = TaskRecorder(db, hold=0.25, clock=clock)
+    recorder = TaskRecorder(db, hold=0.25, linger=0, clock=clock)
     recorder.clock = clock
     return recorder
 
@@ -162,3 +162,33 @@ def test_a_reply_without_output_keeps_its_metadata_json_and_records_empty_output
     rec.flush()
     record = stored(rec, "a")
     assert (record["result_metadata"], record["stdout"], record["stderr"]) == (md, "", "")
+
+
+def test_finished_records_and_updates_linger_to_share_a_commit(rec):
+    rec.linger = 0.005
+    rec.submitted(request("old"), "task", T0)
+    rec.flush()
+    rec.db.writes.clear()
+    rec.submitted(request("a"), "task", T0)
+    rec.replied("a", reply("a"), T0)  # at 100.0: may wait until 100.005
+    rec.update("old", label="relabelled")
+    assert rec.next_due == 100.005
+    rec.clock.now = 100.004
+    rec.submitted(request("b"), "task", T0)
+    rec.replied("b", reply("b"), T0)
+    rec.write_due()
+    assert rec.db.writes == []
+    rec.clock.now = 100.005
+    rec.write_due()
+    assert rec.db.writes == [("add", ["a", "b"]), ("update", ["old"]), ("commit",)]
+    assert rec.next_due is None and not rec.dirty
+
+
+def test_many_finished_records_do_not_wait_for_the_linger(rec):
+    rec.linger = 10.0
+    for i in range(LINGER_MAX):
+        rec.submitted(request(f"t{i}"), "task", T0)
+        rec.replied(f"t{i}", reply(f"t{i}"), T0)
+    rec.write_due()
+    assert [w[0] for w in rec.db.writes] == ["add", "commit"]
+    assert len(rec.db.writes[0][1]) == LINGER_MAX

@@ -1,19 +1,23 @@
-"""What the hub writes to the task database, batched per event-loop turn.
+"""What the hub writes to the task database, in few, batched transactions.
 
 The controller reports each step of a task's life (submitted, assigned, replied, failed);
 the recorder turns it into TaskRecord fields and holds them until they are written: at the
-end of each loop turn the controller calls `write_due()` — one bulk insert, one bulk
-update, one commit — and before anything reads the DB it calls `flush()`, which writes
-everything. An update to a record not yet written merges into the pending insert.
+end of each loop turn the controller calls `write_due()`, which writes what is due in one
+transaction (one bulk insert, one bulk update, one commit), and before anything reads the
+DB it calls `flush()`, which writes everything. An update to a record not yet written
+merges into the pending insert.
 
-A new record is held for up to `hold` seconds (HOLD) so that a task that finishes by then
-is written once, whole, instead of inserted and then updated: most tasks are short. It is
-written as soon as its task finishes, or when its hold ends. Records may so reach the DB
-out of submission order, which no reader sees: the recorder makes `submitted` strictly
-increasing (a timestamp equal to the one before is moved on by a microsecond), and records
-are ordered by it. Nothing reads a held record from the DB without a flush first, so
-queries see every task; what a crash can lose is the last `hold` seconds of submissions
-that had not finished (their senders got no answer either).
+A new record is held for up to `hold` seconds (HOLD, 0.25 s) so that a task that finishes
+by then is written once, whole, instead of inserted and then updated: most tasks are
+short. A finished task's record, and an update, wait at most `linger` seconds (LINGER,
+5 ms) for others to share their commit: one at a time, tasks finishing every millisecond
+would otherwise pay a commit each — most of what writing them costs. Records may so reach
+the DB out of submission order, which no reader sees: the recorder makes `submitted`
+strictly increasing (a timestamp equal to the one before moves on by a microsecond), and
+records are ordered by it. Nothing reads the DB without a flush first, so queries see
+every task; what a crash can lose is the last `linger` seconds of results (whose replies
+may have reached their clients) and the last `hold` seconds of submissions that had not
+finished (whose senders got no answer either).
 
 A task that failed an attempt and runs again (retries, UnmetDependency) keeps one record:
 each failed attempt is listed in its ``result_metadata["failed_attempts"]`` (engine, error,
@@ -25,6 +29,8 @@ from datetime import datetime, timedelta, timezone
 from ..jsonutil import parse_date, with_text
 
 HOLD = 0.25  # seconds a new record may wait to be written together with its result
+LINGER = 0.005  # seconds a finished record or an update may wait for others to share a commit
+LINGER_MAX = 512  # ... unless this many are waiting
 _TICK = timedelta(microseconds=1)
 
 
@@ -39,9 +45,11 @@ def _keep_text(value, raw):
 
 
 class TaskRecorder:
-    def __init__(self, db, hold=HOLD, clock=time.monotonic):
+    def __init__(self, db, hold=HOLD, linger=LINGER, clock=time.monotonic):
         self.db = db
         self.hold = hold
+        self.linger = linger
+        self._ready_since = None  # clock time of the oldest change waiting only to be written
         self._clock = clock
         self._adds = {}     # msg_id -> full record not yet written, in submission order
         self._due = {}      # msg_id -> clock time by which its insert must be written
@@ -68,10 +76,13 @@ class TaskRecorder:
         pending = self._adds.get(msg_id)
         if pending is not None:
             pending.update(changes)
-            if changes.get("completed") is not None:
-                self._finished.append(msg_id)
+            if changes.get("completed") is None:
+                return
+            self._finished.append(msg_id)
         else:
             self._updates.setdefault(msg_id, {}).update(changes)
+        if self._ready_since is None:
+            self._ready_since = self._clock()
 
     def retried(self, msg_id, engine_uuid, engine_id, ename, evalue, now):
         """An attempt on `engine_uuid` failed; the task will run again elsewhere."""
@@ -113,23 +124,33 @@ class TaskRecorder:
 
     @property
     def next_due(self):
-        """The clock time by which the oldest held record must be written, or None."""
-        return next(iter(self._due.values()), None)
+        """The clock time by which something must be written, or None."""
+        held = next(iter(self._due.values()), None)
+        if self._ready_since is None:
+            return held
+        ready = self._ready_since + self.linger
+        return ready if held is None else min(held, ready)
 
     def write_due(self):
-        """Write what must not wait: every update, the new records of finished tasks, and
-        those held for `hold` seconds already. Commits if it wrote anything."""
-        now, ids = self._clock(), dict.fromkeys(self._finished)
-        self._finished.clear()
+        """Write what must not wait any longer, in one transaction: the new records held
+        for `hold` seconds, and — once the oldest has waited `linger` seconds, or
+        LINGER_MAX are waiting — the records of finished tasks and the updates. So a commit
+        serves several tasks even when they finish one at a time (a commit, not the rows,
+        is most of what writing one task costs)."""
+        now, ids = self._clock(), {}
         for msg_id, due in self._due.items():  # oldest first
             if due > now:
                 break
             ids[msg_id] = None
+        waiting = len(self._finished) + len(self._updates)
+        if not ids and (self._ready_since is None or (
+                now < self._ready_since + self.linger and waiting < LINGER_MAX)):
+            return
+        ids.update(dict.fromkeys(self._finished))
+        self._finished.clear()
         for msg_id in ids:
             del self._due[msg_id]
-        adds = [self._adds.pop(msg_id) for msg_id in ids]
-        if adds or self._updates:
-            self._write(adds)
+        self._write([self._adds.pop(msg_id) for msg_id in ids])
 
     def flush(self):
         """Write and commit everything reported so far: before anything reads the DB."""
@@ -140,6 +161,7 @@ class TaskRecorder:
         self._write(adds)
 
     def _write(self, adds):
+        self._ready_since = None
         if adds:
             self.db.add_records(adds)
         if self._updates:

@@ -88,11 +88,14 @@ def _positive_int(value):
 
 
 def _set_env(values):
+    environ = os.environ
     for key, value in values.items():
+        if environ.get(key) == value:
+            continue  # each write is a putenv/unsetenv: skip those that change nothing
         if value is None:
-            os.environ.pop(key, None)
+            environ.pop(key, None)
         else:
-            os.environ[key] = value
+            environ[key] = value
 
 
 # -- a client from inside a task ------------------------------------------------------------

@@ -162,9 +162,11 @@ class Session:
 
     def serialize(self, msg_type, content=None, parent=None, metadata=None, buffers=(),
                   idents=(), header=None):
-        """Frames for a new message; returns (frames, header)."""
+        """Frames for a new message; returns (frames, header). `parent` may be the parent's
+        header frame as received (bytes): a reply then sends it back as is."""
         header = header or self.header(msg_type)
-        parts = [dumps(header), dumps(parent or {}), dumps(metadata or {}), dumps(content or {})]
+        parts = [dumps(header), parent if parent.__class__ is bytes else dumps(parent or {}),
+                 dumps(metadata or {}), dumps(content or {})]
         return [*idents, DELIM, self.sign(parts), *parts, *buffers], header
 
     def send(self, socket, msg_type, content=None, parent=None, metadata=None, buffers=(),

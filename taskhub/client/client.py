@@ -261,9 +261,9 @@ class Client:
         self._send_prepared("task", frames, header["msg_id"], flush)
         return header["msg_id"]
 
-    def _send_direct(self, uuid, buffers, content):
+    def _send_direct(self, uuid, buffers, content, flush=True):
         frames, header = self._prepare_task(buffers, {}, content, idents=[uuid.encode()])
-        self._send_prepared("mux", frames, header["msg_id"])
+        self._send_prepared("mux", frames, header["msg_id"], flush)
         return header["msg_id"]
 
     def _prepare_task(self, buffers, metadata, content, idents=()):

@@ -59,6 +59,8 @@ from .capture import OutputRouter, TaskOutput
 
 log = logging.getLogger("taskhub.engine")
 
+_get = zmq.backend.Socket.get
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 BATCH_GATHER = 0.0005  # how long a reply may wait for others while more tasks are queued
 BATCH_GATHER_MAX = 64
 
@@ -325,12 +327,8 @@ class Engine:
         """Read every request that has arrived into the queue (by whoever owns the task
         sockets: the main thread, or the IO thread under `_cond` while a task runs)."""
         for channel, sock in self._task_socks.items():
-            while True:
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self._queue_request(channel, frames)
+            while _get(sock, _EVENTS) & _POLLIN:  # no zmq.Again raised when nothing is there
+                self._queue_request(channel, sock.recv_multipart(zmq.NOBLOCK))
 
     def _queue_request(self, channel, frames, in_batch=False):
         idents, msg = self.session.feed(frames)
@@ -681,8 +679,10 @@ class Engine:
 
     def _reply_frames(self, idents, msg, content, md, buffers):
         md.update(engine_id=self.id, engine_uuid=self.uuid)
-        frames, _ = self.session.serialize("apply_reply", content, parent=msg["header"],
-                                           metadata=md, buffers=buffers, idents=idents)
+        header = msg["raw"][1]  # the request's header frame: sent back, not re-encoded
+        frames, _ = self.session.serialize(
+            "apply_reply", content, parent=header if header.__class__ is bytes else msg["header"],
+            metadata=md, buffers=buffers, idents=idents)
         return frames
 
     def shutdown(self):

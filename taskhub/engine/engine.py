@@ -401,10 +401,11 @@ class Engine:
 
     # -- stopping the running task (IO thread) ----------------------------------------------
     def _poll_timeout(self):
-        """ms to wait for sockets: at most 100, to publish output as it comes; less to stop
-        a task close to its time limit, or to send replies held back for a batch."""
-        timeout = 100
+        """ms to wait for sockets: 100 while a task runs, to publish output as it comes;
+        less to stop a task close to its time limit, or to send replies held back for a
+        batch; 500 when idle."""
         running = self._running
+        timeout = 500 if running is None else 100
         if running is not None and running[1] is not None and self._timed_out != running[0]:
             timeout = min(timeout, int((running[1] - time.monotonic()) * 1000) + 1)
         if self._held:

@@ -78,15 +78,34 @@ def _encode_other(obj):
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), default=_encode_other).encode
-_decode_json = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_decode_json, _scan_json = _decoder.decode, _decoder.scan_once
+# The C encoder JSONEncoder.encode builds anew for every call, made once: without the
+# circular-reference check (a cycle ends in RecursionError, and then the full encoder
+# below says what is wrong, as it does for anything else the fast one cannot encode)
+_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode_fast = _c_encoder(None, _encode_other, json.encoder.encode_basestring_ascii, None,
+                          ":", ",", False, False, True) if _c_encoder is not None else None
 
 
 def _loads(frame):
     # str in: json.loads would otherwise sniff the encoding of every bytes frame
-    return _decode_json(frame.decode() if isinstance(frame, (bytes, bytearray)) else frame)
+    text = frame.decode() if isinstance(frame, (bytes, bytearray)) else frame
+    try:  # the scanner alone: what we send has no whitespace around the value
+        value, end = _scan_json(text, 0)
+        if end == len(text):
+            return value
+    except StopIteration:
+        pass
+    return _decode_json(text)  # whitespace around it, or not JSON: the full decoder decides
 
 
 def dumps(obj):
+    if _encode_fast is not None:
+        try:
+            return "".join(_encode_fast(obj, 0)).encode()
+        except Exception:  # noqa: BLE001 - the full encoder raises what is wrong, below
+            pass
     return _dumps(obj).encode()
 
 
@@ -156,8 +175,7 @@ class Session:
 
     def sign(self, frames):
         h = self._hmac.copy()
-        for f in frames:
-            h.update(f)
+        h.update(b"".join(frames))  # one update: cheaper than one per frame
         return h.hexdigest().encode()
 
     def serialize(self, msg_type, content=None, parent=None, metadata=None, buffers=(),

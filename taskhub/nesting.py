@@ -71,16 +71,39 @@ def stamp(client, metadata):
 @contextmanager
 def task_environment(metadata):
     """On an engine, while a task runs: its depth, group and recursion limit in os.environ."""
-    depth, group, limit = (metadata.get(k) for k in ("depth", "task_group", "recursion_limit"))
-    values = {DEPTH_ENV: str(depth) if _positive_int(depth) else "1",
-              GROUP_ENV: group if isinstance(group, str) else None,
-              LIMIT_ENV: str(limit) if _positive_int(limit) else os.environ.get(LIMIT_ENV)}
+    values = _task_values(metadata, os.environ.get(LIMIT_ENV))
     saved = {k: os.environ.get(k) for k in values}
     _set_env(values)
     try:
         yield
     finally:
         _set_env(saved)
+
+
+class TaskEnvironment:
+    """What an engine uses in place of `task_environment`: `enter(metadata)` sets a task's
+    variables and nothing is restored after it, so tasks of one depth and group in a row
+    cost no environment write at all (each is a putenv or unsetenv that scans the whole
+    environment). Between tasks only the engine's own code runs, which reads none of them;
+    the recursion limit a task does not carry is the engine's own, as with
+    task_environment."""
+
+    def __init__(self):
+        self._saved = {k: os.environ.get(k) for k in (DEPTH_ENV, GROUP_ENV, LIMIT_ENV)}
+
+    def enter(self, metadata):
+        _set_env(_task_values(metadata, self._saved[LIMIT_ENV]))
+
+    def restore(self):
+        """The values from before the first task (when the engine stops serving)."""
+        _set_env(self._saved)
+
+
+def _task_values(metadata, default_limit):
+    depth, group, limit = (metadata.get(k) for k in ("depth", "task_group", "recursion_limit"))
+    return {DEPTH_ENV: str(depth) if _positive_int(depth) else "1",
+            GROUP_ENV: group if isinstance(group, str) else None,
+            LIMIT_ENV: str(limit) if _positive_int(limit) else default_limit}
 
 
 def _positive_int(value):

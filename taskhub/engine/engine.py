@@ -111,6 +111,7 @@ class Engine:
         self._previous_sigint = signal.SIG_DFL
         self._main_ident = None
         self.fcache = serialize.FunctionCache()
+        self._task_env = nesting.TaskEnvironment()
         self._stopping = threading.Event()
         # the task and mux sockets: whose they are (see the module's docstring)
         self._cond = threading.Condition()
@@ -511,6 +512,7 @@ class Engine:
                 self._owner = "io"
                 self._cond.notify_all()
             router.uninstall()
+            self._task_env.restore()
             if self._main_ident is not None:
                 self._main_ident = None
                 signal.signal(signal.SIGINT, self._previous_sigint)
@@ -662,11 +664,11 @@ class Engine:
             self._running = (msg.msg_id, time.monotonic() + limit if limit else None, limit)
             try:
                 f, args, kwargs = strategies.unpack_apply(msg["buffers"], self.fcache)
-                with nesting.task_environment(msg["metadata"]):  # TASKHUB_DEPTH and group
-                    if msg["content"].get("map"):
-                        result = callables.run_map(f, args)
-                    else:
-                        result = f(*args, **kwargs)
+                self._task_env.enter(msg["metadata"])  # TASKHUB_DEPTH, its group, …
+                if msg["content"].get("map"):
+                    result = callables.run_map(f, args)
+                else:
+                    result = f(*args, **kwargs)
             finally:
                 self._running = None
         except BaseException as e:  # noqa: B902 - user code may raise anything, even SystemExit

@@ -6,7 +6,7 @@ inside a task.
 
 Every request a client sends is stamped (`stamp`) with its task group and its depth: one
 more than the depth of the task the client runs in (TASKHUB_DEPTH; 0 outside any task).
-The engine puts both into the environment of the task while it runs (`task_environment`),
+The engine puts both into the environment of the task while it runs (`TaskEnvironment`),
 so a task's own submissions are one level deeper and join its group. A submission deeper
 than TASKHUB_RECURSION_LIMIT (default 4) raises at once; a limit set in the submitter's
 environment travels with its tasks, so setting it where the outermost client runs is

@@ -101,12 +101,12 @@ def _loads(frame):
 
 
 def dumps(obj):
-    if _encode_fast is not None:
-        try:
-            return "".join(_encode_fast(obj, 0)).encode()
-        except Exception:  # noqa: BLE001 - the full encoder raises what is wrong, below
-            pass
-    return _dumps(obj).encode()
+    if _encode_fast is None:
+        return _dumps(obj).encode()
+    try:
+        return "".join(_encode_fast(obj, 0)).encode()
+    except Exception:  # noqa: BLE001 - the full encoder raises what is wrong, if anything
+        return _dumps(obj).encode()
 
 
 def utcnow():

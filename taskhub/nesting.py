@@ -6,7 +6,7 @@ inside a task.
 
 Every request a client sends is stamped (`stamp`) with its task group and its depth: one
 more than the depth of the task the client runs in (TASKHUB_DEPTH; 0 outside any task).
-The engine puts both into the environment of the task while it runs (`task_environment`),
+The engine puts both into the environment of the task while it runs (`TaskEnvironment`),
 so a task's own submissions are one level deeper and join its group. A submission deeper
 than TASKHUB_RECURSION_LIMIT (default 4) raises at once; a limit set in the submitter's
 environment travels with its tasks, so setting it where the outermost client runs is
@@ -71,10 +71,7 @@ def stamp(client, metadata):
 @contextmanager
 def task_environment(metadata):
     """On an engine, while a task runs: its depth, group and recursion limit in os.environ."""
-    depth, group, limit = (metadata.get(k) for k in ("depth", "task_group", "recursion_limit"))
-    values = {DEPTH_ENV: str(depth) if _positive_int(depth) else "1",
-              GROUP_ENV: group if isinstance(group, str) else None,
-              LIMIT_ENV: str(limit) if _positive_int(limit) else os.environ.get(LIMIT_ENV)}
+    values = _task_values(metadata, os.environ.get(LIMIT_ENV))
     saved = {k: os.environ.get(k) for k in values}
     _set_env(values)
     try:
@@ -83,16 +80,45 @@ def task_environment(metadata):
         _set_env(saved)
 
 
+class TaskEnvironment:
+    """What an engine uses in place of `task_environment`: `enter(metadata)` sets a task's
+    variables and nothing is restored after it, so tasks of one depth and group in a row
+    cost no environment write at all (each is a putenv or unsetenv that scans the whole
+    environment). Between tasks only the engine's own code runs, which reads none of them;
+    the recursion limit a task does not carry is the engine's own, as with
+    task_environment."""
+
+    def __init__(self):
+        self._saved = {k: os.environ.get(k) for k in (DEPTH_ENV, GROUP_ENV, LIMIT_ENV)}
+
+    def enter(self, metadata):
+        _set_env(_task_values(metadata, self._saved[LIMIT_ENV]))
+
+    def restore(self):
+        """The values from before the first task (when the engine stops serving)."""
+        _set_env(self._saved)
+
+
+def _task_values(metadata, default_limit):
+    depth, group, limit = (metadata.get(k) for k in ("depth", "task_group", "recursion_limit"))
+    return {DEPTH_ENV: str(depth) if _positive_int(depth) else "1",
+            GROUP_ENV: group if isinstance(group, str) else None,
+            LIMIT_ENV: str(limit) if _positive_int(limit) else default_limit}
+
+
 def _positive_int(value):
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _set_env(values):
+    environ = os.environ
     for key, value in values.items():
+        if environ.get(key) == value:
+            continue  # each write is a putenv/unsetenv: skip those that change nothing
         if value is None:
-            os.environ.pop(key, None)
+            environ.pop(key, None)
         else:
-            os.environ[key] = value
+            environ[key] = value
 
 
 # -- a client from inside a task ------------------------------------------------------------

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import json.scanner
 import os
 import struct
 import uuid
@@ -79,25 +78,35 @@ def _encode_other(obj):
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), default=_encode_other).encode
-_decode_json = json.JSONDecoder().decode
-_scan_json = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner under decode()
+_decoder = json.JSONDecoder()
+_decode_json, _scan_json = _decoder.decode, _decoder.scan_once
+# The C encoder JSONEncoder.encode builds anew for every call, made once: without the
+# circular-reference check (a cycle ends in RecursionError, and then the full encoder
+# below says what is wrong, as it does for anything else the fast one cannot encode)
+_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode_fast = _c_encoder(None, _encode_other, json.encoder.encode_basestring_ascii, None,
+                          ":", ",", False, False, True) if _c_encoder is not None else None
 
 
 def _loads(frame):
-    """The JSON value in `frame` (bytes or str); ValueError if it holds anything else.
-
-    Our frames are compact JSON, which the C scanner reads in one call; decode() would add
-    two regex matches and two Python calls per frame, and there are four per message."""
+    # str in: json.loads would otherwise sniff the encoding of every bytes frame
     text = frame.decode() if isinstance(frame, (bytes, bytearray)) else frame
-    try:
+    try:  # the scanner alone: what we send has no whitespace around the value
         value, end = _scan_json(text, 0)
-    except StopIteration:  # nothing JSON at the start: let decode() say what is wrong
-        return _decode_json(text)
-    return value if end == len(text) else _decode_json(text)  # whitespace, or trailing data
+        if end == len(text):
+            return value
+    except StopIteration:
+        pass
+    return _decode_json(text)  # whitespace around it, or not JSON: the full decoder decides
 
 
 def dumps(obj):
-    return _dumps(obj).encode()
+    if _encode_fast is None:
+        return _dumps(obj).encode()
+    try:
+        return "".join(_encode_fast(obj, 0)).encode()
+    except Exception:  # noqa: BLE001 - the full encoder raises what is wrong, if anything
+        return _dumps(obj).encode()
 
 
 def utcnow():
@@ -166,15 +175,16 @@ class Session:
 
     def sign(self, frames):
         h = self._hmac.copy()
-        for f in frames:
-            h.update(f)
+        h.update(b"".join(frames))  # one update: cheaper than one per frame
         return h.hexdigest().encode()
 
     def serialize(self, msg_type, content=None, parent=None, metadata=None, buffers=(),
                   idents=(), header=None):
-        """Frames for a new message; returns (frames, header)."""
+        """Frames for a new message; returns (frames, header). `parent` may be the parent's
+        header frame as received (bytes): a reply then sends it back as is."""
         header = header or self.header(msg_type)
-        parts = [dumps(header), dumps(parent or {}), dumps(metadata or {}), dumps(content or {})]
+        parts = [dumps(header), parent if parent.__class__ is bytes else dumps(parent or {}),
+                 dumps(metadata or {}), dumps(content or {})]
         return [*idents, DELIM, self.sign(parts), *parts, *buffers], header
 
     def send(self, socket, msg_type, content=None, parent=None, metadata=None, buffers=(),

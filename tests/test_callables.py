@@ -11,7 +11,7 @@ from taskhub.callables import (ByName, Registered, as_callable, describe_call, d
 from taskhub.client.throttle import OutstandingLimit
 from taskhub.error import (RecursionLimitExceeded, RemoteError, RemoteTraceback, TaskRef,
                            TimeoutError, remote_error_from_content)
-from taskhub.nesting import stamp, task_environment
+from taskhub.nesting import TaskEnvironment, stamp, task_environment
 from taskhub.strategies import Serializer
 
 
@@ -100,6 +100,22 @@ def test_task_environment_sets_and_restores(monkeypatch):
             assert os.environ["TASKHUB_DEPTH"] == "1"
             raise KeyError("raised inside")
     assert os.environ["TASKHUB_DEPTH"] == "outer"
+
+
+def test_an_engines_task_environment_is_set_per_task_and_restored_when_it_stops(monkeypatch):
+    monkeypatch.setenv("TASKHUB_DEPTH", "outer")
+    monkeypatch.setenv("TASKHUB_RECURSION_LIMIT", "5")
+    monkeypatch.delenv("TASKHUB_TASK_GROUP", raising=False)
+    env = TaskEnvironment()
+    env.enter({"depth": 3, "task_group": "g", "recursion_limit": 7})
+    assert (os.environ["TASKHUB_DEPTH"], os.environ["TASKHUB_TASK_GROUP"],
+            os.environ["TASKHUB_RECURSION_LIMIT"]) == ("3", "g", "7")
+    env.enter({})  # the next task: its own values, the engine's limit, no group
+    assert (os.environ["TASKHUB_DEPTH"], os.environ["TASKHUB_RECURSION_LIMIT"]) == ("1", "5")
+    assert "TASKHUB_TASK_GROUP" not in os.environ
+    env.restore()
+    assert (os.environ["TASKHUB_DEPTH"], os.environ["TASKHUB_RECURSION_LIMIT"]) == \
+        ("outer", "5")
 
 
 def test_the_bound_waits_for_room_flushing_first():

@@ -298,3 +298,31 @@ def test_requests_naming_a_task_sent_right_after_it_never_overtake_it(rc):
             assert ar.get(10) == 1
         except TaskAborted:
             pass
+
+
+def second_waits(started, release, x):
+    """x = 0 answers at once; x = 1 marks `started`, then waits (≤ 30 s) for `release`."""
+    import time
+    from pathlib import Path
+    if x:
+        Path(started).touch()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return x
+
+
+def test_a_reply_held_for_a_batch_goes_out_while_the_task_behind_it_runs(rc, tmp_path):
+    """Both tasks reach the engine together: the first one's reply waits for others to join
+    it only while the second is queued, and goes out (from the engine's IO thread) while the
+    second runs, however long that takes."""
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    lview = rc.load_balanced_view(targets=rc.ids[0])
+    ar = lview.map_async(second_waits, [started] * 2, [release] * 2, [0, 1], chunksize=1)
+    try:
+        wait_until(lambda: os.path.exists(started), 30, what="the second task to start")
+        wait_until(lambda: ar.progress == 1, 10, what="the first reply")
+        assert not ar.ready()
+    finally:
+        open(release, "w").close()
+    assert ar.get(30) == [0, 1]

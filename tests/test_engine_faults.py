@@ -213,3 +213,20 @@ def test_an_engine_the_oom_killer_kills_fails_its_task_like_sigkill(fast_cluster
         assert (rec["status"], rec["error"]["ename"], rec["engine_id"]) == \
             ("error", "EngineError", victim)
         assert rc[survivor].apply_sync(touch_memory, 64) == 64 << 20
+
+
+def test_an_idle_engine_declared_dead_rejoins_and_serves_again(fast_cluster):
+    """An idle engine's main thread holds its task sockets, waiting for work: to rejoin,
+    the IO thread has it lend them, replaces them, and the main thread serves on the new
+    ones."""
+    with fast_cluster.client() as rc:
+        pids = engine_pids(rc)
+        victim, survivor = rc.ids
+        os.kill(pids[victim], signal.SIGSTOP)
+        wait_until(lambda: victim not in rc.ids, 10, what="the stopped engine to leave rc.ids")
+        os.kill(pids[victim], signal.SIGCONT)
+        wait_until(lambda: len(rc.ids) == 2, 20, what="the engine to rejoin")
+        rejoined = max(rc.ids)
+        assert victim not in rc.ids and rc[rejoined].apply_sync(os.getpid) == pids[victim]
+        assert rc[rejoined].map_sync(abs, range(-3, 0)) == [3, 2, 1]
+        assert rc[survivor].apply_sync(os.getpid) == pids[survivor]

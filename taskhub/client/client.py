@@ -31,6 +31,8 @@ _HUB_ERRORS = {"QueryError": error.QueryError, "UnknownTaskError": error.Unknown
                "NoTaskDB": error.NoTaskDB, "ValueError": ValueError, "TypeError": TypeError,
                "KeyError": error.UnknownTaskError}
 BATCH_MAX = 256  # most requests in one batch message
+_get = zmq.backend.Socket.get
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 _SOCKETS = {"query": zmq.DEALER, "task": zmq.DEALER, "mux": zmq.DEALER,
             "control": zmq.DEALER, "iopub": zmq.SUB, "notification": zmq.SUB}
 
@@ -130,8 +132,8 @@ class Client:
                 sock.close(linger=0)
 
     def _io_send(self, wake, socks):
-        while wake.poll(0):
-            wake.recv()
+        while _get(wake, _EVENTS) & _POLLIN:  # (Socket.poll would build a Poller each time)
+            wake.recv(zmq.NOBLOCK)
         outbox, batch = self._outbox, []
         while outbox:
             name, frames = outbox.popleft()
@@ -156,12 +158,11 @@ class Client:
 
     def _io_recv(self, sock, handler):
         for _ in range(1000):
-            try:
-                # the client's sockets get no routing ids: DELIM, signature and the four
-                # dict frames come first, as bytes; buffers stay zero-copy Frames
-                frames = recv_head_copied(sock, zmq.NOBLOCK, 6)
-            except zmq.Again:
+            if not _get(sock, _EVENTS) & _POLLIN:  # (no zmq.Again to raise and catch)
                 return
+            # the client's sockets get no routing ids: DELIM, signature and the four dict
+            # frames come first, as bytes; buffers stay zero-copy Frames
+            frames = recv_head_copied(sock, zmq.NOBLOCK, 6)
             _, msg = self.session.feed(frames)
             if msg is None:
                 continue
@@ -261,9 +262,9 @@ class Client:
         self._send_prepared("task", frames, header["msg_id"], flush)
         return header["msg_id"]
 
-    def _send_direct(self, uuid, buffers, content):
+    def _send_direct(self, uuid, buffers, content, flush=True):
         frames, header = self._prepare_task(buffers, {}, content, idents=[uuid.encode()])
-        self._send_prepared("mux", frames, header["msg_id"])
+        self._send_prepared("mux", frames, header["msg_id"], flush)
         return header["msg_id"]
 
     def _prepare_task(self, buffers, metadata, content, idents=()):

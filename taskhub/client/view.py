@@ -221,7 +221,8 @@ class View:
     def _apply(self, f, args, kwargs, block):
         f = as_callable(f)
         _check_callable(f, "apply")
-        ar = self._watch(self._submit(f, args, kwargs))
+        ar = self._watch(self._submit(f, args, kwargs))  # queued, not sent yet: the IO
+        self.client._flush()  # thread is woken last, when this thread is about to wait
         return ar.get() if block else ar
 
     def _watch(self, ar):
@@ -272,7 +273,7 @@ class LoadBalancedView(View):
     def _submit(self, f, args, kwargs):
         self._check_function(f)
         buffers = self.client.serializer.pack_apply(f, args, kwargs)
-        msg_id = self.client._send_task(buffers, self._metadata(), {})
+        msg_id = self.client._send_task(buffers, self._metadata(), {}, flush=False)
         return self.client._track([msg_id], "single", getattr(f, "__name__", ""))
 
     def _map(self, f, sequences, chunksize):
@@ -330,7 +331,8 @@ class DirectView(View):
     def _submit(self, f, args, kwargs):
         fbytes = self.client.serializer.serialize_function(f)
         buffers = self.client.serializer.pack_apply(f, args, kwargs, fbytes=fbytes)
-        msg_ids = [self.client._send_direct(u, buffers, {}) for u in self.client._uuids(self._ids)]
+        msg_ids = [self.client._send_direct(u, buffers, {}, flush=False)
+                   for u in self.client._uuids(self._ids)]
         return self.client._track(msg_ids, "single" if self._single else "list",
                                   getattr(f, "__name__", ""))
 

@@ -1,14 +1,24 @@
 """An engine: registers with the hub, runs tasks on its main thread, answers control at once.
 
-    IO thread (owns every socket but the heart's)          main thread
-      mux / task DEALER ── apply_request ──▶ work queue ──▶ execute: f(*args) with
-      control DEALER ── abort, interrupt, shutdown:         stdout/stderr captured
-                        handled here, even while a task runs        │
+    main thread (task and mux sockets, while it is not running a task)
+      poll task / mux (+ a wake pipe) ── apply_request ──▶ queue ──▶ execute: f(*args) with
+                                                                    stdout/stderr captured
+      send the reply itself ◀───────────────────────────────────────────────┘
+    IO thread (every other socket; the task and mux sockets while a task runs)
+      control DEALER ── abort, interrupt, shutdown: handled here, even while a task runs
       time limits: watched here ── SIGINT + a stop request ──▶ raised in the task
-      iopub PUB ◀── output chunks, published as they come           │
-      replies deque ◀── (one inproc wake per idle IO thread) ◀──────┘
+      iopub PUB ◀── output chunks, published as they come
     heart: a C-level zmq proxy thread (ping SUB → pong DEALER) that needs no GIL, so a
     long task, even one holding the GIL in C code, never looks dead.
+
+Who may use the task and mux sockets: `_owner`, changed under `_cond`. The main thread owns
+them while it waits for work, takes it and sends replies, so a request it is idle for and
+the reply to it wake no other thread. It lends them to the IO thread for as long as it runs
+a task: the IO thread then reads what arrived behind the running task into the queue
+before it handles an abort or a cancel (so those see every queued task), and sends replies
+the main thread held back for a batch once they have waited BATCH_GATHER. When the IO
+thread needs the sockets while the main thread is idle (to rejoin, to stop), it asks
+(`_io_wants`) and wakes the main thread, which lends them until they are given back.
 
 Rejoining: an engine the hub declared dead for its silence (the process was stopped, or
 the network cut) and then heard from again gets a `rejoin_request` on control. The hub
@@ -49,8 +59,9 @@ from .capture import OutputRouter, TaskOutput
 
 log = logging.getLogger("taskhub.engine")
 
-_STOP = object()
-BATCH_GATHER = 0.0005  # see Engine._io_outbox
+_get = zmq.backend.Socket.get
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+BATCH_GATHER = 0.0005  # how long a reply may wait for others while more tasks are queued
 BATCH_GATHER_MAX = 64
 
 
@@ -91,8 +102,8 @@ class Engine:
         self._registration_timeout = 30.0
         self.controller_timeout = controller_timeout
         self.context = context
-        self.work = queue.Queue()
-        self.aborted = set()
+        self._queue = collections.deque()  # (channel, idents, msg, generation) to run
+        self.aborted = set()         # msg_ids never to run (under _cond, with the queue)
         self.outputs = {}            # msg_id -> TaskOutput of the running task
         self._running = None         # (msg_id, deadline, time_limit) of the task running now
         self._stops = queue.SimpleQueue()  # (msg_id, exception) for the SIGINT handler
@@ -100,16 +111,32 @@ class Engine:
         self._previous_sigint = signal.SIG_DFL
         self._main_ident = None
         self.fcache = serialize.FunctionCache()
+        self._task_env = nesting.TaskEnvironment()
         self._stopping = threading.Event()
-        self._outbox_url = f"inproc://taskhub-engine-out-{self.uuid}"
-        # Replies go from the main thread to the IO thread through a deque; the inproc
-        # socket only wakes the IO thread, once per batch of replies it has not yet seen
-        self._replies = collections.deque()
+        # the task and mux sockets: whose they are (see the module's docstring)
+        self._cond = threading.Condition()
+        # "main": the main thread's; "task": it runs a task, the IO thread may use them
+        # under _cond; "lent": it waits for the IO thread to give them back; "io": run()
+        # does not serve (yet, or any more)
+        self._owner = "io"
+        self._io_busy = False        # the IO thread uses them outside _cond (see _take_sockets)
+        self._io_wants = False       # the IO thread waits for the idle main thread's
+        self._poked_for = None       # the batch held back the IO thread was woken for
+        self._closed = False         # the IO thread has closed the sockets: stopping
+        self._task_socks = {}
+        self._sockets_version = 0    # the main thread polls anew when the sockets change
+        self._iopub = None
+        self._iopub_lock = threading.Lock()  # iopub is used by both threads
+        # replies held back for a batch while more tasks are queued (BATCH_GATHER at most)
+        self._held = []
+        self._held_until = 0.0
+        # pipes that wake a thread blocked in poll; any thread may write them
+        self._main_wake = _pipe()
+        self._io_wake = _pipe()
         # channels whose replies may go back together as one batch message: under the pure
         # scheme a C device, which forwards messages one by one, owns the task channel
         self._batch_channels = {"mux"} if info.get("task_scheme") == "pure" \
             else {"task", "mux"}
-        self._wake_pending = False
         self._io_thread = None
         self.user_ns = sys.modules["__main__"].__dict__
 
@@ -168,47 +195,53 @@ class Engine:
 
     # -- the IO thread ----------------------------------------------------------------------
     def _io_loop(self, ready):
-        outbox = self.context.socket(zmq.PULL)
-        outbox.bind(self._outbox_url)
+        socks = self._io_sockets()
         ready.set()
-        socks = self._io_sockets(outbox)
         last_ping = time.monotonic()
         while not self._stopping.is_set():
-            if self._io_turn(socks, outbox):
+            if self._io_turn(socks):
                 last_ping = time.monotonic()
             if self._rejoin_asked and not self._stopping.is_set():
-                socks = self._rejoin(socks, outbox)
+                socks = self._rejoin(socks)
                 last_ping = time.monotonic()
             elif time.monotonic() - last_ping > self.controller_timeout:
                 log.error("no heartbeat from the controller for %.0fs; shutting down",
                           self.controller_timeout)
                 self._begin_shutdown()
         self._unregister_quietly()
-        for sock in (*socks.values(), outbox):
-            sock.close(linger=500)
+        owned = self._take_sockets(timeout=5.0)
+        with self._cond, self._iopub_lock:
+            self._closed = True
+            for name, sock in socks.items():
+                if owned or name not in self._task_socks:  # else the main thread has them
+                    sock.close(linger=500)
+            self._cond.notify_all()
+        os.close(self._io_wake[0])
 
-    def _io_turn(self, socks, outbox):
-        """Serve what is ready on the sockets, publish output, enforce time limits; whether
-        a heartbeat came from the controller."""
+    def _io_turn(self, socks):
+        """Serve what is ready on the sockets, publish output, enforce time limits, send
+        replies held back too long; whether a heartbeat came from the controller."""
         pinged = False
         for sock, _ in self._poller.poll(self._poll_timeout()):
-            if sock is outbox:
-                self._io_outbox(socks, outbox)
-            elif sock is socks["ping"]:
+            if sock is socks["ping"]:
                 sock.recv()
                 pinged = True
             elif sock is socks["control"]:
                 self._io_control(socks, sock.recv_multipart())
-            else:
-                self._io_request("mux" if sock is socks["mux"] else "task",
-                                 sock.recv_multipart())
-        self._publish_output(socks["iopub"])
+            else:  # the wake pipe: a time limit to watch, or replies held back
+                _drain_pipe(self._io_wake[0])
+        with self._iopub_lock:
+            self._publish_output(socks["iopub"])
         self._enforce_time_limit()
+        if self._held and time.monotonic() >= self._held_until:
+            with self._cond:  # only while the main thread runs a task (else it sends them)
+                if self._owner != "main" and not self._closed:
+                    self._send_held()
         return pinged
 
-    def _io_sockets(self, outbox):
-        """Connect the sockets of the current uuid, poll them (and `outbox`) from now on,
-        and say hello on the task channels."""
+    def _io_sockets(self):
+        """Connect the sockets of the current uuid, poll those of the IO thread from now on,
+        say hello on the task channels; the task and mux sockets go to `_task_socks`."""
         ident = self.uuid.encode()
         socks = {}
         for name in ("mux", "task", "control"):
@@ -221,23 +254,65 @@ class Engine:
         socks["iopub"] = self.context.socket(zmq.PUB)
         socks["iopub"].connect(_url(self.info, "iopub"))
         self._poller = zmq.Poller()
-        for sock in (socks["mux"], socks["task"], socks["control"], socks["ping"], outbox):
+        for sock in (socks["control"], socks["ping"]):
             self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._io_wake[0], zmq.POLLIN)
         for name in ("mux", "task", "control"):
             self.session.send(socks[name], "engine_ready", {"id": self.id})
+        self._iopub = socks["iopub"]
+        self._task_socks = {"task": socks["task"], "mux": socks["mux"]}
+        self._sockets_version += 1
         return socks
 
-    def _rejoin(self, socks, outbox):
+    def _take_sockets(self, timeout=None):
+        """(IO thread) Have the task and mux sockets to itself, outside `_cond`: at once
+        while the main thread runs a task (or does not serve), else the main thread is woken
+        to lend them. Whether it has them; `_give_back` ends it."""
+        with self._cond:
+            if self._owner == "main":
+                self._io_wants = True
+                _poke(self._main_wake[1])
+                self._cond.wait_for(lambda: self._owner != "main", timeout)
+                self._io_wants = False
+            if self._owner == "main":
+                return False
+            self._io_busy = True
+            return True
+
+    def _give_back(self):
+        with self._cond:
+            self._io_busy = False
+            if self._owner == "lent":
+                self._owner = "main"
+            self._cond.notify_all()
+
+    def _rejoin(self, socks):
         """Register again, as a new engine, after the hub declared this one dead: what it
         was given to do has been failed or retried by now, so none of it may answer."""
         self._rejoin_asked = False
-        self.generation += 1  # queued work of earlier generations is skipped, replies dropped
-        self.aborted.clear()
+        if not self._take_sockets(timeout=10.0):
+            log.error("the main thread did not let go of the task sockets; shutting down")
+            self._begin_shutdown()
+            return socks
+        try:
+            return self._rejoin_with(socks)
+        finally:
+            self._give_back()
+
+    def _rejoin_with(self, socks):
+        with self._cond:
+            self.generation += 1  # work of earlier generations is skipped, replies dropped
+            self.aborted.clear()
+            self._queue.clear()
+            self._held.clear()
         self._stop_running(None, _Stop("EngineError", "the hub declared this engine dead "
                                        "while the task ran"))
         self._heart.stop()
-        for sock in socks.values():
-            sock.close(linger=0)
+        with self._iopub_lock:
+            for sock in socks.values():
+                sock.close(linger=0)
+            self._iopub, self._task_socks = None, {}
+            self._sockets_version += 1
         old, self.uuid = self.id, self._new_uuid()
         try:
             self._register()
@@ -246,9 +321,17 @@ class Engine:
             self._begin_shutdown()
             return {}
         log.warning("the hub declared engine %s dead; rejoined as engine %s", old, self.id)
-        return self._io_sockets(outbox)
+        with self._iopub_lock:
+            return self._io_sockets()
 
-    def _io_request(self, channel, frames, in_batch=False):
+    def _read_requests(self):
+        """Read every request that has arrived into the queue (by whoever owns the task
+        sockets: the main thread, or the IO thread under `_cond` while a task runs)."""
+        for channel, sock in self._task_socks.items():
+            while _get(sock, _EVENTS) & _POLLIN:  # no zmq.Again raised when nothing is there
+                self._queue_request(channel, sock.recv_multipart(zmq.NOBLOCK))
+
+    def _queue_request(self, channel, frames, in_batch=False):
         idents, msg = self.session.feed(frames)
         if msg is None:
             return
@@ -259,11 +342,11 @@ class Engine:
                 except ValueError:
                     self.session.dropped["undecodable"] += 1
                     continue
-                self._io_request(channel, sub, in_batch=True)
+                self._queue_request(channel, sub, in_batch=True)
             return
         if msg.msg_type != "apply_request":
             return
-        self.work.put((channel, idents, msg, self.generation))
+        self._queue.append((channel, idents, msg, self.generation))
 
     def _io_control(self, socks, frames):
         idents, msg = self.session.feed(frames)
@@ -280,7 +363,9 @@ class Engine:
         elif kind == "abort_request":  # no msg_ids: everything queued, but not what runs
             if ids is not None:
                 self._stop_running(ids, _Stop("TaskAborted", "aborted while it ran"))
-            self.aborted.update(self._queued_ids() if ids is None else ids)
+            with self._cond:
+                self._read_queued()
+                self.aborted.update(self._queued_ids() if ids is None else ids)
             content = {"status": "ok"}
         elif kind == "interrupt_request":
             self._stop_running(ids, KeyboardInterrupt())
@@ -296,30 +381,37 @@ class Engine:
         if kind == "shutdown_request":
             self._begin_shutdown()
 
+    def _read_queued(self):
+        """(IO thread, under `_cond`) While a task runs, the requests behind it are still in
+        the sockets: read them into the queue, so an abort sees every task queued here."""
+        if self._owner != "main" and not self._closed:
+            self._read_requests()
+
     def _queued_ids(self):
-        with self.work.mutex:
-            return [item[2].msg_id for item in self.work.queue if item is not _STOP]
+        return [item[2].msg_id for item in self._queue]
 
     def _abort_queued(self, msg_ids):
         """Mark those of msg_ids still queued never to run (a cancel: the running task is
-        left alone). Under the queue's lock, so none is taken off the queue meanwhile."""
-        with self.work.mutex:
-            queued = {item[2].msg_id for item in self.work.queue if item is not _STOP}
+        left alone). Under `_cond`, so none is taken off the queue meanwhile."""
+        with self._cond:
+            self._read_queued()
+            queued = set(self._queued_ids())
             taken = [m for m in msg_ids if m in queued]
             self.aborted.update(taken)
         return taken
 
     # -- stopping the running task (IO thread) ----------------------------------------------
     def _poll_timeout(self):
-        """ms to wait for sockets: short while a task runs, to publish output and to stop
-        it close to its time limit."""
+        """ms to wait for sockets: 100 while a task runs, to publish output as it comes;
+        less to stop a task close to its time limit, or to send replies held back for a
+        batch; 500 when idle."""
         running = self._running
-        if running is None:
-            return 500
-        deadline = running[1]
-        if deadline is None or self._timed_out == running[0]:
-            return 100
-        return max(0, min(100, int((deadline - time.monotonic()) * 1000) + 1))
+        timeout = 500 if running is None else 100
+        if running is not None and running[1] is not None and self._timed_out != running[0]:
+            timeout = min(timeout, int((running[1] - time.monotonic()) * 1000) + 1)
+        if self._held:
+            timeout = min(timeout, int((self._held_until - time.monotonic()) * 1000) + 1)
+        return max(0, timeout)
 
     def _enforce_time_limit(self):
         running = self._running
@@ -341,35 +433,20 @@ class Engine:
         signal.pthread_kill(self._main_ident, signal.SIGINT)
         return True
 
-    def _io_outbox(self, socks, outbox):
-        """Send every reply the main thread has finished. The wake flag is cleared before
-        the deque is read, so a reply appended after this read sends a wake of its own.
-
-        While more tasks wait in the queue (a map's), replies come in quick succession:
-        waiting BATCH_GATHER seconds first lets the next ones join this batch rather than
-        cost a wake and a message each. A reply with nothing queued behind it goes at once."""
-        if self.work.qsize() and len(self._replies) < BATCH_GATHER_MAX:
-            time.sleep(BATCH_GATHER)
-        while True:
-            try:
-                outbox.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-        self._wake_pending = False
-        replies = self._replies
+    # -- replies (whoever owns the task sockets) --------------------------------------------
+    def _send_held(self):
+        """Send the replies held back, on their channels; those of an earlier generation
+        are dropped (the hub gave up on them when it declared this engine dead)."""
+        held, self._held = self._held, []
         ready = {}  # channel -> frames of the replies to send now, in order
-        while replies:
-            channel, msg_id, generation, frames = replies.popleft()
-            output = self.outputs.pop(msg_id, None)
+        for channel, msg_id, generation, frames in held:
             if generation != self.generation:
                 log.warning("dropped the reply to task %s: the hub gave up on it when it "
                             "declared this engine dead", msg_id)
                 continue
-            if output is not None:
-                self._publish_chunks(socks["iopub"], output)
             ready.setdefault(channel, []).append(frames)
         for channel, batch in ready.items():
-            sock = socks.get(channel)
+            sock = self._task_socks.get(channel)
             if sock is None:
                 continue
             if channel in self._batch_channels:
@@ -412,49 +489,119 @@ class Engine:
 
     def _begin_shutdown(self):
         self._stopping.set()
-        self.work.put(_STOP)
+        _poke(self._main_wake[1])
+        with self._cond:
+            self._cond.notify_all()
 
     # -- the main thread: running tasks -----------------------------------------------------
     def run(self):
         """Execute requests until shut down (call on the main thread)."""
         router = OutputRouter.install()
-        out = self.context.socket(zmq.PUSH)
-        out.sndtimeo = 100  # see _hand_over
-        out.connect(self._outbox_url)
         self._install_sigint()
         try:
-            while True:
-                item = self.work.get()
-                if item is _STOP or self._stopping.is_set():
-                    break  # shutting down: what is still queued is not run
-                channel, idents, msg, generation = item
-                if generation != self.generation:
-                    continue  # the hub gave up on it (see _rejoin)
-                frames = self._execute(router, msg)
-                self._replies.append((channel, msg.msg_id, generation,
-                                      self._reply_frames(idents, msg, *frames)))
-                if not self._wake_pending:
-                    self._wake_pending = True
-                    self._hand_over(out, [b""])
+            with self._cond:
+                self._cond.wait_for(lambda: not self._io_busy or self._closed)
+                if self._closed:
+                    return
+                self._owner = "main"
+            self._serve(router)
         finally:
-            out.close(linger=1000)
+            with self._cond:
+                if not self._closed and self._owner == "main":
+                    self._send_held()  # what is done goes out; what is queued is not run
+                self._owner = "io"
+                self._cond.notify_all()
             router.uninstall()
+            self._task_env.restore()
             if self._main_ident is not None:
                 self._main_ident = None
                 signal.signal(signal.SIGINT, self._previous_sigint)
             if self._io_thread is not None:
                 self._io_thread.join(5)
+            os.close(self._main_wake[0])
 
-    def _hand_over(self, out, frames):
-        """Wake the IO thread to send the replies queued for it. Once it has stopped
-        (shutting down) nobody reads the outbox, and a plain send could block forever; the
-        replies are dropped instead, and the hub fails the tasks as it does for any engine
-        that goes away."""
+    def _serve(self, router):
+        """The main loop: the main thread owns the task sockets here, except while it runs a
+        task or lends them to the IO thread."""
+        poller, version = None, None
+        queue_ = self._queue
         while not self._stopping.is_set():
-            try:
-                return out.send_multipart(frames, copy=False)
-            except zmq.Again:
+            if self._io_wants and not self._lend():
+                return
+            if version != self._sockets_version:
+                poller, version = self._main_poller(), self._sockets_version
+            self._read_requests()
+            if not queue_:
+                if self._held:
+                    self._send_held()  # nothing queued behind them: they go at once
+                for sock, _ in poller.poll(self._main_poll_timeout()):
+                    if sock is self._main_wake[0]:
+                        _drain_pipe(sock)
                 continue
+            if self._held and (len(self._held) >= BATCH_GATHER_MAX
+                               or time.monotonic() >= self._held_until):
+                self._send_held()
+            with self._cond:
+                if not queue_:
+                    continue  # a cancel came between: the IO thread may read the queue
+                channel, idents, msg, generation = queue_.popleft()
+            if generation != self.generation:
+                continue  # the hub gave up on it (see _rejoin)
+            frames = self._execute(router, msg)
+            if frames is None:  # the IO thread closed the sockets while the task ran
+                return
+            reply = (channel, msg.msg_id, generation, self._reply_frames(idents, msg, *frames))
+            output = self.outputs.pop(msg.msg_id, None)
+            if output is not None:
+                with self._iopub_lock:  # the last of its output goes before the reply
+                    if not self._closed:
+                        self._publish_chunks(self._iopub, output)
+            if not self._held:
+                self._held_until = time.monotonic() + BATCH_GATHER
+            self._held.append(reply)
+            if not queue_:
+                self._send_held()  # nothing queued behind it: no reason to wait
+
+    def _main_poller(self):
+        poller = zmq.Poller()
+        for sock in self._task_socks.values():
+            poller.register(sock, zmq.POLLIN)
+        poller.register(self._main_wake[0], zmq.POLLIN)
+        return poller
+
+    def _main_poll_timeout(self):
+        """ms the idle main thread waits: replies held back are sent by then."""
+        return None if not self._held else \
+            max(0, int((self._held_until - time.monotonic()) * 1000) + 1)
+
+    def _lend(self):
+        """Let the IO thread have the task sockets until it gives them back (it asked for
+        them: to rejoin, or to close them); whether the main thread has them again."""
+        with self._cond:
+            self._owner = "lent"
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._owner == "main" or self._closed
+                                or self._stopping.is_set())
+            return self._owner == "main"
+
+    def _release(self, deadline):
+        """(main thread) The IO thread may use the task sockets while a task runs; it is
+        woken if it has a time limit to enforce or replies held back to send."""
+        with self._cond:
+            self._owner = "task"
+        if deadline is not None or (self._held and self._poked_for != self._held_until):
+            self._poked_for = self._held_until  # once per batch held back
+            _poke(self._io_wake[1])
+
+    def _reclaim(self):
+        """(main thread) The task sockets are the main thread's again after a task; False
+        if they are closed (shutting down) meanwhile."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._io_busy or self._closed)
+            if self._closed or self._stopping.is_set():
+                return False
+            self._owner = "main"
+        return True
 
     def _install_sigint(self):
         """Route SIGINT through `_on_sigint` (only possible on the main thread; elsewhere
@@ -484,34 +631,44 @@ class Engine:
         return None
 
     def _execute(self, router, msg):
-        """(content, metadata, buffers) of the reply to one apply_request."""
-        if msg.msg_id in self.aborted:
+        """(content, metadata, buffers) of the reply to one apply_request; None if the task
+        sockets were closed while it ran (the engine is stopping)."""
+        with self._cond:
+            aborted = msg.msg_id in self.aborted
             self.aborted.discard(msg.msg_id)
+        if aborted:
             return ({"status": "error", "ename": "TaskAborted", "evalue": "aborted before it ran",
                      "traceback": ""}, {"status": "aborted"}, [])
         output = TaskOutput(msg["header"])
         self.outputs[msg.msg_id] = output
         started = utcnow()
-        with router.capturing(output):
-            content, buffers = self._call(msg)
-        self.aborted.discard(msg.msg_id)  # an abort that came while it ran
+        limit = _time_limit(msg["metadata"])
+        self._release(limit)
+        try:
+            with router.capturing(output):
+                content, buffers = self._call(msg, limit)
+        finally:
+            owned = self._reclaim()
+        if not owned:
+            return None
+        with self._cond:
+            self.aborted.discard(msg.msg_id)  # an abort that came while it ran
         md = {"status": content["status"], "started": started.isoformat(),
               "completed": utcnow().isoformat(), "stdout": output.text("stdout"),
               "stderr": output.text("stderr")}
         return content, md, buffers
 
-    def _call(self, msg):
-        limit = _time_limit(msg["metadata"])
+    def _call(self, msg, limit):
         f = args = kwargs = None
         try:
             self._running = (msg.msg_id, time.monotonic() + limit if limit else None, limit)
             try:
                 f, args, kwargs = strategies.unpack_apply(msg["buffers"], self.fcache)
-                with nesting.task_environment(msg["metadata"]):  # TASKHUB_DEPTH and group
-                    if msg["content"].get("map"):
-                        result = callables.run_map(f, args)
-                    else:
-                        result = f(*args, **kwargs)
+                self._task_env.enter(msg["metadata"])  # TASKHUB_DEPTH, its group, …
+                if msg["content"].get("map"):
+                    result = callables.run_map(f, args)
+                else:
+                    result = f(*args, **kwargs)
             finally:
                 self._running = None
         except BaseException as e:  # noqa: B902 - user code may raise anything, even SystemExit
@@ -525,13 +682,40 @@ class Engine:
 
     def _reply_frames(self, idents, msg, content, md, buffers):
         md.update(engine_id=self.id, engine_uuid=self.uuid)
-        frames, _ = self.session.serialize("apply_reply", content, parent=msg["header"],
-                                           metadata=md, buffers=buffers, idents=idents)
+        header = msg["raw"][1]  # the request's header frame: sent back, not re-encoded
+        frames, _ = self.session.serialize(
+            "apply_reply", content, parent=header if header.__class__ is bytes else msg["header"],
+            metadata=md, buffers=buffers, idents=idents)
         return frames
 
     def shutdown(self):
         """Stop serving (from any thread): the main loop ends after the current task."""
         self._begin_shutdown()
+
+
+def _pipe():
+    """A non-blocking pipe (read fd, write fd) that wakes a thread polling its read end."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    return r, w
+
+
+def _poke(fd):
+    """Wake whoever polls the pipe whose write end is `fd` (from any thread, even a signal
+    handler); a full pipe already wakes it, a closed one has nobody left to wake."""
+    try:
+        os.write(fd, b"\0")
+    except (BlockingIOError, OSError):
+        pass
+
+
+def _drain_pipe(fd):
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
 
 
 def _no_answer(url, timeout, connected):

@@ -654,8 +654,11 @@ class Engine:
         with self._cond:
             self.aborted.discard(msg.msg_id)  # an abort that came while it ran
         md = {"status": content["status"], "started": started.isoformat(),
-              "completed": utcnow().isoformat(), "stdout": output.text("stdout"),
-              "stderr": output.text("stderr")}
+              "completed": utcnow().isoformat()}
+        for name in ("stdout", "stderr"):  # left out when empty: the hub then records the
+            text = output.text(name)       # metadata's JSON as it comes (no re-encoding)
+            if text:
+                md[name] = text
         return content, md, buffers
 
     def _call(self, msg, limit):

@@ -18,6 +18,8 @@ import uuid
 from collections import Counter, deque
 from datetime import datetime, timezone
 
+from .jsonutil import gc_paused
+
 DELIM = b"<TH|MSG>"
 
 # Requests that name tasks travel on the task channel, behind the tasks they name: one
@@ -83,7 +85,14 @@ _decode_json = json.JSONDecoder().decode
 
 def _loads(frame):
     # str in: json.loads would otherwise sniff the encoding of every bytes frame
-    return _decode_json(frame.decode() if isinstance(frame, (bytes, bytearray)) else frame)
+    text = frame.decode() if isinstance(frame, (bytes, bytearray)) else frame
+    if len(text) < _BIG_JSON:
+        return _decode_json(text)
+    with gc_paused():  # e.g. a db_reply's records: see gc_paused
+        return _decode_json(text)
+
+
+_BIG_JSON = 1 << 20
 
 
 def dumps(obj):
@@ -162,9 +171,11 @@ class Session:
 
     def serialize(self, msg_type, content=None, parent=None, metadata=None, buffers=(),
                   idents=(), header=None):
-        """Frames for a new message; returns (frames, header)."""
+        """Frames for a new message; returns (frames, header). `content` is a dict, or the
+        JSON bytes of one (sent as they are: a db_reply's records are never decoded)."""
         header = header or self.header(msg_type)
-        parts = [dumps(header), dumps(parent or {}), dumps(metadata or {}), dumps(content or {})]
+        content = content if isinstance(content, bytes) else dumps(content or {})
+        parts = [dumps(header), dumps(parent or {}), dumps(metadata or {}), content]
         return [*idents, DELIM, self.sign(parts), *parts, *buffers], header
 
     def send(self, socket, msg_type, content=None, parent=None, metadata=None, buffers=(),

@@ -17,7 +17,7 @@ import zmq
 
 from .. import callables, error, nesting, paths, strategies
 from ..appbase import read_connection_file
-from ..jsonutil import dates_in_record, parse_date, tag_dates
+from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable,
                        unpack_frames)
 from ..zmqsocket import recv_head_copied, shared_context
@@ -424,8 +424,11 @@ class Client:
         if keys is not None and not all(isinstance(k, str) for k in keys):
             raise TypeError("keys must be a string or a list of strings")
         content = self._hub_request("db_request", {"query": tag_dates(query), "keys": keys,
-                                                   "sort": sort, "limit": limit, "skip": skip})
-        buffers = iter(content["_buffers"])
+                                                   "sort": sort, "limit": limit, "skip": skip,
+                                                   "rows": True})
+        if "rows" in content:
+            return records_from_rows(content["keys"], content["rows"], content["_buffers"])
+        buffers = iter(content["_buffers"])  # a controller from before rows: record dicts
         lens = iter(content["buffer_lens"])
         records = []
         for rec in content["records"]:

@@ -1,6 +1,7 @@
 """The hub's query service: what clients and engines ask on the query socket.
 
-Each `<kind>_request` has a handler `_q_<kind>(msg, ident) -> (content, buffers)`. A handler
+Each `<kind>_request` has a handler `_q_<kind>(msg, ident) -> (content, buffers)`, the
+content a dict or the JSON bytes of one (a db_reply's, made without decoding). A handler
 raises to refuse: the error's class name and message go back to the asker, and the
 controller carries on. Handlers read the controller's state and the task DB; the only
 things they change are registrations, watchers and (through the controller) resubmissions,
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from ..callables import function_id
 from ..error import NoTaskDB, QueryError, TaskhubError, UnknownTaskError
 from ..jsonutil import untag_dates
+from ..session import dumps
 from . import hubstate as hs
 
 log = logging.getLogger("taskhub.controller")
@@ -136,11 +138,19 @@ class QueryService:
 
     # -- the task DB ------------------------------------------------------------------------
     def _q_db(self, msg, ident):
+        """The matching records as rows (`rows: true`, docs/messages.md): the JSON text the
+        task DB makes is spliced into the reply's content as it is, never decoded here.
+        Without `rows`, as an earlier client reads them: a list of record dicts."""
         content = msg["content"]
         query, keys = _query(content), content.get("keys")
+        page = {"sort": content.get("sort"), "limit": content.get("limit"),
+                "skip": content.get("skip")}
         self.c.recorder.flush()
-        records = self.c.db.find_records(query, keys, sort=content.get("sort"),
-                                         limit=content.get("limit"), skip=content.get("skip"))
+        if content.get("rows") is True:
+            rows = self.c.db.find_rows(query, keys, **page)
+            head = dumps({"status": "ok", "keys": rows.keys})
+            return b"".join([head[:-1], b',"rows":', *rows.json_parts, b"}"]), rows.buffers
+        records = self.c.db.find_records(query, keys, **page)
         buffers, lens = [], []
         for rec in records:
             for key in ("buffers", "result_buffers"):

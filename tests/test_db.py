@@ -6,6 +6,7 @@ query operator has a shared (query, expected msg_ids) case over the same records
 backend that answers differently fails by name.
 """
 import functools
+import json
 import re
 import sqlite3
 import uuid
@@ -23,6 +24,7 @@ from taskhub.controller.db.sqlite import (
     SQLiteDB, order_clause, pack_buffers, unpack_buffers, where_clause,
 )
 from taskhub.error import NoTaskDB, QueryError, UnknownTaskError
+from taskhub.jsonutil import EncodedJSON, records_from_rows
 
 def _options(kind, request, tmp_path):
     if kind == "sqlite":
@@ -285,6 +287,70 @@ def test_find_records_leaves_out_buffers_unless_named(loaded):
         {"msg_id": "a", "engine_uuid": "e1"}]
     assert loaded.find_records({"msg_id": "a"}, keys=["buffers", "result_buffers"]) == [
         {"msg_id": "a", "buffers": [b"f\x00n", b""], "result_buffers": [b"r" * 1000]}]
+
+
+# Every kind of value at its edges: text JSON must escape, dates before 1970 and at the ends
+# of the calendar, whole seconds, non-finite floats (Python's JSON has them), empty buffers.
+ODD = dict(msg_id='odd "q" \\ \x00\n\u2028 é ☃ ]', submitted=datetime(1969, 12, 31, 23, 59, 59,
+           999999, tzinfo=timezone.utc), started=datetime(1, 1, 1, tzinfo=timezone.utc),
+           completed=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+           received=datetime(2024, 5, 1, tzinfo=timezone.utc), stdout="a\x00b\tc\u2028",
+           label="[x]", engine_id=-3, status="", header={},
+           metadata={"nan": float("nan"), "inf": float("-inf"), "n": [{"a": None}, "é"]},
+           buffers=[b""], result_buffers=[])
+
+
+def decoded(rows):
+    """What a client makes of RecordRows: the JSON decoded as the client decodes it."""
+    return records_from_rows(rows.keys, json.loads(rows.json), rows.buffers)
+
+
+def same(got, expected):
+    """Equal records, keys in the same order, NaN equal to NaN, datetimes UTC-aware."""
+    assert [list(record) for record in got] == [list(record) for record in expected]
+    assert repr(got) == repr(expected)
+    for record in got:
+        for key in ("submitted", "started", "completed", "received"):
+            if record.get(key) is not None:
+                assert record[key].utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("keys", [None, TASK_RECORD_KEYS, "stdout", ["buffers"],
+                                  ["result_buffers", "completed", "header", "engine_id"],
+                                  ["error", "metadata"], ["buffers", "result_buffers"]])
+@pytest.mark.parametrize("query, page", [
+    ({}, {}),
+    ({"completed": {"$ne": None}}, {}),
+    ({"engine_uuid": {"$in": ["e1", "e2"]}}, {"sort": "-submitted", "limit": 2, "skip": 1}),
+    ({"label": "nothing"}, {}),
+])
+def test_find_rows_are_what_find_records_finds(loaded, keys, query, page):
+    loaded.add_record(ODD["msg_id"], ODD)
+    same(decoded(loaded.find_rows(query, keys, **page)),
+         loaded.find_records(query, keys, **page))
+
+
+def test_find_rows_checks_like_find_records(loaded):
+    with pytest.raises(QueryError, match="did you mean 'completed'"):
+        loaded.find_rows({"complete": None})
+    with pytest.raises(QueryError, match="unknown TaskRecord key 'engine_uid' in keys"):
+        loaded.find_rows({}, keys=["engine_uid"])
+    with pytest.raises(QueryError, match="limit must be"):
+        loaded.find_rows({}, limit=-1)
+
+
+def test_sqlite_rows_carry_stored_json_as_it_is(tmp_path):
+    """Dicts stored as JSON text go into the rows unchanged, never decoded and encoded."""
+    db = make_db("sqlite", filename=tmp_path / "t.db")
+    db.add_record("a", {"header": EncodedJSON({"x": 1}, '{"x":   1}'), "metadata": {"y": 2}})
+    rows = db.find_rows({}, keys=["header", "metadata", "content"])
+    assert rows.json == b'[["a",{"x":   1},{"y": 2},null]]'
+    db.close()
+
+
+def test_find_rows_of_the_none_backend_refuses():
+    with pytest.raises(NoTaskDB):
+        make_db("none").find_rows({})
 
 
 def test_unknown_key_in_keys_suggests_the_nearest(loaded):

@@ -183,6 +183,29 @@ def test_db_query_rows_give_what_the_earlier_reply_form_gave(rc):
         rc.db_query({"completed": {"$lt": "yesterday"}})
 
 
+def test_db_query_rows_come_in_many_replies_and_a_late_refusal_ends_them(cluster, rc,
+                                                                         monkeypatch):
+    from taskhub.controller import queries
+    rc.load_balanced_view().map_sync(square, range(7))
+    query, keys = {"client_uuid": rc.session.session}, ["completed", "result_buffers"]
+    whole = rc.db_query(query, keys=keys)
+    monkeypatch.setattr(queries, "ROWS_PER_REPLY", 2)
+    assert rc.db_query(query, keys=keys) == whole and len(whole) == 7
+    assert rc.db_query({"label": "no such label"}) == []
+
+    db = cluster.controller.db
+    def failing(*args, **kwargs):
+        chunks = iter(type(db).find_rows(db, *args, **kwargs))
+        yield next(chunks)
+        raise ValueError("the task DB failed half-way")
+    monkeypatch.setattr(db, "find_rows", failing)
+    with pytest.raises(ValueError, match="failed half-way"):
+        rc.db_query(query, keys=keys)
+    assert not rc._partial
+    monkeypatch.undo()
+    assert rc.db_query(query, keys=keys) == whole
+
+
 def test_get_result_from_another_client_and_resubmit(cluster, rc):
     ar = rc.load_balanced_view().apply_async(square, 6)
     ar.get(10)

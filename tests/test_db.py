@@ -300,9 +300,15 @@ ODD = dict(msg_id='odd "q" \\ \x00\n\u2028 é ☃ ]', submitted=datetime(1969, 1
            buffers=[b""], result_buffers=[])
 
 
-def decoded(rows):
-    """What a client makes of RecordRows: the JSON decoded as the client decodes it."""
-    return records_from_rows(rows.keys, json.loads(rows.json), rows.buffers)
+def decoded(chunks):
+    """What a client makes of find_rows' RecordRows: each one's JSON decoded, then joined."""
+    keys, rows, buffers = None, [], []
+    for chunk in chunks:
+        assert keys in (None, chunk.keys)
+        keys = chunk.keys
+        rows += json.loads(chunk.json)
+        buffers += chunk.buffers
+    return records_from_rows(keys, rows, buffers)
 
 
 def same(got, expected):
@@ -324,10 +330,19 @@ def same(got, expected):
     ({"engine_uuid": {"$in": ["e1", "e2"]}}, {"sort": "-submitted", "limit": 2, "skip": 1}),
     ({"label": "nothing"}, {}),
 ])
-def test_find_rows_are_what_find_records_finds(loaded, keys, query, page):
+@pytest.mark.parametrize("chunk", [None, 1, 2])
+def test_find_rows_are_what_find_records_finds(loaded, keys, query, page, chunk):
     loaded.add_record(ODD["msg_id"], ODD)
-    same(decoded(loaded.find_rows(query, keys, **page)),
+    same(decoded(loaded.find_rows(query, keys, chunk=chunk, **page)),
          loaded.find_records(query, keys, **page))
+
+
+@pytest.mark.parametrize("chunk, sizes", [(None, [6]), (2, [2, 2, 2]), (4, [4, 2]),
+                                          (6, [6]), (7, [6])])
+def test_find_rows_come_in_chunks_and_at_least_one(loaded, chunk, sizes):
+    loaded.add_record(ODD["msg_id"], ODD)
+    assert [len(json.loads(c.json)) for c in loaded.find_rows({}, chunk=chunk)] == sizes
+    assert [json.loads(c.json) for c in loaded.find_rows({"label": "-"}, chunk=chunk)] == [[]]
 
 
 def test_find_rows_checks_like_find_records(loaded):
@@ -343,7 +358,7 @@ def test_sqlite_rows_carry_stored_json_as_it_is(tmp_path):
     """Dicts stored as JSON text go into the rows unchanged, never decoded and encoded."""
     db = make_db("sqlite", filename=tmp_path / "t.db")
     db.add_record("a", {"header": EncodedJSON({"x": 1}, '{"x":   1}'), "metadata": {"y": 2}})
-    rows = db.find_rows({}, keys=["header", "metadata", "content"])
+    [rows] = db.find_rows({}, keys=["header", "metadata", "content"])
     assert rows.json == b'[["a",{"x":   1},{"y": 2},null]]'
     db.close()
 

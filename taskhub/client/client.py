@@ -66,6 +66,7 @@ class Client:
         self._early = {}          # replies that came before their AsyncResult was tracked
         self._lock = threading.Lock()  # guards _pending and _early together
         self._requests = {}       # msg_id of a hub/control request -> Future of its reply
+        self._partial = {}        # msg_id of a db_request -> its replies so far (IO thread)
         self._engines = {}        # id -> uuid
         self._engines_changed = threading.Condition()
         self._closed = False
@@ -232,9 +233,31 @@ class Client:
             ar._receive(msg_id, value, md)
 
     def _on_request_reply(self, msg):
+        content = msg["content"]
+        if isinstance(content, dict) and "rows" in content:  # a db_reply: maybe one of many
+            msg = self._gather_rows(msg)
+            if msg is None:
+                return
+        elif self._partial:
+            self._partial.pop(msg.parent_id, None)  # an error ended a db_reply's rows
         future = self._requests.pop(msg.parent_id, None)
         if future is not None:
             future.set_result(msg)
+
+    def _gather_rows(self, msg):
+        """The db_replies of one request joined in the first, once the last (no `more`) has
+        come; None till then. Each is decoded as it comes, while the hub makes the next."""
+        first = self._partial.get(msg.parent_id)
+        if first is None:
+            first = msg
+        else:
+            first["content"]["rows"].extend(msg["content"]["rows"])
+            first["buffers"].extend(msg["buffers"])
+        if msg["content"].get("more") is True:
+            self._partial[msg.parent_id] = first
+            return None
+        self._partial.pop(msg.parent_id, None)
+        return first
 
     def _on_notification(self, msg):
         content = msg["content"]

@@ -30,16 +30,19 @@ class QueryService:
         self.engine_hosts = {}  # uuid -> (hostname, pid) of every engine that registered
 
     def handle(self, msg, ident):
-        """(content, buffers) of the reply to `msg` from `ident`."""
+        """The replies to `msg` from `ident`: an iterator of (content, buffers), to be sent
+        as each comes. Nearly always one; a db_request's rows come in several (see _q_db),
+        and a refusal after some were made comes as a last, error reply."""
         kind = msg.msg_type
         handler = getattr(self, "_q_" + kind[:-len("_request")], None) \
             if kind.endswith("_request") else None
         if handler is None:
-            return _error("ValueError", f"unknown request {kind!r}"), []
+            return iter([(_error("ValueError", f"unknown request {kind!r}"), [])])
         try:
-            return handler(msg, ident)
+            reply = handler(msg, ident)
         except _REFUSALS as e:
-            return _error(type(e).__name__, _message(e)), []
+            return iter([(_error(type(e).__name__, _message(e)), [])])
+        return iter([reply]) if isinstance(reply, tuple) else _refusing(reply)
 
     # -- engines ----------------------------------------------------------------------------
     def _q_registration(self, msg, ident):
@@ -138,18 +141,18 @@ class QueryService:
 
     # -- the task DB ------------------------------------------------------------------------
     def _q_db(self, msg, ident):
-        """The matching records as rows (`rows: true`, docs/messages.md): the JSON text the
-        task DB makes is spliced into the reply's content as it is, never decoded here.
-        Without `rows`, as an earlier client reads them: a list of record dicts."""
+        """The matching records as rows (`rows: true`, docs/messages.md), in replies of at
+        most ROWS_PER_REPLY records, each sent as soon as it is made (while the client
+        decodes one, the task DB makes the next). The JSON text the task DB makes is spliced
+        into each reply's content as it is, never decoded here. Without `rows`, as an
+        earlier client reads them: one reply with a list of record dicts."""
         content = msg["content"]
         query, keys = _query(content), content.get("keys")
         page = {"sort": content.get("sort"), "limit": content.get("limit"),
                 "skip": content.get("skip")}
         self.c.recorder.flush()
         if content.get("rows") is True:
-            rows = self.c.db.find_rows(query, keys, **page)
-            head = dumps({"status": "ok", "keys": rows.keys})
-            return b"".join([head[:-1], b',"rows":', *rows.json_parts, b"}"]), rows.buffers
+            return _row_replies(self.c.db.find_rows(query, keys, chunk=ROWS_PER_REPLY, **page))
         records = self.c.db.find_records(query, keys, **page)
         buffers, lens = [], []
         for rec in records:
@@ -275,6 +278,36 @@ class QueryService:
                              "as long as the controller runs: register it again with "
                              "rc.register_function)")
         return {"status": "ok"}, [self.functions[fid]]
+
+
+ROWS_PER_REPLY = 2000  # records in one db_reply of rows: ~2 MB of typical records
+
+
+def _row_replies(chunks):
+    """(content, buffers) of one db_reply per RecordRows of `chunks`; all but the last say
+    `more: true`. The first is made here, so that what find_rows raises refuses the request."""
+    chunks = iter(chunks)
+    current = next(chunks)
+
+    def replies(current):
+        for following in chunks:
+            yield _rows_content(current, more=True), current.buffers
+            current = following
+        yield _rows_content(current, more=False), current.buffers
+    return replies(current)
+
+
+def _rows_content(rows, more):
+    head = dumps({"status": "ok", "keys": rows.keys, **({"more": True} if more else {})})
+    return b"".join([head[:-1], b',"rows":', *rows.json_parts, b"}"])
+
+
+def _refusing(replies):
+    """`replies`, ended by an error reply if making one raises a refusal."""
+    try:
+        yield from replies
+    except _REFUSALS as e:
+        yield _error(type(e).__name__, _message(e)), []
 
 
 def _query(content):

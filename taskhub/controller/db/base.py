@@ -226,13 +226,20 @@ class TaskDB(ABC):
         query, key, sort, limit or skip raises QueryError.
         """
 
-    def find_rows(self, query, keys=None, sort=None, limit=None, skip=None):
-        """What find_records finds, as the RecordRows of a db_reply: the hub relays them to
-        a client without decoding them. This generic version encodes find_records' dicts; a
-        backend that stores JSON text (SQLite) builds the text without decoding it."""
+    def find_rows(self, query, keys=None, sort=None, limit=None, skip=None, chunk=None):
+        """What find_records finds, as the RecordRows of db_replies: an iterator of at least
+        one RecordRows of at most `chunk` records each (one of all if None). The hub relays
+        them to a client without decoding them, sending each as soon as it is made. Errors in
+        the arguments are raised by the call, not by the iterator.
+
+        This generic version encodes find_records' dicts; a backend that stores JSON text
+        (SQLite) builds the text without decoding it."""
         from taskhub.controller.db.query import projection
         keys = projection(keys)
-        return rows_of(keys, self.find_records(query, keys, sort, limit, skip))
+        records = self.find_records(query, keys, sort, limit, skip)
+        size = chunk or max(len(records), 1)
+        return (rows_of(keys, records[start:start + size])
+                for start in range(0, max(len(records), 1), size))
 
     @abstractmethod
     def drop_matching_records(self, query):

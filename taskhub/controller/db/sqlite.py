@@ -167,6 +167,19 @@ def _rows_with_buffers(keys, segments, cursor):
     return RecordRows(keys, [b"[", b",".join(rows), b"]"], buffers)
 
 
+def _in_chunks(cursor, size, make):
+    """make(rows) for every `size` rows of `cursor` (all of them at once if None), at least
+    once. The statement ran already: errors in the query were raised before this."""
+    first = True
+    while True:
+        rows = cursor.fetchmany(size) if size else cursor.fetchall()
+        if rows or first:
+            yield make(rows)
+        first = False
+        if not size or len(rows) < size:
+            return
+
+
 def _regexp(pattern, value):
     """SQLite's `value REGEXP pattern`: Python re.search; NULL never matches."""
     return isinstance(value, str) and re.search(pattern, value) is not None
@@ -370,7 +383,7 @@ class SQLiteDB(TaskDB):
         return [{key: value if value is None or to_python is None else to_python(value)
                  for key, to_python, value in zip(keys, convert, row)} for row in rows]
 
-    def find_rows(self, query, keys=None, sort=None, limit=None, skip=None):
+    def find_rows(self, query, keys=None, sort=None, limit=None, skip=None, chunk=None):
         """The rows of a db_reply, made as text by SQLite: dict columns are spliced in as
         stored (JSON), the other keys encoded by json_array, datetimes as ISO text
         (`_iso_sql`) — no value becomes a Python object on the way, except buffers."""
@@ -379,12 +392,14 @@ class SQLiteDB(TaskDB):
         if all(kind != "buffers" for kind, _ in segments):
             row = " || ',' || ".join(sql for _, sql in segments)
             # a blob: the UTF-8 text as stored, no str made and none encoded again
-            rows = self._select(f"CAST('[' || {row} || ']' AS BLOB)", query, sort, limit, skip)
-            return RecordRows(keys, [b"[", b",".join([text for (text,) in rows]), b"]"], [])
+            cursor = self._select(f"CAST('[' || {row} || ']' AS BLOB)", query, sort, limit,
+                                  skip)
+            return _in_chunks(cursor, chunk, lambda rows: RecordRows(
+                keys, [b"[", b",".join([text for (text,) in rows]), b"]"], []))
         columns = ", ".join(sql if kind == "buffers" else f"CAST({sql} AS BLOB)"
                             for kind, sql in segments)
-        return _rows_with_buffers(keys, segments, self._select(columns, query, sort, limit,
-                                                               skip))
+        return _in_chunks(self._select(columns, query, sort, limit, skip), chunk,
+                          lambda rows: _rows_with_buffers(keys, segments, rows))
 
     def _select(self, columns, query, sort, limit, skip):
         """A cursor over `columns` (SQL) of the records `query` matches, in order, paged."""

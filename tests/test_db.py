@@ -328,6 +328,8 @@ def same(got, expected):
     ({}, {}),
     ({"completed": {"$ne": None}}, {}),
     ({"engine_uuid": {"$in": ["e1", "e2"]}}, {"sort": "-submitted", "limit": 2, "skip": 1}),
+    ({"engine_uuid": {"$in": ["e1", "e2"]}}, {}),
+    ({"client_uuid": {"$ne": "c2"}}, {"sort": ["label", ("engine_id", -1)], "skip": 1}),
     ({"label": "nothing"}, {}),
 ])
 @pytest.mark.parametrize("chunk", [None, 1, 2])
@@ -361,6 +363,26 @@ def test_sqlite_rows_carry_stored_json_as_it_is(tmp_path):
     [rows] = db.find_rows({}, keys=["header", "metadata", "content"])
     assert rows.json == b'[["a",{"x":   1},{"y": 2},null]]'
     db.close()
+
+
+def test_sqlite_rows_that_need_a_sort_come_by_rowid_in_chunks(tmp_path, monkeypatch):
+    """When no index gives the order, the rowids are sorted first and the rows read in
+    chunks, so the first chunk is ready before the last is made."""
+    db = make_db("sqlite", filename=tmp_path / "t.db")
+    db.add_records(RECORDS)
+    made = []
+    monkeypatch.setattr(sqlite_module, "_ByRowid", functools.partial(_Recording, made))
+    chunks = db.find_rows({"engine_uuid": {"$in": ["e1", "e2"]}}, keys="label", chunk=2)
+    assert [json.loads(c.json) for c in chunks] == [[["a", "alpha-1"], ["b", "alpha-2"]],
+                                                   [["c", "beta"], ["e", "Alpha-3"]]]
+    assert made == [[2, 1, 5, 4]]  # rowids, in submission order
+    db.close()
+
+
+class _Recording(sqlite_module._ByRowid):
+    def __init__(self, made, conn, columns, table, ids):
+        made.append(ids)
+        super().__init__(conn, columns, table, ids)
 
 
 def test_find_rows_of_the_none_backend_refuses():

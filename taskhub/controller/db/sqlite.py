@@ -180,6 +180,24 @@ def _in_chunks(cursor, size, make):
             return
 
 
+class _ByRowid:
+    """The rows of `columns` of the records with the rowids `ids`, in that order, read by
+    fetchmany (what _in_chunks uses of a cursor)."""
+
+    def __init__(self, conn, columns, table, ids):
+        self._conn, self._ids, self._next = conn, ids, 0
+        self._sql = (f'SELECT {columns} FROM json_each(?) AS page JOIN "{table}" '
+                     f'ON "{table}".rowid = page.value ORDER BY page.key')
+
+    def fetchmany(self, size):
+        ids = self._ids[self._next:self._next + size]
+        self._next += size
+        return self._conn.execute(self._sql, [json.dumps(ids)]).fetchall() if ids else []
+
+    def fetchall(self):
+        return self.fetchmany(len(self._ids))
+
+
 def _regexp(pattern, value):
     """SQLite's `value REGEXP pattern`: Python re.search; NULL never matches."""
     return isinstance(value, str) and re.search(pattern, value) is not None
@@ -393,25 +411,33 @@ class SQLiteDB(TaskDB):
             row = " || ',' || ".join(sql for _, sql in segments)
             # a blob: the UTF-8 text as stored, no str made and none encoded again
             cursor = self._select(f"CAST('[' || {row} || ']' AS BLOB)", query, sort, limit,
-                                  skip)
+                                  skip, chunk)
             return _in_chunks(cursor, chunk, lambda rows: RecordRows(
                 keys, [b"[", b",".join([text for (text,) in rows]), b"]"], []))
         columns = ", ".join(sql if kind == "buffers" else f"CAST({sql} AS BLOB)"
                             for kind, sql in segments)
-        return _in_chunks(self._select(columns, query, sort, limit, skip), chunk,
+        return _in_chunks(self._select(columns, query, sort, limit, skip, chunk), chunk,
                           lambda rows: _rows_with_buffers(keys, segments, rows))
 
-    def _select(self, columns, query, sort, limit, skip):
-        """A cursor over `columns` (SQL) of the records `query` matches, in order, paged."""
+    def _select(self, columns, query, sort, limit, skip, chunk=None):
+        """A cursor over `columns` (SQL) of the records `query` matches, in order, paged.
+
+        With `chunk` (rows to be read that many at a time), a statement that would sort
+        every match (no index gives the order) finds the rowids in order first and reads
+        the rows `chunk` at a time (_ByRowid): the first rows come before the last are
+        made, and the sort holds rowids and keys, not the columns made for the rows."""
         where, params = where_clause(query)
         order, (limit, skip) = order_clause(sort), page_bounds(limit, skip)
         source = self._source(query)
-        sql = f'SELECT {columns} FROM {source} WHERE {where} ORDER BY {order}'
         if limit is not None:
             return self._page(columns, source, where, params, sort, limit, skip)
+        rest = f'FROM {source} WHERE {where} ORDER BY {order}'
         if skip:
-            return self._conn.execute(sql + " LIMIT -1 OFFSET ?", [*params, skip])
-        return self._conn.execute(sql, params)
+            rest, params = rest + " LIMIT -1 OFFSET ?", [*params, skip]
+        if chunk and self._sorts_everything(f"SELECT rowid {rest}", params):
+            ids = self._conn.execute(f"SELECT rowid {rest}", params)
+            return _ByRowid(self._conn, columns, self.table, [rowid for (rowid,) in ids])
+        return self._conn.execute(f"SELECT {columns} {rest}", params)
 
     def _source(self, query):
         """What a query reads: the table, or, when it asks for one status other than "ok",

@@ -18,6 +18,8 @@ import uuid
 from collections import Counter, deque
 from datetime import datetime, timezone
 
+from .jsonutil import gc_paused
+
 DELIM = b"<TH|MSG>"
 
 # Requests that name tasks travel on the task channel, behind the tasks they name: one
@@ -91,6 +93,9 @@ _encode_fast = _c_encoder(None, _encode_other, json.encoder.encode_basestring_as
 def _loads(frame):
     # str in: json.loads would otherwise sniff the encoding of every bytes frame
     text = frame.decode() if isinstance(frame, (bytes, bytearray)) else frame
+    if len(text) >= _BIG_JSON:
+        with gc_paused():  # e.g. a db_reply's records: see gc_paused
+            return _decode_json(text)
     try:  # the scanner alone: what we send has no whitespace around the value
         value, end = _scan_json(text, 0)
         if end == len(text):
@@ -98,6 +103,9 @@ def _loads(frame):
     except StopIteration:
         pass
     return _decode_json(text)  # whitespace around it, or not JSON: the full decoder decides
+
+
+_BIG_JSON = 1 << 20
 
 
 def dumps(obj):
@@ -181,10 +189,13 @@ class Session:
     def serialize(self, msg_type, content=None, parent=None, metadata=None, buffers=(),
                   idents=(), header=None):
         """Frames for a new message; returns (frames, header). `parent` may be the parent's
-        header frame as received (bytes): a reply then sends it back as is."""
+        header frame as received (bytes): a reply then sends it back as is. `content` is a
+        dict, or the JSON bytes of one (sent as they are: a db_reply's records are never
+        decoded)."""
         header = header or self.header(msg_type)
         parts = [dumps(header), parent if parent.__class__ is bytes else dumps(parent or {}),
-                 dumps(metadata or {}), dumps(content or {})]
+                 dumps(metadata or {}),
+                 content if content.__class__ is bytes else dumps(content or {})]
         return [*idents, DELIM, self.sign(parts), *parts, *buffers], header
 
     def send(self, socket, msg_type, content=None, parent=None, metadata=None, buffers=(),

@@ -150,6 +150,62 @@ def test_db_query_with_datetimes_and_buffers(rc):
     assert ar.msg_ids[0] in rc.hub_history()
 
 
+def test_db_query_rows_give_what_the_earlier_reply_form_gave(rc):
+    """Rows (what db_query asks for) against record dicts (what a request without `rows`
+    still gets, for earlier clients): the same records, every key type exactly."""
+    from taskhub.controller.db import TASK_RECORD_KEYS
+    from taskhub.controller.db.query import projection
+    from taskhub.jsonutil import dates_in_record
+    lview = rc.load_balanced_view()
+    lview.map_sync(square, range(5))
+    with pytest.raises(RemoteError, match="ZeroDivisionError"):
+        lview.apply_sync(lambda: 1 / 0)
+    for keys, page in [(None, {}), (list(TASK_RECORD_KEYS), {}),
+                       (["result_buffers", "completed", "error"], {"sort": "-completed",
+                                                                   "limit": 3, "skip": 1})]:
+        query = {"client_uuid": rc.session.session}
+        content = rc._hub_request("db_request", {"query": query, "keys": keys, **page})
+        assert "rows" not in content
+        buffers, lens = iter(content["_buffers"]), iter(content["buffer_lens"])
+        earlier = []
+        for record in content["records"]:
+            for key, n in (next(lens), next(lens)):
+                if n is not None:
+                    record[key] = [bytes(next(buffers)) for _ in range(n)]
+            earlier.append(dates_in_record(record))
+        records = rc.db_query(query, keys=keys, **page)
+        assert records == earlier
+        assert all(list(r) == list(projection(keys)) for r in records)  # as find_records
+        assert all(r["completed"].utcoffset() == timedelta(0) for r in records)
+        if keys == list(TASK_RECORD_KEYS):
+            assert any(r["error"] for r in records) and any(r["buffers"] for r in records)
+    with pytest.raises(QueryError, match="needs a datetime, not str"):
+        rc.db_query({"completed": {"$lt": "yesterday"}})
+
+
+def test_db_query_rows_come_in_many_replies_and_a_late_refusal_ends_them(cluster, rc,
+                                                                         monkeypatch):
+    from taskhub.controller import queries
+    rc.load_balanced_view().map_sync(square, range(7))
+    query, keys = {"client_uuid": rc.session.session}, ["completed", "result_buffers"]
+    whole = rc.db_query(query, keys=keys)
+    monkeypatch.setattr(queries, "ROWS_PER_REPLY", 2)
+    assert rc.db_query(query, keys=keys) == whole and len(whole) == 7
+    assert rc.db_query({"label": "no such label"}) == []
+
+    db = cluster.controller.db
+    def failing(*args, **kwargs):
+        chunks = iter(type(db).find_rows(db, *args, **kwargs))
+        yield next(chunks)
+        raise ValueError("the task DB failed half-way")
+    monkeypatch.setattr(db, "find_rows", failing)
+    with pytest.raises(ValueError, match="failed half-way"):
+        rc.db_query(query, keys=keys)
+    assert not rc._partial
+    monkeypatch.undo()
+    assert rc.db_query(query, keys=keys) == whole
+
+
 def test_get_result_from_another_client_and_resubmit(cluster, rc):
     ar = rc.load_balanced_view().apply_async(square, 6)
     ar.get(10)

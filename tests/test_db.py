@@ -6,6 +6,7 @@ query operator has a shared (query, expected msg_ids) case over the same records
 backend that answers differently fails by name.
 """
 import functools
+import json
 import re
 import sqlite3
 import uuid
@@ -23,6 +24,7 @@ from taskhub.controller.db.sqlite import (
     SQLiteDB, order_clause, pack_buffers, unpack_buffers, where_clause,
 )
 from taskhub.error import NoTaskDB, QueryError, UnknownTaskError
+from taskhub.jsonutil import EncodedJSON, records_from_rows
 
 def _options(kind, request, tmp_path):
     if kind == "sqlite":
@@ -285,6 +287,107 @@ def test_find_records_leaves_out_buffers_unless_named(loaded):
         {"msg_id": "a", "engine_uuid": "e1"}]
     assert loaded.find_records({"msg_id": "a"}, keys=["buffers", "result_buffers"]) == [
         {"msg_id": "a", "buffers": [b"f\x00n", b""], "result_buffers": [b"r" * 1000]}]
+
+
+# Every kind of value at its edges: text JSON must escape, dates before 1970 and at the ends
+# of the calendar, whole seconds, non-finite floats (Python's JSON has them), empty buffers.
+ODD = dict(msg_id='odd "q" \\ \x00\n\u2028 é ☃ ]', submitted=datetime(1969, 12, 31, 23, 59, 59,
+           999999, tzinfo=timezone.utc), started=datetime(1, 1, 1, tzinfo=timezone.utc),
+           completed=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+           received=datetime(2024, 5, 1, tzinfo=timezone.utc), stdout="a\x00b\tc\u2028",
+           label="[x]", engine_id=-3, status="", header={},
+           metadata={"nan": float("nan"), "inf": float("-inf"), "n": [{"a": None}, "é"]},
+           buffers=[b""], result_buffers=[])
+
+
+def decoded(chunks):
+    """What a client makes of find_rows' RecordRows: each one's JSON decoded, then joined."""
+    keys, rows, buffers = None, [], []
+    for chunk in chunks:
+        assert keys in (None, chunk.keys)
+        keys = chunk.keys
+        rows += json.loads(chunk.json)
+        buffers += chunk.buffers
+    return records_from_rows(keys, rows, buffers)
+
+
+def same(got, expected):
+    """Equal records, keys in the same order, NaN equal to NaN, datetimes UTC-aware."""
+    assert [list(record) for record in got] == [list(record) for record in expected]
+    assert repr(got) == repr(expected)
+    for record in got:
+        for key in ("submitted", "started", "completed", "received"):
+            if record.get(key) is not None:
+                assert record[key].utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("keys", [None, TASK_RECORD_KEYS, "stdout", ["buffers"],
+                                  ["result_buffers", "completed", "header", "engine_id"],
+                                  ["error", "metadata"], ["buffers", "result_buffers"]])
+@pytest.mark.parametrize("query, page", [
+    ({}, {}),
+    ({"completed": {"$ne": None}}, {}),
+    ({"engine_uuid": {"$in": ["e1", "e2"]}}, {"sort": "-submitted", "limit": 2, "skip": 1}),
+    ({"engine_uuid": {"$in": ["e1", "e2"]}}, {}),
+    ({"client_uuid": {"$ne": "c2"}}, {"sort": ["label", ("engine_id", -1)], "skip": 1}),
+    ({"label": "nothing"}, {}),
+])
+@pytest.mark.parametrize("chunk", [None, 1, 2])
+def test_find_rows_are_what_find_records_finds(loaded, keys, query, page, chunk):
+    loaded.add_record(ODD["msg_id"], ODD)
+    same(decoded(loaded.find_rows(query, keys, chunk=chunk, **page)),
+         loaded.find_records(query, keys, **page))
+
+
+@pytest.mark.parametrize("chunk, sizes", [(None, [6]), (2, [2, 2, 2]), (4, [4, 2]),
+                                          (6, [6]), (7, [6])])
+def test_find_rows_come_in_chunks_and_at_least_one(loaded, chunk, sizes):
+    loaded.add_record(ODD["msg_id"], ODD)
+    assert [len(json.loads(c.json)) for c in loaded.find_rows({}, chunk=chunk)] == sizes
+    assert [json.loads(c.json) for c in loaded.find_rows({"label": "-"}, chunk=chunk)] == [[]]
+
+
+def test_find_rows_checks_like_find_records(loaded):
+    with pytest.raises(QueryError, match="did you mean 'completed'"):
+        loaded.find_rows({"complete": None})
+    with pytest.raises(QueryError, match="unknown TaskRecord key 'engine_uid' in keys"):
+        loaded.find_rows({}, keys=["engine_uid"])
+    with pytest.raises(QueryError, match="limit must be"):
+        loaded.find_rows({}, limit=-1)
+
+
+def test_sqlite_rows_carry_stored_json_as_it_is(tmp_path):
+    """Dicts stored as JSON text go into the rows unchanged, never decoded and encoded."""
+    db = make_db("sqlite", filename=tmp_path / "t.db")
+    db.add_record("a", {"header": EncodedJSON({"x": 1}, '{"x":   1}'), "metadata": {"y": 2}})
+    [rows] = db.find_rows({}, keys=["header", "metadata", "content"])
+    assert rows.json == b'[["a",{"x":   1},{"y": 2},null]]'
+    db.close()
+
+
+def test_sqlite_rows_that_need_a_sort_come_by_rowid_in_chunks(tmp_path, monkeypatch):
+    """When no index gives the order, the rowids are sorted first and the rows read in
+    chunks, so the first chunk is ready before the last is made."""
+    db = make_db("sqlite", filename=tmp_path / "t.db")
+    db.add_records(RECORDS)
+    made = []
+    monkeypatch.setattr(sqlite_module, "_ByRowid", functools.partial(_Recording, made))
+    chunks = db.find_rows({"engine_uuid": {"$in": ["e1", "e2"]}}, keys="label", chunk=2)
+    assert [json.loads(c.json) for c in chunks] == [[["a", "alpha-1"], ["b", "alpha-2"]],
+                                                   [["c", "beta"], ["e", "Alpha-3"]]]
+    assert made == [[2, 1, 5, 4]]  # rowids, in submission order
+    db.close()
+
+
+class _Recording(sqlite_module._ByRowid):
+    def __init__(self, made, conn, columns, table, ids):
+        made.append(ids)
+        super().__init__(conn, columns, table, ids)
+
+
+def test_find_rows_of_the_none_backend_refuses():
+    with pytest.raises(NoTaskDB):
+        make_db("none").find_rows({})
 
 
 def test_unknown_key_in_keys_suggests_the_nearest(loaded):

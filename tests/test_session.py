@@ -113,3 +113,28 @@ def test_msg_ids_are_unique_32_hex_digits(pair):
     a, _ = pair
     ids = {a.header("x")["msg_id"] for _ in range(1000)}
     assert len(ids) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_content_given_as_json_bytes_is_sent_as_it_is_and_signed(pair):
+    """A db_reply's content is made as JSON text (records never decoded by the hub)."""
+    a, b = pair
+    text = b'{"status":"ok","rows":[[1, {"a":  null}]]}'
+    frames, _ = a.serialize("db_reply", text, buffers=[b"x"])
+    assert frames[5] == text
+    _, msg = b.feed(frames)
+    assert msg["content"] == {"status": "ok", "rows": [[1, {"a": None}]]}
+
+
+def test_a_big_content_decodes_the_same_and_leaves_the_collector_as_it_was(pair):
+    import gc
+    a, b = pair
+    content = {"rows": [[i, {"k": [i, None]}] for i in range(100_000)]}
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            frames, _ = a.serialize("db_reply", content)
+            assert len(frames[5]) > 1 << 20
+            _, msg = b.feed(frames)
+            assert msg["content"] == content and gc.isenabled() is enabled
+        finally:
+            gc.enable()

@@ -17,7 +17,7 @@ import zmq
 
 from .. import callables, error, nesting, paths, strategies
 from ..appbase import read_connection_file
-from ..jsonutil import dates_in_record, parse_date, tag_dates
+from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable,
                        unpack_frames)
 from ..zmqsocket import recv_head_copied, shared_context
@@ -68,6 +68,7 @@ class Client:
         self._early = {}          # replies that came before their AsyncResult was tracked
         self._lock = threading.Lock()  # guards _pending and _early together
         self._requests = {}       # msg_id of a hub/control request -> Future of its reply
+        self._partial = {}        # msg_id of a db_request -> its replies so far (IO thread)
         self._engines = {}        # id -> uuid
         self._engines_changed = threading.Condition()
         self._closed = False
@@ -233,9 +234,31 @@ class Client:
             ar._receive(msg_id, value, md)
 
     def _on_request_reply(self, msg):
+        content = msg["content"]
+        if isinstance(content, dict) and "rows" in content:  # a db_reply: maybe one of many
+            msg = self._gather_rows(msg)
+            if msg is None:
+                return
+        elif self._partial:
+            self._partial.pop(msg.parent_id, None)  # an error ended a db_reply's rows
         future = self._requests.pop(msg.parent_id, None)
         if future is not None:
             future.set_result(msg)
+
+    def _gather_rows(self, msg):
+        """The db_replies of one request joined in the first, once the last (no `more`) has
+        come; None till then. Each is decoded as it comes, while the hub makes the next."""
+        first = self._partial.get(msg.parent_id)
+        if first is None:
+            first = msg
+        else:
+            first["content"]["rows"].extend(msg["content"]["rows"])
+            first["buffers"].extend(msg["buffers"])
+        if msg["content"].get("more") is True:
+            self._partial[msg.parent_id] = first
+            return None
+        self._partial.pop(msg.parent_id, None)
+        return first
 
     def _on_notification(self, msg):
         content = msg["content"]
@@ -425,8 +448,11 @@ class Client:
         if keys is not None and not all(isinstance(k, str) for k in keys):
             raise TypeError("keys must be a string or a list of strings")
         content = self._hub_request("db_request", {"query": tag_dates(query), "keys": keys,
-                                                   "sort": sort, "limit": limit, "skip": skip})
-        buffers = iter(content["_buffers"])
+                                                   "sort": sort, "limit": limit, "skip": skip,
+                                                   "rows": True})
+        if "rows" in content:
+            return records_from_rows(content["keys"], content["rows"], content["_buffers"])
+        buffers = iter(content["_buffers"])  # a controller from before rows: record dicts
         lens = iter(content["buffer_lens"])
         records = []
         for rec in content["records"]:

@@ -563,11 +563,12 @@ class Controller:
         self._answer(self.sockets["query"], msg, idents)
 
     def _answer(self, sock, msg, idents):
-        content, buffers = self.queries.handle(msg, idents[0])
+        replies = self.queries.handle(msg, idents[0])
         self._flush_to_clients()
         reply_type = msg.msg_type.replace("_request", "_reply")
-        self.session.send(sock, reply_type, content, parent=msg["header"],
-                          buffers=buffers, idents=idents)
+        for content, buffers in replies:
+            self.session.send(sock, reply_type, content, parent=msg["header"],
+                              buffers=buffers, idents=idents)
         if msg.msg_type == "shutdown_request" and content.get("status") == "ok":
             self.stop()
 

@@ -1,6 +1,7 @@
 """The hub's query service: what clients and engines ask on the query socket.
 
-Each `<kind>_request` has a handler `_q_<kind>(msg, ident) -> (content, buffers)`. A handler
+Each `<kind>_request` has a handler `_q_<kind>(msg, ident) -> (content, buffers)`, the
+content a dict or the JSON bytes of one (a db_reply's, made without decoding). A handler
 raises to refuse: the error's class name and message go back to the asker, and the
 controller carries on. Handlers read the controller's state and the task DB; the only
 things they change are registrations, watchers and (through the controller) resubmissions,
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from ..callables import function_id
 from ..error import NoTaskDB, QueryError, TaskhubError, UnknownTaskError
 from ..jsonutil import untag_dates
+from ..session import dumps
 from . import hubstate as hs
 
 log = logging.getLogger("taskhub.controller")
@@ -28,16 +30,19 @@ class QueryService:
         self.engine_hosts = {}  # uuid -> (hostname, pid) of every engine that registered
 
     def handle(self, msg, ident):
-        """(content, buffers) of the reply to `msg` from `ident`."""
+        """The replies to `msg` from `ident`: an iterator of (content, buffers), to be sent
+        as each comes. Nearly always one; a db_request's rows come in several (see _q_db),
+        and a refusal after some were made comes as a last, error reply."""
         kind = msg.msg_type
         handler = getattr(self, "_q_" + kind[:-len("_request")], None) \
             if kind.endswith("_request") else None
         if handler is None:
-            return _error("ValueError", f"unknown request {kind!r}"), []
+            return iter([(_error("ValueError", f"unknown request {kind!r}"), [])])
         try:
-            return handler(msg, ident)
+            reply = handler(msg, ident)
         except _REFUSALS as e:
-            return _error(type(e).__name__, _message(e)), []
+            return iter([(_error(type(e).__name__, _message(e)), [])])
+        return iter([reply]) if isinstance(reply, tuple) else _refusing(reply)
 
     # -- engines ----------------------------------------------------------------------------
     def _q_registration(self, msg, ident):
@@ -136,11 +141,19 @@ class QueryService:
 
     # -- the task DB ------------------------------------------------------------------------
     def _q_db(self, msg, ident):
+        """The matching records as rows (`rows: true`, docs/messages.md), in replies of at
+        most ROWS_PER_REPLY records, each sent as soon as it is made (while the client
+        decodes one, the task DB makes the next). The JSON text the task DB makes is spliced
+        into each reply's content as it is, never decoded here. Without `rows`, as an
+        earlier client reads them: one reply with a list of record dicts."""
         content = msg["content"]
         query, keys = _query(content), content.get("keys")
+        page = {"sort": content.get("sort"), "limit": content.get("limit"),
+                "skip": content.get("skip")}
         self.c.recorder.flush()
-        records = self.c.db.find_records(query, keys, sort=content.get("sort"),
-                                         limit=content.get("limit"), skip=content.get("skip"))
+        if content.get("rows") is True:
+            return _row_replies(self.c.db.find_rows(query, keys, chunk=ROWS_PER_REPLY, **page))
+        records = self.c.db.find_records(query, keys, **page)
         buffers, lens = [], []
         for rec in records:
             for key in ("buffers", "result_buffers"):
@@ -265,6 +278,36 @@ class QueryService:
                              "as long as the controller runs: register it again with "
                              "rc.register_function)")
         return {"status": "ok"}, [self.functions[fid]]
+
+
+ROWS_PER_REPLY = 2000  # records in one db_reply of rows: ~2 MB of typical records
+
+
+def _row_replies(chunks):
+    """(content, buffers) of one db_reply per RecordRows of `chunks`; all but the last say
+    `more: true`. The first is made here, so that what find_rows raises refuses the request."""
+    chunks = iter(chunks)
+    current = next(chunks)
+
+    def replies(current):
+        for following in chunks:
+            yield _rows_content(current, more=True), current.buffers
+            current = following
+        yield _rows_content(current, more=False), current.buffers
+    return replies(current)
+
+
+def _rows_content(rows, more):
+    head = dumps({"status": "ok", "keys": rows.keys, **({"more": True} if more else {})})
+    return b"".join([head[:-1], b',"rows":', *rows.json_parts, b"}"])
+
+
+def _refusing(replies):
+    """`replies`, ended by an error reply if making one raises a refusal."""
+    try:
+        yield from replies
+    except _REFUSALS as e:
+        yield _error(type(e).__name__, _message(e)), []
 
 
 def _query(content):

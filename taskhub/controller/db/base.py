@@ -13,8 +13,10 @@ A backend implements the bulk methods (add_records, update_records, find_records
 drop_matching_records); the single-record methods are built on them here.
 """
 import difflib
+import json
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from taskhub.error import UnknownTaskError
 
@@ -130,6 +132,44 @@ def check_new_ids(ids, existing):
         raise ValueError(f"already in the task database (or added twice): msg_id {names}")
 
 
+class RecordRows(NamedTuple):
+    """Records as a db_reply carries them (docs/messages.md): `keys`, then `json_parts`,
+    pieces of UTF-8 that, joined, are the JSON text of a list with one row per record, each
+    a list of the values of `keys` in order. Datetimes are ISO-8601 text with the UTC
+    offset, dicts JSON objects, buffer keys the number of buffers (or null); the buffers
+    themselves are `buffers`, in row order and then key order."""
+    keys: tuple
+    json_parts: list
+    buffers: list
+
+    @property
+    def json(self):
+        return b"".join(self.json_parts)
+
+
+def _row_value(value):
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat()
+    raise TypeError(f"{type(value).__name__} {value!r:.60} in a TaskRecord is not JSON-able")
+
+
+_encode_rows = json.JSONEncoder(separators=(",", ":"), default=_row_value).encode
+
+
+def rows_of(keys, records):
+    """The RecordRows of the record dicts `records`, which have the keys `keys` (a tuple)."""
+    counted = [i for i, key in enumerate(keys) if key in BUFFER_KEYS]
+    rows, buffers = [], []
+    for record in records:
+        row = [record[key] for key in keys]
+        for i in counted:
+            if row[i] is not None:
+                buffers.extend(row[i])
+                row[i] = len(row[i])
+        rows.append(row)
+    return RecordRows(keys, [_encode_rows(rows).encode()], buffers)
+
+
 _EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 
 
@@ -185,6 +225,21 @@ class TaskDB(ABC):
         returned — a page, computed by the backend, not by fetching everything. A bad
         query, key, sort, limit or skip raises QueryError.
         """
+
+    def find_rows(self, query, keys=None, sort=None, limit=None, skip=None, chunk=None):
+        """What find_records finds, as the RecordRows of db_replies: an iterator of at least
+        one RecordRows of at most `chunk` records each (one of all if None). The hub relays
+        them to a client without decoding them, sending each as soon as it is made. Errors in
+        the arguments are raised by the call, not by the iterator.
+
+        This generic version encodes find_records' dicts; a backend that stores JSON text
+        (SQLite) builds the text without decoding it."""
+        from taskhub.controller.db.query import projection
+        keys = projection(keys)
+        records = self.find_records(query, keys, sort, limit, skip)
+        size = chunk or max(len(records), 1)
+        return (rows_of(keys, records[start:start + size])
+                for start in range(0, max(len(records), 1), size))
 
     @abstractmethod
     def drop_matching_records(self, query):

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 
 from taskhub.jsonutil import EncodedJSON
 from taskhub.controller.db.base import (
-    KEY_KINDS, TASK_RECORD_KEYS, TaskDB, _check_keys, check_new_ids, clean_value,
+    KEY_KINDS, TASK_RECORD_KEYS, RecordRows, TaskDB, _check_keys, check_new_ids, clean_value,
     record_changes,
 )
 from taskhub.controller.db.query import (
@@ -148,6 +148,84 @@ def _sql_changes(msg_id, changes):
 
 _FROM_SQL = {"datetime": lambda micros: _EPOCH + micros * _MICROSECOND,
              "dict": json.loads, "buffers": unpack_buffers}
+
+
+def _iso_sql(column):
+    """SQL for the datetime `column` (µs since the epoch) as ISO text with its UTC offset,
+    "2026-11-21 22:28:59.021667+00:00" (a space between date and time, as SQLite writes it:
+    datetime.fromisoformat reads it), NULL for NULL. Seconds are floored, so dates before
+    1970 are right too."""
+    micros = f"(({column} % 1000000 + 1000000) % 1000000)"
+    return (f"datetime(({column} - {micros}) / 1000000, 'unixepoch') || '.' || "
+            f"substr({micros} + 1000000, 2) || '+00:00'")
+
+
+def _row_segments(keys):
+    """(kind, SQL) pieces whose values, joined by ",", are the JSON of a row of `keys`, in
+    order: a dict column as the JSON text stored ("null" for NULL), a buffer column as its
+    blob (to be counted and unpacked), and a run of other keys as one json_array with its
+    brackets trimmed (its first and last characters are never brackets otherwise: every
+    item is a str, a number or null)."""
+    segments, run = [], []
+    for key in [*keys, None]:
+        kind = KEY_KINDS.get(key)
+        if kind in ("str", "int", "datetime"):
+            run.append(_iso_sql(f'"{key}"') if kind == "datetime" else f'"{key}"')
+            continue
+        if run:
+            segments.append(("json", f"trim(json_array({', '.join(run)}), '[]')"))
+            run = []
+        if kind == "dict":
+            segments.append(("json", f"""coalesce("{key}", 'null')"""))
+        elif kind == "buffers":
+            segments.append(("buffers", f'"{key}"'))
+    return segments
+
+
+def _rows_with_buffers(keys, segments, cursor):
+    """The RecordRows of rows of `segments` selected separately (some are buffer blobs)."""
+    rows, buffers = [], []
+    for values in cursor:
+        parts = []
+        for (kind, _), value in zip(segments, values):
+            if kind == "buffers" and value is not None:
+                value = unpack_buffers(value)
+                buffers.extend(value)
+                value = str(len(value)).encode()
+            parts.append(b"null" if value is None else value)
+        rows.append(b"[" + b",".join(parts) + b"]")
+    return RecordRows(keys, [b"[", b",".join(rows), b"]"], buffers)
+
+
+def _in_chunks(cursor, size, make):
+    """make(rows) for every `size` rows of `cursor` (all of them at once if None), at least
+    once. The statement ran already: errors in the query were raised before this."""
+    first = True
+    while True:
+        rows = cursor.fetchmany(size) if size else cursor.fetchall()
+        if rows or first:
+            yield make(rows)
+        first = False
+        if not size or len(rows) < size:
+            return
+
+
+class _ByRowid:
+    """The rows of `columns` of the records with the rowids `ids`, in that order, read by
+    fetchmany (what _in_chunks uses of a cursor)."""
+
+    def __init__(self, conn, columns, table, ids):
+        self._conn, self._ids, self._next = conn, ids, 0
+        self._sql = (f'SELECT {columns} FROM json_each(?) AS page JOIN "{table}" '
+                     f'ON "{table}".rowid = page.value ORDER BY page.key')
+
+    def fetchmany(self, size):
+        ids = self._ids[self._next:self._next + size]
+        self._next += size
+        return self._conn.execute(self._sql, [json.dumps(ids)]).fetchall() if ids else []
+
+    def fetchall(self):
+        return self.fetchmany(len(self._ids))
 
 
 def _regexp(pattern, value):
@@ -348,19 +426,48 @@ class SQLiteDB(TaskDB):
 
     def find_records(self, query, keys=None, sort=None, limit=None, skip=None):
         keys = projection(keys)
-        where, params = where_clause(query)
-        order, (limit, skip) = order_clause(sort), page_bounds(limit, skip)
-        columns, source = ", ".join(f'"{key}"' for key in keys), self._source(query)
-        sql = f'SELECT {columns} FROM {source} WHERE {where} ORDER BY {order}'
-        if limit is not None:
-            rows = self._page(columns, source, where, params, sort, limit, skip)
-        elif skip:
-            rows = self._conn.execute(sql + " LIMIT -1 OFFSET ?", [*params, skip])
-        else:
-            rows = self._conn.execute(sql, params)
+        rows = self._select(", ".join(f'"{key}"' for key in keys), query, sort, limit, skip)
         convert = [_FROM_SQL.get(KEY_KINDS[key]) for key in keys]
         return [{key: value if value is None or to_python is None else to_python(value)
                  for key, to_python, value in zip(keys, convert, row)} for row in rows]
+
+    def find_rows(self, query, keys=None, sort=None, limit=None, skip=None, chunk=None):
+        """The rows of a db_reply, made as text by SQLite: dict columns are spliced in as
+        stored (JSON), the other keys encoded by json_array, datetimes as ISO text
+        (`_iso_sql`) — no value becomes a Python object on the way, except buffers."""
+        keys = projection(keys)
+        segments = _row_segments(keys)
+        if all(kind != "buffers" for kind, _ in segments):
+            row = " || ',' || ".join(sql for _, sql in segments)
+            # a blob: the UTF-8 text as stored, no str made and none encoded again
+            cursor = self._select(f"CAST('[' || {row} || ']' AS BLOB)", query, sort, limit,
+                                  skip, chunk)
+            return _in_chunks(cursor, chunk, lambda rows: RecordRows(
+                keys, [b"[", b",".join([text for (text,) in rows]), b"]"], []))
+        columns = ", ".join(sql if kind == "buffers" else f"CAST({sql} AS BLOB)"
+                            for kind, sql in segments)
+        return _in_chunks(self._select(columns, query, sort, limit, skip, chunk), chunk,
+                          lambda rows: _rows_with_buffers(keys, segments, rows))
+
+    def _select(self, columns, query, sort, limit, skip, chunk=None):
+        """A cursor over `columns` (SQL) of the records `query` matches, in order, paged.
+
+        With `chunk` (rows to be read that many at a time), a statement that would sort
+        every match (no index gives the order) finds the rowids in order first and reads
+        the rows `chunk` at a time (_ByRowid): the first rows come before the last are
+        made, and the sort holds rowids and keys, not the columns made for the rows."""
+        where, params = where_clause(query)
+        order, (limit, skip) = order_clause(sort), page_bounds(limit, skip)
+        source = self._source(query)
+        if limit is not None:
+            return self._page(columns, source, where, params, sort, limit, skip)
+        rest = f'FROM {source} WHERE {where} ORDER BY {order}'
+        if skip:
+            rest, params = rest + " LIMIT -1 OFFSET ?", [*params, skip]
+        if chunk and self._sorts_everything(f"SELECT rowid {rest}", params):
+            ids = self._conn.execute(f"SELECT rowid {rest}", params)
+            return _ByRowid(self._conn, columns, self.table, [rowid for (rowid,) in ids])
+        return self._conn.execute(f"SELECT {columns} {rest}", params)
 
     def _source(self, query):
         """What a query reads: the table, or, when it asks for one status other than "ok",

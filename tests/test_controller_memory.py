@@ -8,6 +8,8 @@ from taskhub.controller import controller as controller_module
 from taskhub.controller import malloc
 from taskhub.controller.controller import Controller
 from taskhub.controller.db import make_db
+from taskhub.controller.scheduler import (Dep, EngineUp, Outcome, SchedulerState, SendTask,
+                                          TaskFinished, TaskSubmitted)
 from taskhub.session import Session, new_key
 
 KB = 1000
@@ -152,3 +154,20 @@ def test_glibc_is_found_where_there_is_one(monkeypatch):
         assert libc is not None and hasattr(libc, "malloc_trim")
     else:
         assert libc is None
+
+
+def test_remembered_outcomes_share_one_instance_per_kind():
+    """The scheduler remembers the outcomes of 65,536 finished tasks for dependencies: equal
+    outcomes are one object (and one engine uuid string), not a copy per task."""
+    s = SchedulerState()
+    s.handle(EngineUp("a"))
+    for i in range(100):
+        s.handle(TaskSubmitted(f"t{i}"))
+        # a fresh, equal engine string for each reply, as decoding a message makes
+        s.handle(TaskFinished(f"t{i}", "".join(["a"]), ok=i % 2 == 0))
+    assert len(s.outcomes) == 100
+    assert len({id(o) for o in s.outcomes.values()}) == 2
+    assert s.outcomes["t0"] == Outcome(True, "a") and s.outcomes["t1"] == Outcome(False, "a")
+    # and a dependency on a remembered task is still judged by it
+    assert s.handle(TaskSubmitted("t100", after=Dep(frozenset({"t0"})))) == [
+        SendTask("t100", "a")]

@@ -231,3 +231,19 @@ def test_the_log_is_not_emptied_under_a_writer_in_a_transaction(tmp_path):
     finally:
         conn.close()
         writer.close()
+
+
+def test_sqlite_history_is_the_generic_one_read_as_strings():
+    from datetime import datetime, timedelta, timezone
+
+    from taskhub.controller.db.base import TaskDB
+    db = sqlite_db.SQLiteDB(":memory:").open()
+    try:
+        t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        db.add_records([{"msg_id": f"m{i}", "submitted": t0 + timedelta(seconds=(7 * i) % 5)}
+                        for i in range(20)] + [{"msg_id": "no-date"}])
+        history = db.get_history()
+        assert history == TaskDB.get_history(db)  # submission order, ties as inserted
+        assert len(history) == 21 and all(type(m) is str for m in history)
+    finally:
+        db.close()

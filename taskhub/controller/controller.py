@@ -44,9 +44,9 @@ log = logging.getLogger("taskhub.controller")
 CLIENT_CHANNELS = ("query", "task", "mux", "control", "iopub", "notification")
 ENGINE_CHANNELS = ("query", "task", "mux", "control", "iopub", "hb_ping", "hb_pong")
 MAX_PER_TURN = 512  # messages read from one socket per turn, so no socket starves the rest
-MAX_BYTES_PER_TURN = 8 * 2**20  # frame bytes read from one socket per turn: bounds the data
+MAX_BYTES_PER_TURN = 4 * 2**20  # frame bytes read from one socket per turn: bounds the data
 # a turn holds (and the DB writes it flushes) when messages are big; see _drain
-ENGINE_RCVHWM = 64  # replies waiting in the controller per engine connection; more wait in
+ENGINE_RCVHWM = 16  # replies waiting in the controller per engine connection; more wait in
 # the engine (its sends never block), so a burst of big results is not all held here at once
 RELEASE_AFTER = 32 * 2**20  # frame bytes taken in before an idle loop gives memory back
 IDLE = 0.05  # seconds without a message that make the loop idle (see _release_memory)

@@ -32,6 +32,7 @@ from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packabl
                        unpack_frames, utcnow)
 from ..zmqsocket import make_context
 from . import hubstate as hs
+from . import malloc
 from . import scheduler as sc
 from .pure import PureDevice
 from .queries import QueryService
@@ -44,6 +45,12 @@ log = logging.getLogger("taskhub.controller")
 CLIENT_CHANNELS = ("query", "task", "mux", "control", "iopub", "notification")
 ENGINE_CHANNELS = ("query", "task", "mux", "control", "iopub", "hb_ping", "hb_pong")
 MAX_PER_TURN = 512  # messages read from one socket per turn, so no socket starves the rest
+MAX_BYTES_PER_TURN = 4 * 2**20  # frame bytes read from one socket per turn: bounds the data
+# a turn holds (and the DB writes it flushes) when messages are big; see _drain
+ENGINE_RCVHWM = 16  # replies waiting in the controller per engine connection; more wait in
+# the engine (its sends never block), so a burst of big results is not all held here at once
+RELEASE_AFTER = 32 * 2**20  # frame bytes taken in before an idle loop gives memory back
+IDLE = 0.05  # seconds without a message that make the loop idle (see _release_memory)
 HUB_IDENT = b"taskhub-hub"  # the routing id of requests the hub itself sends
 LOST_BATCH = 5000  # unfinished records marked lost per transaction (bounds memory, not time)
 
@@ -76,6 +83,7 @@ class Controller:
         self._in_batch = False  # handling the messages of a batch (batches do not nest)
         self.batch_peers = set()  # idents of engines and clients that said they read batches
         self._handled = 0  # messages handled so far (_drain's budget)
+        self._taken_in = 0  # frame bytes received since the loop last gave memory back
         self._device = None
         self.queries = QueryService(self)
         self._running = False
@@ -98,6 +106,8 @@ class Controller:
             sock.linger = 1000
             if kind == zmq.ROUTER:
                 sock.router_handover = 1  # a re-registering engine may reuse its identity
+            if name in ("e_task", "e_mux"):
+                sock.rcvhwm = ENGINE_RCVHWM
             self.ports[name] = sock.bind_to_random_port(f"tcp://{self.ip}")
             self.sockets[name] = sock
         self.sockets["e_iopub"].subscribe(b"")
@@ -147,8 +157,14 @@ class Controller:
                 wake = next_beat if self.recorder.next_due is None else \
                     min(next_beat, self.recorder.next_due)
                 timeout = max(0.0, wake - time.monotonic())
-                for sock, _ in poller.poll(timeout * 1000):
+                release = self._taken_in >= RELEASE_AFTER
+                if release:
+                    timeout = min(timeout, IDLE)
+                ready = poller.poll(timeout * 1000)
+                for sock, _ in ready:
                     self._drain(sock, handlers[sock])
+                if release and not ready and timeout >= IDLE:
+                    self._release_memory()
                 if time.monotonic() >= next_beat:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.heartbeat_period
@@ -165,19 +181,30 @@ class Controller:
 
     def _drain(self, sock, handler):
         """Handle what `sock` has ready, up to MAX_PER_TURN messages — a batch counting as
-        the messages in it, so that a turn stays short whoever sends batches."""
-        start = self._handled
-        while self._handled - start < MAX_PER_TURN:
+        the messages in it, so that a turn stays short whoever sends batches — and up to
+        MAX_BYTES_PER_TURN bytes of frames, so that a turn holds little data in flight
+        when messages are big. At least one message is read; the rest waits in the socket
+        for the next turn."""
+        start, taken = self._handled, 0
+        while self._handled - start < MAX_PER_TURN and taken < MAX_BYTES_PER_TURN:
             self._handled += 1
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
+            taken += sum(map(len, frames))
             try:
                 handler(frames)
             except Exception:  # a bad message must never take the controller down
                 self.session.dropped["handler error"] += 1
                 log.exception("error handling a message; dropped it")
+        self._taken_in += taken
+
+    def _release_memory(self):
+        """The loop went idle after taking in RELEASE_AFTER bytes: give the memory its
+        messages used back to the system (glibc keeps freed memory otherwise; malloc.py)."""
+        self._taken_in = 0
+        malloc.release()
 
     def stop(self):
         """Ask the loop to end; safe from any thread."""

@@ -239,6 +239,7 @@ class SchedulerState(StateMachine):
         self.assigned = {}       # msg_id -> uuid, for running tasks
         self.tasks = {}          # msg_id -> _Task, for every task not finished
         self.outcomes = OrderedDict()  # msg_id -> Outcome of recently finished tasks
+        self._shared = {}        # Outcome -> the equal instance `outcomes` holds (see _remember)
         self.dependents = {}     # msg_id -> msg_ids of blocked tasks waiting for it
         self.external = set()    # direct tasks that blocked tasks wait for
         self._ready = []         # heap of (-priority, seq, msg_id)
@@ -441,7 +442,11 @@ class SchedulerState(StateMachine):
         return out
 
     def _remember(self, msg_id, outcome):
-        self.outcomes[msg_id] = outcome
+        # Outcomes are few (ok or not, per engine) but remembered by the 65,536: share one
+        # instance, and its engine uuid, rather than keep a copy of each per task (~10 MB)
+        if len(self._shared) > 4096:
+            self._shared.clear()
+        self.outcomes[msg_id] = self._shared.setdefault(outcome, outcome)
         if len(self.outcomes) > self.remember:
             self.outcomes.popitem(last=False)
 

@@ -181,3 +181,33 @@ def test_batch_and_ssh_launchers_rebuild_from_info(tmp_path):
     ssh = SSHEngineSetLauncher(tmp_path, n=1, hosts=["h1:1"], ssh_args=["-F", "cfg"])
     again = Launcher.from_info(json.loads(json.dumps(ssh.info())))
     assert (again.hosts, again.ssh_args) == (["h1:1"], ["-F", "cfg"])
+
+
+def _status_command(stdout, stderr, code):
+    """A status command (in place of squeue/qstat) that answers with exactly this."""
+    script = (f"import sys; sys.stdout.write({stdout!r}); sys.stderr.write({stderr!r}); "
+              f"sys.exit({code})")
+    return [sys.executable, "-c", script]
+
+
+@pytest.mark.parametrize("cls, stdout, stderr, code, alive", [
+    # Slurm: a forgotten id fails squeue; an unreachable slurmctld fails it too, and then
+    # the job may well be running: only the first is an end
+    (SlurmEngineSetLauncher, "", "slurm_load_jobs error: Invalid job id specified\n", 1, False),
+    (SlurmEngineSetLauncher, "", "slurm_load_jobs error: Socket timed out on send/recv "
+                                 "operation\n", 1, True),
+    (SlurmEngineSetLauncher, "7 RUNNING\n", "", 0, True),
+    (SlurmEngineSetLauncher, "", "", 0, False),
+    (PBSEngineSetLauncher, "", "qstat: Unknown Job Id 7.server\n", 153, False),
+    (PBSEngineSetLauncher, "", "qstat: 7.server Job has finished, use -x\n", 35, False),
+    (PBSEngineSetLauncher, "", "", 1, False),  # Slurm's qstat wrapper: no row, no message
+    (PBSEngineSetLauncher, "", "Problem loading jobs.\n", 255, True),
+    (SGEEngineSetLauncher, "", "error: commlib error: got select error (Connection "
+                               "refused)\n", 1, True),
+    (SGEEngineSetLauncher, "job-ID prior name\n-----\n", "", 0, False),
+])
+def test_a_status_command_that_cannot_answer_does_not_end_a_job(tmp_path, cls, stdout,
+                                                                 stderr, code, alive):
+    launcher = cls(tmp_path, n=1, status_command=_status_command(stdout, stderr, code))
+    (tmp_path / "log").mkdir(exist_ok=True)
+    assert launcher.alive([BatchJob("7", "t", 1)]) == ({"7"} if alive else set())

@@ -305,9 +305,12 @@ class SlurmLauncher(BatchLauncher):
         ids = [j.job_id for j in jobs]
         out = self.run([*self.lister(), "--jobs=" + ",".join(ids)], check=False)
         # squeue lists only jobs not yet finished; an id it forgot makes it fail, so ask
-        # again one by one rather than take the failure for "all ended".
+        # again one by one rather than take the failure for "all ended". Any other failure
+        # (slurmctld busy or down) says nothing about the jobs: they count as alive.
         if out.returncode != 0 and len(ids) > 1:
             return set().union(*(self.alive([j]) for j in jobs))
+        if out.returncode != 0:
+            return set() if "Invalid job id" in out.stderr else set(ids)
         listed = {line.split()[0].split("_")[0] for line in out.stdout.splitlines() if line}
         return listed & set(ids)
 
@@ -342,12 +345,18 @@ class PBSLauncher(BatchLauncher):
 
     SUBMIT, DELETE, STATUS = ["qsub"], ["qdel"], ["qstat"]
 
+    # what qstat says of an id it has forgotten (Torque, PBS Pro; Slurm's wrapper says nothing)
+    FORGOTTEN = ("Unknown Job Id", "Job has finished")
+
     def alive(self, jobs):
         alive = set()
         for job in jobs:  # one at a time: qstat fails as a whole on an id it has forgotten
             out = self.run([*self.lister(), job.job_id], check=False)
-            if out.returncode == 0 and self._state(out.stdout, job.job_id) in self.ALIVE:
-                alive.add(job.job_id)
+            if out.returncode == 0:
+                if self._state(out.stdout, job.job_id) in self.ALIVE:
+                    alive.add(job.job_id)
+            elif out.stderr.strip() and not any(m in out.stderr for m in self.FORGOTTEN):
+                alive.add(job.job_id)  # the server did not answer: no news is not an end
         return alive
 
     @staticmethod
@@ -395,6 +404,8 @@ class SGELauncher(BatchLauncher):
         if not jobs:
             return set()
         out = self.run(self.lister(), check=False)
+        if out.returncode != 0:  # the qmaster did not answer: no news is not an end
+            return {j.job_id for j in jobs}
         listed = {line.split()[0] for line in out.stdout.splitlines()[2:] if line.strip()}
         return listed & {j.job_id for j in jobs}
 

@@ -27,11 +27,11 @@ class DriverError(Exception):
 
 
 class CallTimeout(DriverError):
-    pass
+    """The driver did not answer the call in time (its process tree is killed)."""
 
 
 class CallUnsupported(DriverError):
-    pass
+    """The system has no such workload (the cell reads n/a)."""
 
 
 class Driver:

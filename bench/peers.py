@@ -16,7 +16,7 @@ INSTALL_TIMEOUT = 900
 
 
 class PeerSetupError(Exception):
-    pass
+    """A peer's virtualenv could not be made or installed."""
 
 
 def python_for(venv):

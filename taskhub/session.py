@@ -268,6 +268,15 @@ class Session:
         msg = self.decode(msg_frames, content)
         return (idents, msg) if msg is not None else (None, None)
 
+    def batch_parts(self, batch):
+        """The frames of each message packed in the BATCH message `batch`, in order; a part
+        that is not a packed message is counted as undecodable and skipped."""
+        for part in batch["buffers"]:
+            try:
+                yield unpack_frames(part)
+            except ValueError:
+                self._drop("undecodable")
+
 
 def new_key():
     return os.urandom(32).hex().encode()

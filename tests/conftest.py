@@ -25,6 +25,19 @@ from taskhub.paths import ensure_profile_dir, security_file  # noqa: E402
 from taskhub.session import Session, new_key  # noqa: E402
 
 
+def wait_for_file(path, timeout=30.0):
+    """(Run on an engine: shipped by value, as conftest is not importable there.) Block until
+    `path` exists — a gate the test opens; this engine's pid."""
+    import os
+    import time
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nobody created {path}")
+        time.sleep(0.01)
+    return os.getpid()
+
+
 def wait_until(condition, timeout=10.0, interval=0.02, what="condition"):
     """Poll `condition` until true; fail the test with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -83,6 +96,16 @@ class LoopbackCluster:
         self.thread.join(10)
         assert not self.thread.is_alive(), "the controller thread did not stop"
         self.controller.close()
+
+
+@pytest.fixture
+def profile(tmp_path):
+    """A taskhub dir of the test's own for real `ipcluster` runs; whatever the test left
+    running there is stopped afterwards, pass or fail."""
+    from infra.clusters import Profile
+    p = Profile(tmp_path / "taskhub")
+    yield p
+    p.clean_up()
 
 
 @pytest.fixture(scope="module")

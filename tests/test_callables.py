@@ -45,22 +45,26 @@ def test_a_bad_name_is_a_clear_error_where_it_is_called():
 
 
 def test_call_descriptions_are_short():
-    assert describe_call(divmod, (7, 2)) == "divmod(7, 2)"
-    assert describe_call(ByName("math:factorial"), (5,)) == "math:factorial(5)"
+    args = (7, 2)
+    assert describe_call(divmod, args) == "divmod(7, 2)"
+    by_name = ByName("math:factorial")
+    one_arg = (5,)
+    assert describe_call(by_name, one_arg) == "math:factorial(5)"
     text = describe_call(lambda *a, **k: 0, ("x" * 100, list(range(50)), 3, 4, 5), {"k": 1})
     assert text.startswith("<lambda>('xxxxxxxx") and len(text) < 120 and text.endswith(", …)")
 
     def inner():
-        pass
+        return None
     assert describe_call(inner) == "inner()"
 
 
 def test_a_failing_map_item_is_named():
     with pytest.raises(ZeroDivisionError) as info:
         run_map(lambda a, b: a / b, ([1, 2, 3], [1, 0, 1]))
-    assert describe_failure(info.value, None, None, None) == \
-        "<lambda>(2, 0), item 2 of 3 in a map chunk"
-    assert run_map(divmod, ([7, 9], [2, 4])) == [(3, 1), (2, 1)]
+    described = describe_failure(info.value, None, None, None)
+    assert described == "<lambda>(2, 0), item 2 of 3 in a map chunk"
+    quotients = run_map(divmod, ([7, 9], [2, 4]))
+    assert quotients == [(3, 1), (2, 1)]
     assert describe_failure(ValueError(), None, None, None) == ""
     assert describe_failure(ValueError(), divmod, (1, 0), {}) == "divmod(1, 0)"
 

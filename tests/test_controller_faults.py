@@ -16,9 +16,7 @@ from datetime import datetime, timezone
 
 import pytest
 from conftest import LoopbackCluster, wait_until
-from infra.clusters import Profile
 
-from taskhub.cluster.cluster import read_record
 from taskhub.cluster.launcher import is_ours
 from taskhub.controller import app as controller_app
 from taskhub.controller import controller as controller_mod
@@ -155,21 +153,6 @@ def _stop_controller_then_engines(cluster):
 
 
 # -- end to end: SIGKILL the controller of `ipcluster start`, start it again -----------------
-@pytest.fixture
-def profile(tmp_path):
-    p = Profile(tmp_path / "taskhub")
-    yield p
-    p.clean_up()
-
-
-def _controller_pid(profile):
-    return read_record(profile.dir)["controller"]["processes"][0]["pid"]
-
-
-def _engine_pids(profile):
-    return [p["pid"] for p in read_record(profile.dir)["engines"]["processes"]]
-
-
 def _submit_a_run(rc, tmp_path):
     """Finished tasks, tasks running (blocked on a gate), tasks queued on engines behind
     them, tasks waiting in the scheduler for the running ones, and a direct one."""
@@ -205,7 +188,7 @@ def test_a_sigkilled_controller_loses_nothing_recorded_and_fails_what_was_in_fli
     finished, unfinished, gate = _submit_a_run(rc, tmp_path)
     history = rc.hub_history()  # also: the hub has flushed everything it received
     recorded = _snapshot(profile)
-    old_pid, old_engines = _controller_pid(profile), _engine_pids(profile)
+    old_pid, old_engines = profile.controller_pid(), profile.engine_pids()
     rc.close()
 
     os.kill(old_pid, signal.SIGKILL)

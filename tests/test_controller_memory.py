@@ -2,6 +2,7 @@
 engine sockets' receive high-water mark, giving freed memory back when idle, the outcomes
 the scheduler remembers, and the SQLite write-ahead log. These tests check that nothing is
 lost or starved by them; none measures memory or time."""
+import contextlib
 import os
 import sqlite3
 
@@ -178,59 +179,50 @@ def test_remembered_outcomes_share_one_instance_per_kind():
         SendTask("t100", "a")]
 
 
-def _wal_db(path, rows):
+@contextlib.contextmanager
+def _wal_db(tmp_path, rows):
+    """(path, writer, checkpointer): a WAL database holding `rows` blobs of 10 kB, all still
+    in the log, a connection that wrote them and one to checkpoint with (never waiting)."""
+    path = tmp_path / "t.db"
     writer = sqlite3.connect(path)
     writer.execute("PRAGMA journal_mode=WAL")
     writer.execute("PRAGMA wal_autocheckpoint=0")
     writer.execute("CREATE TABLE t (b BLOB)")
     writer.executemany("INSERT INTO t VALUES (?)", [(bytes(10_000),)] * rows)
     writer.commit()
-    return writer
+    conn = sqlite3.connect(path, timeout=0)
+    try:
+        yield path, writer, conn
+    finally:
+        conn.close()
+        writer.close()
 
 
 def test_a_big_write_ahead_log_is_emptied_once_copied(tmp_path):
     """Else the log, and the index SQLite maps into the controller's memory beside it, grow
     with everything written while the controller writes without pause."""
-    path = tmp_path / "t.db"
-    writer = _wal_db(path, 100)
-    conn = sqlite3.connect(path, timeout=0)
-    try:
+    with _wal_db(tmp_path, 100) as (path, writer, conn):
         assert os.path.getsize(f"{path}-wal") > 100 * 10_000
         assert sqlite_db.checkpoint(conn, restart_frames=50) == (0, 0)
         assert os.path.getsize(f"{path}-wal") == 0
         writer.execute("INSERT INTO t VALUES (?)", (b"after",))  # the log starts over
         writer.commit()
         assert writer.execute("SELECT count(*) FROM t").fetchone() == (101,)
-    finally:
-        conn.close()
-        writer.close()
 
 
 def test_a_small_write_ahead_log_is_only_copied(tmp_path):
-    path = tmp_path / "t.db"
-    writer = _wal_db(path, 10)
-    conn = sqlite3.connect(path, timeout=0)
-    try:
+    with _wal_db(tmp_path, 10) as (_, _, conn):
         log, done = sqlite_db.checkpoint(conn, restart_frames=10_000)
         assert log == done > 0  # all copied (PASSIVE), the log left as it is
-    finally:
-        conn.close()
-        writer.close()
 
 
 def test_the_log_is_not_emptied_under_a_writer_in_a_transaction(tmp_path):
-    path = tmp_path / "t.db"
-    writer = _wal_db(path, 100)
-    conn = sqlite3.connect(path, timeout=0)
-    try:
+    with _wal_db(tmp_path, 100) as (_, writer, conn):
         writer.execute("INSERT INTO t VALUES (?)", (b"pending",))  # a transaction is open
         log, done = sqlite_db.checkpoint(conn, restart_frames=50)  # gives up, no waiting
         assert log > 0
         writer.commit()
         assert sqlite_db.checkpoint(conn, restart_frames=50) == (0, 0)
-    finally:
-        conn.close()
-        writer.close()
 
 
 def test_sqlite_history_is_the_generic_one_read_as_strings():

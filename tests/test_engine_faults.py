@@ -89,13 +89,19 @@ RECORD_KEYS = ["status", "engine_id", "engine_uuid", "completed", "result_conten
 
 
 # -- an engine that hangs --------------------------------------------------------------
+def _slow_task_and_its_engine(rc, pids, tmp_path, x):
+    """A load-balanced slow_first_time(x) with one retry, once it runs; (its AsyncResult,
+    the id of the engine running it)."""
+    marker = tmp_path / "started"
+    ar = rc.load_balanced_view().apply_with_flags(slow_first_time, (str(marker), x), retries=1)
+    wait_until(marker.exists, 30, what="the task to start")
+    return ar, next(i for i, pid in pids.items() if pid == int(marker.read_text()))
+
+
 def test_a_hung_engine_is_declared_dead_and_its_tasks_retried_or_failed(fast_cluster, tmp_path):
     with fast_cluster.client() as rc:
-        pids, marker = engine_pids(rc), tmp_path / "started"
-        retried = rc.load_balanced_view().apply_with_flags(slow_first_time, (str(marker), 21),
-                                                           retries=1)
-        wait_until(marker.exists, 30, what="the task to start")
-        victim = next(i for i, pid in pids.items() if pid == int(marker.read_text()))
+        pids = engine_pids(rc)
+        retried, victim = _slow_task_and_its_engine(rc, pids, tmp_path, 21)
         survivor = next(i for i in pids if i != victim)
         direct = rc[victim].apply_async(time.sleep, 30)
         os.kill(pids[victim], signal.SIGSTOP)
@@ -116,11 +122,8 @@ def test_a_hung_engine_is_declared_dead_and_its_tasks_retried_or_failed(fast_clu
 def test_a_hung_engine_that_resumes_corrupts_nothing_and_rejoins_as_a_new_engine(
         fast_cluster, tmp_path):
     with fast_cluster.client() as rc:
-        pids, marker = engine_pids(rc), tmp_path / "started"
-        ar = rc.load_balanced_view().apply_with_flags(slow_first_time, (str(marker), 5),
-                                                      retries=1)
-        wait_until(marker.exists, 30, what="the task to start")
-        victim = next(i for i, pid in pids.items() if pid == int(marker.read_text()))
+        pids = engine_pids(rc)
+        ar, victim = _slow_task_and_its_engine(rc, pids, tmp_path, 5)
         victim_uuid = rc._engines[victim]
         os.kill(pids[victim], signal.SIGSTOP)
         assert ar.get(15) == 10

@@ -13,7 +13,7 @@ import threading
 import tracemalloc
 
 import pytest
-from conftest import wait_until
+from conftest import wait_for_file, wait_until
 
 import taskhub
 from taskhub import Executor, Serializer
@@ -30,20 +30,10 @@ def divide(a, b):
     return a / b
 
 
-def wait_for(path, timeout=30.0):
-    import os
-    import time
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{path} never appeared")
-        time.sleep(0.01)
-
-
 def hold(started, release, value=None):
     """Say it started (a file), then run until `release` exists."""
     open(started, "w").close()
-    wait_for(release)
+    wait_for_file(release)
     return value
 
 
@@ -207,7 +197,7 @@ def test_submit_ext_options_and_executor_defaults(rc):
     assert ma["metadata"]["retries"] == 1 and ma["metadata"]["priority"] == 2
     assert mb["metadata"]["after"]["msg_ids"] == a.msg_ids
     with pytest.raises(TaskTimeout):
-        ex.submit_ext(wait_for, ("/nonexistent/never",), time_limit=0.3).result(30)
+        ex.submit_ext(wait_for_file, ("/nonexistent/never",), time_limit=0.3).result(30)
     with pytest.raises(TypeError, match="unknown flag 'colour'"):
         ex.submit_ext(square, (1,), colour="red")
     with pytest.raises(ValueError, match="retries must be ≥ 0"):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from infra.clusters import IPCLUSTER, Profile, squares_on_all_engines, wait_engines
+from infra.clusters import IPCLUSTER, squares_on_all_engines, wait_engines
 from taskhub.cluster.cluster import read_record
 
 pytestmark = pytest.mark.timeout(180)
@@ -23,30 +23,17 @@ pytestmark = pytest.mark.timeout(180)
 NOTICED_WITHIN = 3.0   # seconds from an engine's death to the hub forgetting it
 
 
-@pytest.fixture
-def profile(tmp_path):
-    p = Profile(tmp_path / "taskhub")
-    yield p
-    p.clean_up()
-
-
-def engine_pids(profile):
-    record = read_record(profile.dir)
-    return [u["pid"] for s in [record["engines"], *record["added_engines"]]
-            for u in s["processes"]]
-
-
 def test_a_killed_engine_is_noticed_at_once_and_replaced(profile):
     profile.start("-n", "3", "--restart-engines")
     rc = profile.client()
     try:
         wait_engines(rc, 3, 30, "start")
-        victim = engine_pids(profile)[0]
+        victim = profile.engine_pids()[0]
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         noticed = wait_engines(rc, 2, NOTICED_WITHIN, "the killed engine unregistered")
         replaced = wait_engines(rc, 3, 30, "a replacement registered")
-        assert victim not in engine_pids(profile) and len(engine_pids(profile)) == 3
+        assert victim not in profile.engine_pids() and len(profile.engine_pids()) == 3
         assert rc.ids[-1] == 3   # a new engine, not the old one back
         assert len(squares_on_all_engines(rc, 3, tasks=60)) >= 2
         sys.stdout.write(f"noticed {noticed - killed:.2f}s, replaced {replaced - killed:.2f}s "
@@ -68,7 +55,7 @@ def test_foreground_start_unregisters_a_dead_engine_and_does_not_replace_it(prof
         assert "engines ready" in ready, ready + start.stderr.read()
         rc = profile.client()
         wait_engines(rc, 2, 30, "start")
-        os.kill(engine_pids(profile)[1], signal.SIGKILL)
+        os.kill(profile.engine_pids()[1], signal.SIGKILL)
         wait_engines(rc, 1, NOTICED_WITHIN, "the killed engine unregistered")
         time.sleep(1.0)  # and no replacement comes
         assert len(rc.ids) == 1
@@ -109,7 +96,7 @@ def test_engines_add_and_remove_on_a_running_cluster(profile):
         removed = profile.ipcluster("engines", "remove", "-n", "3")
         assert removed.returncode == 0, removed.stderr
         wait_engines(rc, 1, NOTICED_WITHIN, "after engines remove")
-        assert len(engine_pids(profile)) == 1
+        assert len(profile.engine_pids()) == 1
         too_many = profile.ipcluster("engines", "remove", "-n", "2")
         assert too_many.returncode == 1
         assert "cannot remove 2 engines: the cluster has only 1" in too_many.stderr

@@ -81,7 +81,8 @@ def test_a_batch_with_bad_parts_loses_only_those(cluster, rc):
     ar = rc._track([h["msg_id"] for _, h in good], "list")
     rc._send("task", frames)
     assert ar.get(10) == [1, 2, 3]
-    assert rc.load_balanced_view().apply_sync(abs, -3) == 3
+    answer = rc.load_balanced_view().apply_sync(abs, -3)  # the hub still serves
+    assert answer == 3
 
 
 def test_a_client_receiving_nonsense_keeps_working(rc):

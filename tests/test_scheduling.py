@@ -13,7 +13,7 @@ import signal
 import time
 
 import pytest
-from conftest import LoopbackCluster, wait_until
+from conftest import LoopbackCluster, wait_for_file, wait_until
 
 from taskhub import Dependency, depend, dependent, require
 from taskhub.controller import schemes
@@ -24,16 +24,6 @@ from taskhub.error import (DependencyTimeout, EngineError,
 
 
 # -- functions the engines run --------------------------------------------------------------
-def wait_for(path, timeout=30.0):
-    """Block until `path` exists (a gate the test opens); this engine's pid."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nobody created {path}")
-        time.sleep(0.01)
-    return os.getpid()
-
-
 def mark_then_sleep(marker, seconds):
     """Say we started (our pid in `marker`), then sleep."""
     with open(marker, "w") as f:
@@ -200,7 +190,7 @@ class TestScheduling:
     # -- graph dependencies ----------------------------------------------------------------
     def test_after_waits_and_follow_goes_where_its_dependency_ran(self, src, tmp_path):
         lview = src.load_balanced_view()
-        gate = lview.apply_async(wait_for, str(tmp_path / "gate"))
+        gate = lview.apply_async(wait_for_file, str(tmp_path / "gate"))
         log = str(tmp_path / "log")
         second = lview.apply_with_flags(append_line, (log, "second"), after=gate)
         third = lview.apply_with_flags(append_line, (log, "third"),
@@ -237,7 +227,7 @@ class TestScheduling:
 
     def test_dependency_timeout(self, src, tmp_path):
         lview = src.load_balanced_view()
-        gate = lview.apply_async(wait_for, str(tmp_path / "gate"))
+        gate = lview.apply_async(wait_for_file, str(tmp_path / "gate"))
         with pytest.raises(DependencyTimeout, match="not met within its timeout of 0.3s"):
             lview.apply_with_flags(add, (1,), after=gate, timeout=0.3).get(10)
         open(tmp_path / "gate", "w").close()
@@ -246,7 +236,7 @@ class TestScheduling:
     def test_dependencies_on_direct_and_on_long_finished_tasks(self, scheme_cluster, src,
                                                                 tmp_path):
         e1 = src.ids[1]
-        direct = src[e1].apply_async(wait_for, str(tmp_path / "gate"))
+        direct = src[e1].apply_async(wait_for_file, str(tmp_path / "gate"))
         follower = src.load_balanced_view().apply_with_flags(os.getpid, follow=direct)
         open(tmp_path / "gate", "w").close()
         assert follower.get(10) == direct.get(10)
@@ -305,7 +295,7 @@ class TestScheduling:
 
     def test_higher_priority_first_among_ready_tasks(self, src, tmp_path):
         lview = src.load_balanced_view(targets=src.ids[0])
-        gate = lview.apply_async(wait_for, str(tmp_path / "gate"))
+        gate = lview.apply_async(wait_for_file, str(tmp_path / "gate"))
         log = str(tmp_path / "log")
         ars = [lview.apply_with_flags(append_line, (log, name), after=gate, priority=p)
                for name, p in (("low", -1), ("high", 10), ("mid", 0), ("mid2", 0))]
@@ -376,7 +366,7 @@ class TestScheduling:
         assert again.get(10) == pid and again.engine_id == e1
 
     def test_resubmit_refuses_pending_and_unknown_tasks(self, src, tmp_path):
-        gate = src.load_balanced_view().apply_async(wait_for, str(tmp_path / "gate"))
+        gate = src.load_balanced_view().apply_async(wait_for_file, str(tmp_path / "gate"))
         wait_until(lambda: gate.msg_ids[0] in src.hub_history(), what="the hub to record it")
         with pytest.raises(ValueError, match="not finished"):
             src.resubmit(gate.msg_ids)
@@ -465,7 +455,7 @@ def test_with_a_high_water_mark_tasks_wait_in_the_scheduler_by_priority(hwm_clus
                                                                         tmp_path):
     with hwm_cluster.client() as rc:
         lview = rc.load_balanced_view()
-        gate = lview.apply_async(wait_for, str(tmp_path / "gate"))
+        gate = lview.apply_async(wait_for_file, str(tmp_path / "gate"))
         log = str(tmp_path / "log")
         ars = [lview.apply_with_flags(append_line, (log, str(p)), priority=p)
                for p in (1, 3, 2)]
@@ -532,7 +522,7 @@ def test_pure_time_limit_resubmit_get_result_and_abort(pure_cluster, prc, tmp_pa
     ar = lview.apply_async(add, 2, 3)
     assert ar.get(10) == 5
     assert prc.resubmit(ar.msg_ids[0], args=(4, 3)).get(10) == 7
-    gate = lview.apply_async(wait_for, str(tmp_path / "gate"))
+    gate = lview.apply_async(wait_for_file, str(tmp_path / "gate"))
     with pure_cluster.client() as other:
         watched = other.get_result(gate.msg_ids[0])
         open(tmp_path / "gate", "w").close()

@@ -18,8 +18,7 @@ import zmq
 from .. import callables, error, nesting, paths, strategies
 from ..appbase import read_connection_file
 from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
-from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable,
-                       unpack_frames)
+from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable)
 from ..zmqsocket import recv_head_copied, shared_context
 from .asyncresult import AsyncHubResult, AsyncResult
 from .throttle import OutstandingLimit
@@ -168,12 +167,8 @@ class Client:
             if msg is None:
                 continue
             if msg.msg_type == BATCH:  # replies the hub sent together: each as if alone
-                for part in msg["buffers"]:
-                    try:
-                        _, sub = self.session.feed(unpack_frames(part))
-                    except ValueError:
-                        self.session.dropped["undecodable"] += 1
-                        continue
+                for frames in self.session.batch_parts(msg):
+                    _, sub = self.session.feed(frames)
                     if sub is not None and sub.msg_type != BATCH:
                         self._handle(handler, sub)
             else:

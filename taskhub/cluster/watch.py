@@ -35,7 +35,7 @@ log = logging.getLogger("taskhub.cluster")
 
 
 class HubUnavailable(RuntimeError):
-    pass
+    """The controller did not answer a request of the watcher."""
 
 
 def hub_request(profile_dir, msg_type, content, timeout=5.0):

@@ -29,7 +29,7 @@ import zmq
 
 from ..error import NoTaskDB, UnknownTaskError
 from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packable,
-                       unpack_frames, utcnow)
+                       utcnow)
 from ..zmqsocket import make_context
 from . import hubstate as hs
 from . import malloc
@@ -496,12 +496,7 @@ class Controller:
         self._in_batch = True
         self._handled += len(batch["buffers"])
         try:
-            for part in batch["buffers"]:
-                try:
-                    frames = unpack_frames(part)
-                except ValueError:
-                    self.session.dropped["undecodable"] += 1
-                    continue
+            for frames in self.session.batch_parts(batch):
                 try:
                     handler([ident, *frames])
                 except Exception:  # one bad message must not lose the rest of the batch

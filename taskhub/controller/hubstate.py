@@ -97,7 +97,7 @@ class EngineRecord:
 
 
 class RegistrationError(ValueError):
-    pass
+    """A registration the hub refuses; the message says why."""
 
 
 class HubState(StateMachine):

@@ -53,7 +53,7 @@ import zmq
 
 from .. import callables, nesting, serialize, strategies
 from ..error import RemoteError
-from ..session import BATCH, Session, pack_frames, packable, unpack_frames, utcnow
+from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
 from .capture import OutputRouter, TaskOutput
 
@@ -66,7 +66,7 @@ BATCH_GATHER_MAX = 64
 
 
 class RegistrationFailed(RuntimeError):
-    pass
+    """The hub refused this engine, or did not answer its registration in time."""
 
 
 class _Stop(BaseException):
@@ -336,12 +336,7 @@ class Engine:
         if msg is None:
             return
         if msg.msg_type == BATCH and not in_batch:  # tasks the hub sent together
-            for part in msg["buffers"]:
-                try:
-                    sub = unpack_frames(part)
-                except ValueError:
-                    self.session.dropped["undecodable"] += 1
-                    continue
+            for sub in self.session.batch_parts(msg):
                 self._queue_request(channel, sub, in_batch=True)
             return
         if msg.msg_type != "apply_request":

@@ -53,7 +53,7 @@ class Page(_Guarded, RequestHandler):
 
 
 class Static(_Guarded, StaticFileHandler):
-    pass
+    """The static files (scripts, styles), behind the same token as every page."""
 
 
 class Api(_Guarded, RequestHandler):

@@ -42,6 +42,17 @@ class Profile:
         from taskhub.client import Client
         return Client(profile_dir=str(self.dir))
 
+    def engine_pids(self):
+        """The pids of the local engines its cluster record lists (started and added)."""
+        from taskhub.cluster.cluster import read_record
+        record = read_record(self.dir)
+        return [u["pid"] for s in [record["engines"], *record.get("added_engines", ())]
+                for u in s["processes"]]
+
+    def controller_pid(self):
+        from taskhub.cluster.cluster import read_record
+        return read_record(self.dir)["controller"]["processes"][0]["pid"]
+
     def leftovers(self):
         """Processes still running for this profile (local, ssh clients, remote engines in
         our namespaces: they all name the profile directory on their command line)."""

@@ -143,6 +143,16 @@ class SSHLauncher(Launcher):
                 call.kill()
                 call.wait()
 
+    # both launchers keep their ssh client processes (LocalProcess) in `units`
+    def signal(self, sig):
+        self.kill_remote(self.units, int(sig))
+
+    def pids(self):
+        return [u.pid for u in self.units]
+
+    def log_files(self):
+        return [u.log for u in self.units]
+
     def stop_remote(self, units, timeout):
         """TERM the remote processes, wait, KILL what is left there, then the ssh clients."""
         wait_until(lambda: all(remote_pid(u.log) or not u.running() for u in units), 5, 0.05)
@@ -198,15 +208,6 @@ class SSHEngineSetLauncher(SSHLauncher, EngineSetLauncher):
 
     def unit_running(self, unit):
         return unit.running()
-
-    def signal(self, sig):
-        self.kill_remote(self.units, int(sig))
-
-    def pids(self):
-        return [u.pid for u in self.units]
-
-    def log_files(self):
-        return [u.log for u in self.units]
 
     def info(self):
         return {**self.base_info(), "n": self.n, "units": [u.info() for u in self.units]}
@@ -286,15 +287,6 @@ class SSHControllerLauncher(SSHLauncher, ControllerLauncher):
 
     def stop(self, timeout=10):
         self.stop_remote(self.units, timeout)
-
-    def signal(self, sig):
-        self.kill_remote(self.units, int(sig))
-
-    def pids(self):
-        return [u.pid for u in self.units]
-
-    def log_files(self):
-        return [u.log for u in self.units]
 
     def info(self):
         return {**self.base_info(), "processes": [u.info() for u in self.units]}

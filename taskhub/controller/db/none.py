@@ -14,7 +14,7 @@ class NoDB(TaskDB):
     """TaskDB that stores nothing."""
 
     def add_records(self, records):
-        pass
+        """Ignored: nothing is stored."""
 
     def update_records(self, updates):
         return []
@@ -26,4 +26,4 @@ class NoDB(TaskDB):
         return 0
 
     def drop_record(self, msg_id):
-        pass
+        """Ignored: nothing was stored."""

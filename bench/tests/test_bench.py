@@ -71,3 +71,12 @@ def test_a_tiny_run_prints_the_table_and_writes_json(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert {r["system"] for r in rows} == {"taskhub", "pool", "zmq-floor"}
     assert all(r["error"] in (None, "n/a") for r in rows), [r["error"] for r in rows]
+
+
+def test_cpu_per_task_measures_every_process():
+    from bench.cpu_per_task import measure
+    r = measure(tasks=20, repeat=2, db="memory")
+    assert 0 < r["wall_best"] <= r["wall_median"]
+    # CPU comes in clock ticks (10 ms): a tiny run may round a process down to none
+    assert set(r) == {"wall_median", "wall_best", "controller", "engines", "client"}
+    assert min(r["controller"], r["engines"], r["client"]) >= 0

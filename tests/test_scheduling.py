@@ -299,6 +299,9 @@ class TestScheduling:
         log = str(tmp_path / "log")
         ars = [lview.apply_with_flags(append_line, (log, name), after=gate, priority=p)
                for name, p in (("low", -1), ("high", 10), ("mid", 0), ("mid2", 0))]
+        # all four must be waiting in the hub when the gate opens, or one that arrives late
+        # is sent on its own, whatever its priority
+        wait_until(lambda: src.queue_status()["unassigned"] == 4, what="the tasks to wait")
         open(tmp_path / "gate", "w").close()
         assert [ar.get(10) for ar in ars] == ["low", "high", "mid", "mid2"]
         assert open(log).read().split() == ["high", "mid", "mid2", "low"]

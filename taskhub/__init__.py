@@ -16,7 +16,9 @@ _EXPORTS = {
     ".nesting": ("engine_client",),
     ".strategies": ("Serializer", "check_strategies"),
     ".error": ("CompositeError", "EngineError", "RemoteError", "TaskAborted", "TaskhubError",
-               "TimeoutError"),
+               "TimeoutError", "ShellCommandFailed"),
+    ".shell": ("ShellFunction", "MPIFunction", "ShellResult"),
+    ".versions": ("VersionMismatchWarning",),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_HOME)

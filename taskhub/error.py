@@ -135,6 +135,31 @@ class InvalidDependency(ImpossibleDependency):
     """A task depends on a task the controller does not know."""
 
 
+class ShellCommandFailed(RemoteError):
+    """A shell task (`taskhub.ShellFunction`) exited with a non-zero returncode, or ran past
+    its walltime (returncode 124). ``cmd``, ``returncode``, ``stdout`` and ``stderr`` (the
+    last lines of each) are kept for inspection; the whole output is in the task record."""
+
+    FIELDS = ("cmd", "returncode", "stdout", "stderr")
+
+    @classmethod
+    def of(cls, result, message):
+        """The error for a ShellResult (raised on the engine)."""
+        tail = result.stderr.strip().splitlines()[-3:]
+        evalue = f"{message}: {result.cmd}" + (f" — stderr: {' | '.join(tail)}" if tail else "")
+        err = cls(cls.__name__, evalue)
+        err._set_fields(vars(result))
+        return err
+
+    def _set_fields(self, fields):
+        for name in self.FIELDS:
+            setattr(self, name, fields.get(name))
+
+    def reply_fields(self):
+        """What an engine's error reply carries besides ename/evalue/traceback."""
+        return {"shell": {name: getattr(self, name, None) for name in self.FIELDS}}
+
+
 class CompositeError(TaskhubError):
     """Several tasks of one request failed; ``.errors`` holds each `RemoteError`."""
 
@@ -160,10 +185,19 @@ CONTROLLER_ERRORS = {cls.__name__: cls for cls in (
 def remote_error_from_content(content, engine_id=None, task=None):
     """Build the right RemoteError subclass from an error reply's content dict."""
     cls = CONTROLLER_ERRORS.get(content.get("ename"), RemoteError)
+    shell = content.get("shell")
+    if content.get("ename") == ShellCommandFailed.__name__ and isinstance(shell, dict):
+        cls = ShellCommandFailed
     call = content.get("call") if isinstance(content.get("call"), str) else ""
-    err = cls(content.get("ename", "Error"), content.get("evalue", ""),
+    evalue = content.get("evalue", "")
+    if "versions" in content:  # the engine could not deserialize the task: compare versions
+        from . import versions
+        evalue = versions.explain_unpack_failure(content, versions.local())
+    err = cls(content.get("ename", "Error"), evalue,
               content.get("traceback", ""), engine_id=engine_id,
               task=None if task is None else TaskRef(task, call))
+    if cls is ShellCommandFailed:
+        err._set_fields(shell)
     if err.traceback:  # shown as "the direct cause" when the error is printed
         err.__cause__ = RemoteTraceback(err.traceback)
     return err

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import zmq
 
-from .. import callables, error, nesting, paths, strategies
+from .. import callables, error, nesting, paths, strategies, versions
 from ..appbase import read_connection_file
 from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable)
@@ -74,6 +74,7 @@ class Client:
         self.task_group_id = new_id()  # recorded on every task it sends: see reload_tasks
         self.serializer = strategies.Serializer()  # how views send code and arguments
         self._throttle = OutstandingLimit()
+        self._versions = versions.Checker()  # warns when an engine runs other versions
         self._connect(timeout)
 
     # -- connection and the IO thread -------------------------------------------------------
@@ -88,8 +89,8 @@ class Client:
         self._thread.start()
         started.wait()
         try:
-            reply = self._hub_request("connection_request", {"batches": True},
-                                      timeout=timeout)
+            reply = self._hub_request("connection_request", {
+                "batches": True, "versions": self._versions.mine}, timeout=timeout)
         except error.TimeoutError:
             self.close()
             raise error.TimeoutError(
@@ -97,6 +98,8 @@ class Client:
                 f"(connection file {self.connection_file}; is the cluster running?)") from None
         self._batch_tasks = reply.get("batches") is True \
             and self._info.get("task_scheme") != "pure"
+        for group in reply.get("engine_versions", ()):
+            self._versions.check(group.get("versions"), f"engines {group.get('ids')}")
         snapshot = {int(i): u for i, u in reply["engines"].items()}
         self._set_engines({**snapshot, **self._engines})  # notifications may have overtaken it
 
@@ -260,6 +263,7 @@ class Client:
         engines = dict(self._engines)
         if msg.msg_type == "engine_up":
             engines[content["id"]] = content["uuid"]
+            self._versions.check(content.get("versions"), f"engine {content['id']}")
         elif msg.msg_type == "engine_down":
             engines.pop(content["id"], None)
         self._set_engines(engines)
@@ -387,6 +391,18 @@ class Client:
         from .groups import reload_tasks
         return reload_tasks(self, self.task_group_id if task_group_id is None
                             else task_group_id)
+
+    def create_batch(self, task_group_id=None, **task_options):
+        """An empty TaskBatch of `task_group_id` (default: this client's): `batch.add(fn,
+        args=..., kwargs=...)` calls, then `batch_run(batch)` sends them all at once."""
+        from .taskbatch import TaskBatch
+        return TaskBatch(task_group_id or self.task_group_id, **task_options)
+
+    def batch_run(self, batch):
+        """Send a TaskBatch's calls as one burst; their msg_ids, once the controller holds
+        every one (collect results later, from any process, with reload_tasks)."""
+        from .taskbatch import run
+        return run(self, batch)
 
     def register_function(self, f):
         """Send `f` to the hub once; returns an id that apply, map and submit take in place

@@ -25,11 +25,12 @@ import uuid
 import weakref
 from concurrent import futures
 
-from .. import nesting
+from .. import nesting, shell
 from ..callables import as_callable
 from ..error import TimeoutError
 from ..strategies import Serializer
 from . import groups
+from .counts import SubmissionCounts
 from .taskfuture import PendingTaskFuture, TaskFuture, adopt, cancel_not_started
 from .view import LoadBalancedView, _chunks
 
@@ -88,6 +89,8 @@ class Executor(futures.Executor):
         self._lock = threading.Lock()
         self._shutdown = False
         self._owns_client = False
+        self._counts = SubmissionCounts(self.client)
+        self.resource_specification = None  # for MPIFunctions submitted without their own
 
     @property
     def task_group_id(self):
@@ -144,7 +147,7 @@ class Executor(futures.Executor):
     def _request(self, fn, args, kwargs, md, view, content=None, fbytes=None):
         """(msg_id, signed frames, function name) of one call; nothing is sent."""
         self._check_open()
-        f = as_callable(fn)
+        f = shell.bind_resources(as_callable(fn), self.resource_specification)
         if not callable(f):
             raise TypeError(f"expected a callable, 'package.module:function' or a registered "
                             f"function id, got {type(fn).__name__} {fn!r:.60}")
@@ -179,11 +182,32 @@ class Executor(futures.Executor):
         return [self._watch(self.client._track([m], "single", name, cls=TaskFuture), md)
                 for m, _, name in requests]
 
-    def _watch(self, future, md):
+    def _watch(self, future, md, sent=True):
         future.may_retry = bool(md.get("retries"))
         with self._lock:
             self._futures.add(future)
+        if sent:
+            self._counts.sent(future)
         return future
+
+    # -- counters ---------------------------------------------------------------------------
+    @property
+    def task_count_submitted(self):
+        """How many of this executor's tasks the controller has received: a task counts once
+        a request sent behind it on the same channel was answered, so a script may exit (or
+        die) once this reaches the number it submitted and find its tasks in the task DB
+        (reload_tasks). Reading it asks the controller when some are unconfirmed."""
+        return self._counts.submitted()
+
+    @property
+    def task_count_pending(self):
+        """Tasks submitted by this executor and not finished yet."""
+        return self._counts.pending()
+
+    @property
+    def task_count_finished(self):
+        """Tasks of this executor that finished (ok, failed or cancelled)."""
+        return self._counts.finished
 
     # -- batches, groups, strategies ---------------------------------------------------------
     def batch(self, label=None, **task_options):
@@ -192,7 +216,7 @@ class Executor(futures.Executor):
 
     def reload_tasks(self):
         """Futures for every task of this executor's task group (see Client.reload_tasks)."""
-        return [self._watch(f, {"retries": f.may_retry})
+        return [self._watch(f, {"retries": f.may_retry}, sent=False)
                 for f in groups.reload_tasks(self.client, self.task_group_id)]
 
     def check_strategies(self, fn, *args, **kwargs):

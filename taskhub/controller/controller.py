@@ -277,7 +277,8 @@ class Controller:
                 self._signal_engine(ins.engine, ins.action, [ins.msg_id])
             elif isinstance(ins, hs.EngineIsUp):
                 self.engine_ids[ins.uuid] = ins.id
-                self._notify("engine_up", {"id": ins.id, "uuid": ins.uuid})
+                self._notify("engine_up", {"id": ins.id, "uuid": ins.uuid, "versions":
+                                           self.hub.engines[ins.id].info.get("versions")})
                 self._apply(self.scheduler.handle(sc.EngineUp(ins.uuid)))
             elif isinstance(ins, hs.AskToRejoin):
                 self._signal_engine(ins.uuid, "rejoin", [])

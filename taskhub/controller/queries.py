@@ -12,6 +12,7 @@ import logging
 import time
 from datetime import datetime, timedelta, timezone
 
+from .. import versions
 from ..callables import function_id
 from ..error import NoTaskDB, QueryError, TaskhubError, UnknownTaskError
 from ..jsonutil import untag_dates
@@ -64,8 +65,11 @@ class QueryService:
         hub = self.c.hub
         if msg["content"].get("batches") is True:  # it reads batch messages
             self.c.batch_peers.add(ident)
+        engine_versions = versions_by_engine(hub)
+        warn_if_versions_differ(msg["content"].get("versions"), engine_versions, ident)
         return {"status": "ok", "engines": {str(i): hub.engines[i].uuid
-                                            for i in hub.up_ids()}, "batches": True}, []
+                                            for i in hub.up_ids()}, "batches": True,
+                "engine_versions": engine_versions}, []
 
     def _q_queue(self, msg, ident):
         """Per engine: direct tasks waiting ('queue'), load-balanced ones ('tasks'), and
@@ -358,3 +362,26 @@ def _message(exc):
 
 def _error(ename, evalue):
     return {"status": "error", "ename": ename, "evalue": evalue}
+
+
+def versions_by_engine(hub):
+    """[{"versions": {...}, "ids": [...]}]: the engines that are up, grouped by the Python
+    and serializer versions they registered with (usually one group)."""
+    groups = {}
+    for i in hub.up_ids():
+        found = hub.engines[i].info.get("versions")
+        if isinstance(found, dict):
+            key = tuple(sorted(found.items(), key=lambda kv: kv[0]))
+            groups.setdefault(key, {"versions": found, "ids": []})["ids"].append(i)
+    return list(groups.values())
+
+
+def warn_if_versions_differ(client_versions, engine_versions, ident):
+    """Log (for the operator) a client whose versions differ from some engines'."""
+    if not isinstance(client_versions, dict):
+        return
+    for group in engine_versions:
+        diffs = versions.differences(client_versions, group["versions"])
+        if diffs:
+            log.warning("client %s: %s", ident.decode(errors="replace")[:12],
+                        versions.describe(diffs, mine="the client", theirs=f"engines {group['ids']}"))

@@ -51,7 +51,7 @@ import uuid
 
 import zmq
 
-from .. import callables, nesting, serialize, strategies
+from .. import callables, nesting, serialize, strategies, versions
 from ..error import RemoteError
 from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
@@ -160,7 +160,8 @@ class Engine:
         """Register as `self.uuid` and start a heart for it (raises RegistrationFailed)."""
         reply = self._request("registration_request",
                               {"uuid": self.uuid, "hostname": socket.gethostname(),
-                               "pid": os.getpid(), "batches": True, **self.extra_info},
+                               "pid": os.getpid(), "batches": True,
+                               "versions": versions.local(), **self.extra_info},
                               self._registration_timeout)
         if reply["content"].get("status") != "ok":
             raise RegistrationFailed(f"the controller refused registration: "
@@ -670,6 +671,10 @@ class Engine:
             finally:
                 self._running = None
         except BaseException as e:  # noqa: B902 - user code may raise anything, even SystemExit
+            if f is None:  # the request itself could not be read: say what this engine runs
+                content = _error_content(e, skip=1, note=versions.UNPACK_NOTE)
+                content["versions"] = versions.local()
+                return content, []
             content = _error_content(e, skip=1)
             content["call"] = callables.describe_failure(e, f, args, kwargs)
             return content, []
@@ -749,7 +754,10 @@ def _error_content(exc, skip=0, note=None):
         text = "".join(traceback.format_exception(type(exc), exc, tb))
     if note is not None:
         evalue = f"{note}: {evalue}"
-    return {"status": "error", "ename": ename, "evalue": evalue, "traceback": text}
+    content = {"status": "error", "ename": ename, "evalue": evalue, "traceback": text}
+    if hasattr(exc, "reply_fields"):  # e.g. a shell task's returncode and output
+        content.update(exc.reply_fields())
+    return content
 
 
 class Heart:

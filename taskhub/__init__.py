@@ -35,3 +35,16 @@ def __getattr__(name):
 
 def __dir__():
     return sorted({*globals(), *__all__})
+
+
+def load_ipython_extension(shell):
+    """`%load_ext taskhub`: the %px magics on every engine of the default cluster."""
+    from .magics import load_ipython_extension as load
+    load(shell)
+
+
+def register_joblib_backend(name="taskhub", make_default=False):
+    """joblib's backend `name` on the default cluster's engines (connected on first use);
+    see taskhub.joblib_backend."""
+    from .joblib_backend import register
+    register(None, name, make_default)

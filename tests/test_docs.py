@@ -48,7 +48,7 @@ def code_blocks(path, language="python"):
     return blocks
 
 
-PAGES = sorted(p.name for p in DOCS.glob("*.md") if code_blocks(p))
+PAGES = sorted(p.name for p in DOCS.glob("*.md") if code_blocks(p) or code_blocks(p, "ipython"))
 
 
 def test_the_block_parser():
@@ -79,6 +79,8 @@ def default_profile_cluster():
 
 @pytest.mark.parametrize("page", PAGES)
 def test_the_examples_of(page, default_profile_cluster):
+    if code_blocks(DOCS / page, "ipython"):
+        return run_in_ipython(page)
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     for line, code in code_blocks(DOCS / page):
         where = f"docs/{page}"
@@ -87,6 +89,20 @@ def test_the_examples_of(page, default_profile_cluster):
             continue
         # leading newlines keep the line numbers of tracebacks those of the page
         exec(compile("\n" * (line - 1) + code, where, "exec"), namespace)
+
+
+def run_in_ipython(page):
+    """A page with ```ipython cells (magics) runs, python and ipython blocks in page order,
+    as the cells of one real IPython session."""
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+    shell = get_ipython() or start_ipython()
+    blocks = sorted(code_blocks(DOCS / page) + code_blocks(DOCS / page, "ipython"))
+    for line, code in blocks:
+        result = shell.run_cell(code, store_history=True)
+        if not result.success:
+            raise AssertionError(f"docs/{page}, the cell at line {line} failed") \
+                from (result.error_before_exec or result.error_in_exec)
 
 
 def check_config(code, where, line):

@@ -8,6 +8,8 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from bench import report
 from bench.runner import Cell, Results
 from bench.systems import base, serve
@@ -80,3 +82,11 @@ def test_cpu_per_task_measures_every_process():
     # CPU comes in clock ticks (10 ms): a tiny run may round a process down to none
     assert set(r) == {"wall_median", "wall_best", "controller", "engines", "client"}
     assert min(r["controller"], r["engines"], r["client"]) >= 0
+
+
+def test_ipython_engines_measures_both_rows():
+    pytest.importorskip("IPython", reason="IPython is in the test extra")
+    from bench.ipython_engines import measure
+    started, first_execute, plain, shell = measure(tasks=20, repeat=1)
+    assert started > 0 and first_execute > 0
+    assert plain["rss"] > 0 and shell["rss"] > 0 and plain["rate"] > 0 and shell["rate"] > 0

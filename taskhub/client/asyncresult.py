@@ -12,12 +12,13 @@ from concurrent.futures import Future, TimeoutError as _FutureTimeout
 from ..error import CompositeError, RemoteError, TimeoutError
 
 METADATA_KEYS = ("msg_id", "engine_id", "engine_uuid", "submitted", "started", "completed",
-                 "received", "stdout", "stderr", "status")
+                 "received", "stdout", "stderr", "status", "outputs", "execute_result")
 
 
 def new_metadata(msg_id, submitted=None):
     md = dict.fromkeys(METADATA_KEYS)
-    md.update(msg_id=msg_id, submitted=submitted, stdout="", stderr="", status="pending")
+    md.update(msg_id=msg_id, submitted=submitted, stdout="", stderr="", status="pending",
+              outputs=[])
     return md
 
 

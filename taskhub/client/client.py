@@ -368,6 +368,24 @@ class Client:
             return DirectView(self, list(key))
         raise TypeError(f"engines are indexed by int, list of ints or slice, not {key!r}")
 
+    def activate(self, targets="all", suffix=""):
+        """Register the %px magics (px<suffix>, autopx<suffix>, pxresult<suffix>,
+        pxconfig<suffix>) in the running IPython, on a blocking DirectView of `targets`;
+        returns the view."""
+        view = self.direct_view(targets)
+        view.block = True
+        view.activate(suffix)
+        return view
+
+    def become_dask(self, *args, **kwargs):
+        """Not carried: see docs/notebook.md ("dask on the engines")."""
+        raise NotImplementedError(
+            "taskhub does not turn its engines into dask workers: start dask's own cluster "
+            "(dask.distributed.LocalCluster, or dask-jobqueue on Slurm/PBS/SGE) beside it; "
+            "see docs/notebook.md")
+
+    stop_distributed = become_dask
+
     def direct_view(self, targets="all"):
         return self[:] if targets == "all" else self[targets]
 

@@ -237,6 +237,15 @@ class View:
         if ids:
             self.client.abort(ids)
 
+    def register_joblib_backend(self, name="taskhub", make_default=False):
+        """Make joblib's backend `name` run Parallel's batches as load-balanced tasks on
+        this view's engines: `with joblib.parallel_config(backend=name): ...`."""
+        from ..joblib_backend import register
+        targets = getattr(self, "targets", None)
+        view = self if isinstance(self, LoadBalancedView) else \
+            self.client.load_balanced_view(None if targets == "all" else targets)
+        register(view, name, make_default)
+
 
 class LoadBalancedView(View):
     """Tasks go to whichever engine the scheduler picks (optionally among `targets`)."""
@@ -348,11 +357,21 @@ class DirectView(View):
             sizes.append(min(len(c) for c in chunk))
         return self.client._track(msg_ids, "map", getattr(f, "__name__", ""), chunk_sizes=sizes)
 
+    def activate(self, suffix=""):
+        """Register the %px magics for this view in the running IPython (taskhub.magics)."""
+        from ..magics import activate
+        activate(self, suffix)
+        return self
+
     # -- the engines' namespaces ------------------------------------------------------------
-    def execute(self, code, block=None):
+    def execute(self, code, silent=True, block=None):
+        """Run `code` in each engine's namespace — through IPython where the engine has it
+        (magics, display(), an ExecuteReply per engine; silent=False keeps the value of the
+        last expression as `execute_result`)."""
         if not isinstance(code, str):
             raise TypeError(f"execute expects a string of code, got {type(code).__name__}")
-        return self._apply(ops.execute, (code,), {}, self.block if block is None else block)
+        return self._apply(ops.execute, (code, bool(silent)), {},
+                           self.block if block is None else block)
 
     def push(self, namespace, block=None):
         if not isinstance(namespace, dict):

@@ -9,12 +9,32 @@ import threading
 from contextlib import contextmanager
 
 
+_ROUTER = None  # the installed OutputRouter: where display() finds the running task
+
+
+def current_output():
+    """The TaskOutput of the task running now, or None."""
+    return _ROUTER.current if _ROUTER is not None else None
+
+
 class TaskOutput:
     def __init__(self, parent):
         self.parent = parent
         self._lock = threading.Lock()
         self._chunks = {"stdout": [], "stderr": []}
         self._unpublished = []
+        self.outputs = []            # display() calls: {"data": mimebundle, "metadata": ...}
+        self.execute_result = None   # the value of an execute()'s last expression, formatted
+
+    def rich_metadata(self):
+        """What a reply's metadata carries besides stdout/stderr: display outputs and an
+        execute result (left out when empty, as stdout/stderr are)."""
+        md = {}
+        if self.outputs:
+            md["outputs"] = list(self.outputs)
+        if self.execute_result is not None:
+            md["execute_result"] = self.execute_result
+        return md
 
     def write(self, name, text):
         with self._lock:
@@ -63,7 +83,8 @@ class OutputRouter:
 
     @classmethod
     def install(cls):
-        router = cls()
+        global _ROUTER
+        router = _ROUTER = cls()
         sys.stdout = _Stream(router, "stdout", router._saved[0])
         sys.stderr = _Stream(router, "stderr", router._saved[1])
         return router

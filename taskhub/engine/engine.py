@@ -655,6 +655,7 @@ class Engine:
             text = output.text(name)       # metadata's JSON as it comes (no re-encoding)
             if text:
                 md[name] = text
+        md.update(output.rich_metadata())
         return content, md, buffers
 
     def _call(self, msg, limit):
@@ -751,7 +752,8 @@ def _error_content(exc, skip=0, note=None):
         text = "".join(["Traceback (most recent call last):\n", *traceback.format_tb(tb),
                         f"{ename}: {evalue}\n"])
     else:
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        text = getattr(exc, "taskhub_traceback", None) or \
+            "".join(traceback.format_exception(type(exc), exc, tb))
     if note is not None:
         evalue = f"{note}: {evalue}"
     content = {"status": "error", "ename": ename, "evalue": evalue, "traceback": text}

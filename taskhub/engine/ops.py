@@ -8,8 +8,24 @@ def _ns():
     return sys.modules["__main__"].__dict__
 
 
-def execute(code):
+def execute(code, silent=True):
+    """Run `code` in the engine's namespace: through IPython when the engine has it (magics,
+    display(); an ExecuteReply back; `silent=False` keeps the last expression's value), as
+    plain Python otherwise (None back). TASKHUB_ENGINE_IPYTHON=0 on the engine insists on
+    plain Python."""
+    if _use_ipython():
+        from . import ipyshell
+        return ipyshell.run_cell(code, silent=silent)
     exec(compile(code, "<execute>", "exec"), _ns())
+    return None
+
+
+def _use_ipython():
+    import os
+    if os.environ.get("TASKHUB_ENGINE_IPYTHON", "1") == "0":
+        return False
+    from . import ipyshell
+    return ipyshell.available()
 
 
 def push(namespace):

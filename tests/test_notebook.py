@@ -1,0 +1,196 @@
+"""Notebook users: engines that run code through IPython, the %px magics in a real IPython
+session and in a real Jupyter kernel, and joblib's Parallel on the cluster."""
+import os
+import queue
+import sys
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+IPython = pytest.importorskip("IPython", reason="IPython is in the test extra")
+from IPython.utils.io import capture_output  # noqa: E402
+from conftest import wait_until  # noqa: E402
+
+from taskhub import RemoteError  # noqa: E402
+from taskhub.executereply import ExecuteReply  # noqa: E402
+from taskhub.magics import AlreadyDisplayedError, Options, parse_targets  # noqa: E402
+from taskhub.paths import security_file  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ip():
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+    return get_ipython() or start_ipython()
+
+
+# -- engines that speak IPython -------------------------------------------------------------
+def test_execute_runs_magics_and_returns_an_execute_reply(rc):
+    view = rc[:]
+    view.execute("a = 5", block=True)
+    ar = view.execute("%whos", block=False)
+    ar.get(timeout=30)
+    for stdout in ar.stdout:
+        assert ["a", "int", "5"] in [line.split() for line in stdout.splitlines()]
+    reply = rc[rc.ids[0]].execute("a * 2", silent=False, block=True)
+    assert isinstance(reply, ExecuteReply)
+    assert str(reply) == f"<ExecuteReply[{reply.execution_count}]: 10>"
+    assert reply.data == {"text/plain": "10"}
+
+
+def test_display_in_execute_and_in_apply_is_kept_per_task(rc):
+    view = rc[:]
+    view.execute("from IPython.display import display, HTML", block=True)
+    ar = view.execute("[display(i) for i in range(3)]", block=False)
+    ar.get(timeout=30)
+    assert [[o["data"] for o in outputs] for outputs in ar.outputs] == \
+        [[{"text/plain": str(j)} for j in range(3)]] * len(view.targets if
+                                                             isinstance(view.targets, list)
+                                                             else rc.ids)
+
+    def publish():
+        from IPython.display import display
+        display("from apply")
+    ar = rc.load_balanced_view().apply(publish)
+    ar.get(timeout=30)
+    assert [o["data"]["text/plain"] for o in ar.outputs] == ["'from apply'"]
+    html = rc[rc.ids[0]].execute("HTML('<b>bold</b>')", silent=False, block=True)
+    assert html._repr_html_() == "<b>bold</b>"
+
+
+def test_an_error_in_execute_is_the_task_s_error(rc):
+    with pytest.raises(RemoteError) as info:
+        rc[rc.ids[0]].execute("1/0", block=True)
+    assert info.value.ename == "ZeroDivisionError"
+
+
+# -- the magics in a real IPython session ---------------------------------------------------
+def test_px_runs_on_every_engine_and_shows_output_per_engine(rc, ip):
+    view = rc.activate()
+    ip.run_line_magic("px", "b = 7")
+    assert view.pull("b", block=True) == [7] * len(rc.ids)
+    with capture_output() as io:
+        ip.run_line_magic("px", "import os; print('pid', os.getpid())")
+    for engine in rc.ids:
+        assert f"[stdout:{engine}] pid " in io.stdout
+    with capture_output() as io:
+        ip.run_cell_magic("px", "--targets 0", "b + 1")
+    assert io.stdout.strip().startswith("Out[0:") and io.stdout.strip().endswith("8")
+
+
+def test_a_remote_error_shows_each_engine_s_traceback_once(rc, ip):
+    rc.activate(suffix="err")
+    with capture_output() as io, pytest.raises(AlreadyDisplayedError) as info:
+        ip.run_line_magic("pxerr", "1/0")
+    assert io.stderr.count("ZeroDivisionError: division by zero") == len(rc.ids)
+    assert info.value.render_traceback() == [f"{len(rc.ids)} remote errors (shown above)"]
+
+
+def test_px_streams_output_while_the_cell_runs(rc, ip, tmp_path):
+    rc.activate(suffix="stream")
+    gate = tmp_path / "gate"
+    seen = queue.Queue()
+
+    def open_gate_once_streamed(stream):
+        try:
+            wait_until(lambda: "[stdout:0] before the gate" in stream.getvalue(),
+                       timeout=30, what="the first line to be shown")
+            seen.put(True)
+        except AssertionError:
+            seen.put(False)
+        gate.touch()
+
+    cell = (f"import os, time\nprint('before the gate', flush=True)\n"
+            f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\nprint('after')")
+    with capture_output() as io:
+        opener = threading.Thread(target=open_gate_once_streamed, args=(sys.stdout,))
+        opener.start()
+        ip.run_cell_magic("pxstream", "--targets 0", cell)
+        opener.join()
+    assert seen.get_nowait() is True  # shown while the engine still waited for the gate
+    assert "[stdout:0] after" in io.stdout
+
+
+def test_noblock_pxresult_pxconfig_and_autopx(rc, ip):
+    rc.activate(suffix="x")
+    ip.run_line_magic("pxconfigx", "--noblock --verbose")
+    with capture_output() as io:
+        ar = ip.run_cell_magic("pxx", "", "print('later')")
+    assert io.stdout.startswith(f"Async parallel execution on engine(s): {rc.ids}")
+    with capture_output() as io:
+        ip.run_line_magic("pxresultx", "")
+    assert "[stdout:0] later" in io.stdout and ar.done()
+    ip.run_line_magic("pxconfigx", "--block --no-verbose")
+    ip.run_line_magic("autopxx", "")
+    try:
+        ip.run_cell("c = 'on the engines'")
+    finally:
+        ip.run_cell("%autopxx")
+    assert rc[:].pull("c", block=True) == ["on the engines"] * len(rc.ids)
+    assert ip.user_ns.get("c") != "on the engines"
+
+
+def test_px_options_say_what_is_wrong():
+    with pytest.raises(ValueError, match="unknown %px option '--bogus'"):
+        Options().parse("--bogus code")
+    with pytest.raises(ValueError, match="--group-outputs is one of type, engine, order"):
+        Options().parse("--group-outputs=nope")
+    opts, rest = Options().parse("--targets ::2 --noblock -o res")
+    assert (opts.targets, opts.block, opts.save_name, rest) == (slice(None, None, 2), False,
+                                                               "res", "")
+    assert parse_targets("1,3") == [1, 3] and parse_targets("all") == "all"
+
+
+# -- a real Jupyter kernel ------------------------------------------------------------------
+def _run_in_kernel(kc, code, timeout=60):
+    """({stream name: text}, error names) of one cell run in the kernel."""
+    msg_id = kc.execute(code)
+    out, errors = {"stdout": "", "stderr": ""}, []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            out[content["name"]] += content["text"]
+        elif kind == "error":
+            errors.append(content["ename"])
+        elif kind == "status" and content["execution_state"] == "idle":
+            return out, errors
+
+
+def test_a_notebook_cell_with_px_in_a_jupyter_kernel(cluster):
+    jupyter_client = pytest.importorskip("jupyter_client")
+    km, kc = jupyter_client.manager.start_new_kernel(
+        kernel_name="python3", env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        conn = security_file(cluster.profile_dir, "client")
+        out, errors = _run_in_kernel(kc, f"import taskhub\nrc = taskhub.Client({str(conn)!r})\n"
+                                         f"rc.wait_for_engines(2, timeout=30)\n"
+                                         f"view = rc.activate()")
+        assert errors == []
+        out, errors = _run_in_kernel(kc, "%%px\nimport os\nprint('engine says hi')")
+        assert errors == [] and out["stdout"].count("engine says hi") == len(cluster.engines)
+        assert "[stdout:0] engine says hi" in out["stdout"]
+        out, errors = _run_in_kernel(kc, "%px 1/0")
+        assert errors == ["AlreadyDisplayedError"]  # shown by the kernel as one line
+        # each engine's traceback once, starting at the cell's code
+        assert out["stderr"].count("ZeroDivisionError: division by zero") == len(cluster.engines)
+        assert "[0:execute]:" in out["stderr"] and "interactiveshell.py" not in out["stderr"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+# -- joblib ---------------------------------------------------------------------------------
+def test_joblib_parallel_runs_on_the_engines_and_is_recorded(rc):
+    joblib = pytest.importorskip("joblib")
+    since = datetime.now(timezone.utc)
+    rc.load_balanced_view().register_joblib_backend(name="taskhub-test")
+    with joblib.parallel_config(backend="taskhub-test", n_jobs=-1):
+        squares = joblib.Parallel()(joblib.delayed(pow)(i, 2) for i in range(100))
+    assert squares == [i * i for i in range(100)]
+    records = rc.db_query({"submitted": {"$gte": since}}, keys=["msg_id", "engine_uuid"])
+    batches = rc.get_result([r["msg_id"] for r in records]).get(timeout=30)
+    assert sorted(x for batch in batches for x in batch) == squares  # every call recorded

@@ -177,6 +177,13 @@ c = get_config()  #noqa
 #  See also: Application.logging_config
 # c.IPControllerApp.logging_config = {}
 
+## Most engines registered at once (0: as many as the file-descriptor limit
+#  allows; the controller raises its soft limit to the hard one at start and logs
+#  the figure). Engines past the limit are refused with a message naming it,
+#  which their log and `ipcluster start` show.
+#  Default: 0
+# c.IPControllerApp.max_engines = 0
+
 ## MongoDB database for db=mongodb.
 #  Default: 'taskhub'
 # c.IPControllerApp.mongodb_database = 'taskhub'

@@ -252,12 +252,24 @@ class Cluster:
                 return self.client.wait_for_engines(
                     self.n, timeout=min(ENGINE_CHECK_INTERVAL, deadline - time.monotonic()))
             except TaskhubTimeout:
-                ended = self.engines.poll() is not None
+                ended = self.engines.ended_units()  # e.g. refused: its log says why
                 if ended or time.monotonic() >= deadline:
-                    when = "when every engine had ended" if ended else f"within {self.timeout} s"
                     raise self._failure(f"only {len(self.client.ids)} of {self.n} engines "
-                                        f"registered {when}; {self._engine_address()}",
-                                        logs=self.engines.log_files()[:1]) from None
+                                        f"registered {self._why_waiting_ended(ended)}; "
+                                        f"{self._engine_address()}",
+                                        logs=self._ended_logs(ended)) from None
+
+    def _why_waiting_ended(self, ended):
+        if not ended:
+            return f"within {self.timeout} s"
+        if len(ended) == len(self.engines.units):
+            return "when every engine had ended"
+        return f"when {len(ended)} engine process(es) or job(s) had ended"
+
+    def _ended_logs(self, ended):
+        """The logs of the units that ended (where they said why), else the first one's."""
+        logs = [u.log for u in ended if getattr(u, "log", None)]
+        return logs[:3] or self.engines.log_files()[:1]
 
     def _engine_address(self):
         """Where the engines were told to register, for error messages."""

@@ -11,6 +11,7 @@ from .. import paths, web
 from ..appbase import BaseApp, write_connection_file
 from ..session import Session, new_key
 from .controller import Controller
+from . import limits
 from .db import make_db
 from .schemes import SCHEME_NAMES
 
@@ -59,6 +60,11 @@ class IPControllerApp(BaseApp):
     heartbeat_misses = Integer(10, help="Heartbeat periods an engine may be silent before "
                                "it is declared dead and its tasks fail. Too few and a "
                                "busy machine loses healthy engines.").tag(config=True)
+    max_engines = Integer(0, min=0, help="Most engines registered at once (0: as many as "
+                          "the file-descriptor limit allows; the controller raises its soft "
+                          "limit to the hard one at start and logs the figure). Engines past "
+                          "the limit are refused with a message naming it, which their log "
+                          "and `ipcluster start` show.").tag(config=True)
     web_port = Integer(0, min=-1, max=65535, help="Port of the web view (engines, "
                        "throughput, the task history; `ipcluster dashboard` opens it). 0: a "
                        "free port, chosen at each start, so clusters never collide but the "
@@ -90,7 +96,8 @@ class IPControllerApp(BaseApp):
                "log-level": "Application.log_level",
                "heartbeat-period": "IPControllerApp.heartbeat_period",
                "heartbeat-misses": "IPControllerApp.heartbeat_misses",
-               "web-port": "IPControllerApp.web_port", "web-ip": "IPControllerApp.web_ip"}
+               "web-port": "IPControllerApp.web_port", "web-ip": "IPControllerApp.web_ip",
+               "max-engines": "IPControllerApp.max_engines"}
 
     def make_db(self):
         options = {"sqlite": {"filename": str(self.location / self.db_file)},
@@ -99,9 +106,13 @@ class IPControllerApp(BaseApp):
 
     def make_controller(self):
         key = new_key()
+        soft, hard = limits.raise_fd_limit()
         controller = Controller(Session(key), self.make_db(), ip=self.ip, scheme=self.scheme,
                                 hwm=self.hwm, heartbeat_period=self.heartbeat_period,
-                                heartbeat_misses=self.heartbeat_misses).bind()
+                                heartbeat_misses=self.heartbeat_misses,
+                                max_engines=self.max_engines).bind()
+        log.info("descriptor limit %d (hard %d): this controller takes up to %d engines, as "
+                 "%s", soft, hard, controller.hub.engine_limit, controller.hub.limit_reason)
         self.fail_lost_tasks(controller)
         for which in ("client", "engine"):
             info = controller.connection_info(which)

@@ -32,7 +32,7 @@ from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packabl
                        utcnow)
 from ..zmqsocket import make_context
 from . import hubstate as hs
-from . import malloc
+from . import limits, malloc
 from . import scheduler as sc
 from .pure import PureDevice
 from .queries import QueryService
@@ -59,7 +59,7 @@ class Controller:
     """Routes and records. Construct, `bind()`, then `run()` (blocks until `stop()`)."""
 
     def __init__(self, session, db, ip="127.0.0.1", scheme="leastload", hwm=0,
-                 heartbeat_period=1.0, heartbeat_misses=10, context=None):
+                 heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0):
         self.session = session
         self.db = db
         self.recorder = TaskRecorder(db)
@@ -67,9 +67,11 @@ class Controller:
         self.scheme = scheme
         self.pure = scheme == PURE
         self.scheduler = sc.SchedulerState("leastload" if self.pure else scheme, hwm)
+        limit, reason = limits.engine_capacity(max_engines)
         self.hub = hs.HubState(heartbeat_period * heartbeat_misses,
                                hs.CHANNELS - {"task"} if self.pure else hs.CHANNELS,
-                               period=heartbeat_period)
+                               period=heartbeat_period, engine_limit=limit,
+                               limit_reason=reason)
         self.heartbeat_period = heartbeat_period
         self.context = context
         self.ports = {}

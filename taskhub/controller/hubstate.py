@@ -104,8 +104,10 @@ class HubState(StateMachine):
     """Engines by id and uuid; `heartbeat_timeout` seconds of silence means dead."""
 
     def __init__(self, heartbeat_timeout=10.0, channels=CHANNELS, ask_interval=1.0,
-                 period=None):
+                 period=None, engine_limit=None, limit_reason=""):
         self.heartbeat_timeout = heartbeat_timeout
+        self.engine_limit = engine_limit  # None: no limit; else the most engines at once
+        self.limit_reason = limit_reason
         self.period = period      # expected time between Ticks; None: never forgive stalls
         self._last_tick = None
         self.ask_interval = ask_interval
@@ -125,6 +127,9 @@ class HubState(StateMachine):
         """Register an engine and return its record (raises RegistrationError)."""
         if not isinstance(uuid, str) or not uuid or uuid in self.by_uuid:
             raise RegistrationError(f"engine uuid {uuid!r} is invalid or already registered")
+        if self.engine_limit is not None and len(self.engines) >= self.engine_limit:
+            raise RegistrationError(f"this controller takes at most {self.engine_limit} "
+                                    f"engines and has {len(self.engines)}: {self.limit_reason}")
         rec = EngineRecord(self.next_id, uuid, dict(info), now, now)
         self.next_id += 1
         self.engines[rec.id] = rec

@@ -137,7 +137,8 @@ class QueryService:
     def _q_stats(self, msg, ident):
         c = self.c
         return {"status": "ok", "dropped": dict(c.session.dropped),
-                "engines": len(c.hub.up_ids()), "outstanding": len(c.outstanding),
+                "engines": len(c.hub.up_ids()), "engine_limit": c.hub.engine_limit,
+                "engine_limit_reason": c.hub.limit_reason, "outstanding": len(c.outstanding),
                 "queued": len(c.queued)}, []
 
     def _q_shutdown(self, msg, ident):

@@ -20,6 +20,7 @@ from ..appbase import read_connection_file
 from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable)
 from ..zmqsocket import recv_head_copied, shared_context
+from . import prefixes
 from .asyncresult import AsyncHubResult, AsyncResult
 from .throttle import OutstandingLimit
 from .view import DirectView, LoadBalancedView
@@ -524,6 +525,7 @@ class Client:
         ids = [msg_ids] if single else list(msg_ids)
         if not all(isinstance(m, str) for m in ids):
             raise TypeError("get_result takes a msg_id or a list of msg_ids (strings)")
+        ids = prefixes.full_ids(self, ids)  # "9f3c" names the one task whose id starts so
         ar = self._track(ids, "single" if single else "list", cls=AsyncHubResult)
         try:
             content = self._hub_request("result_request", {"msg_ids": ids})
@@ -557,6 +559,7 @@ class Client:
         ids = [msg_ids] if single else list(msg_ids)
         if not ids or not all(isinstance(m, str) for m in ids):
             raise TypeError("resubmit takes a msg_id or a non-empty list of msg_ids")
+        ids = prefixes.full_ids(self, ids)
         content, buffers = {"msg_ids": ids}, []
         if args is not None or kwargs is not None:
             frames = self._new_arguments(ids, args, kwargs)

@@ -8,7 +8,8 @@ notifications for the web view. Every method returns JSON-able dicts.
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from ..client import Client
+from ..client import Client, prefixes
+from ..error import UnknownTaskError
 from . import tasktable
 
 # Seconds a hub request may take before the page gets a 504. A worker waiting on a
@@ -54,6 +55,10 @@ class Hub:
 
     def task(self, msg_id):
         """Everything about one task but its buffers, and the task it was resubmitted from."""
+        try:
+            msg_id = prefixes.full_id(self.client, msg_id)  # /task/9f3c: as git takes a prefix
+        except UnknownTaskError:
+            return None
         found = self.client.db_query({"msg_id": msg_id})
         if not found:
             return None
@@ -63,7 +68,7 @@ class Hub:
 
     def resubmit(self, msg_id):
         """Run a finished task again; the new task's msg_id. Its result stays in the DB."""
-        ar = self.client.resubmit([msg_id])
+        ar = self.client.resubmit([prefixes.full_id(self.client, msg_id)])
         return {"msg_id": ar.msg_ids[0]}
 
     def abort(self, msg_id):

@@ -146,6 +146,10 @@ def build_parser():
     start.add_argument("--restart-engines", action="store_true", default=None,
                        help="replace engines whose process or job ends")
     start.add_argument("--log-level", help="log level of the controller and engines")
+    start.add_argument("--work-dir", metavar="DIR",
+                       help="directory the engines run tasks in and import modules from "
+                            "(first on their sys.path): for submit('pkg.mod:func') with a "
+                            "package beside your script; default: where each engine starts")
     start.set_defaults(func=cmd_start)
     stop = commands.add_parser("stop", help="stop the cluster recorded in a profile")
     _add_profile_options(stop)
@@ -233,7 +237,9 @@ def _cluster_from(args, profile_dir, options):
              "--location": args.location, "--log-level": args.log_level,
              "--mongodb-url": args.mongodb_url}
     controller_args = [*options.controller_args, *_flag_args(flags)]
-    engine_args = [*options.engine_args, *_flag_args({"--log-level": args.log_level})]
+    work_dir = args.work_dir and os.path.abspath(args.work_dir)  # engines may start elsewhere
+    engine_args = [*options.engine_args, *_flag_args({"--log-level": args.log_level,
+                                                      "--work-dir": work_dir})]
     engine_launcher = args.engine_launcher or options.engine_launcher
     controller_launcher = args.controller_launcher or options.controller_launcher
     for role, name in (("engines", engine_launcher), ("controller", controller_launcher)):

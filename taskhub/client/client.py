@@ -16,7 +16,7 @@ from pathlib import Path
 import zmq
 
 from .. import callables, error, nesting, paths, strategies
-from ..appbase import read_connection_file
+from ..cluster.profiles import read_client_file
 from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable)
 from ..zmqsocket import recv_head_copied, shared_context
@@ -53,7 +53,8 @@ class Client:
             location = Path(profile_dir) if profile_dir else paths.profile_dir(profile)
             path = paths.security_file(location, "client")
         self.connection_file = path
-        self._info = read_connection_file(path)
+        # errors that list the profiles, or say the recorded controller is gone
+        self._info = read_client_file(path, None if url_or_file or profile_dir else profile)
         self.session = Session(self._info["key"].encode())
         self._task_channel_requests = TASK_CHANNEL_REQUESTS \
             if self._info.get("task_scheme") != "pure" else frozenset()

@@ -251,6 +251,17 @@ def test_a_unique_msg_id_prefix_names_its_task_as_in_git(rc):
         rc.resubmit("zz9")
 
 
+def test_the_demo_history_table_shows_short_ids_that_differ(rc, capsys):
+    from taskhub import demo
+    rc.load_balanced_view().map_sync(square, range(6), chunksize=1)
+    demo.show_history(rc)
+    demo.resubmit_one(rc)
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[lines.index(next(ln for ln in lines if ln.startswith("msg_id"))) + 1:][:6]
+    assert len({row.split()[0] for row in table}) == 6
+    assert any(ln.startswith("== 5. Run a recorded task again: rc.resubmit('") for ln in lines)
+
+
 def test_resubmitting_a_running_task_is_refused(rc):
     import time
     ar = rc.load_balanced_view().apply_async(time.sleep, 1)

@@ -7,10 +7,11 @@ notifications for the web view. Every method returns JSON-able dicts.
 """
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 
 from ..client import Client, prefixes
-from ..error import UnknownTaskError
-from . import tasktable
+from ..error import NoTaskDB, UnknownTaskError
+from . import chart, tasktable
 
 # Seconds a hub request may take before the page gets a 504. A worker waiting on a
 # controller that is stopping holds up the process's exit this long at most.
@@ -42,6 +43,16 @@ class Hub:
 
     def throughput(self, window):
         return self._ask("throughput_request", {"window": window})
+
+    def throughput_history(self, window, step, samples):
+        """The throughput chart's samples before the page opened (see chart.py); [] when
+        the controller keeps no task DB."""
+        now = datetime.now(timezone.utc)
+        try:
+            rates = chart.history(self.client.db_count, now, window, step, samples)
+        except NoTaskDB:
+            rates = []
+        return {"time": now.isoformat(), "window": window, "step": step, "rates": rates}
 
     def table(self, args):
         """One page of the task table for the URL parameters `args`."""

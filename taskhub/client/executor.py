@@ -164,10 +164,11 @@ class Executor(futures.Executor):
         return self._send_one(fn, args, kwargs, view, view._metadata())
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None,
-            max_outstanding=None):
+            max_outstanding=None, **task_options):
         """Results of fn over the iterables, in order; one task per `chunksize` items.
         `timeout` counts from this call; a task's error is raised where its result would
         be. Leaving the iteration early cancels the chunks no engine has started.
+        `task_options` go on top of the executor's defaults, as in qbfutures' map.
 
         Like the standard library's, map reads the iterables whole before it returns,
         which never ends for an endless generator. `buffersize=n` (Python 3.14's name;
@@ -175,12 +176,25 @@ class Executor(futures.Executor):
         at most n tasks in flight: bounded memory for any input (see imap)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bound = _bound(buffersize, max_outstanding)
+        if task_options:
+            return self._with(task_options).map(fn, *iterables, timeout=timeout,
+                                                chunksize=chunksize, buffersize=bound)
         if bound is not None:
             from .imap import imap
             return imap(self, fn, iterables, ordered=True, max_outstanding=bound,
                         chunksize=chunksize, deadline=deadline) if iterables else iter(())
         sent = self._send_chunks(fn, iterables, chunksize, self._view, self._md)
         return _in_order(self.client, sent, deadline)
+
+    def _with(self, task_options):
+        """An executor sharing this one's client, group and strategies, with more defaults;
+        its futures count as this one's (shutdown waits for them)."""
+        self._check_open()
+        other = Executor(self.client, task_group_id=self._task_group_id,
+                         serializer=self.serializer, **{**self._defaults,
+                                                        **_options(task_options)})
+        other._futures, other._lock = self._futures, self._lock
+        return other
 
     def _submit_chunk(self, fn, columns):
         """One task running fn over a chunk: `columns` holds one sequence per argument;
@@ -246,8 +260,14 @@ class Executor(futures.Executor):
 
     # -- batches, groups, strategies ---------------------------------------------------------
     def batch(self, label=None, **task_options):
-        """A Batch: `with ex.batch(label="x") as b:` sends b's calls when the block exits."""
-        return Batch(self, label, _options(task_options))
+        """A Batch: `with ex.batch(label="x") as b:` sends b's calls when the block exits.
+        `name=` is another spelling of the label, as in qbfutures' batch(name=...)."""
+        options = _options(task_options)
+        if "label" in options:
+            if label is not None:
+                raise TypeError("give a batch's label as label= or name=, not both")
+            label = options.pop("label")
+        return Batch(self, label, options)
 
     def reload_tasks(self):
         """Futures for every task of this executor's task group (see Client.reload_tasks)."""

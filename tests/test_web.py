@@ -222,6 +222,18 @@ def test_task_endpoint(web):
     assert http(web, "/api/tasks/nope", token=web.server.token)[0] == 404
 
 
+def test_a_task_is_found_by_any_unique_prefix_of_its_msg_id(web):
+    token, msg_id = web.server.token, web.flaky.msg_ids[0]
+    status, body = http(web, f"/api/tasks/{msg_id[:8]}", token=token)
+    assert status == 200 and body["task"]["msg_id"] == msg_id
+    web.rc.load_balanced_view().map_sync(abs, range(17), chunksize=1)
+    ids = web.rc.hub_history()  # 17 ids or more: two share a first digit
+    digit = next(m[0] for m in ids if sum(o[0] == m[0] for o in ids) > 1)
+    status, body = http(web, f"/api/tasks/{digit}", token=token)
+    assert status == 400 and body["error"].startswith(f"msg_id prefix '{digit}' is ambiguous")
+    assert http(web, "/api/tasks/zzz9", token=token)[0] == 404
+
+
 def test_the_hub_requests_behind_the_page(web):
     """The client API the web view uses: sorted pages, counts, engine details."""
     rc = web.rc

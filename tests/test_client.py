@@ -249,6 +249,8 @@ def test_a_unique_msg_id_prefix_names_its_task_as_in_git(rc):
     with pytest.raises(UnknownTaskError, match="no task in the task database has a msg_id "
                                                "that is or starts with 'zz9'"):
         rc.resubmit("zz9")
+    assert rc.result_status(first[:8])["completed"] == [first]
+    assert rc.purge_results(ar.msg_ids[1][:8]) == 1
 
 
 def test_the_demo_history_table_shows_short_ids_that_differ(rc, capsys):

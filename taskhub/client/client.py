@@ -507,8 +507,7 @@ class Client:
         return self._hub_request("purge_request", {"msg_ids": ids, "targets": engine_ids}
                                  )["dropped"]
 
-    @staticmethod
-    def _msg_id_list(jobs, method):
+    def _msg_id_list(self, jobs, method):
         jobs = [jobs] if isinstance(jobs, (str, AsyncResult)) else list(jobs)
         ids = []
         for job in jobs:
@@ -518,7 +517,7 @@ class Client:
                 ids.append(job)
             else:
                 raise TypeError(f"{method} takes msg_ids or AsyncResults, not {job!r}")
-        return ids
+        return prefixes.full_ids(self, ids)  # a unique prefix names its task
 
     def get_result(self, msg_ids):
         """An AsyncHubResult for tasks by msg_id, whoever submitted them."""

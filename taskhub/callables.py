@@ -12,6 +12,7 @@ engine's own namespace, where a DirectView pushes names.
 """
 import hashlib
 import importlib
+import os
 import pickle
 import re
 import reprlib
@@ -59,11 +60,33 @@ class ByName:
         return f"ByName({self.spec!r})"
 
 
+def _is_part_of(missing, module_name):
+    """Whether `missing` is `module_name` or one of its parent packages."""
+    return module_name == missing or module_name.startswith(missing + ".")
+
+
+def _not_found(spec, module_name, error):
+    """Where this process looked for a module it could not find, and how to put it there."""
+    top = module_name.split(".")[0]
+    places = "\n".join(f"    {p or '(the working directory)'}" for p in sys.path)
+    return (f"cannot import module {module_name!r} for the callable {spec!r}: {error}.\n"
+            f"This process (pid {os.getpid()}) runs in {os.getcwd()} and looked on sys.path:\n"
+            f"{places}\n"
+            f"To make {top!r} importable where tasks run: install it into the engines' Python "
+            f"(pip install ...), or start the engines with the directory that holds it: "
+            f"`ipcluster start --work-dir DIR` / `ipengine --work-dir DIR`, or "
+            f"PYTHONPATH=DIR in their environment.")
+
+
 def resolve(spec):
     """The callable 'package.module:qualified.name' names, imported here."""
     module_name, _, attr = spec.partition(":")
     try:
         obj = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not _is_part_of(e.name, module_name):
+            raise  # the module was found; something it imports was not: its own traceback
+        raise ModuleNotFoundError(_not_found(spec, module_name, e), name=e.name) from None
     except ImportError as e:
         raise ImportError(f"cannot import module {module_name!r} for the callable {spec!r}: "
                           f"{e}") from None

@@ -81,8 +81,9 @@ def show_history(rc):
 
 def resubmit_one(rc):
     first = rc.hub_history()[-6]
-    heading("5. Run a recorded task again: rc.resubmit(msg_id).get()")
-    result = rc.resubmit(first).get(timeout=30)
+    heading(f"5. Run a recorded task again: rc.resubmit({first[:8]!r}).get()  (any unique "
+            f"prefix of a msg_id names its task)")
+    result = rc.resubmit(first[:8]).get(timeout=30)
     sys.stdout.write(f"rerun of {first[:8]} returned {result}  (a map task runs a chunk of "
                      "the inputs)\n")
     new_id = rc.db_query({"msg_id": first}, keys=["resubmitted"])[0].get("resubmitted")

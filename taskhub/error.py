@@ -33,6 +33,10 @@ class UnknownTaskError(TaskhubError, KeyError):
         return str(self.args[0]) if self.args else "unknown task"
 
 
+class AmbiguousTaskId(TaskhubError, ValueError):
+    """A msg_id prefix that more than one task's msg_id starts with."""
+
+
 class QueryError(TaskhubError, ValueError):
     """A task-DB query that uses an unknown operator or key, or a bad value."""
 

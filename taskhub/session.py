@@ -121,6 +121,10 @@ def utcnow():
     return datetime.now(timezone.utc)
 
 
+_ID_MASK = (1 << 48) - 1
+_ID_MIX = 0x9E3779B97F4B  # odd, near 2**48 / golden ratio: consecutive counts land far apart
+
+
 def new_id():
     return uuid.uuid4().hex
 
@@ -168,12 +172,15 @@ class Session:
 
     def next_msg_id(self):
         """A new msg_id: 32 hex digits like a uuid4's, but 80 random bits drawn once per
-        session (and process) followed by a counter — a uuid4 per message cost a system
-        call for its randomness."""
+        session (and process) after a counter — a uuid4 per message cost a system call for
+        its randomness. The counter is scrambled (times an odd constant, xor a random
+        offset: a bijection of 48 bits) and goes first, so that the first few digits, the
+        short form people read and type, differ from task to task."""
         ids = self._ids
         if ids is None or ids[0] != os.getpid():
-            ids = self._ids = (os.getpid(), os.urandom(10).hex(), itertools.count())
-        return f"{ids[1]}{next(ids[2]):012x}"
+            offset = int.from_bytes(os.urandom(6), "big")
+            ids = self._ids = (os.getpid(), os.urandom(10).hex(), itertools.count(), offset)
+        return f"{((next(ids[2]) * _ID_MIX) & _ID_MASK) ^ ids[3]:012x}{ids[1]}"
 
     # -- building ---------------------------------------------------------------------------
     def header(self, msg_type, msg_id=None):

@@ -232,6 +232,38 @@ def test_unknown_ids_are_clear_errors(rc):
         rc.resubmit(["no-such-id"])
 
 
+def test_a_unique_msg_id_prefix_names_its_task_as_in_git(rc):
+    ar = rc.load_balanced_view().map_async(square, range(17), chunksize=1)
+    ar.get(10)
+    first = ar.msg_ids[0]
+    assert len({m[:8] for m in ar.msg_ids}) == 17  # the short forms tell tasks apart
+    hub_ar = rc.get_result(first[:8])
+    assert hub_ar.msg_ids == [first] and hub_ar.get(10) == [0]
+    again = rc.resubmit(first[:8])
+    assert again.get(10) == [0] and again.msg_ids[0] != first
+    # 17 ids over 16 hex digits: two share their first digit
+    digit = next(m[0] for m in ar.msg_ids if sum(o[0] == m[0] for o in ar.msg_ids) > 1)
+    with pytest.raises(ValueError, match=f"msg_id prefix '{digit}' is ambiguous: it starts "
+                                         f"{digit}[0-9a-f]{{31}}, {digit}"):
+        rc.get_result(digit)
+    with pytest.raises(UnknownTaskError, match="no task in the task database has a msg_id "
+                                               "that is or starts with 'zz9'"):
+        rc.resubmit("zz9")
+    assert rc.result_status(first[:8])["completed"] == [first]
+    assert rc.purge_results(ar.msg_ids[1][:8]) == 1
+
+
+def test_the_demo_history_table_shows_short_ids_that_differ(rc, capsys):
+    from taskhub import demo
+    rc.load_balanced_view().map_sync(square, range(6), chunksize=1)
+    demo.show_history(rc)
+    demo.resubmit_one(rc)
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[lines.index(next(ln for ln in lines if ln.startswith("msg_id"))) + 1:][:6]
+    assert len({row.split()[0] for row in table}) == 6
+    assert any(ln.startswith("== 5. Run a recorded task again: rc.resubmit('") for ln in lines)
+
+
 def test_resubmitting_a_running_task_is_refused(rc):
     import time
     ar = rc.load_balanced_view().apply_async(time.sleep, 1)

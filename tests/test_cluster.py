@@ -362,6 +362,11 @@ def test_ipcluster_tasks_prints_the_history(shared, client):
     assert [r["msg_id"] for r in records] == ar.msg_ids and all(r["completed"] for r in records)
     later = ipcluster(env, "tasks", "--query", '{"completed": {"$gte": "2999-01-01"}}')
     assert later.stdout == "(no tasks)\n"
+    short = {ln.split()[0][:8] for ln in ipcluster(env, "tasks").stdout.splitlines()[1:-1]}
+    assert len(short) == len(ipcluster(env, "tasks").stdout.splitlines()) - 2  # all differ
+    either = ipcluster(env, "tasks", "--query", json.dumps(
+        {"$or": [{"completed": {"$gte": "2999-01-01"}}, {"msg_id": ar.msg_ids[1]}]}))
+    assert [ln.split()[0] for ln in either.stdout.splitlines()[1:-1]] == ar.msg_ids[1:]
 
 
 def test_ipcluster_tasks_bad_query_is_a_clear_error(shared):

@@ -129,6 +129,22 @@ CASES = [
     ({"engine_uuid": "e1", "client_uuid": "c2"}, "c"),
     ({"status": {"$in": ["ok"]}, "completed": {"$gt": at(2)}}, "e"),
     ({"client_uuid": {"$ne": "c1"}, "started": {"$lte": at(3)}}, "c"),
+    # the logical operators, as MongoDB users write them
+    ({"$or": [{"status": "error"}, {"engine_id": 0}]}, "abc"),
+    ({"$or": [{"completed": None}, {"label": {"$glob": "alpha*"}}]}, "abcd"),
+    ({"$and": [{"engine_uuid": "e2"}, {"status": "ok"}]}, "e"),
+    ({"$and": [{"completed": {"$gt": at(1)}}, {"completed": {"$lt": at(5)}}]}, "ab"),
+    ({"$nor": [{"engine_uuid": "e1"}, {"status": "error"}]}, "de"),
+    ({"engine_uuid": {"$not": {"$eq": "e1"}}}, "bde"),
+    ({"completed": {"$not": {"$gt": at(2)}}}, "acd"),  # not set matches, as in MongoDB
+    ({"label": {"$not": {"$regex": "^alpha"}}}, "cde"),
+    ({"label": {"$not": {"$glob": "*a-?"}}}, "cd"),
+    ({"completed": {"$not": {"$exists": True}}}, "cd"),
+    ({"engine_id": {"$not": {"$in": [0]}, "$ne": None}}, "be"),
+    ({"$not": {"client_uuid": "c1"}}, "cd"),
+    ({"client_uuid": "c1", "$or": [{"engine_id": 0}, {"label": {"$regex": "3$"}}]}, "ae"),
+    ({"$or": [{"$and": [{"engine_uuid": "e1"}, {"status": None}]}, {"msg_id": "d"}]}, "cd"),
+    ({"$nor": [{"$or": [{"engine_id": 0}, {"engine_id": 1}]}]}, "d"),
 ]
 
 
@@ -257,8 +273,26 @@ def _conditions(draw, key):
     return {op: value}
 
 
-_queries = st.dictionaries(st.sampled_from(sorted(_VALUES)), st.just(None), max_size=2).flatmap(
+_plain_queries = st.dictionaries(st.sampled_from(sorted(_VALUES)), st.just(None),
+                                 max_size=2).flatmap(
     lambda keys: st.fixed_dictionaries({key: _conditions(key) for key in keys}))
+
+
+@st.composite
+def _combined(draw):
+    """A plain query, or one under $or/$and/$nor/$not, or a key's condition under $not."""
+    how = draw(st.sampled_from(["plain", "$or", "$and", "$nor", "$not", "key $not"]))
+    if how == "plain":
+        return draw(_plain_queries)
+    if how == "$not":
+        return {"$not": draw(_plain_queries)}
+    if how == "key $not":
+        key = draw(st.sampled_from(sorted(_VALUES)))
+        return {key: {"$not": draw(_conditions(key))}}
+    return {how: draw(st.lists(_plain_queries, min_size=1, max_size=3))}
+
+
+_queries = _combined()
 
 
 @settings(max_examples=60, deadline=None,

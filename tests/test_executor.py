@@ -411,7 +411,9 @@ def test_reload_tasks_from_another_client(cluster, rc, gate):
         assert not reloaded[0].done()
         gate.open()
         assert reloaded[0].result(30) == "late"
-    assert rc.reload_tasks("no-such-group") == []
+    with pytest.raises(KeyError, match="no task in the task database has task group "
+                                       "'no-such-group'; known groups, newest first: "):
+        rc.reload_tasks("no-such-group")
 
 
 SUBMITTER = """
@@ -479,13 +481,144 @@ def test_callables_by_name(rc):
     assert list(ex.map("builtins:abs", [-1, -2])) == [1, 2]
     with pytest.raises(RemoteError, match="cannot import module 'no_such_module'") as info:
         ex.submit("no_such_module:f").result(30)
-    assert info.value.ename == "ImportError"
+    assert info.value.ename == "ModuleNotFoundError"
     with pytest.raises(RemoteError, match="cannot find 'nope' in module 'math'"):
         ex.submit("math:nope", 1).result(30)
     with pytest.raises(ValueError, match="is not a callable's name"):
         ex.submit("math:", 1)
     with pytest.raises(TypeError, match="expected a callable"):
         ex.submit(42)
+
+
+def test_a_module_the_engine_cannot_import_says_where_it_looked_and_what_to_do(tmp_path):
+    """A package beside the user's script is not where an engine looks, until the engine
+    is started with --work-dir there (ipcluster start --work-dir passes it on)."""
+    from conftest import LoopbackCluster
+    scripts = tmp_path / "scripts"
+    (scripts / "pkgdemo").mkdir(parents=True)
+    (scripts / "pkgdemo" / "__init__.py").write_text("")
+    (scripts / "pkgdemo" / "work.py").write_text("def square(x):\n    return x * x\n")
+    cluster = LoopbackCluster(tmp_path / "profile", n=1).start()
+    try:
+        with cluster.client() as rc:
+            plain = Executor(view=rc.load_balanced_view(targets=rc.ids))
+            with pytest.raises(RemoteError) as info:
+                plain.submit("pkgdemo.work:square", 3).result(30)
+            message = str(info.value)
+            assert "cannot import module 'pkgdemo.work' for the callable " \
+                   "'pkgdemo.work:square': No module named 'pkgdemo'" in message
+            assert f"runs in {os.getcwd()} and looked on sys.path:" in message
+            assert "start the engines with the directory that holds it: `ipcluster start " \
+                   "--work-dir DIR` / `ipengine --work-dir DIR`, or PYTHONPATH=DIR" in message
+            first = rc.ids
+            cluster.add_engine("--work-dir", str(scripts))
+            rc.wait_for_engines(2, timeout=30)
+            there = Executor(view=rc.load_balanced_view(
+                targets=[i for i in rc.ids if i not in first]))
+            assert there.submit("pkgdemo.work:square", 3).result(30) == 9
+            assert there.submit(os.getcwd).result(30) == str(scripts)
+    finally:
+        cluster.stop()
+
+
+# -- constructor keywords are defaults, as in qbfutures ----------------------------------------
+def test_executor_keywords_are_task_defaults_on_the_default_profile(tmp_path, monkeypatch):
+    """`taskhub.Executor(priority=5)` connects to the default profile's cluster; every task
+    takes the keywords as its options (recorded in the task DB)."""
+    from conftest import LoopbackCluster
+    monkeypatch.setenv("TASKHUB_DIR", str(tmp_path))
+    cluster = LoopbackCluster(tmp_path / "profile_default", n=1).start()
+    try:
+        with taskhub.Executor(priority=5, label="farm") as ex:
+            assert ex._owns_client and ex.client.connection_file.parent.parent == \
+                tmp_path / "profile_default"
+            fut = ex.submit(square, 4)
+            assert fut.result(30) == 16
+            client = ex.client
+        assert client._closed  # its own client goes with it
+        with cluster.client() as rc:
+            [rec] = rc.db_query({"msg_id": fut.msg_ids[0]}, keys=["label", "metadata"])
+            assert rec["label"] == "farm" and rec["metadata"]["priority"] == 5
+            with taskhub.Executor(client=rc, retries=1) as ex:
+                assert not ex._owns_client and ex.submit(square, 5).result(30) == 25
+            assert not rc._closed
+            with taskhub.Executor(profile_dir=cluster.profile_dir) as ex:
+                assert ex.submit(square, 6).result(30) == 36
+    finally:
+        cluster.stop()
+
+
+def test_executor_place_errors_are_clear(rc, tmp_path, monkeypatch):
+    with pytest.raises(TypeError, match="give an Executor one place to run: a Client, a "
+                                        "view or a profile, not client and profile"):
+        taskhub.Executor(client=rc, profile="x")
+    with pytest.raises(TypeError, match="an Executor runs on a Client or a LoadBalancedView, "
+                                        "not int"):
+        taskhub.Executor(3)
+    monkeypatch.setenv("TASKHUB_DIR", str(tmp_path))
+    with pytest.raises(OSError, match="profile_default"):
+        taskhub.Executor(cpus=4)  # nothing running there
+
+
+def test_executor_with_a_bad_default_closes_the_client_it_made(cluster):
+    threads = len([t for t in threading.enumerate() if t.name == "taskhub-client-io"])
+    with pytest.raises(Exception, match="priority"):
+        taskhub.Executor(profile_dir=cluster.profile_dir, priority="high")
+    wait_until(lambda: len([t for t in threading.enumerate()
+                            if t.name == "taskhub-client-io"]) <= threads,
+               what="the executor's own client to close")
+
+
+# -- endless inputs: map(buffersize=), imap(chunksize=) ----------------------------------------
+def test_map_with_buffersize_reads_an_endless_input_as_results_go_out(rc):
+    ex = rc.executor()
+    read = []
+
+    def endless():
+        for i in itertools.count():
+            read.append(i)
+            yield i
+
+    results = ex.map(square, endless(), buffersize=4)
+    assert [next(results) for _ in range(10)] == [i * i for i in range(10)]
+    assert len(read) <= 10 + 4  # at most buffersize tasks ahead of what was given out
+    results.close()
+    results = ex.map(divide, [1, 2, 3], [1, 1, 1], max_outstanding=2, chunksize=2)
+    assert list(results) == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="buffersize must be a positive integer, not 0"):
+        ex.map(square, endless(), buffersize=0)
+    with pytest.raises(TypeError, match="as buffersize= or max_outstanding=, not both"):
+        ex.map(square, [1], buffersize=2, max_outstanding=3)
+
+
+def test_imap_chunksize_sends_one_task_per_chunk(rc):
+    lview = rc.load_balanced_view()
+    before = len(rc.hub_history())
+    got = list(lview.imap(square, iter(range(10)), ordered=True, chunksize=4,
+                          max_outstanding=2))
+    assert got == [i * i for i in range(10)]
+    assert len(rc.hub_history()) - before == 3  # 4 + 4 + 2 items
+    got = list(lview.imap(divide, [1, 2, 3, 4], [1, 0, 1, 1], chunksize=2, ordered=True,
+                          return_exceptions=True))
+    # 2/0 fails its whole chunk: its error stands for each of the chunk's two items
+    assert got[2:] == [3.0, 4.0] and got[0] is got[1]
+    assert isinstance(got[0], RemoteError) and got[0].ename == "ZeroDivisionError"
+    with pytest.raises(ValueError, match="chunksize must be a positive integer, not 0"):
+        lview.imap(square, [1], chunksize=0)
+
+
+# -- task groups: a typo is an error, not [] ---------------------------------------------------
+def test_reload_tasks_of_an_unknown_group_names_the_known_ones(rc):
+    ex = rc.executor(task_group_id="nightly-render-2024")
+    assert ex.submit(square, 2).result(30) == 4
+    with pytest.raises(KeyError) as info:
+        rc.reload_tasks("nightly-rendr-2024")
+    assert str(info.value).startswith(
+        "no task in the task database has task group 'nightly-rendr-2024' (did you mean "
+        "'nightly-render-2024'?); known groups, newest first: 'nightly-render-2024'")
+    with rc.executor() as fresh:  # its own group, nothing sent yet: nothing to reload
+        assert fresh.reload_tasks() == []
+    assert rc.reload_tasks() is not None
 
 
 TOOL = '''

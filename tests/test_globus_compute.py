@@ -81,7 +81,9 @@ def test_shell_function_rejects_bad_arguments_at_once():
 @pytest.mark.skipif(shutil.which("mpiexec") is None,
                     reason="Open MPI is installed by `make test` (tests/infra)")
 def test_an_mpi_function_runs_the_ranks_its_resource_specification_asks_for(rc):
-    cmd = f"{sys.executable} -c 'import os; print(\"rank\", os.environ[\"OMPI_COMM_WORLD_RANK\"])'"
+    # one write per line: ranks share the pipe, and separate writes could interleave
+    cmd = (f"{sys.executable} -c 'import os, sys; "
+           f"sys.stdout.write(\"rank %s\\n\" % os.environ[\"OMPI_COMM_WORLD_RANK\"])'")
     with rc.executor() as ex:
         ex.resource_specification = {"num_nodes": 1, "ranks_per_node": 3}
         result = ex.submit(MPIFunction(cmd)).result(timeout=60)

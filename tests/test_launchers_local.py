@@ -12,10 +12,12 @@ import socket
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import pytest
 
 from infra.clusters import IPCLUSTER, squares_on_all_engines, wait_engines
+from infra.systems import wait_for
 from taskhub.cluster.cluster import read_record
 
 pytestmark = pytest.mark.timeout(180)
@@ -116,6 +118,54 @@ def test_unknown_launcher_fails_before_anything_starts(profile):
     assert "unknown engines launcher 'nope'; known: local, mpi, pbs, sge, slurm, ssh" \
         in done.stderr
     assert read_record(profile.dir) is None
+    # a start that fails leaves no empty profile behind; one that existed stays
+    failed = profile.ipcluster("start", "-n", "1", "--engines", "nope", "--profile", "x")
+    assert failed.returncode == 1 and "unknown engines launcher 'nope'" in failed.stderr
+    assert not (profile.dir.parent / "profile_x").exists() and profile.dir.is_dir()
+
+
+def test_after_engines_die_and_are_replaced_list_and_stop_count_those_that_exist(profile):
+    profile.start("-n", "2")
+    rc = profile.client()
+    try:
+        wait_engines(rc, 2, 30, "start")
+        os.kill(profile.engine_pids()[0], signal.SIGKILL)
+        wait_engines(rc, 1, NOTICED_WITHIN, "the killed engine unregistered")
+        wait_for(lambda: len(profile.engine_pids()) == 1, 10, "the watcher to forget the unit")
+        assert profile.ipcluster("list").stdout.split()[4:] == ["default",
+                                                                str(profile.controller_pid()),
+                                                                "1/1", "running"]
+        added = profile.ipcluster("engines", "add", "-n", "1")
+        assert added.returncode == 0, added.stderr
+        wait_engines(rc, 2, 30, "the replacement registered")
+        assert "2/2" in profile.ipcluster("list").stdout
+    finally:
+        rc.close()
+    stopped = profile.ipcluster("stop")
+    assert "(controller pid" in stopped.stdout and ", 2 engines)" in stopped.stdout
+    profile.assert_nothing_left()
+
+
+def test_client_errors_name_the_profiles_and_a_dead_controller(profile):
+    from taskhub.client import Client
+    from taskhub.error import ClusterStateError, ConnectionFileError
+    profile.start("-n", "1")
+    env = {"TASKHUB_DIR": profile.env["TASKHUB_DIR"]}
+    with mock.patch.dict(os.environ, env):
+        with pytest.raises(ConnectionFileError) as info:
+            Client(profile="defualt")
+        assert str(info.value).endswith(
+            f"; profiles under {profile.dir.parent}: default (running); did you mean "
+            f"profile='default'?")
+        os.kill(profile.controller_pid(), signal.SIGKILL)
+        wait_for(lambda: "stale" in profile.ipcluster("list").stdout, 10, "a stale record")
+        with pytest.raises(ClusterStateError) as info:  # at once: not a TimeoutError
+            Client(timeout=30)
+        assert str(info.value) == (
+            f"the controller of profile 'default' (pid {profile.controller_pid()}) is not "
+            f"running: `ipcluster list` shows its record as stale. Start the cluster with "
+            f"`ipcluster start --profile default` (or clear the record with `ipcluster stop "
+            f"--profile default`)")
 
 
 def _engine_with(tmp_path, port):

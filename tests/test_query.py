@@ -79,6 +79,29 @@ CASES = [
 ]
 
 
+# the logical operators: $or, $and, $nor over queries, $not on a key or a whole query
+CASES += [
+    ({"engine_id": 1}, {"$or": [{"engine_id": 1}, {"label": "x"}]}, True),
+    ({"label": "x"}, {"$or": [{"engine_id": 1}, {"label": "x"}]}, True),
+    ({"engine_id": 2}, {"$or": [{"engine_id": 1}, {"label": "x"}]}, False),
+    ({"engine_id": 1, "label": "x"}, {"$and": [{"engine_id": 1}, {"label": "x"}]}, True),
+    ({"engine_id": 1}, {"$and": [{"engine_id": 1}, {"label": "x"}]}, False),
+    ({"engine_id": 2}, {"$nor": [{"engine_id": 1}, {"label": "x"}]}, True),
+    ({"label": "x"}, {"$nor": [{"engine_id": 1}, {"label": "x"}]}, False),
+    ({"engine_id": 3}, {"engine_id": {"$not": {"$lt": 2}}}, True),
+    ({"engine_id": 1}, {"engine_id": {"$not": {"$lt": 2}}}, False),
+    ({"engine_id": None}, {"engine_id": {"$not": {"$lt": 2}}}, True),  # not set: as MongoDB
+    ({"label": "beta"}, {"label": {"$not": {"$glob": "alpha*"}}}, True),
+    ({"label": "alpha"}, {"label": {"$not": {"$glob": "alpha*"}}}, False),
+    ({"engine_id": 3}, {"engine_id": {"$not": {"$gt": 1, "$lt": 5}}}, False),
+    ({"engine_id": 7}, {"engine_id": {"$not": {"$gt": 1, "$lt": 5}, "$gt": 6}}, True),
+    ({"label": "x"}, {"$not": {"label": "x"}}, False),
+    ({"label": "y"}, {"$not": {"label": "x"}}, True),
+    ({"engine_id": 1}, {"engine_id": 1, "$or": [{"$and": [{"label": None}]}, {"label": "x"}]},
+     True),
+]
+
+
 @pytest.mark.parametrize("record, query, expected", CASES)
 def test_match(record, query, expected):
     assert match(record, query) is expected
@@ -125,8 +148,22 @@ def test_compiled_query_is_reusable():
 @pytest.mark.parametrize("query, message", [
     ({"complete": None}, "unknown TaskRecord key 'complete' (did you mean 'completed'?)"),
     ({"zzz": 1}, "unknown TaskRecord key 'zzz'"),
-    ({"engine_uuid": {"$foo": 1}}, "unsupported query operator '$foo' on key 'engine_uuid'; "
-                                   "supported: $eq, $ne, $in, $nin, $gt"),
+    ({"engine_uuid": {"$foo": 1}}, "operator '$foo' is not supported (supported: $eq, $ne, "
+                                   "$in, $nin, $gt"),
+    ({"label": {"$size": 2}}, "operator '$size' is not supported (supported: $eq, $ne, $in, "
+                              "$nin, $gt, $gte, $lt, $lte, $exists, $regex, $glob, $ge, $le, "
+                              "$not, $and, $or, $nor) in the condition on key 'label'"),
+    ({"label": {"$elemMatch": {"$eq": "a"}}}, "operator '$elemMatch' is not supported"),
+    ({"$where": "this.a > 1"}, "operator '$where' is not supported (supported: $eq"),
+    ({"$or": {"label": "a"}}, "$or takes a non-empty list of queries"),
+    ({"$or": []}, "$or takes a non-empty list of queries"),
+    ({"$and": ["label"]}, "$and takes a query (a dict), not str"),
+    ({"$or": [{"engine_id": "3"}]}, "$eq on key 'engine_id' needs an int, not str"),
+    ({"$nor": [{"complete": None}]}, "unknown TaskRecord key 'complete' (did you mean"),
+    ({"label": {"$not": "a"}}, "$not on key 'label' takes a dict of operators"),
+    ({"label": {"$not": {"$not": {"$eq": "a"}}}}, "$not on key 'label' takes a dict of operators"),
+    ({"label": {"$not": {"$gt": 3}}}, "$gt on key 'label' needs a str, not int"),
+    ({"$not": ["label"]}, "$not takes a query (a dict), not list"),
     ({"engine_uuid": {"$in": "e1"}}, "$in on key 'engine_uuid' needs a list, tuple or set"),
     ({"engine_uuid": {"$nin": None}}, "$nin on key 'engine_uuid' needs a list"),
     ({"completed": {"$exists": 1}}, "$exists on key 'completed' needs True or False"),
@@ -139,7 +176,7 @@ def test_compiled_query_is_reusable():
     ({"engine_id": True}, "$eq on key 'engine_id' needs an int, not bool"),
     ({"engine_id": {"$in": [1, "2"]}}, "$in on key 'engine_id' needs an int, not str"),
     ({"header": {"$eq": {"a": 1}}}, "key 'header' holds a dict: a query can only test"),
-    ({"header": {"a": 1}}, "unsupported query operator 'a' on key 'header'"),
+    ({"header": {"a": 1}}, "operator 'a' is not supported"),
     ({"completed": {}}, "empty condition on key 'completed'"),
     ({"completed": {"$ge": T0, "$gte": T1}}, "'$gte' repeats '$gte' on key 'completed'"),
     (["completed"], "a query is a dict of {key: condition}, not list"),

@@ -115,6 +115,15 @@ def test_msg_ids_are_unique_32_hex_digits(pair):
     assert len(ids) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
 
+def test_msg_ids_differ_in_their_first_eight_digits(pair):
+    """The short form people read (the demo's table, a prefix typed to get_result) tells
+    tasks apart: the changing part of an id comes first."""
+    a, b = pair
+    ids = [a.header("x")["msg_id"] for _ in range(1000)]
+    assert len({i[:8] for i in ids}) == 1000
+    assert {i[:8] for i in ids}.isdisjoint(b.header("x")["msg_id"][:8] for _ in range(100))
+
+
 def test_content_given_as_json_bytes_is_sent_as_it_is_and_signed(pair):
     """A db_reply's content is made as JSON text (records never decoded by the hub)."""
     a, b = pair

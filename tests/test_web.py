@@ -177,6 +177,27 @@ def test_throughput_endpoint(web):
     assert http(web, "/api/throughput?window=0", token=web.server.token)[0] == 400
 
 
+def test_throughput_history_samples_go_back_from_now():
+    from taskhub.web import chart
+    now = datetime(2026, 1, 1, 12, 0, 10, tzinfo=timezone.utc)
+    windows = chart.sample_windows(now, window=10, step=2, samples=3)
+    assert [(a.second, b.second) for a, b in windows] == [(54, 4), (56, 6), (58, 8)]
+    seen = []
+    rates = chart.history(lambda q: seen.append(q) or 5, now, 10, 2, 3)
+    assert rates == [0.5, 0.5, 0.5]
+    assert seen[-1] == {"completed": {"$gt": windows[-1][0], "$lte": windows[-1][1]}}
+    with pytest.raises(ValueError, match="samples must be an integer in \\[1, 600\\]"):
+        chart.history(len, now, 10, 2, 0)
+
+
+def test_throughput_history_endpoint(web):
+    status, body = http(web, "/api/throughput/history?window=3600&step=0.001&samples=2",
+                        token=web.server.token)
+    assert status == 200 and len(body["rates"]) == 2 and body["rates"][-1] > 0
+    status, body = http(web, "/api/throughput/history?samples=0", token=web.server.token)
+    assert status == 400 and "samples must be an integer" in body["error"]
+
+
 def test_tasks_endpoint_filters_sorts_and_pages(web):
     token = web.server.token
     status, page = http(web, "/api/tasks?label=squares&sort=submitted&limit=5&skip=5",
@@ -199,6 +220,18 @@ def test_task_endpoint(web):
     assert "RuntimeError" in task["error"]["traceback"] and "checking" in task["stdout"]
     assert "buffers" not in task and body["resubmitted_from"] is None
     assert http(web, "/api/tasks/nope", token=web.server.token)[0] == 404
+
+
+def test_a_task_is_found_by_any_unique_prefix_of_its_msg_id(web):
+    token, msg_id = web.server.token, web.flaky.msg_ids[0]
+    status, body = http(web, f"/api/tasks/{msg_id[:8]}", token=token)
+    assert status == 200 and body["task"]["msg_id"] == msg_id
+    web.rc.load_balanced_view().map_sync(abs, range(17), chunksize=1)
+    ids = web.rc.hub_history()  # 17 ids or more: two share a first digit
+    digit = next(m[0] for m in ids if sum(o[0] == m[0] for o in ids) > 1)
+    status, body = http(web, f"/api/tasks/{digit}", token=token)
+    assert status == 400 and body["error"].startswith(f"msg_id prefix '{digit}' is ambiguous")
+    assert http(web, "/api/tasks/zzz9", token=token)[0] == 404
 
 
 def test_the_hub_requests_behind_the_page(web):
@@ -301,6 +334,18 @@ def test_find_a_failed_task_resubmit_it_and_see_it_finish(web, page):
     assert web.rc.get_result(new_id).get(10) == "fixed"
     [old] = web.rc.db_query({"msg_id": web.flaky.msg_ids[0]}, keys=["resubmitted"])
     assert old["resubmitted"] == new_id
+
+
+def test_the_throughput_chart_shows_work_done_before_the_page_opened(web, page):
+    """Opened after a burst of tasks, the chart draws their completions from the task DB,
+    not a flat line that starts when the page does."""
+    web.rc.load_balanced_view().map_sync(abs, range(40), chunksize=1)
+    page.goto(web.server.url)
+    page.wait_for_function("(document.querySelector('#spark').dataset.rates || '')"
+                           ".split(' ').length >= 60")
+    rates = [float(r) for r in page.locator("#spark").get_attribute("data-rates").split()]
+    history = rates[:59]  # from the task DB; the last one is the page's own first poll
+    assert any(r > 0 for r in history), rates
 
 
 def test_sorting_and_paging_in_the_browser(web, page):

@@ -183,3 +183,11 @@ c = get_config()  #noqa
 #  the controller).
 #  Default: 30.0
 # c.IPEngineApp.wait_for_file = 30.0
+
+## Directory the engine runs tasks in: it changes into it at start and puts it
+#  first on sys.path, so tasks find the modules kept there
+#  (submit('pkg.mod:func') for a package beside your script) and relative paths.
+#  Empty: the directory it was started in, which is not on sys.path when started
+#  as the `ipengine` command.
+#  Default: ''
+# c.IPEngineApp.work_dir = ''

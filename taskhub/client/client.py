@@ -16,10 +16,11 @@ from pathlib import Path
 import zmq
 
 from .. import callables, error, nesting, paths, strategies, versions
-from ..appbase import read_connection_file
+from ..cluster.profiles import read_client_file
 from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable)
 from ..zmqsocket import recv_head_copied, shared_context
+from . import prefixes
 from .asyncresult import AsyncHubResult, AsyncResult
 from .throttle import OutstandingLimit
 from .view import DirectView, LoadBalancedView
@@ -52,7 +53,8 @@ class Client:
             location = Path(profile_dir) if profile_dir else paths.profile_dir(profile)
             path = paths.security_file(location, "client")
         self.connection_file = path
-        self._info = read_connection_file(path)
+        # errors that list the profiles, or say the recorded controller is gone
+        self._info = read_client_file(path, None if url_or_file or profile_dir else profile)
         self.session = Session(self._info["key"].encode())
         self._task_channel_requests = TASK_CHANNEL_REQUESTS \
             if self._info.get("task_scheme") != "pure" else frozenset()
@@ -539,8 +541,7 @@ class Client:
         return self._hub_request("purge_request", {"msg_ids": ids, "targets": engine_ids}
                                  )["dropped"]
 
-    @staticmethod
-    def _msg_id_list(jobs, method):
+    def _msg_id_list(self, jobs, method):
         jobs = [jobs] if isinstance(jobs, (str, AsyncResult)) else list(jobs)
         ids = []
         for job in jobs:
@@ -550,7 +551,7 @@ class Client:
                 ids.append(job)
             else:
                 raise TypeError(f"{method} takes msg_ids or AsyncResults, not {job!r}")
-        return ids
+        return prefixes.full_ids(self, ids)  # a unique prefix names its task
 
     def get_result(self, msg_ids):
         """An AsyncHubResult for tasks by msg_id, whoever submitted them."""
@@ -558,6 +559,7 @@ class Client:
         ids = [msg_ids] if single else list(msg_ids)
         if not all(isinstance(m, str) for m in ids):
             raise TypeError("get_result takes a msg_id or a list of msg_ids (strings)")
+        ids = prefixes.full_ids(self, ids)  # "9f3c" names the one task whose id starts so
         ar = self._track(ids, "single" if single else "list", cls=AsyncHubResult)
         try:
             content = self._hub_request("result_request", {"msg_ids": ids})
@@ -591,6 +593,7 @@ class Client:
         ids = [msg_ids] if single else list(msg_ids)
         if not ids or not all(isinstance(m, str) for m in ids):
             raise TypeError("resubmit takes a msg_id or a non-empty list of msg_ids")
+        ids = prefixes.full_ids(self, ids)
         content, buffers = {"msg_ids": ids}, []
         if args is not None or kwargs is not None:
             frames = self._new_arguments(ids, args, kwargs)

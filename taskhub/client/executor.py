@@ -1,9 +1,11 @@
 """concurrent.futures on a cluster: Executor, and Batch for sending many calls at once.
 
-    ex = rc.executor(retries=1)             or lview.executor, or Executor.connect()
+    ex = rc.executor(retries=1)             or lview.executor, Executor(retries=1) (its own
+                                            client of the default profile), Executor.connect()
     ex.submit(f, *args, **kwargs)           one apply_request, sent at once
     ex.submit_ext(f, args, kwargs, **opts)  the same, with options for this task
     ex.map(f, *iterables, chunksize=k)      one request per chunk, one wake for all
+    ex.map(f, endless, buffersize=n)        reads the input as results go out: n in flight
     with ex.batch(label="x") as b:          requests are built as calls are made, held,
         b.submit(...); b.map(...)           and sent when the block exits: one wake of the
                                             client's IO thread, one burst on the socket
@@ -61,22 +63,60 @@ def _flags_of(view):
             if n in view.__dict__ and n != "block"}
 
 
-class Executor(futures.Executor):
-    """Runs calls as load-balanced tasks. `target` is a Client or a LoadBalancedView (whose
-    flags become defaults); keyword arguments are defaults for every task (see the module
-    docstring). `task_group_id` (default: the client's) is recorded on every task;
-    `serializer` and `result_serializers` (default: the client's) choose strategies (see
-    taskhub.strategies)."""
+def _own_client(place):
+    """A Client of the cluster `place` names (url_or_file, profile, profile_dir)."""
+    from .client import Client
+    return Client(place.get("url_or_file"), profile=place.get("profile") or "default",
+                  profile_dir=place.get("profile_dir"))
 
-    def __init__(self, target, *, task_group_id=None, serializer=None,
+
+class Executor(futures.Executor):
+    """Runs calls as load-balanced tasks; keyword arguments are defaults for every task
+    (see the module docstring), as in qbfutures' ``Executor(cpus=4, group='farm')``.
+
+    Where the tasks go: `target` (positional) or `client=` a Client, or `view=` a
+    LoadBalancedView (whose flags become defaults); with none of them, the executor
+    connects a Client of its own to the cluster of `profile` (default 'default'),
+    `profile_dir` or `url_or_file`, closed at shutdown. `task_group_id` (default: the
+    client's) is recorded on every task; `serializer` and `result_serializers` (default:
+    the client's) choose strategies (see taskhub.strategies)."""
+
+    def __init__(self, target=None, *, client=None, view=None, profile=None,
+                 profile_dir=None, url_or_file=None, task_group_id=None, serializer=None,
                  result_serializers=None, **task_options):
-        if isinstance(target, LoadBalancedView):
-            self.client, base = target.client, _flags_of(target)
-        elif hasattr(target, "load_balanced_view"):
-            self.client, base = target, {}
-        else:
+        place = {k: v for k, v in (("profile", profile), ("profile_dir", profile_dir),
+                                   ("url_or_file", url_or_file)) if v is not None}
+        target = self._target(target, client, view, place)
+        self._owns_client = target is None
+        if target is None:
+            target = _own_client(place)
+        try:
+            self._setup(target, task_group_id, serializer, result_serializers, task_options)
+        except BaseException:
+            if self._owns_client:  # e.g. a bad default: do not leave the sockets open
+                target.close()
+            raise
+
+    @staticmethod
+    def _target(target, client, view, place):
+        """The one Client or view the caller named, or None (connect to `place`)."""
+        given = {n: v for n, v in (("target", target), ("client", client), ("view", view))
+                 if v is not None}
+        if len(given) > 1 or (given and place):
+            raise TypeError(f"give an Executor one place to run: a Client, a view or a "
+                            f"profile, not {' and '.join([*given, *place])}")
+        target = next(iter(given.values()), None)
+        if target is not None and not isinstance(target, LoadBalancedView) \
+                and not hasattr(target, "load_balanced_view"):
             raise TypeError(f"an Executor runs on a Client or a LoadBalancedView, not "
                             f"{type(target).__name__}")
+        return target
+
+    def _setup(self, target, task_group_id, serializer, result_serializers, task_options):
+        if isinstance(target, LoadBalancedView):
+            self.client, base = target.client, _flags_of(target)
+        else:
+            self.client, base = target, {}
         self._defaults = {**base, **_options(task_options)}
         self._view = self._view_for({})  # checks the defaults now
         self._md = self._view._metadata()
@@ -88,7 +128,6 @@ class Executor(futures.Executor):
         self._futures = weakref.WeakSet()  # a pending one is held by the client till done
         self._lock = threading.Lock()
         self._shutdown = False
-        self._owns_client = False
         self._counts = SubmissionCounts(self.client)
         self.resource_specification = None  # for MPIFunctions submitted without their own
 
@@ -127,13 +166,47 @@ class Executor(futures.Executor):
         view = self._view_for(_options(task_options)) if task_options else self._view
         return self._send_one(fn, args, kwargs, view, view._metadata())
 
-    def map(self, fn, *iterables, timeout=None, chunksize=1):
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None,
+            max_outstanding=None, **task_options):
         """Results of fn over the iterables, in order; one task per `chunksize` items.
         `timeout` counts from this call; a task's error is raised where its result would
-        be. Leaving the iteration early cancels the chunks no engine has started."""
+        be. Leaving the iteration early cancels the chunks no engine has started.
+        `task_options` go on top of the executor's defaults, as in qbfutures' map.
+
+        Like the standard library's, map reads the iterables whole before it returns,
+        which never ends for an endless generator. `buffersize=n` (Python 3.14's name;
+        `max_outstanding=n` is the same) reads them as results are given out instead, with
+        at most n tasks in flight: bounded memory for any input (see imap)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        bound = _bound(buffersize, max_outstanding)
+        if task_options:
+            return self._with(task_options).map(fn, *iterables, timeout=timeout,
+                                                chunksize=chunksize, buffersize=bound)
+        if bound is not None:
+            from .imap import imap
+            return imap(self, fn, iterables, ordered=True, max_outstanding=bound,
+                        chunksize=chunksize, deadline=deadline) if iterables else iter(())
         sent = self._send_chunks(fn, iterables, chunksize, self._view, self._md)
         return _in_order(self.client, sent, deadline)
+
+    def _with(self, task_options):
+        """An executor sharing this one's client, group and strategies, with more defaults;
+        its futures count as this one's (shutdown waits for them)."""
+        self._check_open()
+        other = Executor(self.client, task_group_id=self._task_group_id,
+                         serializer=self.serializer, **{**self._defaults,
+                                                        **_options(task_options)})
+        other._futures, other._lock = self._futures, self._lock
+        return other
+
+    def _submit_chunk(self, fn, columns):
+        """One task running fn over a chunk: `columns` holds one sequence per argument;
+        its future's result is the list of results."""
+        msg_id, frames, fname = self._request(fn, columns, {}, self._md, self._view,
+                                              {"map": True})
+        self.client._send_prepared("task", frames, msg_id)
+        return self._watch(self.client._track([msg_id], "single", fname, cls=TaskFuture),
+                           self._md)
 
     def _view_for(self, options):
         view = LoadBalancedView(self.client)
@@ -211,13 +284,20 @@ class Executor(futures.Executor):
 
     # -- batches, groups, strategies ---------------------------------------------------------
     def batch(self, label=None, **task_options):
-        """A Batch: `with ex.batch(label="x") as b:` sends b's calls when the block exits."""
-        return Batch(self, label, _options(task_options))
+        """A Batch: `with ex.batch(label="x") as b:` sends b's calls when the block exits.
+        `name=` is another spelling of the label, as in qbfutures' batch(name=...)."""
+        options = _options(task_options)
+        if "label" in options:
+            if label is not None:
+                raise TypeError("give a batch's label as label= or name=, not both")
+            label = options.pop("label")
+        return Batch(self, label, options)
 
     def reload_tasks(self):
         """Futures for every task of this executor's task group (see Client.reload_tasks)."""
+        own = self._task_group_id is None  # the client's: it may have sent nothing yet
         return [self._watch(f, {"retries": f.may_retry}, sent=False)
-                for f in groups.reload_tasks(self.client, self.task_group_id)]
+                for f in groups.reload_tasks(self.client, self.task_group_id, own=own)]
 
     def check_strategies(self, fn, *args, **kwargs):
         """(fn, args, kwargs) as an engine would get them from this executor."""
@@ -250,6 +330,18 @@ class Executor(futures.Executor):
         outstanding = sum(not f.done() for f in list(self._futures))
         state = "shut down" if self._shutdown else f"{outstanding} outstanding"
         return f"<Executor {state}, task group {self.task_group_id}>"
+
+
+def _bound(buffersize, max_outstanding):
+    """The one bound on tasks in flight of map's two spellings, or None."""
+    if buffersize is not None and max_outstanding is not None and buffersize != max_outstanding:
+        raise TypeError("give map's bound as buffersize= or max_outstanding=, not both")
+    bound = buffersize if buffersize is not None else max_outstanding
+    if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool)):
+        raise TypeError(f"buffersize must be an int, not {type(bound).__name__}")
+    if bound is not None and bound < 1:
+        raise ValueError(f"buffersize must be a positive integer, not {bound!r}")
+    return bound
 
 
 def _in_order(client, sent, deadline):

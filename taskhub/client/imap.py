@@ -6,12 +6,15 @@
                           each within `timeout` of the one before
 
 Items are read from the iterable only as room frees up, so an unbounded generator works
-and the client holds at most `max_outstanding` items, tasks and results at a time. Leaving
-the loop early (break, an error, the generator closed) cancels the tasks no engine has
-started.
+and the client holds at most `max_outstanding` tasks (of `chunksize` items each) and their
+results at a time. Leaving the loop early (break, an error, the generator closed) cancels
+the tasks no engine has started. Executor.map(..., buffersize=n) is this, ordered, with its
+timeout counted from the call.
 """
 import collections
+import itertools
 import queue
+import time
 from concurrent import futures
 
 from ..error import TimeoutError
@@ -21,40 +24,78 @@ DEFAULT_MAX_OUTSTANDING = 100
 
 
 def imap(executor, f, iterables, ordered=False, max_outstanding=DEFAULT_MAX_OUTSTANDING,
-         timeout=None, return_exceptions=False):
+         timeout=None, return_exceptions=False, chunksize=1, deadline=None):
     """A generator of f(*items) over zip(*iterables); see the module docstring.
 
-    return_exceptions: yield a task's exception instead of raising it (which ends the
-    iteration). Bad arguments raise here, before anything is submitted."""
+    chunksize: items per task (one task runs f over each of them; fewer, bigger messages
+    for short calls, but a chunk's results come back together and an error in one item
+    fails its whole chunk). return_exceptions: yield a task's exception (once per item of
+    its chunk) instead of raising it (which ends the iteration). `deadline` (monotonic)
+    bounds every wait too. Bad arguments raise here, before anything is submitted."""
     if not iterables:
         raise TypeError("imap needs at least one iterable")
     items = zip(*[iter(it) for it in iterables])
-    if not isinstance(max_outstanding, int) or isinstance(max_outstanding, bool) \
-            or max_outstanding < 1:
-        raise ValueError(f"max_outstanding must be a positive integer, not {max_outstanding!r}")
+    _check_count("max_outstanding", max_outstanding)
+    _check_count("chunksize", chunksize)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or timeout < 0):
         raise ValueError(f"timeout must be a number of seconds ≥ 0 or None, not {timeout!r}")
     stream = _Ordered() if ordered else _AsCompleted()
-    return _results(executor, f, items, stream, max_outstanding, timeout, return_exceptions)
+    send = _chunk_sender(executor, f, chunksize)
+    waits = _Waits(timeout, deadline)
+    return _results(executor, send, items, chunksize, stream, max_outstanding, waits,
+                    return_exceptions)
 
 
-def _results(executor, f, items, stream, limit, timeout, return_exceptions):
+def _check_count(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+
+def _chunk_sender(executor, f, chunksize):
+    """rows -> a future of the list of f(*row) for each row: one task per call."""
+    if chunksize == 1:
+        return lambda rows: executor.submit(f, *rows[0])
+    return lambda rows: executor._submit_chunk(f, tuple(zip(*rows)))
+
+
+class _Waits:
+    """How long the next wait may take: `timeout` from the result before, and no later
+    than `deadline`; what to say when it runs out."""
+
+    def __init__(self, timeout, deadline):
+        self.timeout, self.deadline = timeout, deadline
+
+    def left(self):
+        if self.deadline is None:
+            return self.timeout
+        left = max(0.0, self.deadline - time.monotonic())
+        return left if self.timeout is None else min(left, self.timeout)
+
+    def why(self, in_flight):
+        what = f"within {self.timeout}s of the previous one" if self.timeout is not None \
+            and (self.deadline is None or self.deadline > time.monotonic()) \
+            else "within the map's timeout"
+        return f"imap: no result {what} ({in_flight} tasks in flight)"
+
+
+def _results(executor, send, items, chunksize, stream, limit, waits, return_exceptions):
+    many = chunksize > 1
     try:
         while True:
             while len(stream) < limit:
-                args = next(items, None)
-                if args is None:
+                rows = list(itertools.islice(items, chunksize))
+                if not rows:
                     break
-                stream.add(executor.submit(f, *args))
+                stream.add(send(rows), len(rows))
             if not len(stream):
                 return
-            future = stream.next_done(timeout)
+            future, n = stream.next_done(waits)
             error = future.exception()
             if error is None:
-                yield future.result()
+                yield from future.result() if many else (future.result(),)
             elif return_exceptions:
-                yield error
+                yield from itertools.repeat(error, n)
             else:
                 raise error
     finally:
@@ -64,7 +105,7 @@ def _results(executor, f, items, stream, limit, timeout, return_exceptions):
 
 
 class _Ordered:
-    """In flight, given out oldest first."""
+    """In flight, given out oldest first, with the number of items each task holds."""
 
     def __init__(self):
         self._futures = collections.deque()
@@ -72,43 +113,40 @@ class _Ordered:
     def __len__(self):
         return len(self._futures)
 
-    def add(self, future):
-        self._futures.append(future)
+    def add(self, future, n):
+        self._futures.append((future, n))
 
-    def next_done(self, timeout):
+    def next_done(self, waits):
         try:
-            self._futures[0].exception(timeout)
+            self._futures[0][0].exception(waits.left())
         except futures.TimeoutError:
-            raise TimeoutError(f"imap: no result within {timeout}s of the previous one "
-                               f"({len(self._futures)} tasks in flight)") from None
+            raise TimeoutError(waits.why(len(self._futures))) from None
         return self._futures.popleft()
 
     def in_flight(self):
-        return [f for f in self._futures if not f.done()]
+        return [f for f, _ in self._futures if not f.done()]
 
 
 class _AsCompleted:
-    """In flight, given out as they finish."""
+    """In flight, given out as they finish, with the number of items each task holds."""
 
     def __init__(self):
-        self._futures = set()
+        self._futures = {}
         self._done = queue.SimpleQueue()
 
     def __len__(self):
         return len(self._futures)
 
-    def add(self, future):
-        self._futures.add(future)
+    def add(self, future, n):
+        self._futures[future] = n
         future.add_done_callback(self._done.put)
 
-    def next_done(self, timeout):
+    def next_done(self, waits):
         try:
-            future = self._done.get(timeout=timeout)
+            future = self._done.get(timeout=waits.left())
         except queue.Empty:
-            raise TimeoutError(f"imap: no result within {timeout}s of the previous one "
-                               f"({len(self._futures)} tasks in flight)") from None
-        self._futures.discard(future)
-        return future
+            raise TimeoutError(waits.why(len(self._futures))) from None
+        return future, self._futures.pop(future)
 
     def in_flight(self):
         return [f for f in self._futures if not f.done()]

@@ -307,13 +307,14 @@ class LoadBalancedView(View):
         return Executor(self)
 
     def imap(self, f, *iterables, ordered=False, max_outstanding=100, timeout=None,
-             return_exceptions=False, progress=False):
+             return_exceptions=False, progress=False, chunksize=1):
         """f over the iterables, yielding results as they complete (or in order), with at
-        most `max_outstanding` tasks in flight; see taskhub.client.imap. progress=True
-        draws a bar of results given out (of how many, when the iterables have a len)."""
+        most `max_outstanding` tasks of `chunksize` items in flight; see
+        taskhub.client.imap. progress=True draws a bar of results given out (of how many,
+        when the iterables have a len)."""
         from .imap import imap
         results = imap(self.executor, f, iterables, ordered, max_outstanding, timeout,
-                       return_exceptions)
+                       return_exceptions, chunksize)
         if not progress:
             return results
         from .progress import iterate

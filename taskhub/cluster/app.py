@@ -20,6 +20,7 @@ command-line options win.
 """
 import argparse
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -146,6 +147,10 @@ def build_parser():
     start.add_argument("--restart-engines", action="store_true", default=None,
                        help="replace engines whose process or job ends")
     start.add_argument("--log-level", help="log level of the controller and engines")
+    start.add_argument("--work-dir", metavar="DIR",
+                       help="directory the engines run tasks in and import modules from "
+                            "(first on their sys.path): for submit('pkg.mod:func') with a "
+                            "package beside your script; default: where each engine starts")
     start.set_defaults(func=cmd_start)
     stop = commands.add_parser("stop", help="stop the cluster recorded in a profile")
     _add_profile_options(stop)
@@ -188,7 +193,24 @@ def _profile_dir(args, create):
 # -- ipcluster start ------------------------------------------------------------------
 
 def cmd_start(args):
+    fresh = not _profile_dir(args, create=False).exists()
     profile_dir = _profile_dir(args, create=True)
+    try:
+        return _start(args, profile_dir)
+    except BaseException:
+        _forget_unused(profile_dir, fresh)
+        raise
+
+
+def _forget_unused(profile_dir, fresh):
+    """Remove a profile this start created and never ran a cluster in: a typo in
+    --profile, or a start that failed, leaves no empty profile_X behind (its logs' last
+    lines are in the error already)."""
+    if fresh and read_record(profile_dir) is None:
+        shutil.rmtree(profile_dir, ignore_errors=True)
+
+
+def _start(args, profile_dir):
     options = load_options(profile_dir)
     cluster = _cluster_from(args, profile_dir, options)
     restart = options.restart_engines if args.restart_engines is None else True
@@ -233,7 +255,9 @@ def _cluster_from(args, profile_dir, options):
              "--location": args.location, "--log-level": args.log_level,
              "--mongodb-url": args.mongodb_url}
     controller_args = [*options.controller_args, *_flag_args(flags)]
-    engine_args = [*options.engine_args, *_flag_args({"--log-level": args.log_level})]
+    work_dir = args.work_dir and os.path.abspath(args.work_dir)  # engines may start elsewhere
+    engine_args = [*options.engine_args, *_flag_args({"--log-level": args.log_level,
+                                                      "--work-dir": work_dir})]
     engine_launcher = args.engine_launcher or options.engine_launcher
     controller_launcher = args.controller_launcher or options.controller_launcher
     for role, name in (("engines", engine_launcher), ("controller", controller_launcher)):
@@ -297,6 +321,7 @@ def cmd_stop(args):
                f"(nothing recorded in {record_path(profile_dir)})")
         return 1
     was_running = cluster.any_running()
+    engines = cluster.running_engine_count()  # not the units that ended before the stop
     stop_timeout = load_options(profile_dir).stop_timeout
     _stop_foreground_owner(record.get("owner_pid"), stop_timeout + 5)
     cluster.stop(stop_timeout)
@@ -304,7 +329,6 @@ def cmd_stop(args):
         _error(f"no cluster is running for profile '{profile_label(profile_dir)}' "
                f"(removed the stale record of controller pid {pid})")
         return 1
-    engines = cluster.engine_count()
     controller = f"pid {pid}" if cluster.controller.kind == "local" \
         else cluster.controller.describe()
     sys.stdout.write(f"ipcluster: stopped the cluster of profile '{profile_label(profile_dir)}' "
@@ -350,7 +374,7 @@ def _list_row(profile_dir):
         cluster = Cluster.from_record(profile_dir)
     except (ClusterStateError, KeyError, TypeError, ValueError):
         return None
-    alive = sum(u.n for s in cluster.engine_sets() for u in s.units if s.unit_running(u))
+    alive = cluster.running_engine_count()
     state = "running" if cluster.running() else "stale"
     controller = recorded_controller_pid(record) if cluster.controller.pid is not None \
         or cluster.controller.kind == "local" else cluster.controller.describe()

@@ -316,6 +316,10 @@ class Cluster:
     def engine_count(self):
         return sum(s.engine_count() for s in self.engine_sets())
 
+    def running_engine_count(self):
+        """Engines in units still running (or queued): what exists, not what was started."""
+        return sum(u.n for s in self.engine_sets() for u in s.units if s.unit_running(u))
+
     def sync_engine_sets(self, record):
         """Take the engine sets of `record` (cluster.json, changed by another process) as
         the truth: adopt sets and units added there, forget those removed there."""

@@ -36,7 +36,18 @@ def parse_query(text):
         raise ValueError(f"--query is not valid JSON: {e}") from None
     if not isinstance(query, dict):
         raise ValueError("--query must be a JSON object, e.g. '{\"status\": \"error\"}'")
-    return {k: _dates(v) if k in DATE_KEYS else v for k, v in query.items()}
+    return _query_dates(query)
+
+
+def _query_dates(query):
+    """`query` with ISO strings under datetime keys as datetimes, in $or/$and/$nor/$not too."""
+    if not isinstance(query, dict):
+        return query  # the query language says what is wrong with it
+    return {k: _dates(v) if k in DATE_KEYS
+            else [_query_dates(q) for q in v] if k in ("$or", "$and", "$nor") and
+            isinstance(v, list)
+            else _query_dates(v) if k == "$not"
+            else v for k, v in query.items()}
 
 
 def _dates(value):

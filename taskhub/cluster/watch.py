@@ -130,11 +130,14 @@ class Watcher:
             log.warning("could not tell the hub that unit %s ended: %s", unit.tag, e)
         log.warning("%s unit %s ended (%d engines); unregistered engine ids %s",
                     engine_set.kind, unit.tag, unit.n, ids)
-        if not self.restart or self.cluster.controller.poll() is not None:
-            return  # a controller shutting down takes its engines with it: no restarts
-        if self.restarts >= self.restart_limit:
-            log.error("not restarting unit %s: already replaced %d units (restart_limit)",
-                      unit.tag, self.restarts)
+        if not self.restart or self.cluster.controller.poll() is not None \
+                or self.restarts >= self.restart_limit:
+            if self.restart and self.restarts >= self.restart_limit:
+                log.error("not restarting unit %s: already replaced %d units (restart_limit)",
+                          unit.tag, self.restarts)
+            # gone and unregistered: the record counts engines that exist (ipcluster list
+            # after `engines add` replaced it showed "4/6", and stop "6 engines")
+            engine_set.units.remove(unit)
             return
         fresh = engine_set.replace_unit(unit)
         self.restarts += 1

@@ -38,7 +38,14 @@ class IPEngineApp(BaseApp):
                "size, so tasks can use mpi4py.MPI.COMM_WORLD. Set by `--engines=mpi`; "
                "requires mpi4py and a run under mpiexec.").tag(config=True)
 
+    work_dir = Unicode("", help="Directory the engine runs tasks in: it changes into it at "
+                       "start and puts it first on sys.path, so tasks find the modules kept "
+                       "there (submit('pkg.mod:func') for a package beside your script) and "
+                       "relative paths. Empty: the directory it was started in, which is "
+                       "not on sys.path when started as the `ipengine` command.").tag(config=True)
+
     aliases = {"profile": "IPEngineApp.profile", "profile-dir": "IPEngineApp.profile_dir",
+               "work-dir": "IPEngineApp.work_dir",
                "file": "IPEngineApp.file", "wait-for-file": "IPEngineApp.wait_for_file",
                "controller-timeout": "IPEngineApp.controller_timeout",
                "registration-timeout": "IPEngineApp.registration_timeout",
@@ -69,7 +76,19 @@ class IPEngineApp(BaseApp):
         world = MPI.COMM_WORLD
         return {"mpi": {"rank": world.Get_rank(), "size": world.Get_size()}}
 
+    def enter_work_dir(self):
+        """Change into --work-dir and make its modules importable (see work_dir)."""
+        if not self.work_dir:
+            return
+        path = os.path.abspath(os.path.expanduser(self.work_dir))
+        if not os.path.isdir(path):
+            log.error("--work-dir %s is not a directory", path)
+            raise SystemExit(1)
+        os.chdir(path)
+        sys.path.insert(0, path)
+
     def start(self):
+        self.enter_work_dir()
         info = self.connection_info()
         extra = self.mpi_info()
         engine = Engine(info, info["key"].encode(), controller_timeout=self.controller_timeout,

@@ -3,6 +3,7 @@
     GET  /                          the cluster page: engines, throughput, the task table
     GET  /task/<msg_id>             one task: timings, output, traceback, dependencies
     GET  /api/engines               GET /api/throughput?window=10
+    GET  /api/throughput/history?window=10&step=2&samples=59   the chart's past, from the DB
     GET  /api/tasks?status=…        GET /api/tasks/<msg_id>
     POST /api/tasks/<msg_id>/resubmit           POST /api/tasks/<msg_id>/abort
 
@@ -104,6 +105,18 @@ class Throughput(Api):
         await self.answer(self.settings["hub"].throughput, window)
 
 
+class ThroughputHistory(Api):
+    async def get(self):
+        try:
+            args = (float(self.get_query_argument("window", "10")),
+                    float(self.get_query_argument("step", "2")),
+                    int(self.get_query_argument("samples", "59")))
+        except ValueError:
+            return self.fail(400, "window and step must be numbers of seconds, samples an "
+                                  "integer")
+        await self.answer(self.settings["hub"].throughput_history, *args)
+
+
 class Tasks(Api):
     async def get(self):
         args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
@@ -130,6 +143,7 @@ MSG_ID = r"([^/]+)"
 ROUTES = [
     (r"/", Page), (rf"/task/{MSG_ID}", Page),
     (r"/api/engines", Engines), (r"/api/throughput", Throughput),
+    (r"/api/throughput/history", ThroughputHistory),
     (r"/api/tasks", Tasks), (rf"/api/tasks/{MSG_ID}", Task),
     (rf"/api/tasks/{MSG_ID}/resubmit", Resubmit), (rf"/api/tasks/{MSG_ID}/abort", Abort),
 ]

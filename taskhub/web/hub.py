@@ -7,9 +7,11 @@ notifications for the web view. Every method returns JSON-able dicts.
 """
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 
-from ..client import Client
-from . import tasktable
+from ..client import Client, prefixes
+from ..error import NoTaskDB, UnknownTaskError
+from . import chart, tasktable
 
 # Seconds a hub request may take before the page gets a 504. A worker waiting on a
 # controller that is stopping holds up the process's exit this long at most.
@@ -42,6 +44,16 @@ class Hub:
     def throughput(self, window):
         return self._ask("throughput_request", {"window": window})
 
+    def throughput_history(self, window, step, samples):
+        """The throughput chart's samples before the page opened (see chart.py); [] when
+        the controller keeps no task DB."""
+        now = datetime.now(timezone.utc)
+        try:
+            rates = chart.history(self.client.db_count, now, window, step, samples)
+        except NoTaskDB:
+            rates = []
+        return {"time": now.isoformat(), "window": window, "step": step, "rates": rates}
+
     def table(self, args):
         """One page of the task table for the URL parameters `args`."""
         req = tasktable.table_request(args)
@@ -54,6 +66,10 @@ class Hub:
 
     def task(self, msg_id):
         """Everything about one task but its buffers, and the task it was resubmitted from."""
+        try:
+            msg_id = prefixes.full_id(self.client, msg_id)  # /task/9f3c: as git takes a prefix
+        except UnknownTaskError:
+            return None
         found = self.client.db_query({"msg_id": msg_id})
         if not found:
             return None
@@ -63,7 +79,7 @@ class Hub:
 
     def resubmit(self, msg_id):
         """Run a finished task again; the new task's msg_id. Its result stays in the DB."""
-        ar = self.client.resubmit([msg_id])
+        ar = self.client.resubmit([prefixes.full_id(self.client, msg_id)])
         return {"msg_id": ar.msg_ids[0]}
 
     def abort(self, msg_id):

@@ -7,14 +7,15 @@ binary, datetimes BSON dates (millisecond precision: microseconds are dropped on
 
 Queries go to the server after `validate`, with the few places where Mongo means something
 else translated (`mongo_filter`): $exists (Mongo: key present, even if null; ours: not None)
-and $glob (not a Mongo operator: sent as an anchored $regex). Mongo's null equality already
+and $glob (not a Mongo operator: sent as an anchored $regex); $or/$and/$nor go as they
+are, a key's $not as a $nor of that key's condition. Mongo's null equality already
 matches ours: {key: None} and $in [None] match None, $ne/$nin match it unless listed.
 """
 from datetime import timezone
 
 from taskhub.controller.db.base import TaskDB, check_new_ids, new_record, record_changes
 from taskhub.controller.db.query import (
-    glob_to_regex, page_bounds, projection, sort_spec, validate,
+    LOGICAL, glob_to_regex, page_bounds, projection, sort_spec, validate,
 )
 
 try:
@@ -30,9 +31,21 @@ _WITH_SUBMITTED = ("status", "engine_id", "label")
 
 def mongo_filter(query):
     """The pymongo filter for the task-DB `query`: one $and clause per (key, operator)."""
-    clauses = [{key: _mongo_condition(op, operand)}
-               for key, condition in validate(query).items()
-               for op, operand in condition.items()]
+    return _filter(validate(query))
+
+
+def _filter(normal):
+    """The pymongo filter of a query in normal form. A key's $not goes as $nor of that key's
+    condition: the same documents, and $nor takes every operator (Mongo's $not does not
+    take a $regex given as a string before 4.0.7) and our $exists translations."""
+    clauses = []
+    for key, condition in normal.items():
+        if key in LOGICAL:
+            clauses.append({key: [_filter(q) for q in condition]})
+            continue
+        for op, operand in condition.items():
+            clauses.append({"$nor": [_filter({key: operand})]} if op == "$not"
+                           else {key: _mongo_condition(op, operand)})
     return {"$and": clauses} if clauses else {}
 
 

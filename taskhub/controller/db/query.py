@@ -9,10 +9,20 @@ value (equality; None means "not set") or a dict of operators that must all hold
     $exists               True: the key is set (not None); False: it is None
     $regex                re.search on str values (case-sensitive, unanchored)
     $glob                 fnmatch-style * ? [set] [!set] on str values, whole value, case-sensitive
+    $not                  {key: {$not: {operators}}}: the operators do not all hold (a value
+                          that is not set matches, as in MongoDB)
+
+and, beside the keys, the logical operators over whole queries, as MongoDB spells them:
+
+    {$or: [q1, q2, ...]}  at least one of the queries matches
+    {$and: [q1, ...]}     every one matches (the same as merging them, but a key may repeat)
+    {$nor: [q1, ...]}     none matches
+    {$not: q}             q does not match (MongoDB has no top-level $not: stored as $nor [q])
 
 `validate` turns a query into its normal form {key: {operator: operand}} (aliases resolved,
-naive datetimes made UTC, operands type-checked) or raises QueryError; every backend starts
-from that form. `compile_query` and `match` evaluate it in Python (the memory backend);
+naive datetimes made UTC, operands type-checked; a $not's operand is itself a normal
+condition, an $or/$and/$nor's a list of normal queries) or raises QueryError; every backend
+starts from that form. `compile_query` and `match` evaluate it in Python (the memory backend);
 `projection`, `sort_spec` and `page_bounds` check the `keys`, `sort`, `limit` and `skip`
 arguments of find_records for every backend.
 """
@@ -49,24 +59,54 @@ TESTS = {
     "$regex": _search,
     "$glob": _search,
 }
-OPERATORS = (*TESTS, *ALIASES)
+LOGICAL = ("$and", "$or", "$nor")  # over whole queries: {"$or": [query, ...]}
+OPERATORS = (*TESTS, *ALIASES, "$not", *LOGICAL)
+
+
+def _not_supported(op, where):
+    return QueryError(f"operator {op!r} is not supported (supported: {', '.join(OPERATORS)})"
+                      f"{where}")
 
 
 def validate(query):
     """The normal form {key: {operator: operand}} of `query`, or QueryError saying what is wrong."""
     if not isinstance(query, dict):
         raise QueryError(f"a query is a dict of {{key: condition}}, not {type(query).__name__}")
-    return {_check_key(key): _normal_condition(key, condition)
-            for key, condition in query.items()}
+    normal = {}
+    for key, condition in query.items():
+        if key == "$not":  # MongoDB allows $not on a key only; {$nor: [q]} means the same
+            normal.setdefault("$nor", []).append(validate(_one_query("$not", condition)))
+        elif key in LOGICAL:
+            normal.setdefault(key, []).extend(_check_queries(key, condition))
+        else:
+            _check_key(key)
+            normal[key] = _normal_condition(key, condition)
+    return normal
+
+
+def _one_query(op, operand):
+    if not isinstance(operand, dict):
+        raise QueryError(f"{op} takes a query (a dict), not {type(operand).__name__}")
+    return operand
+
+
+def _check_queries(op, operand):
+    if not isinstance(operand, (list, tuple)) or not operand:
+        raise QueryError(f"{op} takes a non-empty list of queries, e.g. "
+                         f"{{{op!r}: [{{'status': 'error'}}, {{'engine_id': 3}}]}}, "
+                         f"not {operand!r:.60}")
+    return [validate(_one_query(op, q)) for q in operand]
 
 
 def _check_key(key):
+    if isinstance(key, str) and key.startswith("$"):
+        raise _not_supported(key, " at the top of a query")
     if key not in KEY_KINDS:
         raise QueryError(f"unknown TaskRecord key {key!r}{suggest_key(key)}")
     return key
 
 
-def _normal_condition(key, condition):
+def _normal_condition(key, condition, negated=False):
     if not isinstance(condition, dict):
         condition = {"$eq": condition}
     if not condition:
@@ -74,13 +114,23 @@ def _normal_condition(key, condition):
     normal = {}
     for op, operand in condition.items():
         name = ALIASES.get(op, op)
+        if name == "$not" and not negated:
+            normal[name] = _normal_condition(key, _not_operand(key, operand), negated=True)
+            continue
         if name not in TESTS:
-            raise QueryError(f"unsupported query operator {op!r} on key {key!r}; "
-                             f"supported: {', '.join(OPERATORS)}")
+            raise _not_supported(op, f" in the condition on key {key!r}")
         if name in normal:
             raise QueryError(f"{op!r} repeats {name!r} on key {key!r}")
         normal[name] = _check_operand(key, name, operand)
     return normal
+
+
+def _not_operand(key, operand):
+    if not isinstance(operand, dict) or not operand or \
+            not all(isinstance(op, str) and op.startswith("$") and op != "$not" for op in operand):
+        raise QueryError(f"$not on key {key!r} takes a dict of operators other than $not, e.g. "
+                         f"{{{key!r}: {{'$not': {{'$in': [...]}}}}}}, not {operand!r:.60}")
+    return operand
 
 
 def _check_operand(key, op, operand):
@@ -129,10 +179,39 @@ def _check_pattern(key, op, pattern):
 
 def compile_query(query):
     """A predicate record -> bool for `query` (validated here), to evaluate it in Python."""
-    tests = [(key, TESTS[op], _prepare(op, operand))
-             for key, condition in validate(query).items()
-             for op, operand in condition.items()]
-    return lambda record: all(test(record.get(key), operand) for key, test, operand in tests)
+    return _predicate(validate(query))
+
+
+def _predicate(normal):
+    """record -> bool for a query in normal form."""
+    tests = []
+    for key, condition in normal.items():
+        if key in LOGICAL:
+            tests.append(_logical(key, [_predicate(q) for q in condition]))
+        else:
+            tests.append(_condition_test(key, condition))
+    return lambda record: all(test(record) for test in tests)
+
+
+def _logical(op, predicates):
+    if op == "$and":
+        return lambda record: all(p(record) for p in predicates)
+    if op == "$or":
+        return lambda record: any(p(record) for p in predicates)
+    return lambda record: not any(p(record) for p in predicates)
+
+
+def _condition_test(key, condition):
+    tests = [(TESTS[op], _prepare(op, operand)) for op, operand in condition.items()
+             if op != "$not"]
+    negated = _condition_test(key, condition["$not"]) if "$not" in condition else None
+
+    def test(record):
+        value = record.get(key)
+        if negated is not None and negated(record):
+            return False
+        return all(t(value, operand) for t, operand in tests)
+    return test
 
 
 def _prepare(op, operand):

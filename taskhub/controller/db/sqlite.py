@@ -29,7 +29,7 @@ from taskhub.controller.db.base import (
     record_changes,
 )
 from taskhub.controller.db.query import (
-    glob_to_regex, glob_tokens, page_bounds, projection, sort_spec, validate,
+    LOGICAL, glob_to_regex, glob_tokens, page_bounds, projection, sort_spec, validate,
 )
 
 _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "datetime": "INTEGER", "dict": "TEXT",
@@ -236,13 +236,36 @@ def _regexp(pattern, value):
 
 def where_clause(query):
     """(SQL condition, parameters) for the task-DB `query`; values are always bound."""
+    return _where(validate(query))
+
+
+def _where(normal):
+    """(SQL, parameters) of a query in normal form. A comparison with NULL is NULL, which
+    WHERE takes as false: a negation wraps its operand in coalesce(.., 0) so that "no
+    match" stays false before NOT turns it true, as in the other backends."""
     clauses, params = [], []
-    for key, condition in validate(query).items():
-        for op, operand in condition.items():
-            sql, args = _clause(key, op, operand)
+    for key, condition in normal.items():
+        if key in LOGICAL:
+            parts = [_logical_clause(key, condition)]
+        else:
+            parts = [_not_clause(key, operand) if op == "$not" else _clause(key, op, operand)
+                     for op, operand in condition.items()]
+        for sql, args in parts:
             clauses.append(sql)
             params.extend(args)
     return " AND ".join(clauses) or "1", params
+
+
+def _logical_clause(op, queries):
+    parts = [_where(q) for q in queries]
+    joined = f" {'AND' if op == '$and' else 'OR'} ".join(f"({sql})" for sql, _ in parts)
+    params = [p for _, args in parts for p in args]
+    return (f"NOT coalesce(({joined}), 0)" if op == "$nor" else f"({joined})"), params
+
+
+def _not_clause(key, condition):
+    sql, params = _where({key: condition})
+    return f"NOT coalesce(({sql}), 0)", params
 
 
 def order_clause(sort):

@@ -118,6 +118,7 @@ const taskhub = (() => {
     ctx.fillStyle = "#64748b";
     ctx.font = "11px system-ui, sans-serif";
     ctx.fillText(`max ${top.toFixed(top >= 100 ? 0 : 1)}/s`, 4, 12);
+    canvas.dataset.rates = values.join(" ");  // what is drawn, for tests and the curious
   }
 
   // Filters live in the page URL, so a filtered view can be bookmarked or shared.
@@ -248,7 +249,12 @@ const taskhub = (() => {
     readUrl();
     wireTable();
     every(2000, async () => renderEngines((await api("/api/engines")).engines));
-    every(2000, async () => renderThroughput(await api("/api/throughput?window=10")));
+    // the chart starts with what the task DB says happened before the page opened
+    api(`/api/throughput/history?window=10&step=2&samples=${SPARK_SAMPLES - 1}`)
+      .then((h) => { rates.unshift(...h.rates); drawSparkline($("spark"), rates); })
+      .catch((e) => console.warn(e))
+      .finally(() => every(2000, async () =>
+        renderThroughput(await api("/api/throughput?window=10"))));
     loadTasks();
     // the first page of newest tasks keeps itself current; deeper pages stay put
     setInterval(() => { if (table.skip === 0 && !document.hidden) loadTasks(); }, 5000);

@@ -134,7 +134,8 @@ class QueryService:
         c = self.c
         return {"status": "ok", "dropped": dict(c.session.dropped),
                 "engines": len(c.hub.up_ids()), "outstanding": len(c.outstanding),
-                "queued": len(c.queued)}, []
+                "queued": len(c.queued),
+                "refused": c.zap.counts() if c.zap is not None else {}}, []
 
     def _q_shutdown(self, msg, ident):
         return {"status": "ok"}, []

@@ -192,7 +192,10 @@ class ZapHandler:
         poller.register(stopper, zmq.POLLIN)
         try:
             while stopper not in dict(poller.poll()):
-                self._answer(handler, handler.recv_multipart())
+                try:
+                    self._answer(handler, handler.recv_multipart())
+                except Exception:  # the thread must live on: without it no one connects
+                    log.exception("error answering a ZAP request; the peer is not admitted")
         finally:
             handler.close(linger=0)
             stopper.close(linger=0)

@@ -61,8 +61,8 @@ SIZES = {
                   memory_result=100 * KB, push_bytes=100 * MB, ipp_memory_limit=20000),
 }
 
-TASKHUB_AND_PEERS = ("taskhub", "taskhub-memdb", "ipp", "ipp-sqlite", "dask", "pool",
-                     "zmq-floor")
+TASKHUB_AND_PEERS = ("taskhub", "taskhub-memdb", "taskhub-curve", "ipp", "ipp-sqlite", "dask",
+                     "pool", "zmq-floor")
 
 
 def lb_map(sizes, engines):
@@ -71,7 +71,8 @@ def lb_map(sizes, engines):
     steps = tuple(Step(f"map {n:,} no-op tasks", "map_noop", {"n_tasks": n},
                        timeout=60 + n / 100) for n in sizes.map_tasks)
     systems = TASKHUB_AND_PEERS if engines <= 2 else \
-        tuple(s for s in TASKHUB_AND_PEERS if s not in ("taskhub-memdb", "ipp-sqlite"))
+        tuple(s for s in TASKHUB_AND_PEERS
+              if s not in ("taskhub-memdb", "taskhub-curve", "ipp-sqlite"))
     return Workload("map", f"LB map, {engines} engines", systems, engines, (Phase(steps),))
 
 
@@ -82,7 +83,8 @@ def latency(sizes):
                        {"kind": kind, "count": n}, timeout=30 + n * 0.05)
                   for kind in ("lb", "direct"))
     return Workload("latency", "Round-trip latency, 2 engines",
-                    ("taskhub", "ipp", "dask", "pool", "zmq-floor"), 2, (Phase(steps),))
+                    ("taskhub", "taskhub-curve", "ipp", "dask", "pool", "zmq-floor"), 2,
+                    (Phase(steps),))
 
 
 def push_pull(sizes):
@@ -91,8 +93,8 @@ def push_pull(sizes):
     step = Step(f"{mb} MB numpy array", "push_pull", {"nbytes": sizes.push_bytes},
                 timeout=120, parts={"push": ("push to both", "s"),
                                     "pull": ("pull from both", "s")})
-    return Workload("pushpull", "Push/pull, 2 engines", ("taskhub", "ipp", "dask", "zmq-floor"),
-                    2, (Phase((step,)),))
+    return Workload("pushpull", "Push/pull, 2 engines",
+                    ("taskhub", "taskhub-curve", "ipp", "dask", "zmq-floor"), 2, (Phase((step,)),))
 
 
 def task_db(sizes):

@@ -17,6 +17,7 @@ import pytest
 
 os.environ["TASKHUB_DIR"] = tempfile.mkdtemp(prefix="taskhub-tests-")
 
+from taskhub import curve  # noqa: E402
 from taskhub.appbase import write_connection_file  # noqa: E402
 from taskhub.client import Client  # noqa: E402
 from taskhub.controller.controller import Controller  # noqa: E402
@@ -53,6 +54,10 @@ class LoopbackCluster:
         self.n = n
         self.db = db
         self.db_options = db_options or {}
+        # as ipcontroller does: CurveZMQ whenever the controller binds beyond loopback
+        if "curve" not in controller_options and \
+                curve.use_curve(None, controller_options.get("ip", "127.0.0.1")):
+            controller_options["curve"] = curve.ClusterKeys.generate()
         self.options = controller_options
         self.engines = []
 

@@ -21,6 +21,8 @@ VARIANTS = {v.name: v for v in [
             label="taskhub (SQLite DB)"),
     Variant("taskhub-memdb", "bench.systems.taskhub_system:TaskhubSystem", "main",
             {"controller_args": ["--db", "memory"]}, label="taskhub (--db memory)"),
+    Variant("taskhub-curve", "bench.systems.taskhub_system:TaskhubSystem", "main",
+            {"controller_args": ["--curve"]}, label="taskhub (--curve: CurveZMQ)"),
     Variant("ipp", "bench.systems.ipyparallel_system:IpyparallelSystem", "ipp",
             label="ipyparallel (default DictDB)"),
     Variant("ipp-sqlite", "bench.systems.ipyparallel_system:IpyparallelSystem", "ipp",

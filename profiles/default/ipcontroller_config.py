@@ -127,6 +127,16 @@ c = get_config()  #noqa
 #  Default: ''
 # c.IPControllerApp.connect_ip = ''
 
+## Encrypt and authenticate every connection with CurveZMQ (--curve / --no-
+#  curve). Unset: on exactly when --ip is not a loopback address. On, only
+#  holders of the keys in this cluster's connection files can connect to any port
+#  or read anything; it costs CPU per byte (see docs/security.md for the
+#  figures). Off beyond loopback, tasks, results and output cross the network in
+#  clear and anyone who can reach the ports can connect: only an explicit --no-
+#  curve does that, and every such start logs a WARNING.
+#  Default: None
+# c.IPControllerApp.curve = None
+
 ## Task DB backend: 'sqlite' (default: a file in the profile, durable across
 #  restarts), 'memory' (fastest, lost at exit, grows with every task), 'mongodb'
 #  (a server, shareable), 'none' (no history; db_query fails), or 'module:Class'.
@@ -156,8 +166,8 @@ c = get_config()  #noqa
 # c.IPControllerApp.hwm = 0
 
 ## Address to bind. 127.0.0.1 keeps the cluster on this machine; 0.0.0.0 or a
-#  interface address lets engines and clients on other hosts connect (everything
-#  is still HMAC-signed).
+#  interface address lets engines and clients on other hosts connect (encrypted
+#  with CurveZMQ unless --no-curve; see curve).
 #  Default: '127.0.0.1'
 # c.IPControllerApp.ip = '127.0.0.1'
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import zmq
 
-from .. import callables, error, nesting, paths, strategies, versions
+from .. import callables, curve, error, nesting, paths, strategies, versions
 from ..cluster.profiles import read_client_file
 from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable)
@@ -114,6 +114,7 @@ class Client:
                 sock.routing_id = self.session.bsession
             else:
                 sock.subscribe(b"")
+            curve.secure_client(sock, self._info)
             sock.connect(self._url(name))
         wake = self._context.socket(zmq.PULL)
         wake.bind(self._wake_url)

@@ -2,7 +2,8 @@
 
     ipcluster start -n 4 [--profile P | --profile-dir D] [--daemonize] [--db KIND] ...
                     [--engines local|mpi|ssh|slurm|pbs|sge] [--controller local|ssh|...]
-                    [--ssh-hosts h1,h2:4] [--ip A --location B] [--restart-engines]
+                    [--ssh-hosts h1,h2:4] [--ip A --location B] [--curve | --no-curve]
+                    [--restart-engines]
     ipcluster stop  [--profile P | --profile-dir D]
     ipcluster list
     ipcluster engines add -n K | remove -n K | list   [--profile P | --profile-dir D]
@@ -135,6 +136,12 @@ def build_parser():
     start.add_argument("--location", help="address engines and clients connect to, when "
                        "it is not the --ip address (default: --ip, or the host name for "
                        "0.0.0.0)")
+    start.add_argument("--curve", dest="curve", action="store_const", const=True,
+                       help="encrypt with CurveZMQ even on loopback (the default whenever "
+                            "--ip is not loopback; costs CPU per byte, see docs/security.md)")
+    start.add_argument("--no-curve", dest="curve", action="store_const", const=False,
+                       help="do not encrypt, even off loopback: tasks and results cross the "
+                            "network in clear (the controller logs a WARNING at every start)")
     start.add_argument("--engines", dest="engine_launcher", metavar="KIND",
                        help="engine launcher: local (default), mpi, ssh, slurm, pbs, sge, ...")
     start.add_argument("--controller", dest="controller_launcher", metavar="KIND",
@@ -254,7 +261,8 @@ def _cluster_from(args, profile_dir, options):
     flags = {"--db": args.db, "--scheme": args.scheme, "--hwm": args.hwm, "--ip": args.ip,
              "--location": args.location, "--log-level": args.log_level,
              "--mongodb-url": args.mongodb_url}
-    controller_args = [*options.controller_args, *_flag_args(flags)]
+    curve = {True: ["--curve"], False: ["--no-curve"], None: []}[args.curve]
+    controller_args = [*options.controller_args, *_flag_args(flags), *curve]
     work_dir = args.work_dir and os.path.abspath(args.work_dir)  # engines may start elsewhere
     engine_args = [*options.engine_args, *_flag_args({"--log-level": args.log_level,
                                                       "--work-dir": work_dir})]

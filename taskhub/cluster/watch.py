@@ -25,7 +25,7 @@ from pathlib import Path
 
 import zmq
 
-from .. import paths
+from .. import curve, paths
 from ..appbase import read_connection_file
 from ..session import Session
 from .cluster import Cluster, read_record, record_lock, record_path, write_json_atomic
@@ -46,6 +46,7 @@ def hub_request(profile_dir, msg_type, content, timeout=5.0):
     sock = context.socket(zmq.DEALER)
     sock.linger = 0
     try:
+        curve.secure_client(sock, info)
         sock.connect(f"tcp://{info['ip']}:{info['ports']['query']}")
         session.send(sock, msg_type, content)
         if not sock.poll(timeout * 1000):

@@ -5,9 +5,9 @@ import signal
 import socket
 from pathlib import Path
 
-from traitlets import Enum, Float, Integer, Unicode
+from traitlets import Bool, Enum, Float, Integer, Unicode
 
-from .. import paths, web
+from .. import curve, paths, web
 from ..appbase import BaseApp, write_connection_file
 from ..session import Session, new_key
 from .controller import Controller
@@ -27,12 +27,21 @@ class IPControllerApp(BaseApp):
 
     ip = Unicode("127.0.0.1", help="Address to bind. 127.0.0.1 keeps the cluster on this "
                  "machine; 0.0.0.0 or a interface address lets engines and clients on other "
-                 "hosts connect (everything is still HMAC-signed).").tag(config=True)
+                 "hosts connect (encrypted with CurveZMQ unless --no-curve; see curve)."
+                 ).tag(config=True)
     connect_ip = Unicode("", help="(--location) Address written into the connection files "
                          "for engines and clients to connect to. Empty: the --ip address, or "
                          "this host's name when --ip is 0.0.0.0 or *. Set it when the bind "
                          "address is not one other hosts can reach (0.0.0.0, or behind NAT)."
                          ).tag(config=True)
+    curve = Bool(None, allow_none=True, help="Encrypt and authenticate every connection "
+                 "with CurveZMQ (--curve / --no-curve). Unset: on exactly when --ip is not "
+                 "a loopback address. On, only holders of the keys in this cluster's "
+                 "connection files can connect to any port or read anything; it costs CPU "
+                 "per byte (see docs/security.md for the figures). Off beyond loopback, "
+                 "tasks, results and output cross the network in clear and anyone who can "
+                 "reach the ports can connect: only an explicit --no-curve does that, and "
+                 "every such start logs a WARNING.").tag(config=True)
     db = Unicode("sqlite", help="Task DB backend: 'sqlite' (default: a file in the profile, "
                  "durable across restarts), 'memory' (fastest, lost at exit, grows with "
                  "every task), 'mongodb' (a server, shareable), 'none' (no history; db_query "
@@ -85,6 +94,10 @@ class IPControllerApp(BaseApp):
                     "Record tasks in MongoDB at --mongodb-url."),
         "nodb": ({"IPControllerApp": {"db": "none"}},
                  "Keep no task history (db_query and get_result then fail)."),
+        "curve": ({"IPControllerApp": {"curve": True}},
+                  "Encrypt with CurveZMQ even on loopback (the default off loopback)."),
+        "no-curve": ({"IPControllerApp": {"curve": False}},
+                     "Do not encrypt, even off loopback (logs a WARNING at every start)."),
     }
 
     aliases = {"profile": "IPControllerApp.profile",
@@ -104,13 +117,29 @@ class IPControllerApp(BaseApp):
                    "mongodb": {"url": self.mongodb_url, "database": self.mongodb_database}}
         return make_db(self.db, **options.get(self.db, {}))
 
+    def make_curve_keys(self):
+        """The cluster's CurveZMQ keys, or None when it does not encrypt (see `curve`)."""
+        if not curve.use_curve(self.curve, self.ip):
+            if not curve.is_loopback(self.ip):
+                log.warning("%s", curve.insecure_warning(self.ip))
+            return None
+        try:
+            keys = curve.ClusterKeys.generate()
+        except curve.CurveUnavailable as e:
+            why = "--curve" if self.curve else f"--ip {self.ip} is not a loopback address"
+            raise SystemExit(f"ipcontroller: {why}, so traffic must be encrypted, but {e}; "
+                             "install a pyzmq built with libsodium, or pass --no-curve")
+        log.info("CurveZMQ on: only holders of this cluster's connection files can connect")
+        return keys
+
     def make_controller(self):
         key = new_key()
         soft, hard = limits.raise_fd_limit()
         controller = Controller(Session(key), self.make_db(), ip=self.ip, scheme=self.scheme,
                                 hwm=self.hwm, heartbeat_period=self.heartbeat_period,
                                 heartbeat_misses=self.heartbeat_misses,
-                                max_engines=self.max_engines).bind()
+                                max_engines=self.max_engines,
+                                curve=self.make_curve_keys()).bind()
         log.info("descriptor limit %d (hard %d): this controller takes up to %d engines, as "
                  "%s", soft, hard, controller.hub.engine_limit, controller.hub.limit_reason)
         self.fail_lost_tasks(controller)
@@ -165,8 +194,9 @@ class IPControllerApp(BaseApp):
         write_pid_file(self.location)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: controller.stop())
-        log.info("controller up on %s (profile %s, db %s, scheme %s)", self.ip,
-                 self.location, self.db, self.scheme)
+        log.info("controller up on %s (profile %s, db %s, scheme %s, %s)", self.ip,
+                 self.location, self.db, self.scheme,
+                 "CurveZMQ" if controller.curve else "unencrypted")
         server = None
         try:
             server = self.start_web()

@@ -27,6 +27,7 @@ import time
 
 import zmq
 
+from .. import curve as _curve
 from ..error import NoTaskDB, UnknownTaskError
 from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packable,
                        utcnow)
@@ -59,8 +60,11 @@ class Controller:
     """Routes and records. Construct, `bind()`, then `run()` (blocks until `stop()`)."""
 
     def __init__(self, session, db, ip="127.0.0.1", scheme="leastload", hwm=0,
-                 heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0):
+                 heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
+                 curve=None):
         self.session = session
+        self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
+        self.zap = None
         self.db = db
         self.recorder = TaskRecorder(db)
         self.ip = ip
@@ -100,6 +104,8 @@ class Controller:
                  "e_task": zmq.ROUTER, "e_mux": zmq.ROUTER, "e_control": zmq.ROUTER,
                  "e_iopub": zmq.SUB, "hb_ping": zmq.PUB, "hb_pong": zmq.ROUTER}
         self.sockets = {}
+        if self.curve is not None:  # before any bind: no handler would admit every key
+            self.zap = _curve.ZapHandler(ctx, self.curve).start()
         if self.pure:
             del kinds["task"], kinds["e_task"]
             self._bind_pure(ctx)
@@ -110,6 +116,7 @@ class Controller:
                 sock.router_handover = 1  # a re-registering engine may reuse its identity
             if name in ("e_task", "e_mux"):
                 sock.rcvhwm = ENGINE_RCVHWM
+            self._secure(sock, name)
             self.ports[name] = sock.bind_to_random_port(f"tcp://{self.ip}")
             self.sockets[name] = sock
         self.sockets["e_iopub"].subscribe(b"")
@@ -117,8 +124,12 @@ class Controller:
         self._wake.bind(self._wake_url)
         return self
 
+    def _secure(self, sock, name):
+        if self.curve is not None:
+            _curve.secure_server(sock, self.curve, name)
+
     def _bind_pure(self, ctx):
-        self._device = PureDevice(ctx, self.ip).start()
+        self._device = PureDevice(ctx, self.ip, secure=self._secure).start()
         self.ports.update(self._device.ports)
         capture = self.sockets["capture"] = ctx.socket(zmq.PULL)
         capture.rcvhwm = 0
@@ -137,7 +148,8 @@ class Controller:
                      "control": p["e_control"], "iopub": p["e_iopub"],
                      "hb_ping": p["hb_ping"], "hb_pong": p["hb_pong"]}
         return {"ip": self.ip, "ports": ports, "signature_scheme": "hmac-sha256",
-                "task_scheme": self.scheme}
+                "task_scheme": self.scheme,
+                "curve": self.curve.connection_info(which) if self.curve else None}
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self):
@@ -227,6 +239,8 @@ class Controller:
         for name, sock in self.sockets.items():  # let those TaskLost replies go out
             sock.close(linger=500 if name in ("task", "mux") else 0)
         self._wake.close(linger=0)
+        if self.zap is not None:
+            self.zap.stop()
         self.db.close()
 
     # -- tasks a controller leaves unfinished ----------------------------------------------

@@ -21,9 +21,10 @@ import zmq
 class PureDevice:
     """Owns the proxy thread and its sockets. `start()` binds (ports in `.ports`)."""
 
-    def __init__(self, context, ip):
+    def __init__(self, context, ip, secure=lambda sock, channel: None):
         self.context = context
         self.ip = ip
+        self.secure = secure  # (socket, channel name): the controller's CurveZMQ options
         self.ports = {}
         tag = f"taskhub-pure-{id(self)}"
         self.capture_url = f"inproc://{tag}-capture"
@@ -44,6 +45,8 @@ class PureDevice:
         front, back = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
         capture, control = ctx.socket(zmq.PUSH), ctx.socket(zmq.PAIR)
         capture.sndhwm = 0  # a copy must never be dropped: the hub records from it
+        self.secure(front, "task")
+        self.secure(back, "e_task")
         self.ports = {"task": front.bind_to_random_port(f"tcp://{self.ip}"),
                       "e_task": back.bind_to_random_port(f"tcp://{self.ip}")}
         front.bind(self.front_url)

@@ -139,7 +139,8 @@ class QueryService:
         return {"status": "ok", "dropped": dict(c.session.dropped),
                 "engines": len(c.hub.up_ids()), "engine_limit": c.hub.engine_limit,
                 "engine_limit_reason": c.hub.limit_reason, "outstanding": len(c.outstanding),
-                "queued": len(c.queued)}, []
+                "queued": len(c.queued),
+                "refused": c.zap.counts() if c.zap is not None else {}}, []
 
     def _q_shutdown(self, msg, ident):
         return {"status": "ok"}, []

@@ -51,7 +51,7 @@ import uuid
 
 import zmq
 
-from .. import callables, nesting, serialize, strategies, versions
+from .. import callables, curve, nesting, serialize, strategies, versions
 from ..error import RemoteError
 from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
@@ -80,6 +80,12 @@ class _Stop(BaseException):
 
 def _url(info, port_name):
     return f"tcp://{info['ip']}:{info['ports'][port_name]}"
+
+
+def _connect(sock, info, port_name):
+    """Connect `sock` to the controller's `port_name`, with the cluster's CurveZMQ keys."""
+    curve.secure_client(sock, info)
+    sock.connect(_url(info, port_name))
 
 
 class Engine:
@@ -171,7 +177,8 @@ class Engine:
         if reply["content"].get("batches") is not True:  # a hub that reads no batches
             self._batch_channels = set()
         self._heart = Heart(self.context, _url(self.info, "hb_ping"),
-                            _url(self.info, "hb_pong"), self.uuid.encode()).start()
+                            _url(self.info, "hb_pong"), self.uuid.encode(),
+                            secure=lambda sock: curve.secure_client(sock, self.info)).start()
 
     def _request(self, msg_type, content, timeout):
         """One request/reply on a fresh DEALER to the hub's query socket."""
@@ -179,7 +186,7 @@ class Engine:
         sock.linger = 500
         monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED)
         try:
-            sock.connect(_url(self.info, "query"))
+            _connect(sock, self.info, "query")
             self.session.send(sock, msg_type, content)
             if not sock.poll(timeout * 1000):
                 raise RegistrationFailed(_no_answer(_url(self.info, "query"), timeout,
@@ -248,12 +255,12 @@ class Engine:
         for name in ("mux", "task", "control"):
             sock = socks[name] = self.context.socket(zmq.DEALER)
             sock.routing_id = ident
-            sock.connect(_url(self.info, name))
+            _connect(sock, self.info, name)
         socks["ping"] = self.context.socket(zmq.SUB)
         socks["ping"].subscribe(b"")
-        socks["ping"].connect(_url(self.info, "hb_ping"))
+        _connect(socks["ping"], self.info, "hb_ping")
         socks["iopub"] = self.context.socket(zmq.PUB)
-        socks["iopub"].connect(_url(self.info, "iopub"))
+        _connect(socks["iopub"], self.info, "iopub")
         self._poller = zmq.Poller()
         for sock in (socks["control"], socks["ping"]):
             self._poller.register(sock, zmq.POLLIN)
@@ -730,7 +737,8 @@ def _no_answer(url, timeout, connected):
                 "127.0.0.1 unless started with --ip), and is the address reachable from "
                 f"{socket.gethostname()}? (ipcluster --location sets the address engines use)")
     return (f"the controller at {url} accepted a connection but did not answer within "
-            f"{timeout:g}s (is the connection file's key this controller's?)")
+            f"{timeout:g}s (are the connection file's key and CurveZMQ keys this "
+            "controller's?)")
 
 
 def _time_limit(md):
@@ -767,8 +775,9 @@ class Heart:
     on a thread of its own, needing no GIL, so even a task holding the GIL in C code never
     looks dead. `stop()` ends it (an engine that rejoins needs a heart for its new uuid)."""
 
-    def __init__(self, context, ping_url, pong_url, identity):
+    def __init__(self, context, ping_url, pong_url, identity, secure=lambda sock: None):
         self.context = context
+        self.secure = secure  # (socket): the cluster's CurveZMQ keys, before connecting
         self.urls = (ping_url, pong_url)
         self.identity = identity
         self._control_url = f"inproc://taskhub-heart-{identity.decode()}"
@@ -788,6 +797,8 @@ class Heart:
         ping.subscribe(b"")
         pong.routing_id = self.identity
         control.bind(self._control_url)
+        self.secure(ping)
+        self.secure(pong)
         ping.connect(self.urls[0])
         pong.connect(self.urls[1])
         ready.set()

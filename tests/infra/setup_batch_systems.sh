@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install and configure what tests/test_launchers_*.py run engines through, for real:
 # Slurm (slurmctld, slurmd, munge), Grid Engine (qmaster, execd), PBS-style qsub (Slurm's
-# Torque wrappers), Open MPI, sshd and iproute2 (network namespaces).
+# Torque wrappers), Open MPI, sshd, iproute2 (network namespaces) and tcpdump (captures on
+# a veth, tests/test_security_curve.py).
 #
 # Idempotent, for a Debian 12 machine where we are root. It starts no daemon: the tests
 # start the ones they use and stop them (tests/infra/systems.py). Run by `make test`;
@@ -26,6 +27,12 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     say "not root on a Debian-like system: not installing Slurm, Grid Engine, PBS," \
         "Open MPI and sshd; the launcher tests that need them will fail and say why."
     exit 0
+fi
+# tcpdump is checked on its own, so that machines set up before it was needed get it too.
+if ! command -v tcpdump >/dev/null; then
+    say "apt-get install tcpdump"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q tcpdump >/dev/null
 fi
 if [ -f "$STAMP" ] && [ -x $PBS_DIR/qsub ] && command -v slurmctld sge_qmaster mpiexec \
         /usr/sbin/sshd >/dev/null; then

@@ -21,6 +21,7 @@ from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable)
 from ..zmqsocket import recv_head_copied, shared_context
 from .asyncresult import AsyncHubResult, AsyncResult
+from .connection import ControllerWatch, closed_error, fail_pending, lost_error
 from .throttle import OutstandingLimit
 from .view import DirectView, LoadBalancedView
 
@@ -42,10 +43,15 @@ class Client:
     `Client()` reads ``$TASKHUB_DIR/profile_default/security/taskhub-client.json``;
     ``Client(profile="x")``, ``Client(profile_dir=path)`` or ``Client(path_to_file)`` pick
     another. Connecting waits up to `timeout` seconds for the controller to answer.
+
+    A controller that dies or goes silent (no answer to the connection's heartbeats for
+    `controller_timeout` seconds; None: only a closed connection counts) fails every
+    pending result and hub request with ControllerLost. A hub request (db_query, stats…)
+    raises TimeoutError after `request_timeout` seconds (None: waits as long as it takes).
     """
 
     def __init__(self, url_or_file=None, profile="default", profile_dir=None, timeout=10.0,
-                 context=None):
+                 context=None, request_timeout=30.0, controller_timeout=10.0):
         if url_or_file is not None:
             path = Path(url_or_file)
         else:
@@ -71,6 +77,9 @@ class Client:
         self._engines = {}        # id -> uuid
         self._engines_changed = threading.Condition()
         self._closed = False
+        self._gone = None  # msg_id -> error, while the controller is lost or the client closed
+        self.request_timeout = request_timeout
+        self.controller_timeout = controller_timeout
         self.task_group_id = new_id()  # recorded on every task it sends: see reload_tasks
         self.serializer = strategies.Serializer()  # how views send code and arguments
         self._throttle = OutstandingLimit()
@@ -109,27 +118,41 @@ class Client:
                 sock.routing_id = self.session.bsession
             else:
                 sock.subscribe(b"")
+            if name == "query":  # heartbeats and monitor are set before connecting
+                watch = ControllerWatch(sock, self.controller_timeout)
             sock.connect(self._url(name))
         wake = self._context.socket(zmq.PULL)
         wake.bind(self._wake_url)
         started.set()
         poller = zmq.Poller()
-        for sock in (*socks.values(), wake):
+        for sock in (*socks.values(), wake, watch.socket):
             poller.register(sock, zmq.POLLIN)
         handlers = {socks["task"]: self._on_reply, socks["mux"]: self._on_reply,
                     socks["query"]: self._on_request_reply,
                     socks["control"]: self._on_request_reply,
                     socks["notification"]: self._on_notification, socks["iopub"]: self._on_iopub}
+        link = watch.state
         try:
             while not self._closed:
-                for sock, _ in poller.poll():
+                wait = None if link.deadline is None else link.wait_ms(time.monotonic())
+                for sock, _ in poller.poll(wait):
                     if sock is wake:
                         self._io_send(wake, socks)
+                    elif sock is watch.socket:
+                        self._on_link_event(watch)
                     else:
                         self._io_recv(sock, handlers[sock])
+                if link.deadline is not None and link.tick(time.monotonic()):
+                    fail_pending(self, lost_error(self, self.controller_timeout))
         finally:
+            watch.close()
             for sock in (*socks.values(), wake):
                 sock.close(linger=0)
+
+    def _on_link_event(self, watch):
+        watch.read_events()
+        if watch.state.state == "up" and self._gone is not None and not self._closed:
+            self._gone = None  # connected again: new requests may go
 
     def _io_send(self, wake, socks):
         while _get(wake, _EVENTS) & _POLLIN:  # (Socket.poll would build a Poller each time)
@@ -182,6 +205,8 @@ class Client:
             log.exception("dropped a message the client could not handle")
 
     def _send(self, name, frames, flush=True):
+        if self._gone is not None:  # lost or closed: it would wait for a reply in vain
+            raise self._gone(None)
         self._outbox.append((name, frames))
         if flush:
             self._flush()
@@ -300,6 +325,9 @@ class Client:
         ar = cls(self, msg_ids, kind, fname, chunk_sizes)
         arrived = []
         with self._lock:
+            if self._gone is not None:  # lost or closed since the request was sent
+                ar._abandon(self._gone)
+                return ar
             for msg_id in msg_ids:
                 early = self._early.pop(msg_id, None)
                 if early is None:
@@ -317,13 +345,17 @@ class Client:
                                                 buffers=list(buffers))
         if channel == "query" and msg_type in self._task_channel_requests:
             channel = "task"  # behind the tasks it names (see the controller's note)
+        timeout = self.request_timeout if timeout is None else timeout
         future = self._requests[header["msg_id"]] = Future()
         self._send(channel, frames)
         try:
             reply = future.result(timeout)
         except _FutureTimeout:
             self._requests.pop(header["msg_id"], None)
-            raise error.TimeoutError(f"{msg_type} got no reply within {timeout}s") from None
+            raise error.TimeoutError(
+                f"{msg_type} got no reply from {self._url(channel)} within {timeout:g}s: the "
+                f"controller is busy or stuck (a longer wait: Client(request_timeout=…))"
+            ) from None
         content = reply["content"]
         if content.get("status") == "error":
             cls = _HUB_ERRORS.get(content.get("ename"), error.TaskhubError)
@@ -621,7 +653,8 @@ class Client:
             self._hub_request("shutdown_request", {}, timeout)
 
     def close(self):
-        """Close the sockets and stop the IO thread (idempotent)."""
+        """Close the sockets and stop the IO thread (idempotent). Results and replies still
+        pending fail with ClientClosed (their tasks go on running on the cluster)."""
         if self._closed:
             return
         self._flush()
@@ -631,6 +664,7 @@ class Client:
             self._waker.close()
         if threading.current_thread() is not self._thread:
             self._thread.join(5)
+        fail_pending(self, closed_error(self))
 
     def __enter__(self):
         return self

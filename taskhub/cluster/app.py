@@ -35,6 +35,7 @@ from .cluster import (Cluster, profile_label, profile_name, profile_option, read
                       record_path, recorded_cluster, recorded_controller_pid)
 from . import scaling, tasks
 from .launcher import find_launcher, is_ours, wait_until
+from .lifetime import recorded_profile_dirs
 from .launchers.ssh import plan_hosts
 from .watch import Watcher, start_background_watcher
 
@@ -250,7 +251,9 @@ def _cluster_from(args, profile_dir, options):
                    controller_launcher=controller_launcher, engine_launcher=engine_launcher,
                    launcher_config=options.config, engine_options=engine_options,
                    controller_options=({"host": args.controller_host}
-                                       if args.controller_host else {}))
+                                       if args.controller_host else {}),
+                   # a daemonized cluster outlives this command; a foreground one does not
+                   shutdown_atexit=not getattr(args, "daemonize", False))
 
 
 def _launcher_options(args):
@@ -330,8 +333,7 @@ def _stop_foreground_owner(pid, timeout):
 # -- ipcluster list -------------------------------------------------------------------
 
 def cmd_list(args):
-    rows = [_list_row(f.parent.parent)
-            for f in sorted(paths.taskhub_dir().glob("profile_*/pid/cluster.json"))]
+    rows = [_list_row(d) for d in recorded_profile_dirs()]
     rows = [row for row in rows if row is not None]
     if not rows:
         sys.stdout.write(f"no clusters recorded under {paths.taskhub_dir()}\n")

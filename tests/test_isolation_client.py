@@ -14,12 +14,13 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import wait_for_file, wait_until
 
 from taskhub.client import Client
-from taskhub.client.connection import LinkState
+from taskhub.client.connection import LinkState, lost_error
 from taskhub.cluster.cluster import Cluster
 from taskhub.controller.db import make_db
 from taskhub.error import ClientClosed, ControllerLost, TaskhubError, TimeoutError
@@ -27,7 +28,7 @@ from taskhub.error import ClientClosed, ControllerLost, TaskhubError, TimeoutErr
 pytestmark = pytest.mark.timeout(240)
 
 REPO = Path(__file__).resolve().parent.parent
-LOST = r"lost the controller at tcp://127\.0\.0\.1:\d+ \(connection file .*taskhub-client\.json\)"
+LOST = r"lost the controller at tcp://127\.0\.0\.1:\d+ \(connection file .*taskhub-client\.json\): "
 
 
 # -- the link state, event by event -------------------------------------------------------
@@ -55,6 +56,18 @@ def test_a_drop_healed_within_the_grace_is_not_a_loss():
     link.down(1.0)
     link.up(1.2)
     assert not link.tick(5.0) and link.state == "up"
+
+
+def test_controller_lost_names_the_profile_the_address_and_what_to_do(tmp_path):
+    client = SimpleNamespace(
+        connection_file=tmp_path / "profile_big" / "security" / "taskhub-client.json",
+        _url=lambda channel: "tcp://10.0.0.5:4321")
+    lost = lost_error(client, 10)("m-1")
+    assert isinstance(lost, ControllerLost) and lost.task == "m-1"
+    assert str(lost).startswith("ControllerLost: lost the controller at tcp://10.0.0.5:4321 "
+                                "(profile 'big'): its connection closed, or it answered no "
+                                "heartbeat for 10s")
+    assert "Start the cluster again and connect a new Client" in str(lost)
 
 
 # -- a controller in its own process ------------------------------------------------------
@@ -384,3 +397,11 @@ def test_ctrl_c_during_ar_get_keeps_the_tasks_and_says_how_to_abort_them(tmp_pat
     assert "go on running on the cluster: rc.abort(ar) stops them" in interrupt["interrupt"]
     assert after["after"] == [0, 1, 2, 3]
     assert {r["status"] for r in _records(tmp_path)} == {"ok"}
+
+
+@pytest.mark.parametrize("option, value, error", [
+    ("request_timeout", "30", TypeError), ("request_timeout", 0, ValueError),
+    ("controller_timeout", True, TypeError), ("controller_timeout", -1, ValueError)])
+def test_bad_timeouts_are_refused_before_connecting(tmp_path, option, value, error):
+    with pytest.raises(error, match=option):
+        Client(tmp_path / "no-such-file.json", **{option: value})

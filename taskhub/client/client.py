@@ -21,7 +21,8 @@ from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable)
 from ..zmqsocket import recv_head_copied, shared_context
 from .asyncresult import AsyncHubResult, AsyncResult
-from .connection import ControllerWatch, closed_error, fail_pending, lost_error
+from .connection import (ControllerWatch, closed_error, fail_pending, lost_error,
+                         seconds_or_none)
 from .throttle import OutstandingLimit
 from .view import DirectView, LoadBalancedView
 
@@ -52,6 +53,8 @@ class Client:
 
     def __init__(self, url_or_file=None, profile="default", profile_dir=None, timeout=10.0,
                  context=None, request_timeout=30.0, controller_timeout=10.0):
+        self.request_timeout = seconds_or_none("request_timeout", request_timeout)
+        self.controller_timeout = seconds_or_none("controller_timeout", controller_timeout)
         if url_or_file is not None:
             path = Path(url_or_file)
         else:
@@ -78,8 +81,6 @@ class Client:
         self._engines_changed = threading.Condition()
         self._closed = False
         self._gone = None  # msg_id -> error, while the controller is lost or the client closed
-        self.request_timeout = request_timeout
-        self.controller_timeout = controller_timeout
         self.task_group_id = new_id()  # recorded on every task it sends: see reload_tasks
         self.serializer = strategies.Serializer()  # how views send code and arguments
         self._throttle = OutstandingLimit()

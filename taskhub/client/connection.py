@@ -25,6 +25,7 @@ that could still arrive. LOST_GRACE lets replies already received on the other s
 thin shell around the monitor socket; `fail_pending` settles what a client waits for.
 """
 import time
+from pathlib import Path
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -98,6 +99,17 @@ class ControllerWatch:
         self.socket.close(linger=0)
 
 
+def seconds_or_none(name, value):
+    """`value` if it is a number of seconds > 0 or None, else a clear error."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {value!r:.60}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0 seconds (or None: no bound), not {value!r}")
+    return value
+
+
 # -- settling what the client waits for ---------------------------------------------------
 
 def fail_pending(client, error_for):
@@ -124,14 +136,22 @@ def fail_pending(client, error_for):
 
 def lost_error(client, timeout):
     """A function msg_id -> ControllerLost naming `client`'s controller and what to do."""
-    where = client._url("query")
     why = (f"its connection closed, or it answered no heartbeat for {timeout:g}s"
            if timeout is not None else "its connection closed")
-    text = (f"lost the controller at {where} (connection file {client.connection_file}): "
-            f"{why} — it died, froze or the network is cut. Start the cluster again and "
-            f"connect a new Client; tasks that finished are in its task DB (rc.db_query), "
-            f"others can be run again with rc.resubmit")
+    text = (f"lost the controller at {client._url('query')} ({_profile(client)}): {why} — "
+            f"it died, froze or the network is cut. Start the cluster again and connect a "
+            f"new Client: the task DB keeps the results of tasks that finished (get_result, "
+            f"db_query), and rc.resubmit(msg_ids) runs the others again")
     return lambda msg_id: error.ControllerLost("ControllerLost", text, task=msg_id)
+
+
+def _profile(client):
+    """'profile NAME' or 'connection file PATH', for messages."""
+    path = Path(client.connection_file)
+    profile_dir = path.parent.parent
+    if path.parent.name == "security" and profile_dir.name.startswith("profile_"):
+        return f"profile '{profile_dir.name[len('profile_'):]}'"
+    return f"connection file {path}"
 
 
 def closed_error(client):

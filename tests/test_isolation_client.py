@@ -244,6 +244,15 @@ SCRIPT = textwrap.dedent("""
         raise RuntimeError("the script failed")
     if mode == "wait":
         time.sleep(600)
+    if mode == "fork":  # a forked child inherits the atexit handler: it must not stop it
+        import os
+        child = os.fork()
+        if child == 0:
+            sys.exit(0)
+        os.waitpid(child, 0)
+        from taskhub.cluster.cluster import record_path
+        print(json.dumps({"running": c.any_running() and c.client.ids == [0],
+                          "recorded": record_path(c.profile_dir).exists()}), flush=True)
 """)
 
 
@@ -304,6 +313,14 @@ def test_a_killed_script_does_not_leave_its_cluster_running(tmp_path, sig):
         proc.wait()
         for pid in started["pids"]:
             _signal(pid, signal.SIGKILL)
+
+
+def test_a_forked_child_that_exits_leaves_the_cluster_to_its_owner(tmp_path):
+    proc, started = _run_script(tmp_path, "fork")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out) == {"running": True, "recorded": True}  # after the child's exit
+    assert not [p for p in started["pids"] if _alive(p)]  # and stopped at the owner's
 
 
 def test_shutdown_atexit_false_lets_the_cluster_outlive_the_script(tmp_path):

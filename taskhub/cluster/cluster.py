@@ -169,7 +169,8 @@ class Cluster:
         self.owner_pid = None
         self.client = None
         self._temporary = False
-        self._lifeline = None
+        self._lifeline = None     # see lifetime.py
+        self._tied_pid = None     # the process whose end stops the cluster
         self._shutdown_atexit = shutdown_atexit
 
     # -- starting ---------------------------------------------------------------------
@@ -204,6 +205,7 @@ class Cluster:
     def _tie_to_this_process(self):
         if self._shutdown_atexit and self._lifeline is None:
             self._lifeline = Lifeline.start(self.profile_dir, remove_profile=self._temporary)
+            self._tied_pid = os.getpid()
             atexit.register(self._stop_at_exit)
 
     def _untie(self):
@@ -213,7 +215,9 @@ class Cluster:
             lifeline.release()
 
     def _stop_at_exit(self):
-        if self._lifeline is not None:  # not released meanwhile (shutdown_atexit=False)
+        # Not in a child forked from us (it inherits atexit handlers), and not after a
+        # release (shutdown_atexit=False).
+        if self._lifeline is not None and os.getpid() == self._tied_pid:
             self.stop()
 
     @property

@@ -74,6 +74,7 @@ class Client:
         self._waker = None
         self._pending = {}        # msg_id -> [AsyncResult, ...] awaiting that reply
         self._early = {}          # replies that came before their AsyncResult was tracked
+        self._abandoned = set()   # msg_ids failed by a loss: a late reply is not kept
         self._lock = threading.Lock()  # guards _pending and _early together
         self._requests = {}       # msg_id of a hub/control request -> Future of its reply
         self._partial = {}        # msg_id of a db_request -> its replies so far (IO thread)
@@ -249,7 +250,8 @@ class Client:
         with self._lock:
             waiting = self._pending.pop(msg_id, None)
             if waiting is None:
-                self._early[msg_id] = (value, md)
+                if msg_id not in self._abandoned:
+                    self._early[msg_id] = (value, md)
                 return
         for ar in waiting:  # outside the lock: resolving runs the futures' callbacks
             ar._receive(msg_id, value, md)

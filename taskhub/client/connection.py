@@ -118,6 +118,8 @@ def fail_pending(client, error_for):
     with client._lock:
         client._gone = error_for
         pending, client._pending = client._pending, {}
+        client._abandoned.update(pending)  # a controller that was only frozen may still
+        # answer them once reconnected: nobody waits for those replies any more
     failed = 0
     for msg_id in list(client._requests):
         future = client._requests.pop(msg_id, None)

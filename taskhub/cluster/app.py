@@ -151,7 +151,8 @@ def build_parser():
     stop = commands.add_parser("stop", help="stop the cluster recorded in a profile")
     _add_profile_options(stop)
     stop.set_defaults(func=cmd_stop)
-    listing = commands.add_parser("list", help="list the clusters recorded under $TASKHUB_DIR")
+    listing = commands.add_parser("list", help="list the clusters recorded under "
+                                  "$TASKHUB_DIR, and those run from profile dirs elsewhere")
     listing.set_defaults(func=cmd_list)
     _add_engines_parser(commands)
     tasks.add_parser(commands, _add_profile_options,

@@ -19,8 +19,9 @@ change the record's engine sets, each holding pid/record.lock while it reads and
 
 Any failure stops what was started and raises `ClusterStateError` carrying the tail of
 the relevant log. Unless started with `shutdown_atexit=False`, the cluster is stopped when
-the Python process that started it ends, however it ends (see lifetime.py). `Cluster.from_record(profile_dir)` rebuilds a Cluster from cluster.json
-in another process, so it can be stopped there.
+the Python process that started it ends, however it ends (see lifetime.py).
+`Cluster.from_record(profile_dir)` rebuilds a Cluster from cluster.json in another process,
+so it can be stopped there.
 """
 import atexit
 import contextlib

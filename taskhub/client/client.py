@@ -355,10 +355,10 @@ class Client:
             reply = future.result(timeout)
         except _FutureTimeout:
             self._requests.pop(header["msg_id"], None)
+            who = "the engine" if idents else "the controller"
             raise error.TimeoutError(
-                f"{msg_type} got no reply from {self._url(channel)} within {timeout:g}s: the "
-                f"controller is busy or stuck (a longer wait: Client(request_timeout=…))"
-            ) from None
+                f"{msg_type} got no reply from {self._url(channel)} within {timeout:g}s: "
+                f"{who} is busy or stuck (a longer wait: Client(request_timeout=…))") from None
         content = reply["content"]
         if content.get("status") == "error":
             cls = _HUB_ERRORS.get(content.get("ename"), error.TaskhubError)

@@ -157,7 +157,14 @@ def _profile(client):
 
 
 def closed_error(client):
-    """A function msg_id -> ClientClosed for what `client` waited for when it was closed."""
+    """A function msg_id -> ClientClosed for what `client` waited for when it was closed
+    (msg_id None: a request made after)."""
+    def error_for(msg_id):
+        if msg_id is None:
+            return error.ClientClosed("ClientClosed", f"this client of "
+                                      f"{client.connection_file} is closed: connect a new one")
+        return error.ClientClosed("ClientClosed", text, task=msg_id)
+
     text = (f"the client of {client.connection_file} was closed before this reply came; "
             "a task still runs on the cluster: another Client can get_result(msg_id) it")
-    return lambda msg_id: error.ClientClosed("ClientClosed", text, task=msg_id)
+    return error_for

@@ -156,6 +156,18 @@ def test_apply_sync_fails_with_controller_lost_when_the_controller_is_killed(
         rc.close()
 
 
+def test_waiting_for_engines_that_will_never_come_ends_with_controller_lost(cluster):
+    rc = Client(profile_dir=cluster.profile_dir, controller_timeout=60)
+    try:
+        thread, outcome = _in_thread(lambda: rc.wait_for_engines(5))  # there is one
+        os.kill(_controller_pid(cluster), signal.SIGKILL)
+        thread.join(120)
+        assert not thread.is_alive(), "wait_for_engines still waits"
+        assert isinstance(outcome.get("error"), ControllerLost), outcome
+    finally:
+        rc.close()
+
+
 HUB_CALLS = {
     "db_query": lambda rc: rc.db_query({"msg_id": {"$ne": None}}, keys=["msg_id"]),
     "db_count": lambda rc: rc.db_count(),

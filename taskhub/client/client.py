@@ -375,9 +375,13 @@ class Client:
     def wait_for_engines(self, n, timeout=None):
         """Block until at least `n` engines are registered (TimeoutError after `timeout`)."""
         with self._engines_changed:
-            if not self._engines_changed.wait_for(lambda: len(self._engines) >= n, timeout):
+            if not self._engines_changed.wait_for(
+                    lambda: len(self._engines) >= n or self._gone is not None, timeout):
                 raise error.TimeoutError(f"{len(self._engines)} engines registered, not {n}, "
                                          f"after {timeout}s")
+        gone = self._gone
+        if gone is not None and len(self._engines) < n:  # lost the controller, or closed
+            raise gone(None)
         return self.ids
 
     def _uuids(self, ids):

@@ -133,6 +133,8 @@ def fail_pending(client, error_for):
     for msg_id in list(throttle._ids):  # senders waiting for room must not wait forever
         throttle.release(msg_id)
     client._partial.clear()
+    with client._engines_changed:  # wakes wait_for_engines, to raise
+        client._engines_changed.notify_all()
     return failed
 
 

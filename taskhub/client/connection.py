@@ -25,6 +25,7 @@ that could still arrive. LOST_GRACE lets replies already received on the other s
 thin shell around the monitor socket; `fail_pending` settles what a client waits for.
 """
 import time
+from concurrent.futures import InvalidStateError
 from pathlib import Path
 
 import zmq
@@ -123,9 +124,11 @@ def fail_pending(client, error_for):
     failed = 0
     for msg_id in list(client._requests):
         future = client._requests.pop(msg_id, None)
-        if future is not None and not future.done():
+        try:
             future.set_exception(error_for(msg_id))
             failed += 1
+        except (AttributeError, InvalidStateError):  # popped or answered meanwhile
+            pass
     results = {id(ar): ar for ars in pending.values() for ar in ars}
     for ar in results.values():
         failed += ar._abandon(error_for)

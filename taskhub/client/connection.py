@@ -124,10 +124,12 @@ def fail_pending(client, error_for):
     failed = 0
     for msg_id in list(client._requests):
         future = client._requests.pop(msg_id, None)
+        if future is None:  # answered meanwhile
+            continue
         try:
             future.set_exception(error_for(msg_id))
             failed += 1
-        except (AttributeError, InvalidStateError):  # popped or answered meanwhile
+        except InvalidStateError:  # resolved meanwhile (close() racing the IO thread)
             pass
     results = {id(ar): ar for ars in pending.values() for ar in ars}
     for ar in results.values():

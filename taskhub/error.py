@@ -115,6 +115,19 @@ class TaskLost(RemoteError):
     or running then, and its result will never come. Resubmit it (``rc.resubmit``)."""
 
 
+class ControllerLost(TaskLost):
+    """The client lost its controller: the connection closed (the controller died or shut
+    down) or the controller stopped answering heartbeats (frozen host, cut network).
+
+    Every result and hub request the client was waiting for fails with it; so does a new
+    request until the connection is back. Results already finished are in the task DB."""
+
+
+class ClientClosed(RemoteError):
+    """The client was closed before this result or reply came. The task itself is not
+    stopped: another Client can fetch its result with `get_result(msg_id)`."""
+
+
 class UnmetDependency(RemoteError):
     """A task's functional dependency does not hold on the engine it was sent to.
 

@@ -7,9 +7,10 @@ the flattened chunks of a map. Iterating over a map yields results in order as t
 import asyncio
 import threading
 import time
-from concurrent.futures import Future, TimeoutError as _FutureTimeout
+from concurrent.futures import Future, InvalidStateError, TimeoutError as _FutureTimeout
 
 from ..error import CompositeError, RemoteError, TimeoutError
+from .interrupt import still_running_text
 
 METADATA_KEYS = ("msg_id", "engine_id", "engine_uuid", "submitted", "started", "completed",
                  "received", "stdout", "stderr", "status", "outputs", "execute_result")
@@ -59,6 +60,23 @@ class AsyncResult(Future):
         if md is not None and md["status"] == "pending":
             md[name] = (md[name] or "") + text
 
+    def _abandon(self, error_for):
+        """Settle every reply not yet in with `error_for(msg_id)` (the client closed or lost
+        its controller): the result raises the first of them, not a CompositeError, since
+        it says why all the rest will never come. Returns how many were settled."""
+        with self._arrived:
+            missing = [m for m in self.msg_ids if m not in self._values]
+            for msg_id in missing:
+                self._values[msg_id] = error_for(msg_id)
+                self._metadata[msg_id]["status"] = "error"
+            self._arrived.notify_all()
+        if missing and not self.done():
+            try:
+                self.set_exception(self._values[missing[0]])
+            except InvalidStateError:  # the last reply resolved it meanwhile
+                pass
+        return len(missing)
+
     def _finish(self):
         errors = [v for v in (self._values[m] for m in self.msg_ids)
                   if isinstance(v, RemoteError)]
@@ -85,6 +103,8 @@ class AsyncResult(Future):
             return self.result(timeout)
         except _FutureTimeout:
             raise TimeoutError(f"{self._progress_text()} after waiting {timeout}s") from None
+        except KeyboardInterrupt:  # its tasks go on: say how to stop them (interrupt.py)
+            raise KeyboardInterrupt(still_running_text(self)) from None
 
     def wait(self, timeout=None):
         """Wait until every reply is in (or `timeout`); True if it is."""
@@ -92,6 +112,8 @@ class AsyncResult(Future):
             self.exception(timeout)
         except _FutureTimeout:
             return False
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(still_running_text(self)) from None
         return True
 
     def wait_interactive(self, interval=0.1, timeout=None, widget=None):

@@ -22,6 +22,8 @@ from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frame
 from ..zmqsocket import recv_head_copied, shared_context
 from . import prefixes
 from .asyncresult import AsyncHubResult, AsyncResult
+from .connection import (ControllerWatch, closed_error, fail_pending, lost_error,
+                         seconds_or_none)
 from .throttle import OutstandingLimit
 from .view import DirectView, LoadBalancedView
 
@@ -43,10 +45,17 @@ class Client:
     `Client()` reads ``$TASKHUB_DIR/profile_default/security/taskhub-client.json``;
     ``Client(profile="x")``, ``Client(profile_dir=path)`` or ``Client(path_to_file)`` pick
     another. Connecting waits up to `timeout` seconds for the controller to answer.
+
+    A controller that dies or goes silent (no answer to the connection's heartbeats for
+    `controller_timeout` seconds; None: only a closed connection counts) fails every
+    pending result and hub request with ControllerLost. A hub request (db_query, stats…)
+    raises TimeoutError after `request_timeout` seconds (None: waits as long as it takes).
     """
 
     def __init__(self, url_or_file=None, profile="default", profile_dir=None, timeout=10.0,
-                 context=None):
+                 context=None, request_timeout=30.0, controller_timeout=10.0):
+        self.request_timeout = seconds_or_none("request_timeout", request_timeout)
+        self.controller_timeout = seconds_or_none("controller_timeout", controller_timeout)
         if url_or_file is not None:
             path = Path(url_or_file)
         else:
@@ -67,12 +76,14 @@ class Client:
         self._waker = None
         self._pending = {}        # msg_id -> [AsyncResult, ...] awaiting that reply
         self._early = {}          # replies that came before their AsyncResult was tracked
+        self._abandoned = set()   # msg_ids failed by a loss: a late reply is not kept
         self._lock = threading.Lock()  # guards _pending and _early together
         self._requests = {}       # msg_id of a hub/control request -> Future of its reply
         self._partial = {}        # msg_id of a db_request -> its replies so far (IO thread)
         self._engines = {}        # id -> uuid
         self._engines_changed = threading.Condition()
         self._closed = False
+        self._gone = None  # msg_id -> error, while the controller is lost or the client closed
         self.task_group_id = new_id()  # recorded on every task it sends: see reload_tasks
         self.serializer = strategies.Serializer()  # how views send code and arguments
         self._throttle = OutstandingLimit()
@@ -115,27 +126,41 @@ class Client:
             else:
                 sock.subscribe(b"")
             curve.secure_client(sock, self._info)
+            if name == "query":  # heartbeats and monitor are set before connecting
+                watch = ControllerWatch(sock, self.controller_timeout)
             sock.connect(self._url(name))
         wake = self._context.socket(zmq.PULL)
         wake.bind(self._wake_url)
         started.set()
         poller = zmq.Poller()
-        for sock in (*socks.values(), wake):
+        for sock in (*socks.values(), wake, watch.socket):
             poller.register(sock, zmq.POLLIN)
         handlers = {socks["task"]: self._on_reply, socks["mux"]: self._on_reply,
                     socks["query"]: self._on_request_reply,
                     socks["control"]: self._on_request_reply,
                     socks["notification"]: self._on_notification, socks["iopub"]: self._on_iopub}
+        link = watch.state
         try:
             while not self._closed:
-                for sock, _ in poller.poll():
+                wait = None if link.deadline is None else link.wait_ms(time.monotonic())
+                for sock, _ in poller.poll(wait):
                     if sock is wake:
                         self._io_send(wake, socks)
+                    elif sock is watch.socket:
+                        self._on_link_event(watch)
                     else:
                         self._io_recv(sock, handlers[sock])
+                if link.deadline is not None and link.tick(time.monotonic()):
+                    fail_pending(self, lost_error(self, self.controller_timeout))
         finally:
+            watch.close()
             for sock in (*socks.values(), wake):
                 sock.close(linger=0)
+
+    def _on_link_event(self, watch):
+        watch.read_events()
+        if watch.state.state == "up" and self._gone is not None and not self._closed:
+            self._gone = None  # connected again: new requests may go
 
     def _io_send(self, wake, socks):
         while _get(wake, _EVENTS) & _POLLIN:  # (Socket.poll would build a Poller each time)
@@ -188,6 +213,8 @@ class Client:
             log.exception("dropped a message the client could not handle")
 
     def _send(self, name, frames, flush=True):
+        if self._gone is not None:  # lost or closed: it would wait for a reply in vain
+            raise self._gone(None)
         self._outbox.append((name, frames))
         if flush:
             self._flush()
@@ -229,7 +256,8 @@ class Client:
         with self._lock:
             waiting = self._pending.pop(msg_id, None)
             if waiting is None:
-                self._early[msg_id] = (value, md)
+                if msg_id not in self._abandoned:
+                    self._early[msg_id] = (value, md)
                 return
         for ar in waiting:  # outside the lock: resolving runs the futures' callbacks
             ar._receive(msg_id, value, md)
@@ -307,6 +335,9 @@ class Client:
         ar = cls(self, msg_ids, kind, fname, chunk_sizes)
         arrived = []
         with self._lock:
+            if self._gone is not None:  # lost or closed since the request was sent
+                ar._abandon(self._gone)
+                return ar
             for msg_id in msg_ids:
                 early = self._early.pop(msg_id, None)
                 if early is None:
@@ -324,13 +355,17 @@ class Client:
                                                 buffers=list(buffers))
         if channel == "query" and msg_type in self._task_channel_requests:
             channel = "task"  # behind the tasks it names (see the controller's note)
+        timeout = self.request_timeout if timeout is None else timeout
         future = self._requests[header["msg_id"]] = Future()
         self._send(channel, frames)
         try:
             reply = future.result(timeout)
         except _FutureTimeout:
             self._requests.pop(header["msg_id"], None)
-            raise error.TimeoutError(f"{msg_type} got no reply within {timeout}s") from None
+            who = "the engine" if idents else "the controller"
+            raise error.TimeoutError(
+                f"{msg_type} got no reply from {self._url(channel)} within {timeout:g}s: "
+                f"{who} is busy or stuck (a longer wait: Client(request_timeout=…))") from None
         content = reply["content"]
         if content.get("status") == "error":
             cls = _HUB_ERRORS.get(content.get("ename"), error.TaskhubError)
@@ -347,9 +382,13 @@ class Client:
     def wait_for_engines(self, n, timeout=None):
         """Block until at least `n` engines are registered (TimeoutError after `timeout`)."""
         with self._engines_changed:
-            if not self._engines_changed.wait_for(lambda: len(self._engines) >= n, timeout):
+            if not self._engines_changed.wait_for(
+                    lambda: len(self._engines) >= n or self._gone is not None, timeout):
                 raise error.TimeoutError(f"{len(self._engines)} engines registered, not {n}, "
                                          f"after {timeout}s")
+        gone = self._gone
+        if gone is not None and len(self._engines) < n:  # lost the controller, or closed
+            raise gone(None)
         return self.ids
 
     def _uuids(self, ids):
@@ -659,7 +698,8 @@ class Client:
             self._hub_request("shutdown_request", {}, timeout)
 
     def close(self):
-        """Close the sockets and stop the IO thread (idempotent)."""
+        """Close the sockets and stop the IO thread (idempotent). Results and replies still
+        pending fail with ClientClosed (their tasks go on running on the cluster)."""
         if self._closed:
             return
         self._flush()
@@ -669,6 +709,7 @@ class Client:
             self._waker.close()
         if threading.current_thread() is not self._thread:
             self._thread.join(5)
+        fail_pending(self, closed_error(self))
 
     def __enter__(self):
         return self

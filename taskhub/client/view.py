@@ -26,6 +26,7 @@ from numbers import Real
 from ..callables import as_callable
 from ..dependency import Dependency, dependent, msg_ids_of
 from ..engine import ops
+from .interrupt import wait_or_abort
 
 PURE = "pure"  # the scheme with no Python scheduler (taskhub.controller.schemes.PURE)
 
@@ -208,9 +209,7 @@ class View:
         ar = self._watch(self._map(f, sequences, chunksize))
         if not (self.block if block is None else block):
             return ar
-        if progress:
-            ar.wait_interactive()
-        return ar.get()
+        return wait_or_abort(ar, progress)
 
     def map_async(self, f, *sequences, chunksize=None):
         return self.map(f, *sequences, block=False, chunksize=chunksize)
@@ -223,7 +222,7 @@ class View:
         _check_callable(f, "apply")
         ar = self._watch(self._submit(f, args, kwargs))  # queued, not sent yet: the IO
         self.client._flush()  # thread is woken last, when this thread is about to wait
-        return ar.get() if block else ar
+        return wait_or_abort(ar) if block else ar
 
     def _watch(self, ar):
         self.outstanding.update(ar.msg_ids)
@@ -392,7 +391,7 @@ class DirectView(View):
             buffers = self.client.serializer.pack_apply(ops.push, ({name: piece},), {})
             msg_ids.append(self.client._send_direct(self.client._uuids([i])[0], buffers, {}))
         ar = self.client._track(msg_ids, "list", "scatter")
-        return ar.get() if block else ar
+        return wait_or_abort(ar) if block else ar
 
     def gather(self, name, block=None):
         """The pieces of `name` from every engine, concatenated in engine order."""

@@ -37,6 +37,7 @@ from .cluster import (Cluster, profile_label, profile_name, profile_option, read
                       record_path, recorded_cluster, recorded_controller_pid)
 from . import scaling, tasks
 from .launcher import find_launcher, is_ours, wait_until
+from .lifetime import recorded_profile_dirs
 from .launchers.ssh import plan_hosts
 from .watch import Watcher, start_background_watcher
 
@@ -162,7 +163,8 @@ def build_parser():
     stop = commands.add_parser("stop", help="stop the cluster recorded in a profile")
     _add_profile_options(stop)
     stop.set_defaults(func=cmd_stop)
-    listing = commands.add_parser("list", help="list the clusters recorded under $TASKHUB_DIR")
+    listing = commands.add_parser("list", help="list the clusters recorded under "
+                                  "$TASKHUB_DIR, and those run from profile dirs elsewhere")
     listing.set_defaults(func=cmd_list)
     _add_engines_parser(commands)
     tasks.add_parser(commands, _add_profile_options,
@@ -282,7 +284,9 @@ def _cluster_from(args, profile_dir, options):
                    controller_launcher=controller_launcher, engine_launcher=engine_launcher,
                    launcher_config=options.config, engine_options=engine_options,
                    controller_options=({"host": args.controller_host}
-                                       if args.controller_host else {}))
+                                       if args.controller_host else {}),
+                   # a daemonized cluster outlives this command; a foreground one does not
+                   shutdown_atexit=not getattr(args, "daemonize", False))
 
 
 def _launcher_options(args):
@@ -362,8 +366,7 @@ def _stop_foreground_owner(pid, timeout):
 # -- ipcluster list -------------------------------------------------------------------
 
 def cmd_list(args):
-    rows = [_list_row(f.parent.parent)
-            for f in sorted(paths.taskhub_dir().glob("profile_*/pid/cluster.json"))]
+    rows = [_list_row(d) for d in recorded_profile_dirs()]
     rows = [row for row in rows if row is not None]
     if not rows:
         sys.stdout.write(f"no clusters recorded under {paths.taskhub_dir()}\n")

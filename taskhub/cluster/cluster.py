@@ -18,9 +18,12 @@ While it runs, `ipcluster engines add/remove` (scaling.py) and the watcher (watc
 change the record's engine sets, each holding pid/record.lock while it reads and writes.
 
 Any failure stops what was started and raises `ClusterStateError` carrying the tail of
-the relevant log. `Cluster.from_record(profile_dir)` rebuilds a Cluster from cluster.json
-in another process, so it can be stopped there.
+the relevant log. Unless started with `shutdown_atexit=False`, the cluster is stopped when
+the Python process that started it ends, however it ends (see lifetime.py).
+`Cluster.from_record(profile_dir)` rebuilds a Cluster from cluster.json in another process,
+so it can be stopped there.
 """
+import atexit
 import contextlib
 import fcntl
 import json
@@ -36,6 +39,7 @@ from .. import paths
 from ..error import ClusterStateError, TimeoutError as TaskhubTimeout
 from .launcher import (Launcher, LocalProcess, find_launcher, is_ours, stop_processes,
                        wait_until)
+from .lifetime import Lifeline, forget_cluster, note_cluster
 
 RECORD_FILE = "cluster.json"
 LOG_TAIL_LINES = 20
@@ -133,12 +137,16 @@ class Cluster:
     `controller_launcher`/`engine_launcher` name launchers (see launcher.py), configured by
     `launcher_config` (a traitlets Config, e.g. the profile's ipcluster_config.py) and then
     `controller_options`/`engine_options` (dicts of their options, e.g. {"hosts": [...]}).
+
+    `shutdown_atexit` (default True): stop the cluster when this Python process ends —
+    normally, by an exception, or killed (a lifeline process notices). False: it outlives
+    the process, until `ipcluster stop` (also settable after start).
     """
 
     def __init__(self, n=4, profile=None, profile_dir=None, controller_args=(),
                  engine_args=(), timeout=30, controller_launcher="local",
                  engine_launcher="local", launcher_config=None, controller_options=None,
-                 engine_options=None):
+                 engine_options=None, shutdown_atexit=True):
         if profile is not None and profile_dir is not None:
             raise ValueError("give profile or profile_dir, not both")
         if not isinstance(n, int) or n < 0:
@@ -162,6 +170,9 @@ class Cluster:
         self.owner_pid = None
         self.client = None
         self._temporary = False
+        self._lifeline = None     # see lifetime.py
+        self._tied_pid = None     # the process whose end stops the cluster
+        self._shutdown_atexit = shutdown_atexit
 
     # -- starting ---------------------------------------------------------------------
 
@@ -169,6 +180,7 @@ class Cluster:
         """Start the controller and engines and wait for the engines to register."""
         self._prepare_profile_dir()
         try:
+            self._tie_to_this_process()
             with _start_lock(self.profile_dir):
                 self._refuse_if_running()
                 self._remove_stale_connection_files()
@@ -190,6 +202,37 @@ class Cluster:
         else:
             self.profile_dir = paths.ensure_profile_dir(tempfile.mkdtemp(prefix="taskhub-"))
             self._temporary = True
+
+    def _tie_to_this_process(self):
+        if self._shutdown_atexit and self._lifeline is None:
+            self._lifeline = Lifeline.start(self.profile_dir, remove_profile=self._temporary)
+            self._tied_pid = os.getpid()
+            atexit.register(self._stop_at_exit)
+
+    def _untie(self):
+        atexit.unregister(self._stop_at_exit)
+        lifeline, self._lifeline = self._lifeline, None
+        if lifeline is not None:
+            lifeline.release()
+
+    def _stop_at_exit(self):
+        # Not in a child forked from us (it inherits atexit handlers), and not after a
+        # release (shutdown_atexit=False).
+        if self._lifeline is not None and os.getpid() == self._tied_pid:
+            self.stop()
+
+    @property
+    def shutdown_atexit(self):
+        """Is the cluster stopped when this process ends? Set False to let it outlive it."""
+        return self._shutdown_atexit
+
+    @shutdown_atexit.setter
+    def shutdown_atexit(self, value):
+        self._shutdown_atexit = bool(value)
+        if not value:
+            self._untie()
+        elif self.running():
+            self._tie_to_this_process()
 
     def _refuse_if_running(self):
         recorded = recorded_cluster(self.profile_dir)
@@ -294,6 +337,7 @@ class Cluster:
             self.owner_pid = os.getpid()
         with record_lock(self.profile_dir):
             write_json_atomic(record_path(self.profile_dir), self.record())
+        note_cluster(self.profile_dir)  # so that `ipcluster list` shows it
 
     def record(self):
         """What pid/cluster.json says about this cluster."""
@@ -344,6 +388,7 @@ class Cluster:
             if record.get("controller") != self.controller.info():
                 return
         record_path(self.profile_dir).unlink(missing_ok=True)
+        forget_cluster(self.profile_dir)
 
     @classmethod
     def from_record(cls, profile_dir):
@@ -393,6 +438,7 @@ class Cluster:
             self.close_client()
         finally:
             self._stop_processes(timeout)
+            self._untie()  # last: if we die while stopping, the lifeline finishes the job
 
     def _stop_processes(self, timeout):
         if self.watcher is not None:  # first, so that it restarts nothing being stopped

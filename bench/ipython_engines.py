@@ -15,17 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.lb_throughput import noop, start
+from bench.lb_throughput import best_map_time, noop, start
 from bench.systems.procs import rss_bytes
 
 
 def _map_rate(lview, tasks, repeat):
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        assert lview.map_sync(noop, range(tasks)) == list(range(tasks))
-        best = min(best, time.perf_counter() - t0)
-    return tasks / best
+    return tasks / best_map_time(lview, tasks, repeat)
 
 
 def measure(tasks, repeat):

@@ -43,17 +43,23 @@ def start(scheme, engines, db, profile):
     return procs, rc
 
 
+def best_map_time(lview, tasks, repeat):
+    """The best wall time of `repeat` maps of `tasks` no-op tasks (checked)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        assert lview.map_sync(noop, range(tasks)) == list(range(tasks))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def measure(scheme, tasks, engines, repeat, db):
     with tempfile.TemporaryDirectory(prefix="taskhub-bench-") as tmp:
         procs, rc = start(scheme, engines, db, Path(tmp) / "profile")
         try:
             lview = rc.load_balanced_view()
             lview.map_sync(noop, range(200))  # warm-up: connections, function cache
-            best = float("inf")
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                assert lview.map_sync(noop, range(tasks)) == list(range(tasks))
-                best = min(best, time.perf_counter() - t0)
+            best = best_map_time(lview, tasks, repeat)
             return tasks / best
         finally:
             rc.shutdown(hub=True)

@@ -38,30 +38,6 @@ class ExecuteReply:
             return self.data[mime], self.metadata[mime]
         return self.data[mime]
 
-    def _repr_html_(self):
-        return self._repr_mime("text/html")
-
-    def _repr_latex_(self):
-        return self._repr_mime("text/latex")
-
-    def _repr_json_(self):
-        return self._repr_mime("application/json")
-
-    def _repr_javascript_(self):
-        return self._repr_mime("application/javascript")
-
-    def _repr_png_(self):
-        return self._repr_mime("image/png")
-
-    def _repr_jpeg_(self):
-        return self._repr_mime("image/jpeg")
-
-    def _repr_svg_(self):
-        return self._repr_mime("image/svg+xml")
-
-    def _repr_markdown_(self):
-        return self._repr_mime("text/markdown")
-
     def __repr__(self):
         text = self.data.get("text/plain", "")
         if "\n" in text:
@@ -70,3 +46,18 @@ class ExecuteReply:
 
     def _repr_pretty_(self, p, cycle):
         p.text(repr(self))
+
+
+def _mime_repr(mime):
+    def method(self):
+        return self._repr_mime(mime)
+    method.__name__ = method.__qualname__ = f"_repr_{_REPRS[mime]}_"
+    return method
+
+
+# IPython's display looks for these methods: each returns the engine's data of its mime type
+_REPRS = {"text/html": "html", "text/latex": "latex", "application/json": "json",
+          "application/javascript": "javascript", "image/png": "png", "image/jpeg": "jpeg",
+          "image/svg+xml": "svg", "text/markdown": "markdown"}
+for _mime, _name in _REPRS.items():
+    setattr(ExecuteReply, f"_repr_{_name}_", _mime_repr(_mime))

@@ -28,15 +28,17 @@ import time
 import zmq
 
 from .. import curve as _curve
-from ..error import NoTaskDB, UnknownTaskError
+from ..error import NoTaskDB
 from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packable,
                        utcnow)
 from ..zmqsocket import make_context
 from . import hubstate as hs
 from . import limits, malloc
 from . import scheduler as sc
+from .backlog import WriteBacklog
+from .dbworker import QUERY_TIMEOUT, DBWorker, blob_dir_for, reader_for, spill_path_for
 from .pure import PureDevice
-from .queries import QueryService
+from .queries import Deferred, QueryService
 from .recorder import TaskRecorder
 from .schemes import PURE
 from .taskoptions import task_options
@@ -54,6 +56,7 @@ RELEASE_AFTER = 32 * 2**20  # frame bytes taken in before an idle loop gives mem
 IDLE = 0.05  # seconds without a message that make the loop idle (see _release_memory)
 HUB_IDENT = b"taskhub-hub"  # the routing id of requests the hub itself sends
 LOST_BATCH = 5000  # unfinished records marked lost per transaction (bounds memory, not time)
+DB_MAX_VALUE_BYTES = 500 * 2**20  # a value bigger than this is stored beside the task DB
 
 
 class Controller:
@@ -61,12 +64,18 @@ class Controller:
 
     def __init__(self, session, db, ip="127.0.0.1", scheme="leastload", hwm=0,
                  heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
-                 curve=None):
+                 curve=None, query_timeout=QUERY_TIMEOUT, db_max_value_bytes=DB_MAX_VALUE_BYTES,
+                 db_memory_bytes=None):
         self.session = session
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
         self.db = db
-        self.recorder = TaskRecorder(db)
+        backlog = WriteBacklog(spill_path=spill_path_for(db), **(
+            {"memory_bytes": db_memory_bytes} if db_memory_bytes is not None else {}))
+        self.dbworker = DBWorker(db, reader_for(db), query_timeout=query_timeout,
+                                 backlog=backlog, max_value_bytes=db_max_value_bytes,
+                                 blob_dir=blob_dir_for(db))
+        self.recorder = TaskRecorder(self.dbworker.proxy)
         self.ip = ip
         self.scheme = scheme
         self.pure = scheme == PURE
@@ -160,11 +169,12 @@ class Controller:
             ("e_control", self._on_control_reply), ("e_iopub", self._on_iopub),
             ("hb_pong", self._on_pong), ("capture", self._on_pure_copy),
             ("submit", lambda frames: None)) if n in self.sockets}
-        handlers[self._wake] = lambda frames: None
+        handlers[self._wake] = lambda frames: self.dbworker.deliver()
         poller = zmq.Poller()
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
         self._running = True
+        self.dbworker.start(self.context, self._wake_url)
         next_beat = time.monotonic()
         try:
             while self._running:
@@ -241,6 +251,10 @@ class Controller:
         self._wake.close(linger=0)
         if self.zap is not None:
             self.zap.stop()
+        self.dbworker.stop()
+        self.dbworker.deliver()
+        if self.dbworker.reader_db is not self.db:
+            self.dbworker.reader_db.close()
         self.db.close()
 
     # -- tasks a controller leaves unfinished ----------------------------------------------
@@ -421,31 +435,44 @@ class Controller:
 
     def _submit(self, client, msg, options):
         """Hand a load-balanced task to the scheduler."""
+        if self._refuse_duplicate(client, msg, "task"):
+            return
         self._accept(client, msg, "task")
         self.queued[msg.msg_id] = (client, msg["raw"])
-        outcomes, external = self._outside_dependencies(options)
-        self._apply(self.scheduler.handle(sc.TaskSubmitted(
-            msg.msg_id, **options, now=time.monotonic(), outcomes=outcomes,
-            external=external)))
-
-    def _outside_dependencies(self, options):
-        """What the scheduler cannot know itself about the tasks these options depend on:
-        (outcomes of tasks finished long ago, direct tasks still running)."""
-        if not options["after"] and not options["follow"]:
-            return {}, frozenset()
         deps = [m for d in (options["after"], options["follow"]) if d for m in d.msg_ids]
         unknown = [m for m in deps if not self.scheduler.knows(m)]
-        outcomes, external = {}, frozenset(m for m in unknown if m in self.outstanding)
-        if unknown and self.recorder.dirty:
-            self.recorder.flush()
-        for m in set(unknown) - external:
-            try:
-                [rec] = self.db.find_records({"msg_id": m}, ["status", "engine_uuid"]) or [None]
-            except NoTaskDB:
-                rec = None
-            if rec is not None:  # a record without a status was lost when its hub stopped
-                outcomes[m] = sc.Outcome(rec.get("status") == "ok", rec.get("engine_uuid"))
-        return outcomes, external
+        external = frozenset(m for m in unknown if m in self.outstanding)
+        old = sorted(set(unknown) - external)
+        if not old:
+            return self._schedule(msg.msg_id, options, {}, external)
+        # tasks finished long ago: their outcomes come from the task DB, off this thread
+        self.recorder.flush()
+        self.dbworker.read(lambda db: _outcomes(db, old), lambda ok, outcomes: self._schedule(
+            msg.msg_id, options, outcomes if ok else {}, external))
+
+    def _schedule(self, msg_id, options, outcomes, external):
+        if msg_id not in self.outstanding:  # aborted while its dependencies were looked up
+            return
+        self._apply(self.scheduler.handle(sc.TaskSubmitted(
+            msg_id, **options, now=time.monotonic(), outcomes=outcomes, external=external)))
+        self._flush_to_engines()
+        self._flush_to_clients()
+
+    def _refuse_duplicate(self, client, msg, queue):
+        """A request reusing the msg_id of a task this controller has not finished (or not
+        yet written) is a bad request: refused, not routed, not written. (One reusing an
+        older task's msg_id is not written either: see DBWorker._without_duplicates.)"""
+        msg_id = msg.msg_id
+        if msg_id not in self.outstanding and not self.recorder.holds(msg_id):
+            return False
+        self.session.dropped["duplicate msg_id"] += 1
+        content = {"status": "error", "ename": "ValueError", "traceback": "",
+                   "evalue": f"msg_id {msg_id!r} is already in use by another task; every "
+                             "request needs a new msg_id (this one was not run)"}
+        frames, _ = self.session.serialize("apply_reply", content, parent=msg["header"],
+                                           metadata={"status": "error"}, idents=[client])
+        self._to_client(self._client_socket_name(queue), client, frames[1:])
+        return True
 
     def _accept(self, client, msg, queue, **extra):
         self.outstanding[msg.msg_id] = (client, msg["header"], queue)
@@ -461,6 +488,8 @@ class Controller:
             return
         client, target = idents
         engine = target.decode("utf8", "replace")
+        if self._refuse_duplicate(client, msg, "mux"):
+            return
         rec = self.hub.by_uuid.get(engine)
         if rec is None or not rec.up:
             return self._reject(client, msg, "mux", "EngineError",
@@ -603,6 +632,11 @@ class Controller:
 
     def _answer(self, sock, msg, idents):
         replies = self.queries.handle(msg, idents[0])
+        if isinstance(replies, Deferred):  # the task DB answers later, off this thread
+            return self.queries.run(replies, lambda r: self._send_answer(sock, msg, idents, r))
+        self._send_answer(sock, msg, idents, replies)
+
+    def _send_answer(self, sock, msg, idents, replies):
         self._flush_to_clients()
         reply_type = msg.msg_type.replace("_request", "_reply")
         for content, buffers in replies:
@@ -678,7 +712,8 @@ class Controller:
     # -- stopping tasks ---------------------------------------------------------------------
     def abort(self, msg_ids):
         """Abort unfinished tasks: waiting ones fail with TaskAborted at once, running ones
-        are stopped by their engine. Finished ones are left alone; unknown ids raise."""
+        are stopped by their engine. Finished ones are left alone (the query service checks
+        that each id is known first)."""
         self._stop_tasks(msg_ids, "abort")
 
     def interrupt(self, msg_ids):
@@ -686,7 +721,6 @@ class Controller:
         self._stop_tasks(msg_ids, "interrupt")
 
     def _stop_tasks(self, msg_ids, action):
-        self._check_known([m for m in msg_ids if m not in self.outstanding])
         for m in msg_ids:
             if m in self.scheduler.tasks:
                 event = sc.AbortTask(m) if action == "abort" else sc.InterruptTask(m)
@@ -697,16 +731,13 @@ class Controller:
                 for i in self.hub.up_ids():
                     self._signal_engine(self.hub.engines[i].uuid, action, [m])
 
-    def _check_known(self, msg_ids):
-        """Raise UnknownTaskError unless the task DB knows every one of `msg_ids`."""
-        if not msg_ids:
-            return
-        self.recorder.flush()
-        try:
-            found = {r["msg_id"] for r in self.db.find_records({"msg_id": {"$in": msg_ids}},
-                                                               ["msg_id"])}
-        except NoTaskDB:
-            return  # nothing to check against; stopping a finished task does nothing
-        missing = [m for m in msg_ids if m not in found]
-        if missing:
-            raise UnknownTaskError(f"no task has msg_id {missing[0]!r}")
+
+def _outcomes(db, msg_ids):
+    """{msg_id: Outcome} of the recorded tasks among `msg_ids` (on the DB reader)."""
+    try:
+        found = db.find_records({"msg_id": {"$in": msg_ids}}, ["status", "engine_uuid"])
+    except NoTaskDB:
+        return {}
+    # a record without a status was lost when its hub stopped: it counts as failed
+    return {r["msg_id"]: sc.Outcome(r.get("status") == "ok", r.get("engine_uuid"))
+            for r in found}

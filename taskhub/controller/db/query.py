@@ -26,6 +26,7 @@ starts from that form. `compile_query` and `match` evaluate it in Python (the me
 `projection`, `sort_spec` and `page_bounds` check the `keys`, `sort`, `limit` and `skip`
 arguments of find_records for every backend.
 """
+import functools
 import operator
 import re
 
@@ -216,10 +217,32 @@ def _condition_test(key, condition):
 
 def _prepare(op, operand):
     if op == "$regex":
-        return re.compile(operand)
+        return compile_regex(operand)
     if op == "$glob":
-        return re.compile(glob_to_regex(operand))
+        return compile_regex(glob_to_regex(operand))
     return operand
+
+
+try:
+    import re2 as _re2
+    _RE2_OPTIONS = _re2.Options()
+    _RE2_OPTIONS.log_errors = False  # a pattern it cannot take falls back quietly
+except ImportError:  # the package google-re2; then patterns run on re (no linear bound)
+    _re2 = None
+
+
+@functools.lru_cache(maxsize=256)
+def compile_regex(pattern):
+    """`pattern` compiled by RE2 (google-re2), whose searches take linear time: a pattern
+    like "(a+)+$" cannot backtrack for minutes. A pattern RE2 cannot take (backreferences,
+    lookaround, \\Z) — or without google-re2 — is compiled by re; a query using it then
+    runs under the query time budget alone."""
+    if _re2 is not None:
+        try:
+            return _re2.compile(pattern, options=_RE2_OPTIONS)
+        except _re2.error:
+            pass
+    return re.compile(pattern)
 
 
 def match(record, query):

@@ -174,6 +174,7 @@ class QueryService:
             raise ValueError(f"window must be a number of seconds in (0, 3600], not {window!r}")
         now = datetime.now(timezone.utc)
         outstanding, waiting = len(self.c.outstanding), len(self.c.scheduler.waiting)
+        db_state = self.c.dbworker.state()
 
         def count(db):
             try:
@@ -182,7 +183,7 @@ class QueryService:
                 done = None
             return {"status": "ok", "time": now.isoformat(), "window": window,
                     "completed": done, "rate": None if done is None else done / window,
-                    "outstanding": outstanding, "waiting": waiting}, []
+                    "outstanding": outstanding, "waiting": waiting, "db": db_state}, []
         return Deferred(count)
 
     def _q_stats(self, msg, ident):

@@ -436,7 +436,7 @@ class SQLiteDB(TaskDB):
             self._conn.close()
             self._conn = None
             raise CorruptTaskDB(
-                f"the task DB {self.filename} is corrupt ({'; '.join(rows)}). Move it aside "
+                f"the task DB {self.filename} is corrupt ({'; '.join(rows).replace(chr(10), '; ')}). Move it aside "
                 f"(mv {self.filename} {self.filename}.corrupt, with its -wal and -shm files) "
                 f"to start with an empty history, or salvage what it holds first: "
                 f"sqlite3 {self.filename} .recover | sqlite3 recovered.db")

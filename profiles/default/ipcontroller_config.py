@@ -148,6 +148,14 @@ c = get_config()  #noqa
 #  Default: 'tasks.db'
 # c.IPControllerApp.db_file = 'tasks.db'
 
+## Largest value (a task's or result's buffers, its output text, ...) written
+#  into the SQLite task DB. A bigger one goes to a file beside it
+#  (<db_file>.values/) and the record names the file (text and dicts are cut,
+#  with a note saying so). SQLite refuses values over 1e9 bytes; smaller keeps
+#  the DB file compact and its reads fast.
+#  Default: 524288000
+# c.IPControllerApp.db_max_value_bytes = 524288000
+
 ## Heartbeat periods an engine may be silent before it is declared dead and its
 #  tasks fail. Too few and a busy machine loses healthy engines.
 #  Default: 10
@@ -211,6 +219,14 @@ c = get_config()  #noqa
 #  temporary clusters use it).
 #  See also: BaseApp.profile_dir
 # c.IPControllerApp.profile_dir = ''
+
+## Seconds a task-DB query (db_query, db_count, get_result of old tasks, ...) may
+#  run before it is stopped and refused with a QueryTimeout. Queries run on a
+#  thread of their own, so a slow one never delays routing, but it holds up the
+#  queries behind it: longer lets big scans finish, shorter keeps other queries
+#  prompt.
+#  Default: 10.0
+# c.IPControllerApp.query_timeout = 10.0
 
 ## Load-balancing scheme: leastload (fewest outstanding tasks; the best default),
 #  lru (round robin), plainrandom, twobin, weighted (cheaper choices that ignore

@@ -83,7 +83,8 @@ class DBWorker:
         self._threads = []
         self._wake_url = None
         self._context = None
-        self._local = threading.local()  # each thread's PUSH socket to the loop's wake-up
+        self._local = threading.local()
+        self._next_retry = 0.0  # when a failing DB is tried again (writer thread)  # each thread's PUSH socket to the loop's wake-up
         self.rejected = {}  # msg_id -> why a record was not written (duplicates): bounded
         self.counts = {"duplicate msg_id": 0, "values stored beside the DB": 0}
 
@@ -192,7 +193,7 @@ class DBWorker:
 
     def _take(self, item):
         seq, adds, updates = item
-        if self.backlog.failing:
+        if self.backlog.failing and time.monotonic() >= self._next_retry:
             self._retry()
         if self.backlog.failing:
             self.backlog.keep(adds, updates)
@@ -215,6 +216,7 @@ class DBWorker:
         """Write what was kept, oldest first, if the DB takes it now."""
         if not self.backlog.failing and not self.backlog.has_spill():
             return
+        self._next_retry = time.monotonic() + RETRY_PERIOD
         for adds, updates in self.backlog.batches():
             error = self._try_write(adds, updates)
             if error is not None:

@@ -147,6 +147,7 @@ def test_a_duplicate_msg_id_is_refused_and_not_written(cluster):
                             keys=["header", "content", "metadata", "buffers"])
         # a task still running, and then its msg_id sent again: refused at once
         slow = view.apply_async(time.sleep, 1)
+        wait_until(lambda: rc.stats()["outstanding"] == 1, what="the slow task arrived")
         for msg_id in (slow.msg_ids[0], ar.msg_ids[0]):
             header = {**rec["header"], "msg_id": msg_id, "date": "2026-01-01T00:00:00Z",
                       "session": other.session.session}
@@ -258,3 +259,23 @@ def test_memory_backend_shares_one_db_under_a_lock():
     answers = []
     worker.read(lambda d: d.count({}), lambda *a: answers.append(a))
     assert answers == [(True, 1)]
+
+
+def test_a_value_over_sqlites_own_limit_never_stops_the_writer(tmp_path):
+    """SQLite refuses a value over SQLITE_LIMIT_LENGTH (1e9 bytes by default) with
+    DataError, which killed the controller; here the limit is lowered to 10,000 bytes and
+    db_max_value_bytes left above it: the value goes beside the DB all the same."""
+    db = make_db("sqlite", filename=str(tmp_path / "t.db"))
+    db._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
+    worker = DBWorker(db, max_value_bytes=10**8, blob_dir=str(tmp_path / "values"))
+    worker.write([{"msg_id": "big", "result_buffers": [b"r" * 50_000],
+                   "result_metadata": {}}, {"msg_id": "small", "label": "fine"}], [])
+    assert worker.state()["db_state"] == "ok"
+    answers = []
+    worker.read(lambda d: d.get_record("big"), lambda *a: answers.append(a))
+    [(ok, rec)] = answers
+    assert ok and rec["result_buffers"] is None
+    assert "over db_max_value_bytes" in \
+        rec["result_metadata"]["taskhub_unstored"]["result_buffers"]["reason"]
+    assert db.count({"msg_id": "small"}) == 1
+    db.close()

@@ -86,7 +86,8 @@ class DBWorker:
         self._local = threading.local()
         self._next_retry = 0.0  # when a failing DB is tried again (writer thread)  # each thread's PUSH socket to the loop's wake-up
         self.rejected = {}  # msg_id -> why a record was not written (duplicates): bounded
-        self.counts = {"duplicate msg_id": 0, "values stored beside the DB": 0}
+        self.counts = {"duplicate msg_id": 0, "values stored beside the DB": 0,
+                       "records not written": 0}
 
     @classmethod
     def for_db(cls, db, **options):
@@ -227,19 +228,43 @@ class DBWorker:
             log.warning("task DB: writable again; every record kept meanwhile is written")
 
     def _try_write(self, adds, updates):
-        """None if written and committed; else why not (the transaction rolled back)."""
+        """None if written and committed; else why not (the transaction rolled back).
+
+        A refusal of the DB's state (full, read-only, I/O error) is for the caller to keep
+        the batch and retry; a refusal of some record's content (a value too big, a bad
+        type) would be refused again, so the batch is written record by record instead,
+        and what still cannot be written is logged and left out."""
         try:
             self._locked(self._write_batch, adds, updates)
-        except (sqlite3.Error, OSError, MemoryError) as error:
+        except Exception as error:
             self._rollback()
-            return f"{type(error).__name__}: {error}"
+            if _transient(error):
+                return f"{type(error).__name__}: {error}"
+            log.error("task DB: a transaction was refused (%s: %s); writing its records one "
+                      "by one", type(error).__name__, error)
+            return self._one_by_one(adds, updates)
+        return None
+
+    def _one_by_one(self, adds, updates):
+        for batch in [([a], []) for a in adds] + [([], [u]) for u in updates]:
+            try:
+                self._locked(self._write_batch, *batch)
+            except Exception as error:
+                self._rollback()
+                if _transient(error):  # the DB itself failed meanwhile
+                    return f"{type(error).__name__}: {error}"
+                msg_id = (batch[0] or [{}])[0].get("msg_id") if batch[0] else batch[1][0][0]
+                log.error("task DB: cannot write the record of task %s (%s: %s); left out",
+                          msg_id, type(error).__name__, error)
+                self.counts["records not written"] += 1
         return None
 
     def _write_batch(self, adds, updates):
         adds = [a for a in adds if a["msg_id"] not in self.rejected]
         updates = [u for u in updates if u[0] not in self.rejected]
-        if self.max_value_bytes:
-            stored = split_oversized(adds, updates, self.max_value_bytes, self.blob_dir)
+        limit = self._value_limit()
+        if limit:
+            stored = split_oversized(adds, updates, limit, self.blob_dir)
             self.counts["values stored beside the DB"] += stored
         try:
             self.db.add_records(adds)
@@ -249,6 +274,13 @@ class DBWorker:
         if updates:
             self.db.update_records(updates)
         self.db.commit()
+
+    def _value_limit(self):
+        """The largest value to write into a row: db_max_value_bytes, and below the most
+        the DB takes (SQLite's SQLITE_LIMIT_LENGTH, 1e9 by default: over it, DataError)."""
+        most = getattr(self.db, "value_limit", lambda: None)()
+        limits = [n for n in (self.max_value_bytes, most and most - 4096) if n]
+        return min(limits) if limits else None
 
     def _without_duplicates(self, adds):
         ids = [a["msg_id"] for a in adds]
@@ -359,6 +391,23 @@ class DBWorker:
         sock = getattr(self._local, "sock", None)
         if sock is not None:
             sock.close(linger=0)
+
+
+# a DB refuses these for its own state (full, read-only, I/O error, corrupt, server
+# gone), not for what a record holds: the batch is kept and retried
+_TRANSIENT = (sqlite3.DatabaseError, OSError, MemoryError)
+# ... and these for what a record holds: a retry would be refused again
+_PERMANENT = (sqlite3.DataError, sqlite3.IntegrityError, sqlite3.ProgrammingError,
+              sqlite3.NotSupportedError)
+try:
+    from pymongo.errors import AutoReconnect, ConnectionFailure, WriteConcernError
+    _TRANSIENT += (AutoReconnect, ConnectionFailure, WriteConcernError)
+except ImportError:  # pymongo is needed only for the mongodb backend
+    pass
+
+
+def _transient(error):
+    return isinstance(error, _TRANSIENT) and not isinstance(error, _PERMANENT)
 
 
 def db_interrupted(error):

@@ -450,6 +450,10 @@ class SQLiteDB(TaskDB):
         other._conn = other._connect()
         return other
 
+    def value_limit(self):
+        """The most bytes a value may have here (SQLite refuses more with DataError)."""
+        return self._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+
     def rollback(self):
         if self._conn is not None:
             self._conn.rollback()

@@ -99,7 +99,8 @@ def test_a_read_only_db_is_a_state_and_records_are_written_after_it(cluster):
                        "readonly")
 
 
-def test_a_deleted_db_file_is_noticed_and_restored(cluster):
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_deleted_or_replaced_db_file_is_noticed_and_restored(cluster, how):
     db_file = cluster.profile_dir / "tasks.db"
     with cluster.client() as rc:
         first = rc.load_balanced_view().map_async(_echo, range(30))
@@ -107,9 +108,17 @@ def test_a_deleted_db_file_is_noticed_and_restored(cluster):
         identity = os.stat(db_file).st_ino
         wait_until(lambda: rc.db_count({"msg_id": {"$in": first.msg_ids}}) == 30,
                    what="the first tasks written")
-        for suffix in ("", "-wal", "-shm"):
+        if how == "replaced":  # another DB put in its place, e.g. restored from a backup
+            elsewhere = cluster.profile_dir / "elsewhere.db"
+            with make_db("sqlite", filename=str(elsewhere)) as other:
+                other.add_records([{"msg_id": "from-elsewhere"}])
+        for suffix in ("-wal", "-shm", ""):
             if os.path.exists(f"{db_file}{suffix}"):
                 os.unlink(f"{db_file}{suffix}")
+        if how == "replaced":
+            os.replace(elsewhere, db_file)
+            identity = os.stat(db_file).st_ino
+            wait_until(lambda: os.path.exists(f"{db_file}.replaced"), what="set aside")
         wait_until(lambda: db_file.exists() and os.stat(db_file).st_ino != identity,
                    what="the DB file restored")
         later = rc.load_balanced_view().map_async(_echo, range(10))
@@ -117,9 +126,14 @@ def test_a_deleted_db_file_is_noticed_and_restored(cluster):
         wait_until(lambda: rc.db_count({"msg_id": {"$in": later.msg_ids}}) == 10,
                    what="later tasks written")
         assert rc.db_count({"msg_id": {"$in": first.msg_ids}}) == 30
+        # another connection to the file sees them too (its write-ahead log is its own)
+        assert _in_file(db_file, later.msg_ids) == set(later.msg_ids)
         _serving(cluster, rc)
     assert _in_file(db_file, first.msg_ids + later.msg_ids) == \
         set(first.msg_ids + later.msg_ids)
+    if how == "replaced":
+        assert _in_file(f"{db_file}.replaced", ["from-elsewhere"]) == set() and \
+            make_db("sqlite", filename=f"{db_file}.replaced").count() == 1
 
 
 def test_a_corrupt_db_is_refused_at_start_with_what_to_do(tmp_path):

@@ -169,7 +169,7 @@ class Controller:
             ("e_control", self._on_control_reply), ("e_iopub", self._on_iopub),
             ("hb_pong", self._on_pong), ("capture", self._on_pure_copy),
             ("submit", lambda frames: None)) if n in self.sockets}
-        handlers[self._wake] = lambda frames: self.dbworker.deliver()
+        handlers[self._wake] = lambda frames: self.dbworker.deliver()  # answers to send
         poller = zmq.Poller()
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
@@ -455,8 +455,6 @@ class Controller:
             return
         self._apply(self.scheduler.handle(sc.TaskSubmitted(
             msg_id, **options, now=time.monotonic(), outcomes=outcomes, external=external)))
-        self._flush_to_engines()
-        self._flush_to_clients()
 
     def _refuse_duplicate(self, client, msg, queue):
         """A request reusing the msg_id of a task this controller has not finished (or not

@@ -80,6 +80,7 @@ class DBWorker:
         self._sent = 0      # batches handed to the writer (loop thread only)
         self._taken = 0     # batches the writer took: written or kept (under _cond)
         self._cond = threading.Condition()
+        self._reader_pause = threading.Lock()  # held by a read; taken to restore the file
         self._threads = []
         self._wake_url = None
         self._context = None
@@ -317,8 +318,13 @@ class DBWorker:
             return
         log.error("task DB: the file %s was deleted or replaced while in use; restoring it "
                   "from the controller's open copy", self.db.filename)
+        separate = self.reader_db is not self.db
         try:
-            self.db.restore_file()
+            with self._reader_pause:  # its connection closes first, and opens the new file
+                self.db.restore_file(close_others=self.reader_db.close if separate
+                                     else lambda: None)
+                if separate:
+                    self.reader_db.reopen()
         except (sqlite3.Error, OSError) as error:
             self.backlog.failed(f"cannot restore {self.db.filename}: {error}")
             log.error("task DB: cannot restore %s: %s", self.db.filename, error)
@@ -348,13 +354,11 @@ class DBWorker:
         return self._threads and self._threads[0].is_alive()
 
     def _run_read(self, job):
-        reopen = getattr(self.reader_db, "reopen_if_replaced", None)
-        if reopen is not None and self.reader_db is not self.db:
-            reopen()
         db = self.reader_db
         db.deadline = time.monotonic() + self.query_timeout
         try:
-            ok, value = self._guarded(job, db)
+            with self._reader_pause:
+                ok, value = self._guarded(job, db)
         finally:
             db.deadline = None
         if not ok and db_interrupted(value):

@@ -463,11 +463,11 @@ class SQLiteDB(TaskDB):
         (deleted, or another file put in its place)."""
         return self._identity is not None and _file_identity(self.filename) != self._identity
 
-    def reopen_if_replaced(self):
-        """(For a reader) open the file at `filename` again if it is another one now."""
-        if self.file_replaced() and _file_identity(self.filename) is not None:
+    def reopen(self):
+        """(For a reader) connect again, to the file now at `filename`."""
+        if self._conn is not None:
             self._conn.close()
-            self._conn = self._connect()
+        self._conn = self._connect()
 
     def restore_file(self, close_others=lambda: None):
         """The file was deleted or replaced: copy everything this connection still sees

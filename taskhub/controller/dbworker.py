@@ -35,6 +35,7 @@ log = logging.getLogger("taskhub.controller")
 
 QUERY_TIMEOUT = 10.0  # seconds a query may run before it is refused
 RETRY_PERIOD = 1.0  # seconds between attempts to write to a failing DB
+STREAM_AHEAD = 4  # answers of a streamed query (db_reply chunks) made before the loop sends
 CHECK_FILE_PERIOD = 1.0  # seconds between looks at whether the DB file was deleted/replaced
 _STOP = object()
 
@@ -80,6 +81,8 @@ class DBWorker:
         self._sent = 0      # batches handed to the writer (loop thread only)
         self._taken = 0     # batches the writer took: written or kept (under _cond)
         self._cond = threading.Condition()
+        self._ahead = threading.Semaphore(STREAM_AHEAD)  # streamed answers not yet sent
+        self._stopping = False
         self._reader_pause = threading.Lock()  # held by a read; taken to restore the file
         self._threads = []
         self._wake_url = None
@@ -127,6 +130,23 @@ class DBWorker:
             return
         self._reads.put(entry)
 
+    def read_stream(self, job, each):
+        """As `read`, for a job(db) returning an iterator: each(ok, item) runs on the loop
+        for every item as the reader makes it (at most STREAM_AHEAD made ahead of the loop),
+        and each(False, error) if making one raises (the last call then)."""
+        entry = (self._sent, job, each)
+        if not self.started:
+            ok, items = self._run_read(job)
+            if not ok:
+                return each(False, items)
+            try:
+                for item in items:
+                    each(True, item)
+            except Exception as error:
+                each(False, self._explained(error))
+            return
+        self._reads.put((*entry, "stream"))
+
     def on_writer(self, job, then=None):
         """Run job(db) on the writer thread, in order with the writes (purges, tests)."""
         if not self.started:
@@ -157,6 +177,7 @@ class DBWorker:
         threads. Records still unwritable stay in the spill file for the next start."""
         if not self.started:
             return
+        self._stopping = True
         self._writes.put(_STOP)
         self._reads.put(_STOP)
         for thread in self._threads:
@@ -344,11 +365,45 @@ class DBWorker:
             item = self._reads.get()
             if item is _STOP:
                 return
-            seq, job, then = item
+            seq, job, then = item[:3]
             with self._cond:
                 self._cond.wait_for(lambda: self._taken >= seq or not self._writer_alive())
+            if len(item) > 3:
+                self._stream(job, then)
+                continue
             self._done.put((then, *self._run_read(job)))
             self._wake()
+
+    def _stream(self, job, each):
+        """Hand the loop each item of job(db) as it is made, within the query's budget."""
+        db = self.reader_db
+        db.deadline = time.monotonic() + self.query_timeout
+        try:
+            with self._reader_pause:
+                ok, items = self._guarded(job, db)
+                if not ok:
+                    return self._hand(each, False, self._explained(items))
+                try:
+                    for item in items:
+                        if not self._hand(each, True, item):
+                            return
+                except Exception as error:
+                    self._hand(each, False, self._explained(error))
+        finally:
+            db.deadline = None
+
+    def _hand(self, each, ok, value):
+        """Give the loop one answer, once fewer than STREAM_AHEAD wait; False if stopping."""
+        while not self._ahead.acquire(timeout=0.1):
+            if self._stopping:
+                return False
+
+        def run(ok, value):
+            self._ahead.release()
+            each(ok, value)
+        self._done.put((run, ok, value))
+        self._wake()
+        return True
 
     def _writer_alive(self):
         return self._threads and self._threads[0].is_alive()
@@ -361,12 +416,15 @@ class DBWorker:
                 ok, value = self._guarded(job, db)
         finally:
             db.deadline = None
-        if not ok and db_interrupted(value):
-            value = QueryTimeout(f"the query ran longer than the controller's query_timeout "
-                                 f"({self.query_timeout:g} s) and was stopped; narrow it "
-                                 "(a key with an index: submitted, completed, engine_uuid, "
-                                 "client_uuid, status, label) or raise query_timeout")
-        return ok, value
+        return ok, (value if ok else self._explained(value))
+
+    def _explained(self, error):
+        if not db_interrupted(error):
+            return error
+        return QueryTimeout(f"the query ran longer than the controller's query_timeout "
+                            f"({self.query_timeout:g} s) and was stopped; narrow it (a key "
+                            "with an index: submitted, completed, engine_uuid, client_uuid, "
+                            "status, label) or raise query_timeout")
 
     def _guarded(self, job, db):
         try:
@@ -416,7 +474,7 @@ def _transient(error):
 
 def db_interrupted(error):
     """Whether `error` is a backend's way of saying its deadline passed."""
-    return isinstance(error, TimeoutError) or (
+    return isinstance(error, TimeoutError) or type(error).__name__ == "ExecutionTimeout" or (
         isinstance(error, sqlite3.OperationalError) and "interrupted" in str(error))
 
 

@@ -31,8 +31,8 @@ class Deferred:
     """A reply that needs the task DB: job(db) on the DB worker's `on` thread ("reader" or
     "writer"), then then(result) -> (content, buffers) or an iterator of them, on the loop."""
 
-    def __init__(self, job, then=None, on="reader"):
-        self.job, self.then, self.on = job, then, on
+    def __init__(self, job, then=None, on="reader", stream=False):
+        self.job, self.then, self.on, self.stream = job, then, on, stream
 
 
 class QueryService:
@@ -73,6 +73,9 @@ class QueryService:
             else:
                 send(iter([value]) if isinstance(value, tuple) else _refusing(value))
         self.c.recorder.flush()
+        if deferred.stream:  # each reply sent as the reader makes it
+            return worker.read_stream(deferred.job, lambda ok, reply: send(
+                iter([reply if ok else self._failure(reply)])))
         (worker.read if deferred.on == "reader" else worker.on_writer)(deferred.job, done)
 
     def _failure(self, error):
@@ -210,11 +213,10 @@ class QueryService:
         page = {"sort": content.get("sort"), "limit": content.get("limit"),
                 "skip": content.get("skip")}
         warning = self.db_warning()
-        if content.get("rows") is True:
-            # made whole on the reader: its chunks are then only sent, one reply each
-            return Deferred(lambda db: list(db.find_rows(query, keys, chunk=ROWS_PER_REPLY,
-                                                         **page)),
-                            lambda chunks: _row_replies(chunks, warning))
+        if content.get("rows") is True:  # each reply sent as soon as the reader made it
+            return Deferred(lambda db: _refusing(_row_replies(
+                db.find_rows(query, keys, chunk=ROWS_PER_REPLY, **page), warning)),
+                stream=True)
         return Deferred(lambda db: _records_reply(db.find_records(query, keys, **page),
                                                   warning))
 

@@ -293,3 +293,20 @@ def test_a_value_over_sqlites_own_limit_never_stops_the_writer(tmp_path):
         rec["result_metadata"]["taskhub_unstored"]["result_buffers"]["reason"]
     assert db.count({"msg_id": "small"}) == 1
     db.close()
+
+
+def test_records_spilled_by_an_earlier_run_are_written_at_the_next_start(tmp_path):
+    path = tmp_path / "t.db"
+    spill = WriteBacklog(spill_path=f"{path}.spill")
+    spill.failed("disk full")
+    spill.keep([{"msg_id": "kept-1"}], [])
+    spill.keep([], [("kept-1", {"label": "updated"})])
+    spill.spill_all()
+    db = make_db("sqlite", filename=str(path))
+    worker = DBWorker(db, backlog=WriteBacklog(spill_path=f"{path}.spill"))
+    assert worker.state()["db_state"] == "failing"  # until what was kept is written
+    worker.write([{"msg_id": "new-1"}], [])
+    assert worker.state()["db_state"] == "ok"
+    assert [r["label"] for r in db.find_records({}, ["label"])] == ["updated", None]
+    assert not os.path.exists(f"{path}.spill")
+    db.close()

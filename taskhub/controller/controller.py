@@ -251,8 +251,7 @@ class Controller:
         self._wake.close(linger=0)
         if self.zap is not None:
             self.zap.stop()
-        self.dbworker.stop()
-        self.dbworker.deliver()
+        self.dbworker.stop()  # after the sockets: answers still due are not sent
         if self.dbworker.reader_db is not self.db:
             self.dbworker.reader_db.close()
         self.db.close()

@@ -206,25 +206,33 @@ class DBWorker:
             if time.monotonic() >= next_file_check:
                 self._check_file()
                 next_file_check = time.monotonic() + CHECK_FILE_PERIOD
-            if item is None:
-                self._retry()
-            elif item[0] is None:  # a job for the writer's connection
-                self._done.put((item[2] or _ignore, *self._guarded(item[1], self.db)))
-                self._wake()
-            else:
-                self._take(item)
+            try:
+                self._handle_write(item)
+            except Exception:  # a bug here must not end the writer: the loop relies on it
+                log.exception("task DB writer: unexpected error; going on")
+
+    def _handle_write(self, item):
+        if item is None:
+            self._retry()
+        elif item[0] is None:  # a job for the writer's connection
+            self._done.put((item[2] or _ignore, *self._guarded(item[1], self.db)))
+            self._wake()
+        else:
+            self._take(item)
 
     def _take(self, item):
         seq, adds, updates = item
         if self.backlog.failing and time.monotonic() >= self._next_retry:
             self._retry()
-        if self.backlog.failing:
-            self.backlog.keep(adds, updates)
-        else:
-            self._write_or_keep(adds, updates)
-        with self._cond:
-            self._taken = seq
-            self._cond.notify_all()
+        try:
+            if self.backlog.failing:
+                self.backlog.keep(adds, updates)
+            else:
+                self._write_or_keep(adds, updates)
+        finally:  # taken either way: a reader waiting for it must not wait for ever
+            with self._cond:
+                self._taken = seq
+                self._cond.notify_all()
 
     def _write_or_keep(self, adds, updates):
         error = self._try_write(adds, updates)

@@ -19,7 +19,6 @@ batch (memory, then a spill file), retry, report the state. The reader gives eac
 `query_timeout` seconds (the backends' `deadline`), so no query holds the reader for long.
 """
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -87,17 +86,11 @@ class DBWorker:
         self._threads = []
         self._wake_url = None
         self._context = None
-        self._local = threading.local()
-        self._next_retry = 0.0  # when a failing DB is tried again (writer thread)  # each thread's PUSH socket to the loop's wake-up
+        self._local = threading.local()  # each thread's PUSH socket to the loop's wake-up
+        self._next_retry = 0.0  # when a failing DB is tried again (writer thread)
         self.rejected = {}  # msg_id -> why a record was not written (duplicates): bounded
         self.counts = {"duplicate msg_id": 0, "values stored beside the DB": 0,
                        "records not written": 0}
-
-    @classmethod
-    def for_db(cls, db, **options):
-        """A worker for `db`, with a reader connection of its own where the backend has one."""
-        reader = db.reader() if hasattr(db, "reader") else None
-        return cls(db, reader, **options)
 
     # -- the loop's side --------------------------------------------------------------------
     def start(self, context, wake_url):
@@ -510,8 +503,3 @@ def blob_dir_for(db):
     if filename and filename != ":memory:":
         return f"{filename}.values"
     return None
-
-
-def ensure_dir(path):
-    os.makedirs(path, exist_ok=True)
-    return path

@@ -148,6 +148,14 @@ c = get_config()  #noqa
 #  Default: 'tasks.db'
 # c.IPControllerApp.db_file = 'tasks.db'
 
+## While the task DB cannot be written (disk full, read-only, deleted), the
+#  records waiting to be written are kept in the controller's memory up to this
+#  many bytes, then appended to a spill file beside the DB (<db_file>.spill,
+#  written when the DB recovers or at the next start). More memory spares the
+#  disk that may be full; less bounds the controller's growth.
+#  Default: 268435456
+# c.IPControllerApp.db_kept_bytes = 268435456
+
 ## Largest value (a task's or result's buffers, its output text, ...) written
 #  into the SQLite task DB. A bigger one goes to a file beside it
 #  (<db_file>.values/) and the record names the file (text and dicts are cut,

@@ -63,6 +63,13 @@ class IPControllerApp(BaseApp):
                                  "and dicts are cut, with a note saying so). SQLite refuses "
                                  "values over 1e9 bytes; smaller keeps the DB file compact "
                                  "and its reads fast.").tag(config=True)
+    db_kept_bytes = Integer(256 * 2**20, min=0, help="While the task DB cannot be written "
+                            "(disk full, read-only, deleted), the records waiting to be "
+                            "written are kept in the controller's memory up to this many "
+                            "bytes, then appended to a spill file beside the DB "
+                            "(<db_file>.spill, written when the DB recovers or at the next "
+                            "start). More memory spares the disk that may be full; less "
+                            "bounds the controller's growth.").tag(config=True)
     mongodb_url = Unicode("mongodb://127.0.0.1:27017", help="MongoDB server for db=mongodb."
                           ).tag(config=True)
     mongodb_database = Unicode("taskhub", help="MongoDB database for db=mongodb."
@@ -159,6 +166,7 @@ class IPControllerApp(BaseApp):
                                 max_engines=self.max_engines,
                                 query_timeout=self.query_timeout,
                                 db_max_value_bytes=self.db_max_value_bytes,
+                                db_kept_bytes=self.db_kept_bytes,
                                 curve=self.make_curve_keys()).bind()
         log.info("descriptor limit %d (hard %d): this controller takes up to %d engines, as "
                  "%s", soft, hard, controller.hub.engine_limit, controller.hub.limit_reason)

@@ -65,13 +65,13 @@ class Controller:
     def __init__(self, session, db, ip="127.0.0.1", scheme="leastload", hwm=0,
                  heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
                  curve=None, query_timeout=QUERY_TIMEOUT, db_max_value_bytes=DB_MAX_VALUE_BYTES,
-                 db_memory_bytes=None):
+                 db_kept_bytes=None):
         self.session = session
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
         self.db = db
         backlog = WriteBacklog(spill_path=spill_path_for(db), **(
-            {"memory_bytes": db_memory_bytes} if db_memory_bytes is not None else {}))
+            {"memory_bytes": db_kept_bytes} if db_kept_bytes is not None else {}))
         self.dbworker = DBWorker(db, reader_for(db), query_timeout=query_timeout,
                                  backlog=backlog, max_value_bytes=db_max_value_bytes,
                                  blob_dir=blob_dir_for(db))

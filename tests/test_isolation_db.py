@@ -92,6 +92,27 @@ def test_a_full_disk_is_a_state_and_records_are_written_after_it(cluster):
                        "PRAGMA max_page_count = 1073741823", "full")
 
 
+def test_past_the_memory_bound_kept_records_go_to_a_spill_file(tmp_path):
+    c = LoopbackCluster(tmp_path / "profile", n=2, heartbeat_period=0.2,
+                        heartbeat_misses=25, db_kept_bytes=4000).start()
+    try:
+        pages = sqlite3.connect(c.profile_dir / "tasks.db").execute(
+            "PRAGMA page_count").fetchone()[0]
+        with c.client() as rc:
+            _on_writer(c, f"PRAGMA max_page_count = {pages}")
+            ar = rc.load_balanced_view().map_async(_echo, range(40), chunksize=1)
+            assert ar.get(30) == list(range(40))
+            wait_until(lambda: _db_state(rc)["db_kept_in_spill_file"] > 0, what="spilled")
+            assert os.path.exists(c.profile_dir / "tasks.db.spill")
+            _on_writer(c, "PRAGMA max_page_count = 1073741823")
+            wait_until(lambda: _db_state(rc)["db_state"] == "ok", timeout=20, what="ok")
+            assert rc.db_count({"msg_id": {"$in": ar.msg_ids}, "status": "ok"}) == 40
+            assert not os.path.exists(c.profile_dir / "tasks.db.spill")
+            _serving(c, rc)
+    finally:
+        c.stop()
+
+
 def test_a_read_only_db_is_a_state_and_records_are_written_after_it(cluster):
     # query_only refuses writes as a read-only file does ("attempt to write a readonly
     # database"), for root too, whom chmod does not stop

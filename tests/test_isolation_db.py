@@ -18,7 +18,7 @@ from taskhub.controller.backlog import WriteBacklog, split_oversized
 from taskhub.controller.db import make_db
 from taskhub.controller.db.memory import MemoryDB
 from taskhub.controller.dbworker import DBWorker, QueryTimeout
-from taskhub.error import CorruptTaskDB, RemoteError, TaskDBWarning
+from taskhub.error import CorruptTaskDB, QueryError, RemoteError, TaskDBWarning
 
 
 def _echo(x):
@@ -330,4 +330,16 @@ def test_records_spilled_by_an_earlier_run_are_written_at_the_next_start(tmp_pat
     assert worker.state()["db_state"] == "ok"
     assert [r["label"] for r in db.find_records({}, ["label"])] == ["updated", None]
     assert not os.path.exists(f"{path}.spill")
+    db.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("pattern", [r"^(a|aa)+\1$", r"(?=(a+)+$)", r"x(?<!a)b"])
+def test_a_pattern_that_could_backtrack_without_bound_is_refused(tmp_path, kind, pattern):
+    db = make_db(kind, **({"filename": str(tmp_path / "t.db")} if kind == "sqlite" else {}))
+    db.add_records([{"msg_id": "m", "label": "a" * 28 + "!"}])
+    with pytest.raises(QueryError, match="backreferences or lookaround.*RE2"):
+        db.find_records({"label": {"$regex": pattern}})
+    assert [r["msg_id"] for r in db.find_records({"label": {"$regex": r"a\Z|!$"}})] == ["m"]
+    assert [r["msg_id"] for r in db.find_records({"label": {"$glob": "[a]*!"}})] == ["m"]
     db.close()

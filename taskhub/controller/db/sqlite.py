@@ -30,7 +30,7 @@ from taskhub.controller.db.base import (
 )
 from taskhub.error import CorruptTaskDB
 from taskhub.controller.db.query import (
-    LOGICAL, compile_regex, glob_to_regex, glob_tokens, page_bounds, projection, sort_spec, validate,
+    GLOB_END, LOGICAL, compile_regex, glob_to_regex, glob_tokens, page_bounds, projection, sort_spec, validate,
 )
 
 _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "datetime": "INTEGER", "dict": "TEXT",
@@ -330,7 +330,7 @@ def _in_clause(key, column, operands):
 def _glob_clause(column, pattern):
     tokens = glob_tokens(pattern)
     if any(kind == "set" for kind, _, _ in tokens):
-        return f"{column} REGEXP ?", [glob_to_regex(pattern)]
+        return f"{column} REGEXP ?", [glob_to_regex(pattern, end=GLOB_END)]
     glob = "".join(_GLOB_TEXT.get(text, text) if kind == "text" else text
                    for kind, text, _ in tokens)
     return f"{column} GLOB ?", [glob]

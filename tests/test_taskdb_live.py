@@ -139,3 +139,33 @@ def test_history_and_sorted_queries_keep_submission_order(tmp_path, any_db):
             assert [r["msg_id"] for r in newest_first] == ar.msg_ids[::-1][:10]
     finally:
         c.stop()
+
+
+def _megabyte(i):
+    return bytes([i % 256]) * 2**20
+
+
+def _db_bytes(profile):
+    return sum(f.stat().st_size for f in profile.glob("tasks.db*"))
+
+
+def test_purging_gives_the_space_back_while_tasks_run(tmp_path):
+    """200 results of 1 MB, then purge_results('all'): the file and its log shrink below
+    half their size without a restart, while the cluster keeps running tasks."""
+    c = LoopbackCluster(tmp_path / "p", n=2).start()
+    try:
+        with c.client() as rc:
+            view = rc.load_balanced_view()
+            assert len(view.map_sync(_megabyte, range(200))) == 200
+            rc.db_count({})  # flushes the records to the file
+            full = _db_bytes(c.profile_dir)
+            assert full > 200 * 2**20
+            assert rc.purge_results("all") == 200
+            ran = 0
+            while _db_bytes(c.profile_dir) >= full / 2:
+                assert view.apply_sync(double, ran) == 2 * ran  # the cluster keeps serving
+                ran += 1
+                assert ran < 3000, f"still {_db_bytes(c.profile_dir)} bytes of {full}"
+            assert rc.db_count({}) == ran
+    finally:
+        c.stop()

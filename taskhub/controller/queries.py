@@ -219,6 +219,7 @@ class QueryService:
         self.c.recorder.flush()
         if jobs == "all":
             dropped = self.c.db.drop_matching_records({"completed": {"$ne": None}})
+            self.c.db.commit()  # now, not at the next task: the space comes back after it
             return {"status": "ok", "dropped": dropped}, []
         jobs = _str_list(jobs or [], "msg_ids")
         running = [m for m in jobs if m in self.c.outstanding]
@@ -230,6 +231,7 @@ class QueryService:
         for engine_id in self._purge_targets(targets):
             dropped += self.c.db.drop_matching_records(
                 {"engine_id": engine_id, "completed": {"$ne": None}})
+        self.c.db.commit()
         return {"status": "ok", "dropped": dropped}, []
 
     def _purge_targets(self, targets):

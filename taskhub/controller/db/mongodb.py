@@ -157,6 +157,16 @@ class MongoDB(TaskDB):
     def drop_matching_records(self, query):
         return self._tasks.delete_many(mongo_filter(query)).deleted_count
 
+    def buffer_sizes(self, query):
+        def total(key):  # the bytes of the binaries in the list `key` (none if null)
+            return {"$reduce": {"input": {"$ifNull": [f"${key}", []]}, "initialValue": 0,
+                                "in": {"$add": ["$$value", {"$binarySize": "$$this"}]}}}
+        found = self._tasks.aggregate([
+            {"$match": mongo_filter(query)}, {"$sort": dict(_ORDER)},
+            {"$project": {"_id": 1, "size": {"$add": [total("buffers"),
+                                                      total("result_buffers")]}}}])
+        return [(document["_id"], document["size"]) for document in found]
+
     def count(self, query=None):
         return self._tasks.count_documents(mongo_filter(query or {}))
 

@@ -637,6 +637,13 @@ class SQLiteDB(TaskDB):
         where, params = where_clause(query)
         return self._conn.execute(f'DELETE FROM "{self.table}" WHERE {where}', params).rowcount
 
+    def buffer_sizes(self, query):
+        where, params = where_clause(query)  # the stored blobs' sizes, read off the rows
+        return self._conn.execute(
+            f'SELECT msg_id, coalesce(length(buffers), 0) + coalesce(length(result_buffers), '
+            f'0) FROM {self._source(query)} WHERE {where} ORDER BY {order_clause(None)}',
+            params).fetchall()
+
     def count(self, query=None):
         where, params = where_clause(query or {})
         return self._conn.execute(f'SELECT count(*) FROM {self._source(query or {})} '

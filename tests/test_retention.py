@@ -94,3 +94,57 @@ def test_due_once_per_period():
 def test_bad_settings_say_what_is_allowed(options, message):
     with pytest.raises(ValueError, match=message):
         Retention(**options)
+
+
+def test_a_controller_culls_on_its_schedule_while_tasks_run(tmp_path):
+    from conftest import LoopbackCluster, wait_until
+    c = LoopbackCluster(tmp_path / "p", n=1,
+                        retention=Retention(max_records=5, period=0.2)).start()
+    try:
+        with c.client() as rc:
+            view = rc.load_balanced_view()
+            assert view.map_sync(abs, range(-20, 0)) == list(range(20, 0, -1))
+            wait_until(lambda: rc.db_count({}) == 5, timeout=30, what="the cull")
+            kept = rc.db_query({}, keys=["msg_id"])
+            assert [r["msg_id"] for r in kept] == rc.hub_history()[-5:]
+            assert view.apply_sync(abs, -1) == 1  # still serving
+            newest = rc.hub_history()[-1]
+            assert rc.cull_results(max_records=1, what="buffers") == 5
+            assert rc.get_result(newest).get(10) == 1  # the newest kept whole
+            culled = kept[-1]["msg_id"]
+            with pytest.raises(Exception, match="is no longer stored"):
+                rc.get_result(culled).get(10)
+            with pytest.raises(Exception, match="cannot resubmit .* no longer stored"):
+                rc.resubmit(culled)
+            [record] = rc.db_query({"msg_id": culled}, keys=["status", "completed"])
+            assert record["status"] == "ok" and record["completed"] is not None
+            with pytest.raises(Exception, match="give at least one bound"):
+                rc.cull_results()
+    finally:
+        c.stop()
+
+
+@pytest.mark.parametrize("where", ["task", "cluster"])
+def test_unstored_tasks_keep_their_record_but_not_their_data(tmp_path, where):
+    from conftest import LoopbackCluster
+    options = {"store": False} if where == "cluster" else {}
+    c = LoopbackCluster(tmp_path / "p", n=1, **options).start()
+    try:
+        with c.client() as rc:
+            view = rc.load_balanced_view()
+            if where == "task":
+                view.store = False
+            ar = view.apply_async(lambda: print("hello") or 42)
+            assert ar.get(10) == 42  # the submitter still gets its result
+            [record] = rc.db_query({"msg_id": ar.msg_ids[0]},
+                                   keys=["status", "stdout", "buffers", "result_buffers"])
+            assert record == {"msg_id": ar.msg_ids[0], "status": "ok", "stdout": "hello\n",
+                              "buffers": None, "result_buffers": None}
+            with pytest.raises(Exception, match="no longer stored"):
+                rc.resubmit(ar.msg_ids[0])
+            if where == "task":
+                view.store = True
+                kept = view.apply_async(abs, -3)
+                assert kept.get(10) == 3 and rc.resubmit(kept.msg_ids[0]).get(10) == 3
+    finally:
+        c.stop()

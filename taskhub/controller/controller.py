@@ -38,7 +38,7 @@ from . import scheduler as sc
 from .backlog import WriteBacklog
 from .dbworker import QUERY_TIMEOUT, DBWorker, blob_dir_for, reader_for, spill_path_for
 from .pure import PureDevice
-from .queries import Deferred, QueryService
+from .queries import Deferred, QueryService, cull_once
 from .recorder import TaskRecorder
 from .schemes import PURE
 from .taskoptions import task_options
@@ -64,8 +64,8 @@ class Controller:
 
     def __init__(self, session, db, ip="127.0.0.1", scheme="leastload", hwm=0,
                  heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
-                 curve=None, query_timeout=QUERY_TIMEOUT, db_max_value_bytes=DB_MAX_VALUE_BYTES,
-                 db_kept_bytes=None):
+                 curve=None, retention=None, store=True, query_timeout=QUERY_TIMEOUT,
+                 db_max_value_bytes=DB_MAX_VALUE_BYTES, db_kept_bytes=None):
         self.session = session
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
@@ -75,7 +75,8 @@ class Controller:
         self.dbworker = DBWorker(db, reader_for(db), query_timeout=query_timeout,
                                  backlog=backlog, max_value_bytes=db_max_value_bytes,
                                  blob_dir=blob_dir_for(db))
-        self.recorder = TaskRecorder(self.dbworker.proxy)
+        self.retention = retention  # a retention.Retention bounding the history, or None
+        self.recorder = TaskRecorder(self.dbworker.proxy, store=store)
         self.ip = ip
         self.scheme = scheme
         self.pure = scheme == PURE
@@ -192,6 +193,8 @@ class Controller:
                 if time.monotonic() >= next_beat:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.heartbeat_period
+                if self.retention is not None and self.retention.due(time.monotonic()):
+                    self.cull(self.retention)  # on the DB writer, in turn with writes
                 if self._engine_out:
                     self._flush_to_engines()
                 if self._client_out:
@@ -202,6 +205,12 @@ class Controller:
             self._flush_to_engines()
             self._flush_to_clients()
             self.recorder.flush()
+
+    def cull(self, retention, then=None):
+        """Apply `retention` to the task DB once (see retention.py), on the DB writer after
+        the writes reported so far; then(ok, count or error) runs on the loop after."""
+        self.recorder.flush()
+        self.dbworker.on_writer(lambda db: cull_once(db, retention), then)
 
     def _drain(self, sock, handler):
         """Handle what `sock` has ready, up to MAX_PER_TURN messages — a batch counting as
@@ -671,7 +680,11 @@ class Controller:
 
     def _resubmit_plan(self, rec, client, args_frames):
         """(new message, its frames, how to send it) for a recorded request; raises if not."""
-        buffers = list(rec["buffers"] or [])
+        if rec["buffers"] is None:
+            raise ValueError(f"cannot resubmit task {rec['msg_id']!r}: its function and "
+                             "arguments are no longer stored (culled by retention, or not "
+                             "kept); its record remains in the task DB — submit it again")
+        buffers = list(rec["buffers"])
         if args_frames is not None:
             buffers = buffers[:1] + list(args_frames)
         header = self.session.header("apply_request")

@@ -21,6 +21,7 @@ from ..jsonutil import untag_dates
 from ..session import dumps
 from . import hubstate as hs
 from .backlog import load_stored_beside
+from .retention import Retention
 
 log = logging.getLogger("taskhub.controller")
 
@@ -243,6 +244,11 @@ class QueryService:
                 if rec.get("result_content") is None:
                     raise UnknownTaskError(f"task {msg_id!r} never finished: it was pending "
                                            "when the controller that ran it stopped")
+                if rec.get("result_buffers") is None and rec["status"] == "ok":
+                    raise UnknownTaskError(f"the result of task {msg_id!r} is no longer "
+                                           "stored (culled by retention, or not kept); its "
+                                           "record, status and output remain: "
+                                           f"rc.db_query({{'msg_id': {msg_id!r}}})")
                 done[msg_id] = _result_summary(rec)
                 buffers.extend(rec.get("result_buffers") or [])
             return {"status": "ok", "pending": pending, "completed": done}, buffers
@@ -279,6 +285,25 @@ class QueryService:
             raise ValueError(f"cannot purge tasks that have not finished: {running}")
         targets = self._purge_targets(targets)
         return Deferred(lambda db: _purged(db, jobs, targets, False), on="writer")
+
+    def _q_cull(self, msg, ident):
+        """Apply retention bounds once (ipcluster tasks --purge, Client.cull_results)."""
+        content = msg["content"]
+        bounds = {k: content.get(k) or 0 for k in ("max_records", "max_bytes", "max_age")}
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                   for v in bounds.values()):
+            raise TypeError(f"retention bounds must be numbers, not {bounds}")
+        retention = Retention(**bounds, what=content.get("what") or "records")
+        if not retention.bounded:
+            raise ValueError("give at least one bound: max_records, max_bytes or max_age")
+
+        def cull(db):
+            culled, total = 0, retention.batch
+            while total >= retention.batch:  # a batch at a time until nothing is over
+                total = cull_once(db, retention)
+                culled += total
+            return {"status": "ok", "culled": culled}, []
+        return Deferred(cull, on="writer")
 
     def _purge_targets(self, targets):
         if targets is None:
@@ -399,6 +424,16 @@ def _purged(db, msg_ids, targets, everything):
                                              "completed": {"$ne": None}})
     db.commit()
     return {"status": "ok", "dropped": dropped}, []
+
+
+def cull_once(db, retention):
+    """One retention pass over `db`, committed (on the DB writer); returns the count."""
+    culled = retention.cull(db)
+    db.commit()
+    if culled:
+        log.info("retention: culled %d finished task%s (%s)", culled,
+                 "" if culled == 1 else "s", retention.what)
+    return culled
 
 
 def _known(db, msg_ids):

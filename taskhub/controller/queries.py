@@ -337,18 +337,19 @@ class QueryService:
         return self._stopping(msg, self.c.interrupt)
 
     def _stopping(self, msg, stop):
-        """Stop the tasks named, once the task DB has said that every one is known."""
+        """Stop the unfinished tasks named at once (a Ctrl-C's abort must not wait for the
+        task DB); the others are finished or unknown, and the reply, once the task DB has
+        looked them up, is an UnknownTaskError naming one it does not know."""
         msg_ids = _str_list(msg["content"].get("msg_ids"), "msg_ids")
         others = [m for m in msg_ids if m not in self.c.outstanding]
+        stop([m for m in msg_ids if m in self.c.outstanding])
         if not others:
-            stop(msg_ids)
             return {"status": "ok"}, []
 
         def checked(found):
             missing = [m for m in others if m not in {r["msg_id"] for r in found}]
             if missing:
                 raise UnknownTaskError(f"no task has msg_id {missing[0]!r}")
-            stop(msg_ids)
             return {"status": "ok"}, []
         return Deferred(lambda db: _known(db, others), checked)
 

@@ -94,6 +94,8 @@ class Controller:
         self.watchers = {}     # msg_id -> client idents that asked for it via get_result
         self.engine_ids = {}   # uuid -> id of every engine that was ever up
         self._replies = {}     # msg_id -> engine reply the scheduler is deciding about
+        self._looked_up = {}   # msg_id -> [lookups, its Outcome if it finished meanwhile]
+        # while the task DB is asked about it for tasks that depend on it (_looked_up_deps)
         self._engine_out = {}  # (socket name, engine ident) -> requests to send this turn
         self._client_out = {}  # (socket name, client ident) -> replies to send this turn
         self._in_batch = False  # handling the messages of a batch (batches do not nest)
@@ -405,7 +407,7 @@ class Controller:
         self._forward_to_watchers(msg_id, frames[1:])
         self.recorder.failed(msg_id, content, now)
         if queue == "mux":
-            self._apply(self.scheduler.handle(sc.DirectFinished(msg_id, None, False)))
+            self._direct_finished(msg_id, None, False)
 
     def _client_socket_name(self, queue):
         """Where replies for `queue` go; under pure the device owns the task ROUTER."""
@@ -455,8 +457,24 @@ class Controller:
             return self._schedule(msg.msg_id, options, {}, external)
         # tasks finished long ago: their outcomes come from the task DB, off this thread
         self.recorder.flush()
-        self.dbworker.read(lambda db: _outcomes(db, old), lambda ok, outcomes: self._schedule(
-            msg.msg_id, options, outcomes if ok else {}, external))
+        for m in old:
+            self._looked_up.setdefault(m, [0, None])[0] += 1
+        self.dbworker.read(lambda db: _outcomes(db, old), lambda ok, outcomes: self._looked_up_deps(
+            msg.msg_id, options, outcomes if ok else {}, external, old))
+
+    def _looked_up_deps(self, msg_id, options, outcomes, external, old):
+        """A direct task sent just before this one is read after it (its socket comes later
+        in a loop turn): by the time the task DB answers, it may be running (outstanding)
+        or have finished (noted by _direct_finished), and the task DB had not seen it."""
+        for m in old:
+            entry = self._looked_up[m]
+            if entry[1] is not None and m not in outcomes:
+                outcomes[m] = entry[1]
+            entry[0] -= 1
+            if not entry[0]:
+                del self._looked_up[m]
+        running = {m for m in old if m in self.outstanding and m not in outcomes}
+        self._schedule(msg_id, options, outcomes, external | running)
 
     def _schedule(self, msg_id, options, outcomes, external):
         if msg_id not in self.outstanding:  # aborted while its dependencies were looked up
@@ -583,8 +601,12 @@ class Controller:
         self.recorder.replied(msg_id, msg, utcnow())
         self.hub.by_uuid[engine].completed += 1
         self._apply(self.hub.handle(hs.DirectDone(msg_id)))
-        self._apply(self.scheduler.handle(sc.DirectFinished(
-            msg_id, engine, msg["content"].get("status") == "ok")))
+        self._direct_finished(msg_id, engine, msg["content"].get("status") == "ok")
+
+    def _direct_finished(self, msg_id, engine, ok):
+        self._apply(self.scheduler.handle(sc.DirectFinished(msg_id, engine, ok)))
+        if msg_id in self._looked_up:  # a dependency lookup in flight missed it
+            self._looked_up[msg_id][1] = sc.Outcome(ok, engine)
 
     def _on_control_reply(self, frames):
         engine, client, msg = self._engine_message(frames, "control")

@@ -18,7 +18,7 @@ from taskhub.controller.backlog import WriteBacklog, split_oversized
 from taskhub.controller.db import make_db
 from taskhub.controller.db.memory import MemoryDB
 from taskhub.controller.dbworker import DBWorker, QueryTimeout
-from taskhub.error import CorruptTaskDB, QueryError, RemoteError, TaskDBWarning
+from taskhub.error import CorruptTaskDB, QueryError, RemoteError, TaskDBWarning, TaskhubError
 
 
 def _echo(x):
@@ -343,3 +343,18 @@ def test_a_pattern_that_could_backtrack_without_bound_is_refused(tmp_path, kind,
     assert [r["msg_id"] for r in db.find_records({"label": {"$regex": r"a\Z|!$"}})] == ["m"]
     assert [r["msg_id"] for r in db.find_records({"label": {"$glob": "[a]*!"}})] == ["m"]
     db.close()
+
+
+def test_a_query_over_its_budget_reaches_the_client_as_a_clear_error(tmp_path):
+    c = LoopbackCluster(tmp_path / "p", n=1, db="memory", query_timeout=0.0).start()
+    try:
+        with c.client() as rc:
+            ar = rc.load_balanced_view().map_async(_echo, range(5))
+            assert ar.get(10) == list(range(5))
+            with pytest.raises(Exception, match="longer than the controller's query_timeout "
+                                                "\\(0 s\\).*narrow it") as info:
+                rc.db_query({"label": {"$regex": "x"}})
+            assert isinstance(info.value, TaskhubError)
+            _serving_one(c, rc)
+    finally:
+        c.stop()

@@ -8,9 +8,11 @@
     client ◀ notification PUB (engine up/down)
     engines ◀ heartbeat PUB (ping) … heartbeat ROUTER ◀ pong (echoed by a C device)
 
-One thread runs everything (see docs/architecture.md for why). Each loop turn drains the
-ready sockets, runs due timers, then writes the task-DB changes that are due in one
-transaction (a new record may wait a moment for its result: recorder.py). The relays and
+One thread routes (see docs/architecture.md for why). Each loop turn drains the ready
+sockets, runs due timers, then hands the task-DB changes that are due, as one transaction,
+to the DB worker (dbworker.py: a new record may wait a moment for its result, recorder.py),
+whose writer and reader threads write them and answer queries: the loop never waits on
+the DB. The relays and
 the scheduler are in-process, so "monitoring" — the hub seeing every request and reply —
 is a method call, not a socket hop. Decisions live in
 `HubState` and `SchedulerState`; this module only decodes messages into their events and

@@ -1,7 +1,7 @@
 """The task DB off the routing thread: a writer thread and a reader thread.
 
-    controller loop ── batches (recorder.commit) ──▶ writes ─▶ WRITER thread, own DB connection
-          │                                                    │ fails? batches kept (backlog.py)
+    controller loop ── batches (recorder.commit) ──▶ writes ─▶ WRITER thread (own connection)
+          │                                                    │ fails? kept (backlog.py)
           ├── read jobs (queries) ──▶ reads ─▶ READER thread, own connection (SQLite WAL lets
           │                                    it read beside the writer); a job first waits
           │                                    until the writer has taken every batch sent

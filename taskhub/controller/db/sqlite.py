@@ -31,7 +31,8 @@ from taskhub.controller.db.base import (
 )
 from taskhub.error import CorruptTaskDB
 from taskhub.controller.db.query import (
-    GLOB_END, LOGICAL, compile_regex, glob_to_regex, glob_tokens, page_bounds, projection, sort_spec, validate,
+    GLOB_END, LOGICAL, compile_regex, glob_to_regex, glob_tokens, page_bounds, projection,
+    sort_spec, validate,
 )
 
 log = logging.getLogger("taskhub.controller")
@@ -468,8 +469,9 @@ class SQLiteDB(TaskDB):
         if rows != ["ok"]:
             self._conn.close()
             self._conn = None
+            found = "; ".join(rows).replace("\n", "; ")
             raise CorruptTaskDB(
-                f"the task DB {self.filename} is corrupt ({'; '.join(rows).replace(chr(10), '; ')}). Move it aside "
+                f"the task DB {self.filename} is corrupt ({found}). Move it aside "
                 f"(mv {self.filename} {self.filename}.corrupt, with its -wal and -shm files) "
                 f"to start with an empty history, or salvage what it holds first: "
                 f"sqlite3 {self.filename} .recover | sqlite3 recovered.db")

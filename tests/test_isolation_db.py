@@ -278,6 +278,10 @@ def test_a_big_result_is_delivered_and_stored_beside_the_db(tmp_path):
             with c.client() as other:
                 assert other.get_result(ar.msg_ids[0]).get(10) == b"b" * 300_000
             assert rc.stats()["db"]["values stored beside the DB"] >= 1
+            values = c.profile_dir / "tasks.db.values"
+            assert len(os.listdir(values)) == 2  # the argument and the result
+            rc.purge_results(ar.msg_ids)
+            assert os.listdir(values) == []  # purged with its record
             _serving_one(c, rc)
     finally:
         c.stop()

@@ -187,6 +187,27 @@ def load_stored_beside(record):
     return record
 
 
+def sweep_stored_beside(db, blob_dir):
+    """Delete the files under `blob_dir` whose task has no record any more (purged or
+    culled); returns how many. Such values are few (each over db_max_value_bytes), so
+    listing them is cheap."""
+    try:
+        names = os.listdir(blob_dir) if blob_dir else []
+    except FileNotFoundError:
+        return 0
+    by_id = {}
+    for name in names:
+        by_id.setdefault(name.rsplit(".", 1)[0], []).append(name)
+    if not by_id:
+        return 0
+    kept = {_safe(r["msg_id"]) for r in db.find_records({"msg_id": {"$in": list(by_id)}},
+                                                       ["msg_id"])}
+    gone = [name for msg_id, files in by_id.items() if msg_id not in kept for name in files]
+    for name in gone:
+        os.unlink(os.path.join(blob_dir, name))
+    return len(gone)
+
+
 def _safe(msg_id):
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in msg_id)
 

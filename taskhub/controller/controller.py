@@ -214,7 +214,8 @@ class Controller:
         """Apply `retention` to the task DB once (see retention.py), on the DB writer after
         the writes reported so far; then(ok, count or error) runs on the loop after."""
         self.recorder.flush()
-        self.dbworker.on_writer(lambda db: cull_once(db, retention), then)
+        self.dbworker.on_writer(lambda db: cull_once(db, retention, self.dbworker.blob_dir),
+                                then)
 
     def _drain(self, sock, handler):
         """Handle what `sock` has ready, up to MAX_PER_TURN messages — a batch counting as

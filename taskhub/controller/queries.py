@@ -20,7 +20,7 @@ from ..error import NoTaskDB, QueryError, TaskhubError, UnknownTaskError
 from ..jsonutil import untag_dates
 from ..session import dumps
 from . import hubstate as hs
-from .backlog import load_stored_beside
+from .backlog import load_stored_beside, sweep_stored_beside
 from .retention import Retention
 
 log = logging.getLogger("taskhub.controller")
@@ -277,14 +277,15 @@ class QueryService:
         """Drop finished records by msg_id, by engine, or all of them."""
         content = msg["content"]
         jobs, targets = content.get("msg_ids"), content.get("targets")
+        blobs = self.c.dbworker.blob_dir
         if jobs == "all":
-            return Deferred(lambda db: _purged(db, [], None, True), on="writer")
+            return Deferred(lambda db: _purged(db, [], None, True, blobs), on="writer")
         jobs = _str_list(jobs or [], "msg_ids")
         running = [m for m in jobs if m in self.c.outstanding]
         if running:
             raise ValueError(f"cannot purge tasks that have not finished: {running}")
         targets = self._purge_targets(targets)
-        return Deferred(lambda db: _purged(db, jobs, targets, False), on="writer")
+        return Deferred(lambda db: _purged(db, jobs, targets, False, blobs), on="writer")
 
     def _q_cull(self, msg, ident):
         """Apply retention bounds once (ipcluster tasks --purge, Client.cull_results)."""
@@ -300,7 +301,7 @@ class QueryService:
         def cull(db):
             culled, total = 0, retention.batch
             while total >= retention.batch:  # a batch at a time until nothing is over
-                total = cull_once(db, retention)
+                total = cull_once(db, retention, self.c.dbworker.blob_dir)
                 culled += total
             return {"status": "ok", "culled": culled}, []
         return Deferred(cull, on="writer")
@@ -411,11 +412,13 @@ def _records_reply(records, warning):
     return {"status": "ok", "records": records, "buffer_lens": lens, **extra}, buffers
 
 
-def _purged(db, msg_ids, targets, everything):
-    """Drop finished records (on the DB writer); the reply to a purge_request."""
+def _purged(db, msg_ids, targets, everything, blob_dir):
+    """Drop finished records (on the DB writer), and their values stored beside the DB;
+    the reply to a purge_request."""
     if everything:
         dropped = db.drop_matching_records({"completed": {"$ne": None}})
         db.commit()
+        sweep_stored_beside(db, blob_dir)
         return {"status": "ok", "dropped": dropped}, []
     for msg_id in msg_ids:
         db.drop_record(msg_id)
@@ -424,13 +427,17 @@ def _purged(db, msg_ids, targets, everything):
         dropped += db.drop_matching_records({"engine_id": engine_id,
                                              "completed": {"$ne": None}})
     db.commit()
+    sweep_stored_beside(db, blob_dir)
     return {"status": "ok", "dropped": dropped}, []
 
 
-def cull_once(db, retention):
-    """One retention pass over `db`, committed (on the DB writer); returns the count."""
+def cull_once(db, retention, blob_dir=None):
+    """One retention pass over `db`, committed (on the DB writer), with the values stored
+    beside the DB of the records it dropped; returns the count."""
     culled = retention.cull(db)
     db.commit()
+    if culled:
+        sweep_stored_beside(db, blob_dir)
     if culled:
         log.info("retention: culled %d finished task%s (%s)", culled,
                  "" if culled == 1 else "s", retention.what)

@@ -148,6 +148,22 @@ c = get_config()  #noqa
 #  Default: 'tasks.db'
 # c.IPControllerApp.db_file = 'tasks.db'
 
+## While the task DB cannot be written (disk full, read-only, deleted), the
+#  records waiting to be written are kept in the controller's memory up to this
+#  many bytes, then appended to a spill file beside the DB (<db_file>.spill,
+#  written when the DB recovers or at the next start). More memory spares the
+#  disk that may be full; less bounds the controller's growth.
+#  Default: 268435456
+# c.IPControllerApp.db_kept_bytes = 268435456
+
+## Largest value (a task's or result's buffers, its output text, ...) written
+#  into the SQLite task DB. A bigger one goes to a file beside it
+#  (<db_file>.values/) and the record names the file (text and dicts are cut,
+#  with a note saying so). SQLite refuses values over 1e9 bytes; smaller keeps
+#  the DB file compact and its reads fast.
+#  Default: 524288000
+# c.IPControllerApp.db_max_value_bytes = 524288000
+
 ## Heartbeat periods an engine may be silent before it is declared dead and its
 #  tasks fail. Too few and a busy machine loses healthy engines.
 #  Default: 10
@@ -211,6 +227,14 @@ c = get_config()  #noqa
 #  temporary clusters use it).
 #  See also: BaseApp.profile_dir
 # c.IPControllerApp.profile_dir = ''
+
+## Seconds a task-DB query (db_query, db_count, get_result of old tasks, ...) may
+#  run before it is stopped and refused with a QueryTimeout. Queries run on a
+#  thread of their own, so a slow one never delays routing, but it holds up the
+#  queries behind it: longer lets big scans finish, shorter keeps other queries
+#  prompt.
+#  Default: 10.0
+# c.IPControllerApp.query_timeout = 10.0
 
 ## Most bytes of arguments and results the task DB keeps over finished tasks (0:
 #  no bound); the oldest go first.

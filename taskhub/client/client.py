@@ -10,6 +10,7 @@ import collections
 import logging
 import threading
 import time
+import warnings
 from concurrent.futures import Future, TimeoutError as _FutureTimeout
 from pathlib import Path
 
@@ -521,6 +522,8 @@ class Client:
         content = self._hub_request("db_request", {"query": tag_dates(query), "keys": keys,
                                                    "sort": sort, "limit": limit, "skip": skip,
                                                    "rows": True})
+        if content.get("db_warning"):  # the task DB is failing: the answer may lack records
+            warnings.warn(content["db_warning"], error.TaskDBWarning, stacklevel=2)
         if "rows" in content:
             return records_from_rows(content["keys"], content["rows"], content["_buffers"])
         buffers = iter(content["_buffers"])  # a controller from before rows: record dicts

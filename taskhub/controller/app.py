@@ -9,6 +9,7 @@ from traitlets import Bool, Enum, Float, Integer, Unicode
 
 from .. import curve, paths, web
 from ..appbase import BaseApp, write_connection_file
+from ..error import CorruptTaskDB
 from ..session import Session, new_key
 from .controller import Controller
 from . import limits
@@ -50,6 +51,26 @@ class IPControllerApp(BaseApp):
     db_file = Unicode("tasks.db", help="SQLite file, relative to the profile directory. "
                       "One file per profile keeps the history of every cluster run on it."
                       ).tag(config=True)
+    query_timeout = Float(10.0, min=0.01, help="Seconds a task-DB query (db_query, "
+                          "db_count, get_result of old tasks, ...) may run before it is stopped "
+                          "and refused with a QueryTimeout. Queries run on a thread of their "
+                          "own, so a slow one never delays routing, but it holds up the "
+                          "queries behind it: longer lets big scans finish, shorter keeps "
+                          "other queries prompt.").tag(config=True)
+    db_max_value_bytes = Integer(500 * 2**20, min=1, help="Largest value (a task's or "
+                                 "result's buffers, its output text, ...) written into the "
+                                 "SQLite task DB. A bigger one goes to a file beside it "
+                                 "(<db_file>.values/) and the record names the file (text "
+                                 "and dicts are cut, with a note saying so). SQLite refuses "
+                                 "values over 1e9 bytes; smaller keeps the DB file compact "
+                                 "and its reads fast.").tag(config=True)
+    db_kept_bytes = Integer(256 * 2**20, min=0, help="While the task DB cannot be written "
+                            "(disk full, read-only, deleted), the records waiting to be "
+                            "written are kept in the controller's memory up to this many "
+                            "bytes, then appended to a spill file beside the DB "
+                            "(<db_file>.spill, written when the DB recovers or at the next "
+                            "start). More memory spares the disk that may be full; less "
+                            "bounds the controller's growth.").tag(config=True)
     mongodb_url = Unicode("mongodb://127.0.0.1:27017", help="MongoDB server for db=mongodb."
                           ).tag(config=True)
     mongodb_database = Unicode("taskhub", help="MongoDB database for db=mongodb."
@@ -133,6 +154,7 @@ class IPControllerApp(BaseApp):
                "heartbeat-misses": "IPControllerApp.heartbeat_misses",
                "web-port": "IPControllerApp.web_port", "web-ip": "IPControllerApp.web_ip",
                "max-engines": "IPControllerApp.max_engines",
+               "query-timeout": "IPControllerApp.query_timeout",
                "retain-records": "IPControllerApp.retain_records",
                "retain-bytes": "IPControllerApp.retain_bytes",
                "retain-days": "IPControllerApp.retain_days",
@@ -141,7 +163,10 @@ class IPControllerApp(BaseApp):
     def make_db(self):
         options = {"sqlite": {"filename": str(self.location / self.db_file)},
                    "mongodb": {"url": self.mongodb_url, "database": self.mongodb_database}}
-        return make_db(self.db, **options.get(self.db, {}))
+        try:
+            return make_db(self.db, **options.get(self.db, {}))
+        except CorruptTaskDB as error:
+            raise SystemExit(f"ipcontroller: {error}")
 
     def make_curve_keys(self):
         """The cluster's CurveZMQ keys, or None when it does not encrypt (see `curve`)."""
@@ -171,6 +196,9 @@ class IPControllerApp(BaseApp):
                                 hwm=self.hwm, heartbeat_period=self.heartbeat_period,
                                 heartbeat_misses=self.heartbeat_misses,
                                 max_engines=self.max_engines,
+                                query_timeout=self.query_timeout,
+                                db_max_value_bytes=self.db_max_value_bytes,
+                                db_kept_bytes=self.db_kept_bytes,
                                 curve=self.make_curve_keys(),
                                 retention=self.make_retention(),
                                 store=self.store_buffers).bind()

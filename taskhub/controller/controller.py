@@ -8,9 +8,11 @@
     client ◀ notification PUB (engine up/down)
     engines ◀ heartbeat PUB (ping) … heartbeat ROUTER ◀ pong (echoed by a C device)
 
-One thread runs everything (see docs/architecture.md for why). Each loop turn drains the
-ready sockets, runs due timers, then writes the task-DB changes that are due in one
-transaction (a new record may wait a moment for its result: recorder.py). The relays and
+One thread routes (see docs/architecture.md for why). Each loop turn drains the ready
+sockets, runs due timers, then hands the task-DB changes that are due, as one transaction,
+to the DB worker (dbworker.py: a new record may wait a moment for its result, recorder.py),
+whose writer and reader threads write them and answer queries: the loop never waits on
+the DB. The relays and
 the scheduler are in-process, so "monitoring" — the hub seeing every request and reply —
 is a method call, not a socket hop. Decisions live in
 `HubState` and `SchedulerState`; this module only decodes messages into their events and
@@ -28,15 +30,17 @@ import time
 import zmq
 
 from .. import curve as _curve
-from ..error import NoTaskDB, UnknownTaskError
+from ..error import NoTaskDB
 from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packable,
                        utcnow)
 from ..zmqsocket import make_context
 from . import hubstate as hs
 from . import limits, malloc
 from . import scheduler as sc
+from .backlog import WriteBacklog
+from .dbworker import QUERY_TIMEOUT, DBWorker, blob_dir_for, reader_for, spill_path_for
 from .pure import PureDevice
-from .queries import QueryService
+from .queries import Deferred, QueryService, cull_once
 from .recorder import TaskRecorder
 from .schemes import PURE
 from .taskoptions import task_options
@@ -54,6 +58,7 @@ RELEASE_AFTER = 32 * 2**20  # frame bytes taken in before an idle loop gives mem
 IDLE = 0.05  # seconds without a message that make the loop idle (see _release_memory)
 HUB_IDENT = b"taskhub-hub"  # the routing id of requests the hub itself sends
 LOST_BATCH = 5000  # unfinished records marked lost per transaction (bounds memory, not time)
+DB_MAX_VALUE_BYTES = 500 * 2**20  # a value bigger than this is stored beside the task DB
 
 
 class Controller:
@@ -61,13 +66,19 @@ class Controller:
 
     def __init__(self, session, db, ip="127.0.0.1", scheme="leastload", hwm=0,
                  heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
-                 curve=None, retention=None, store=True):
+                 curve=None, retention=None, store=True, query_timeout=QUERY_TIMEOUT,
+                 db_max_value_bytes=DB_MAX_VALUE_BYTES, db_kept_bytes=None):
         self.session = session
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
         self.db = db
+        backlog = WriteBacklog(spill_path=spill_path_for(db), **(
+            {"memory_bytes": db_kept_bytes} if db_kept_bytes is not None else {}))
+        self.dbworker = DBWorker(db, reader_for(db), query_timeout=query_timeout,
+                                 backlog=backlog, max_value_bytes=db_max_value_bytes,
+                                 blob_dir=blob_dir_for(db))
         self.retention = retention  # a retention.Retention bounding the history, or None
-        self.recorder = TaskRecorder(db, store=store)
+        self.recorder = TaskRecorder(self.dbworker.proxy, store=store)
         self.ip = ip
         self.scheme = scheme
         self.pure = scheme == PURE
@@ -85,6 +96,8 @@ class Controller:
         self.watchers = {}     # msg_id -> client idents that asked for it via get_result
         self.engine_ids = {}   # uuid -> id of every engine that was ever up
         self._replies = {}     # msg_id -> engine reply the scheduler is deciding about
+        self._looked_up = {}   # msg_id -> [lookups, its Outcome if it finished meanwhile]
+        # while the task DB is asked about it for tasks that depend on it (_looked_up_deps)
         self._engine_out = {}  # (socket name, engine ident) -> requests to send this turn
         self._client_out = {}  # (socket name, client ident) -> replies to send this turn
         self._in_batch = False  # handling the messages of a batch (batches do not nest)
@@ -161,11 +174,12 @@ class Controller:
             ("e_control", self._on_control_reply), ("e_iopub", self._on_iopub),
             ("hb_pong", self._on_pong), ("capture", self._on_pure_copy),
             ("submit", lambda frames: None)) if n in self.sockets}
-        handlers[self._wake] = lambda frames: None
+        handlers[self._wake] = lambda frames: self.dbworker.deliver()  # answers to send
         poller = zmq.Poller()
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
         self._running = True
+        self.dbworker.start(self.context, self._wake_url)
         next_beat = time.monotonic()
         try:
             while self._running:
@@ -184,7 +198,7 @@ class Controller:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.heartbeat_period
                 if self.retention is not None and self.retention.due(time.monotonic()):
-                    self.cull(self.retention)
+                    self.cull(self.retention)  # on the DB writer, in turn with writes
                 if self._engine_out:
                     self._flush_to_engines()
                 if self._client_out:
@@ -196,14 +210,12 @@ class Controller:
             self._flush_to_clients()
             self.recorder.flush()
 
-    def cull(self, retention):
-        """Apply `retention` to the task DB once (see retention.py); returns the count."""
+    def cull(self, retention, then=None):
+        """Apply `retention` to the task DB once (see retention.py), on the DB writer after
+        the writes reported so far; then(ok, count or error) runs on the loop after."""
         self.recorder.flush()
-        culled = retention.cull(self.db)
-        if culled:
-            log.info("retention: culled %d finished task%s (%s)", culled,
-                     "" if culled == 1 else "s", retention.what)
-        return culled
+        self.dbworker.on_writer(lambda db: cull_once(db, retention, self.dbworker.blob_dir),
+                                then)
 
     def _drain(self, sock, handler):
         """Handle what `sock` has ready, up to MAX_PER_TURN messages — a batch counting as
@@ -253,6 +265,9 @@ class Controller:
         self._wake.close(linger=0)
         if self.zap is not None:
             self.zap.stop()
+        self.dbworker.stop()  # after the sockets: answers still due are not sent
+        if self.dbworker.reader_db is not self.db:
+            self.dbworker.reader_db.close()
         self.db.close()
 
     # -- tasks a controller leaves unfinished ----------------------------------------------
@@ -395,7 +410,7 @@ class Controller:
         self._forward_to_watchers(msg_id, frames[1:])
         self.recorder.failed(msg_id, content, now)
         if queue == "mux":
-            self._apply(self.scheduler.handle(sc.DirectFinished(msg_id, None, False)))
+            self._direct_finished(msg_id, None, False)
 
     def _client_socket_name(self, queue):
         """Where replies for `queue` go; under pure the device owns the task ROUTER."""
@@ -433,31 +448,58 @@ class Controller:
 
     def _submit(self, client, msg, options):
         """Hand a load-balanced task to the scheduler."""
+        if self._refuse_duplicate(client, msg, "task"):
+            return
         self._accept(client, msg, "task")
         self.queued[msg.msg_id] = (client, msg["raw"])
-        outcomes, external = self._outside_dependencies(options)
-        self._apply(self.scheduler.handle(sc.TaskSubmitted(
-            msg.msg_id, **options, now=time.monotonic(), outcomes=outcomes,
-            external=external)))
-
-    def _outside_dependencies(self, options):
-        """What the scheduler cannot know itself about the tasks these options depend on:
-        (outcomes of tasks finished long ago, direct tasks still running)."""
-        if not options["after"] and not options["follow"]:
-            return {}, frozenset()
         deps = [m for d in (options["after"], options["follow"]) if d for m in d.msg_ids]
         unknown = [m for m in deps if not self.scheduler.knows(m)]
-        outcomes, external = {}, frozenset(m for m in unknown if m in self.outstanding)
-        if unknown and self.recorder.dirty:
-            self.recorder.flush()
-        for m in set(unknown) - external:
-            try:
-                [rec] = self.db.find_records({"msg_id": m}, ["status", "engine_uuid"]) or [None]
-            except NoTaskDB:
-                rec = None
-            if rec is not None:  # a record without a status was lost when its hub stopped
-                outcomes[m] = sc.Outcome(rec.get("status") == "ok", rec.get("engine_uuid"))
-        return outcomes, external
+        external = frozenset(m for m in unknown if m in self.outstanding)
+        old = sorted(set(unknown) - external)
+        if not old:
+            return self._schedule(msg.msg_id, options, {}, external)
+        # tasks finished long ago: their outcomes come from the task DB, off this thread
+        self.recorder.flush()
+        for m in old:
+            self._looked_up.setdefault(m, [0, None])[0] += 1
+        self.dbworker.read(lambda db: _outcomes(db, old), lambda ok, outcomes: self._looked_up_deps(
+            msg.msg_id, options, outcomes if ok else {}, external, old))
+
+    def _looked_up_deps(self, msg_id, options, outcomes, external, old):
+        """A direct task sent just before this one is read after it (its socket comes later
+        in a loop turn): by the time the task DB answers, it may be running (outstanding)
+        or have finished (noted by _direct_finished), and the task DB had not seen it."""
+        for m in old:
+            entry = self._looked_up[m]
+            if entry[1] is not None and m not in outcomes:
+                outcomes[m] = entry[1]
+            entry[0] -= 1
+            if not entry[0]:
+                del self._looked_up[m]
+        running = {m for m in old if m in self.outstanding and m not in outcomes}
+        self._schedule(msg_id, options, outcomes, external | running)
+
+    def _schedule(self, msg_id, options, outcomes, external):
+        if msg_id not in self.outstanding:  # aborted while its dependencies were looked up
+            return
+        self._apply(self.scheduler.handle(sc.TaskSubmitted(
+            msg_id, **options, now=time.monotonic(), outcomes=outcomes, external=external)))
+
+    def _refuse_duplicate(self, client, msg, queue):
+        """A request reusing the msg_id of a task this controller has not finished (or not
+        yet written) is a bad request: refused, not routed, not written. (One reusing an
+        older task's msg_id is not written either: see DBWorker._without_duplicates.)"""
+        msg_id = msg.msg_id
+        if msg_id not in self.outstanding and not self.recorder.holds(msg_id):
+            return False
+        self.session.dropped["duplicate msg_id"] += 1
+        content = {"status": "error", "ename": "ValueError", "traceback": "",
+                   "evalue": f"msg_id {msg_id!r} is already in use by another task; every "
+                             "request needs a new msg_id (this one was not run)"}
+        frames, _ = self.session.serialize("apply_reply", content, parent=msg["header"],
+                                           metadata={"status": "error"}, idents=[client])
+        self._to_client(self._client_socket_name(queue), client, frames[1:])
+        return True
 
     def _accept(self, client, msg, queue, **extra):
         self.outstanding[msg.msg_id] = (client, msg["header"], queue)
@@ -473,6 +515,8 @@ class Controller:
             return
         client, target = idents
         engine = target.decode("utf8", "replace")
+        if self._refuse_duplicate(client, msg, "mux"):
+            return
         rec = self.hub.by_uuid.get(engine)
         if rec is None or not rec.up:
             return self._reject(client, msg, "mux", "EngineError",
@@ -560,8 +604,12 @@ class Controller:
         self.recorder.replied(msg_id, msg, utcnow())
         self.hub.by_uuid[engine].completed += 1
         self._apply(self.hub.handle(hs.DirectDone(msg_id)))
-        self._apply(self.scheduler.handle(sc.DirectFinished(
-            msg_id, engine, msg["content"].get("status") == "ok")))
+        self._direct_finished(msg_id, engine, msg["content"].get("status") == "ok")
+
+    def _direct_finished(self, msg_id, engine, ok):
+        self._apply(self.scheduler.handle(sc.DirectFinished(msg_id, engine, ok)))
+        if msg_id in self._looked_up:  # a dependency lookup in flight missed it
+            self._looked_up[msg_id][1] = sc.Outcome(ok, engine)
 
     def _on_control_reply(self, frames):
         engine, client, msg = self._engine_message(frames, "control")
@@ -615,6 +663,11 @@ class Controller:
 
     def _answer(self, sock, msg, idents):
         replies = self.queries.handle(msg, idents[0])
+        if isinstance(replies, Deferred):  # the task DB answers later, off this thread
+            return self.queries.run(replies, lambda r: self._send_answer(sock, msg, idents, r))
+        self._send_answer(sock, msg, idents, replies)
+
+    def _send_answer(self, sock, msg, idents, replies):
         self._flush_to_clients()
         reply_type = msg.msg_type.replace("_request", "_reply")
         for content, buffers in replies:
@@ -694,7 +747,8 @@ class Controller:
     # -- stopping tasks ---------------------------------------------------------------------
     def abort(self, msg_ids):
         """Abort unfinished tasks: waiting ones fail with TaskAborted at once, running ones
-        are stopped by their engine. Finished ones are left alone; unknown ids raise."""
+        are stopped by their engine. Finished ones are left alone (the query service checks
+        that each id is known first)."""
         self._stop_tasks(msg_ids, "abort")
 
     def interrupt(self, msg_ids):
@@ -702,7 +756,6 @@ class Controller:
         self._stop_tasks(msg_ids, "interrupt")
 
     def _stop_tasks(self, msg_ids, action):
-        self._check_known([m for m in msg_ids if m not in self.outstanding])
         for m in msg_ids:
             if m in self.scheduler.tasks:
                 event = sc.AbortTask(m) if action == "abort" else sc.InterruptTask(m)
@@ -713,16 +766,13 @@ class Controller:
                 for i in self.hub.up_ids():
                     self._signal_engine(self.hub.engines[i].uuid, action, [m])
 
-    def _check_known(self, msg_ids):
-        """Raise UnknownTaskError unless the task DB knows every one of `msg_ids`."""
-        if not msg_ids:
-            return
-        self.recorder.flush()
-        try:
-            found = {r["msg_id"] for r in self.db.find_records({"msg_id": {"$in": msg_ids}},
-                                                               ["msg_id"])}
-        except NoTaskDB:
-            return  # nothing to check against; stopping a finished task does nothing
-        missing = [m for m in msg_ids if m not in found]
-        if missing:
-            raise UnknownTaskError(f"no task has msg_id {missing[0]!r}")
+
+def _outcomes(db, msg_ids):
+    """{msg_id: Outcome} of the recorded tasks among `msg_ids` (on the DB reader)."""
+    try:
+        found = db.find_records({"msg_id": {"$in": msg_ids}}, ["status", "engine_uuid"])
+    except NoTaskDB:
+        return {}
+    # a record without a status was lost when its hub stopped: it counts as failed
+    return {r["msg_id"]: sc.Outcome(r.get("status") == "ok", r.get("engine_uuid"))
+            for r in found}

@@ -136,6 +136,10 @@ class TaskRecorder:
         failures = self._failures.pop(msg_id, None)
         return {**md, "failed_attempts": failures} if failures else md
 
+    def holds(self, msg_id):
+        """Whether task `msg_id` was submitted and is not written yet."""
+        return msg_id in self._adds
+
     @property
     def dirty(self):
         """Whether anything reported is not written yet."""

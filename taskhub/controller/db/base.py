@@ -190,7 +190,12 @@ class TaskDB(ABC):
 
     Not thread-safe: the hub uses one instance from one thread at a time. Records are
     returned as new dicts with the keys asked for; datetimes always come back UTC-aware.
+
+    `deadline` (a time.monotonic() value, or None) is when a read must give up: the DB
+    worker sets it around each query, and a backend that can stop a query midway raises
+    TimeoutError (or SQLite's "interrupted") once it passes.
     """
+    deadline = None
 
     def open(self):
         """Connect / create storage; return self. `make_db` calls it; constructors do no I/O."""

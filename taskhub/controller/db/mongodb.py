@@ -14,6 +14,7 @@ and $glob (not a Mongo operator: sent as an anchored $regex); $or/$and/$nor go a
 are, a key's $not as a $nor of that key's condition. Mongo's null equality already
 matches ours: {key: None} and $in [None] match None, $ne/$nin match it unless listed.
 """
+import time
 from datetime import datetime, timedelta, timezone
 
 from taskhub.controller.db.base import (
@@ -147,6 +148,8 @@ class MongoDB(TaskDB):
         fields["_id"] = 0
         order, (limit, skip) = mongo_sort(sort), page_bounds(limit, skip)
         found = self._tasks.find(mongo_filter(query), fields).sort(order).skip(skip)
+        if self._budget_ms() is not None:  # the server stops it: ExecutionTimeout
+            found = found.max_time_ms(self._budget_ms())
         if limit == 0:  # pymongo's limit(0) means no limit
             return []
         if limit is not None:
@@ -168,7 +171,15 @@ class MongoDB(TaskDB):
         return [(document["_id"], document["size"]) for document in found]
 
     def count(self, query=None):
-        return self._tasks.count_documents(mongo_filter(query or {}))
+        budget = self._budget_ms()
+        return self._tasks.count_documents(mongo_filter(query or {}),
+                                           **({"maxTimeMS": budget} if budget else {}))
+
+    def _budget_ms(self):
+        """Milliseconds left before `deadline` (at least 1), or None without one."""
+        if self.deadline is None:
+            return None
+        return max(1, int((self.deadline - time.monotonic()) * 1000))
 
     def close(self):
         if self._client is not None:

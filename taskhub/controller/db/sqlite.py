@@ -29,8 +29,10 @@ from taskhub.controller.db.base import (
     KEY_KINDS, TASK_RECORD_KEYS, RecordRows, TaskDB, _check_keys, check_new_ids, clean_value,
     record_changes,
 )
+from taskhub.error import CorruptTaskDB
 from taskhub.controller.db.query import (
-    LOGICAL, glob_to_regex, glob_tokens, page_bounds, projection, sort_spec, validate,
+    GLOB_END, LOGICAL, compile_regex, glob_to_regex, glob_tokens, page_bounds, projection,
+    sort_spec, validate,
 )
 
 log = logging.getLogger("taskhub.controller")
@@ -238,8 +240,20 @@ class _ByRowid:
 
 
 def _regexp(pattern, value):
-    """SQLite's `value REGEXP pattern`: Python re.search; NULL never matches."""
-    return isinstance(value, str) and re.search(pattern, value) is not None
+    """SQLite's `value REGEXP pattern`: a search in linear time (query.compile_regex);
+    NULL never matches."""
+    return isinstance(value, str) and compile_regex(pattern).search(value) is not None
+
+
+def _file_identity(filename):
+    """(device, inode) of the file at `filename`, or None if there is none."""
+    if filename == ":memory:":
+        return None
+    try:
+        st = os.stat(filename)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def where_clause(query):
@@ -325,7 +339,7 @@ def _in_clause(key, column, operands):
 def _glob_clause(column, pattern):
     tokens = glob_tokens(pattern)
     if any(kind == "set" for kind, _, _ in tokens):
-        return f"{column} REGEXP ?", [glob_to_regex(pattern)]
+        return f"{column} REGEXP ?", [glob_to_regex(pattern, end=GLOB_END)]
     glob = "".join(_GLOB_TEXT.get(text, text) if kind == "text" else text
                    for kind, text, _ in tokens)
     return f"{column} GLOB ?", [glob]
@@ -410,18 +424,20 @@ class _Checkpointer:
 class SQLiteDB(TaskDB):
     """TaskDB in the table `table` of the SQLite file `filename` (":memory:" for none)."""
 
-    def __init__(self, filename=":memory:", table="tasks"):
+    def __init__(self, filename=":memory:", table="tasks", quick_check=True):
         if not isinstance(table, str) or not _IDENTIFIER.fullmatch(table):
             raise ValueError(f"SQLite table name must be letters, digits and _, not {table!r}")
         self.filename = os.fspath(filename)
         self.table = table
+        self.quick_check = quick_check
         self._conn = None
         self._checkpointer = None
+        self._identity = None
 
     def open(self):
         # one thread at a time (see TaskDB), but not necessarily the one that opened it
-        self._conn = sqlite3.connect(self.filename, check_same_thread=False)
-        self._conn.create_function("REGEXP", 2, _regexp, deterministic=True)
+        self._conn = self._connect()
+        self._refuse_if_corrupt()
         self._use_incremental_vacuum()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -430,6 +446,91 @@ class SQLiteDB(TaskDB):
             self._checkpointer = _Checkpointer(self.filename)
         self._create_table()
         return self
+
+    def _connect(self):
+        conn = sqlite3.connect(self.filename, check_same_thread=False)
+        conn.create_function("REGEXP", 2, _regexp, deterministic=True)
+        conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
+        self._identity = _file_identity(self.filename)
+        return conn
+
+    def _past_deadline(self):
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def _refuse_if_corrupt(self):
+        """At start, `PRAGMA quick_check`: a corrupt file is refused, saying what to do,
+        rather than served until a query touches the bad page and never answers."""
+        if self.filename == ":memory:" or not self.quick_check:
+            return
+        try:
+            rows = [r[0] for r in self._conn.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as error:
+            rows = [str(error)]
+        if rows != ["ok"]:
+            self._conn.close()
+            self._conn = None
+            found = "; ".join(rows).replace("\n", "; ")
+            raise CorruptTaskDB(
+                f"the task DB {self.filename} is corrupt ({found}). Move it aside "
+                f"(mv {self.filename} {self.filename}.corrupt, with its -wal and -shm files) "
+                f"to start with an empty history, or salvage what it holds first: "
+                f"sqlite3 {self.filename} .recover | sqlite3 recovered.db")
+
+    def reader(self):
+        """Another connection to the same file, for reads beside the writer (WAL), or None
+        for an in-memory database (which a second connection would not see)."""
+        if self.filename == ":memory:":
+            return None
+        other = SQLiteDB(self.filename, self.table)
+        other._conn = other._connect()
+        return other
+
+    def value_limit(self):
+        """The most bytes a value may have here (SQLite refuses more with DataError)."""
+        return self._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+
+    def rollback(self):
+        if self._conn is not None:
+            self._conn.rollback()
+
+    def file_replaced(self):
+        """Whether the file at `filename` is no longer the one this connection writes to
+        (deleted, or another file put in its place)."""
+        return self._identity is not None and _file_identity(self.filename) != self._identity
+
+    def reopen(self):
+        """(For a reader) connect again, to the file now at `filename`."""
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._connect()
+
+    def restore_file(self, close_others=lambda: None):
+        """The file was deleted or replaced: copy everything this connection still sees
+        (the open file lives on while open) into a new file at `filename`. A file put in
+        its place is kept beside it as `<filename>.replaced`. `close_others` closes the
+        other connections to the old file first: a last connection to close deletes the
+        write-ahead log by name, which must not be the new file's."""
+        tmp = f"{self.filename}.restoring"
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        target = sqlite3.connect(tmp)
+        try:
+            self._conn.commit()
+            self._conn.backup(target)
+        finally:
+            target.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
+        close_others()
+        self._conn.close()
+        if os.path.exists(self.filename):
+            os.replace(self.filename, f"{self.filename}.replaced")
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.filename + suffix):
+                os.unlink(self.filename + suffix)
+        os.replace(tmp, self.filename)
+        self.open()
 
     def _use_incremental_vacuum(self):
         """Make purged space returnable (see reclaim): set on a new file before its first
@@ -622,16 +723,16 @@ class SQLiteDB(TaskDB):
     def _within(self, seconds, sql, params):
         """The rows of `sql`, or None if it takes longer than `seconds` (then abandoned)."""
         deadline = time.perf_counter() + seconds
-        self._conn.set_progress_handler(lambda: time.perf_counter() > deadline,
-                                        _PROGRESS_STEPS)
+        self._conn.set_progress_handler(
+            lambda: time.perf_counter() > deadline or self._past_deadline(), _PROGRESS_STEPS)
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as error:  # a SELECT: the transaction stays open
-            if "interrupted" not in str(error):
+            if "interrupted" not in str(error) or self._past_deadline():
                 raise
             return None
         finally:
-            self._conn.set_progress_handler(None, 0)
+            self._conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
 
     def drop_matching_records(self, query):
         where, params = where_clause(query)

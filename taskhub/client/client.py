@@ -719,7 +719,10 @@ class Client:
         self._flush()
         self._closed = True
         with self._wake_lock:
-            self._waker.send(b"")
+            try:  # the IO thread may already have seen _closed and gone: never wait for it
+                self._waker.send(b"", zmq.NOBLOCK)
+            except zmq.Again:
+                pass
             self._waker.close()
         if threading.current_thread() is not self._thread:
             self._thread.join(5)

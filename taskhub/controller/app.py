@@ -69,6 +69,11 @@ class IPControllerApp(BaseApp):
     heartbeat_misses = Integer(10, help="Heartbeat periods an engine may be silent before "
                                "it is declared dead and its tasks fail. Too few and a "
                                "busy machine loses healthy engines.").tag(config=True)
+    output_limit = Integer(2**20, min=0, help="Characters of a task's stdout, and of its "
+                           "stderr, that its record keeps; the rest is cut, with a line saying "
+                           "how much (clients watching the task still get all of it, as it "
+                           "runs). Larger keeps more of chatty tasks at the cost of DB size "
+                           "and of the reply every client gets.").tag(config=True)
     max_engines = Integer(0, min=0, help="Most engines registered at once (0: as many as "
                           "the file-descriptor limit allows; the controller raises its soft "
                           "limit to the hard one at start and logs the figure). Engines past "
@@ -110,7 +115,8 @@ class IPControllerApp(BaseApp):
                "heartbeat-period": "IPControllerApp.heartbeat_period",
                "heartbeat-misses": "IPControllerApp.heartbeat_misses",
                "web-port": "IPControllerApp.web_port", "web-ip": "IPControllerApp.web_ip",
-               "max-engines": "IPControllerApp.max_engines"}
+               "max-engines": "IPControllerApp.max_engines",
+               "output-limit": "IPControllerApp.output_limit"}
 
     def make_db(self):
         options = {"sqlite": {"filename": str(self.location / self.db_file)},
@@ -138,7 +144,7 @@ class IPControllerApp(BaseApp):
         controller = Controller(Session(key), self.make_db(), ip=self.ip, scheme=self.scheme,
                                 hwm=self.hwm, heartbeat_period=self.heartbeat_period,
                                 heartbeat_misses=self.heartbeat_misses,
-                                max_engines=self.max_engines,
+                                max_engines=self.max_engines, output_limit=self.output_limit,
                                 curve=self.make_curve_keys()).bind()
         log.info("descriptor limit %d (hard %d): this controller takes up to %d engines, as "
                  "%s", soft, hard, controller.hub.engine_limit, controller.hub.limit_reason)

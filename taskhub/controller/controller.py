@@ -45,6 +45,11 @@ log = logging.getLogger("taskhub.controller")
 
 CLIENT_CHANNELS = ("query", "task", "mux", "control", "iopub", "notification")
 ENGINE_CHANNELS = ("query", "task", "mux", "control", "iopub", "hb_ping", "hb_pong")
+IOPUB_IN_HWM = 64  # output messages (up to 64 KiB each) waiting per engine: more wait in
+# the engine, and then its task waits (engine/capture.py): the hub's memory stays bounded
+IOPUB_OUT_HWM = 256  # output messages queued per client: a client that reads its output
+# slower than its tasks print loses some of it (the record keeps the start); the hub never
+# waits for it
 MAX_PER_TURN = 512  # messages read from one socket per turn, so no socket starves the rest
 MAX_BYTES_PER_TURN = 4 * 2**20  # frame bytes read from one socket per turn: bounds the data
 # a turn holds (and the DB writes it flushes) when messages are big; see _drain
@@ -61,7 +66,7 @@ class Controller:
 
     def __init__(self, session, db, ip="127.0.0.1", scheme="leastload", hwm=0,
                  heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
-                 curve=None):
+                 curve=None, output_limit=2**20):
         self.session = session
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
@@ -77,6 +82,7 @@ class Controller:
                                period=heartbeat_period, engine_limit=limit,
                                limit_reason=reason)
         self.heartbeat_period = heartbeat_period
+        self.output_limit = output_limit  # chars of each stream a task record keeps
         self.context = context
         self.ports = {}
         self.queued = {}       # msg_id -> (client ident, raw frames) of unfinished LB tasks
@@ -116,6 +122,10 @@ class Controller:
                 sock.router_handover = 1  # a re-registering engine may reuse its identity
             if name in ("e_task", "e_mux"):
                 sock.rcvhwm = ENGINE_RCVHWM
+            if name == "e_iopub":
+                sock.rcvhwm = IOPUB_IN_HWM
+            elif name == "iopub":
+                sock.sndhwm = IOPUB_OUT_HWM
             self._secure(sock, name)
             self.ports[name] = sock.bind_to_random_port(f"tcp://{self.ip}")
             self.sockets[name] = sock

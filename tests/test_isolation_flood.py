@@ -7,6 +7,7 @@ another client's apply_sync came back, so that reply came while the flood was pr
 """
 import os
 import threading
+import time
 
 import pytest
 from conftest import LoopbackCluster, wait_until
@@ -120,3 +121,53 @@ def test_a_flood_is_recorded_capped_reaches_its_client_whole_and_stops_nobody(
         # the engine that flooded, and the controller, still serve; nobody was dropped
         assert set(flooder.ids) >= {e0, e1}
         assert flooder[e0].apply_sync(whoami, 9)[1] == 9
+
+
+# -- heartbeats do not wait for the routing loop ------------------------------------------
+ENGINE_TIMEOUT = 2.0  # the engines' --controller-timeout: they leave after that much silence
+
+
+@pytest.fixture
+def patient_cluster(tmp_path):
+    """Engines that shut down after ENGINE_TIMEOUT without a ping; a hub that declares an
+    engine dead after 1s without a pong."""
+    c = LoopbackCluster(tmp_path / "profile", n=0, heartbeat_period=0.2, heartbeat_misses=5)
+    c.start()
+    for _ in range(2):
+        c.add_engine("--controller-timeout", str(ENGINE_TIMEOUT))
+    with c.client() as rc:
+        rc.wait_for_engines(2, timeout=30)
+    yield c
+    c.stop()
+
+
+def test_a_stalled_routing_loop_does_not_make_engines_leave(patient_cluster):
+    c = patient_cluster
+    heart, queries = c.controller.heart, c.controller.queries
+    answer = queries.handle
+    # pings the heart thread sends while the loop stands still: well past the engines'
+    # timeout (a count of pings, so no clock is read here)
+    stall_for = int(3 * ENGINE_TIMEOUT / heart.period)
+    stalled = threading.Event()
+
+    def stall_then_answer(msg, ident):  # runs on the routing loop's thread
+        if msg.msg_type == "queue_request":
+            start = heart.pings
+            stalled.set()
+            while heart.pings < start + stall_for:  # the loop routes nothing meanwhile
+                time.sleep(0.01)
+        return answer(msg, ident)
+
+    queries.handle = stall_then_answer
+    try:
+        with c.client() as rc:
+            ids = sorted(rc.ids)
+            assert rc.queue_status()  # comes back once the stall is over
+            assert stalled.is_set()
+            assert [p.poll() for p in c.engines] == [None, None]  # no engine left
+            assert sorted(rc.ids) == ids == sorted(c.controller.hub.up_ids())
+            assert sorted(rc[:].apply_sync(os.getpid)) == sorted(p.pid for p in c.engines)
+    finally:
+        queries.handle = answer
+    logs = [p.read_text() for p in (c.profile_dir / "log").glob("engine-*.log")]
+    assert not any("no heartbeat from the controller" in text for text in logs)

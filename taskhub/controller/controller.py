@@ -7,8 +7,9 @@
     client ◀ iopub PUB ◀──────────(relay)──── iopub SUB ◀─── engines
     client ◀ notification PUB (engine up/down)
     engines ◀ heartbeat PUB (ping) … heartbeat ROUTER ◀ pong (echoed by a C device)
+      on a thread of their own (heartbeat.py): pings go out however long a turn takes
 
-One thread runs everything (see docs/architecture.md for why). Each loop turn drains the
+One thread runs everything else (see docs/architecture.md for why). Each loop turn drains the
 ready sockets, runs due timers, then writes the task-DB changes that are due in one
 transaction (a new record may wait a moment for its result: recorder.py). The relays and
 the scheduler are in-process, so "monitoring" — the hub seeing every request and reply —
@@ -35,6 +36,7 @@ from ..zmqsocket import make_context
 from . import hubstate as hs
 from . import limits, malloc
 from . import scheduler as sc
+from .heartbeat import HeartMonitor
 from .pure import PureDevice
 from .queries import QueryService
 from .recorder import TaskRecorder
@@ -97,6 +99,7 @@ class Controller:
         self._handled = 0  # messages handled so far (_drain's budget)
         self._taken_in = 0  # frame bytes received since the loop last gave memory back
         self._device = None
+        self.heart = None  # the HeartMonitor: pings and pongs, on its own thread
         self.queries = QueryService(self)
         self._running = False
         self._wake_url = f"inproc://taskhub-controller-{id(self)}"
@@ -108,10 +111,12 @@ class Controller:
         kinds = {"query": zmq.ROUTER, "task": zmq.ROUTER, "mux": zmq.ROUTER,
                  "control": zmq.ROUTER, "iopub": zmq.PUB, "notification": zmq.PUB,
                  "e_task": zmq.ROUTER, "e_mux": zmq.ROUTER, "e_control": zmq.ROUTER,
-                 "e_iopub": zmq.SUB, "hb_ping": zmq.PUB, "hb_pong": zmq.ROUTER}
+                 "e_iopub": zmq.SUB}
         self.sockets = {}
         if self.curve is not None:  # before any bind: no handler would admit every key
             self.zap = _curve.ZapHandler(ctx, self.curve).start()
+        self.heart = HeartMonitor(ctx, self.ip, self.heartbeat_period, self._secure).start()
+        self.ports.update(self.heart.ports)
         if self.pure:
             del kinds["task"], kinds["e_task"]
             self._bind_pure(ctx)
@@ -168,7 +173,7 @@ class Controller:
             ("mux", self._on_mux_request), ("control", self._on_control_request),
             ("e_task", self._on_task_reply), ("e_mux", self._on_mux_reply),
             ("e_control", self._on_control_reply), ("e_iopub", self._on_iopub),
-            ("hb_pong", self._on_pong), ("capture", self._on_pure_copy),
+            ("capture", self._on_pure_copy),
             ("submit", lambda frames: None)) if n in self.sockets}
         handlers[self._wake] = lambda frames: None
         poller = zmq.Poller()
@@ -246,6 +251,8 @@ class Controller:
                               "finished; resubmit it")
         if self._device is not None:
             self._device.stop()
+        if self.heart is not None:
+            self.heart.stop()
         for name, sock in self.sockets.items():  # let those TaskLost replies go out
             sock.close(linger=500 if name in ("task", "mux") else 0)
         self._wake.close(linger=0)
@@ -282,8 +289,11 @@ class Controller:
         self.recorder.flush()
 
     def _heartbeat(self):
+        """The pongs the heart thread timed since the last turn, then a Tick: an engine
+        is judged by its last pong, not by when this loop got round to looking."""
+        for uuid, when in self.heart.take_pongs().items():
+            self._apply(self.hub.handle(hs.Pong(uuid, when)))
         now = time.monotonic()
-        self.sockets["hb_ping"].send(str(now).encode())
         self._apply(self.hub.handle(hs.Tick(now)))
         self._apply(self.scheduler.handle(sc.Tick(now)))
 
@@ -593,11 +603,6 @@ class Controller:
 
     def _on_iopub(self, frames):
         self.sockets["iopub"].send_multipart(frames, copy=False)
-
-    def _on_pong(self, frames):
-        if len(frames) == 2:
-            self._apply(self.hub.handle(hs.Pong(frames[0].decode("utf8", "replace"),
-                                                time.monotonic())))
 
     def _forward_to_watchers(self, msg_id, msg_frames):
         for client in self.watchers.pop(msg_id, ()):

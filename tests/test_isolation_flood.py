@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import LoopbackCluster, wait_until
+from conftest import LoopbackCluster, wait_for_file, wait_until
 
 from taskhub.engine.capture import CHUNK, TaskOutput, truncation_marker
 
@@ -171,3 +171,29 @@ def test_a_stalled_routing_loop_does_not_make_engines_leave(patient_cluster):
         queries.handle = answer
     logs = [p.read_text() for p in (c.profile_dir / "log").glob("engine-*.log")]
     assert not any("no heartbeat from the controller" in text for text in logs)
+
+
+# -- clients that come and go leave nothing behind ----------------------------------------
+def per_client_state(controller):
+    """What the controller keeps for each client: its batch flag, the tasks it watches,
+    replies queued for it."""
+    return {"batch peers": len(controller.batch_peers),
+            "watchers": sum(len(v) for v in controller.watchers.values()),
+            "queued replies": len(controller._client_out)}
+
+
+def test_clients_that_connect_and_close_leave_no_per_client_state(flood_cluster, tmp_path):
+    c, gate = flood_cluster, tmp_path / "gate"
+    with c.client() as owner:
+        baseline = per_client_state(c.controller)
+        ar = owner.load_balanced_view().apply_async(wait_for_file, str(gate))
+        for i in range(200):
+            with c.client() as passer_by:
+                if i % 20 == 0:  # some watch the owner's task, then go before it ends
+                    passer_by.get_result(ar.msg_id)
+                    assert per_client_state(c.controller)["watchers"] >= 1
+        wait_until(lambda: per_client_state(c.controller) == baseline, 30,
+                   what=f"per-client state back to {baseline}")
+        gate.touch()
+        assert ar.get(30) in [p.pid for p in c.engines]   # the task itself was not touched
+        assert per_client_state(c.controller) == baseline

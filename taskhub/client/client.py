@@ -33,6 +33,7 @@ _HUB_ERRORS = {"QueryError": error.QueryError, "UnknownTaskError": error.Unknown
                "NoTaskDB": error.NoTaskDB, "ValueError": ValueError, "TypeError": TypeError,
                "KeyError": error.UnknownTaskError}
 BATCH_MAX = 256  # most requests in one batch message
+GOODBYE_LINGER = 200  # ms a closing client waits for its goodbye to leave
 MAX_TAILS = 64  # tasks whose cut output may still be arriving after their reply
 _get = zmq.backend.Socket.get
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
@@ -157,8 +158,19 @@ class Client:
                     fail_pending(self, lost_error(self, self.controller_timeout))
         finally:
             watch.close()
-            for sock in (*socks.values(), wake):
-                sock.close(linger=0)
+            self._say_goodbye(socks["query"])
+            for sock in (*socks.values(), wake):  # the query socket's own: see _say_goodbye
+                sock.close(linger=None if sock is socks["query"] else 0)
+
+    def _say_goodbye(self, query):
+        """Tell the hub this client is gone, so it forgets what it kept for it (its batch
+        flag, the tasks it watched); up to GOODBYE_LINGER to send it, none if the hub is."""
+        frames, _ = self.session.serialize("goodbye_request", {})
+        try:
+            query.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError:  # not connected: nobody to tell
+            return
+        query.linger = GOODBYE_LINGER
 
     def _on_link_event(self, watch):
         watch.read_events()

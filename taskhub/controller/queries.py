@@ -196,6 +196,19 @@ class QueryService:
             buffers.extend(rec.get("result_buffers") or [])
         return {"status": "ok", "pending": pending, "completed": done}, buffers
 
+    def _q_goodbye(self, msg, ident):
+        """A client closing: forget what the hub kept for it, so clients that come and go
+        leave nothing behind (its tasks still run and are recorded)."""
+        self.c.batch_peers.discard(ident)
+        watchers = self.c.watchers
+        for msg_id in [m for m, idents in watchers.items() if ident in idents]:
+            left = [i for i in watchers[msg_id] if i != ident]
+            if left:
+                watchers[msg_id] = left
+            else:
+                del watchers[msg_id]
+        return {"status": "ok"}, []
+
     def _q_result_status(self, msg, ident):
         """Which of msg_ids are pending and which completed (unknown ids are an error)."""
         msg_ids = _str_list(msg["content"].get("msg_ids"), "msg_ids")

@@ -519,7 +519,8 @@ class Engine:
         deadline = time.monotonic() + FINAL_OUTPUT_WAIT
         while True:
             with self._iopub_lock:
-                if self._closed or self._publish_chunks(self._iopub, output):
+                if self._closed or self._iopub is None or \
+                        self._publish_chunks(self._iopub, output):  # (None: rejoining)
                     return
             if time.monotonic() >= deadline:
                 log.warning("dropped %d chars of output of task %s: iopub stayed full",

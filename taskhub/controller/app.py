@@ -13,6 +13,7 @@ from ..session import Session, new_key
 from .controller import Controller
 from . import limits
 from .db import make_db
+from .retention import Retention
 from .schemes import SCHEME_NAMES
 
 log = logging.getLogger("taskhub.controller")
@@ -74,6 +75,25 @@ class IPControllerApp(BaseApp):
                            "how much (clients watching the task still get all of it, as it "
                            "runs). Larger keeps more of chatty tasks at the cost of DB size "
                            "and of the reply every client gets.").tag(config=True)
+    retain_records = Integer(0, min=0, help="Most finished tasks the task DB keeps (0: all). "
+                             "The oldest beyond it are culled every retain_period seconds "
+                             "(whole, or only their buffers: see retain_what); unfinished "
+                             "tasks never are.").tag(config=True)
+    retain_bytes = Integer(0, min=0, help="Most bytes of arguments and results the task DB "
+                           "keeps over finished tasks (0: no bound); the oldest go first."
+                           ).tag(config=True)
+    retain_days = Float(0.0, min=0, help="Days a finished task is kept (0: forever)."
+                        ).tag(config=True)
+    retain_what = Enum(("records", "buffers"), default_value="records", help="What "
+                       "retention removes: 'records' (the whole record) or 'buffers' (its "
+                       "arguments and results, keeping status, timings and output, so the "
+                       "history stays whole but resubmit cannot rerun it).").tag(config=True)
+    store_buffers = Bool(True, help="Keep each task's function, arguments and result in the "
+                         "task DB, so get_result and resubmit work from any client later. "
+                         "False keeps only records (status, timings, output, errors); a task "
+                         "can also choose for itself (view flag store=False)."
+                         ).tag(config=True)
+    retain_period = Float(60.0, min=1, help="Seconds between retention culls.").tag(config=True)
     max_engines = Integer(0, min=0, help="Most engines registered at once (0: as many as "
                           "the file-descriptor limit allows; the controller raises its soft "
                           "limit to the hard one at start and logs the figure). Engines past "
@@ -101,6 +121,8 @@ class IPControllerApp(BaseApp):
                  "Keep no task history (db_query and get_result then fail)."),
         "curve": ({"IPControllerApp": {"curve": True}},
                   "Encrypt with CurveZMQ even on loopback (the default off loopback)."),
+        "no-store": ({"IPControllerApp": {"store_buffers": False}},
+                     "Keep task records without their arguments and results."),
         "no-curve": ({"IPControllerApp": {"curve": False}},
                      "Do not encrypt, even off loopback (logs a WARNING at every start)."),
     }
@@ -116,6 +138,10 @@ class IPControllerApp(BaseApp):
                "heartbeat-misses": "IPControllerApp.heartbeat_misses",
                "web-port": "IPControllerApp.web_port", "web-ip": "IPControllerApp.web_ip",
                "max-engines": "IPControllerApp.max_engines",
+               "retain-records": "IPControllerApp.retain_records",
+               "retain-bytes": "IPControllerApp.retain_bytes",
+               "retain-days": "IPControllerApp.retain_days",
+               "retain-what": "IPControllerApp.retain_what",
                "output-limit": "IPControllerApp.output_limit"}
 
     def make_db(self):
@@ -138,6 +164,12 @@ class IPControllerApp(BaseApp):
         log.info("CurveZMQ on: only holders of this cluster's connection files can connect")
         return keys
 
+    def make_retention(self):
+        retention = Retention(max_records=self.retain_records, max_bytes=self.retain_bytes,
+                              max_age=self.retain_days * 86400, what=self.retain_what,
+                              period=self.retain_period)
+        return retention if retention.bounded else None
+
     def make_controller(self):
         key = new_key()
         soft, hard = limits.raise_fd_limit()
@@ -145,7 +177,9 @@ class IPControllerApp(BaseApp):
                                 hwm=self.hwm, heartbeat_period=self.heartbeat_period,
                                 heartbeat_misses=self.heartbeat_misses,
                                 max_engines=self.max_engines, output_limit=self.output_limit,
-                                curve=self.make_curve_keys()).bind()
+                                curve=self.make_curve_keys(),
+                                retention=self.make_retention(),
+                                store=self.store_buffers).bind()
         log.info("descriptor limit %d (hard %d): this controller takes up to %d engines, as "
                  "%s", soft, hard, controller.hub.engine_limit, controller.hub.limit_reason)
         self.fail_lost_tasks(controller)

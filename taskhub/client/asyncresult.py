@@ -52,7 +52,8 @@ class AsyncResult(Future):
             if msg_id in self._values:
                 return
             self._values[msg_id] = value
-            self._join_streamed()
+            if self._streamed:
+                self._join_streamed()
             md = self._metadata[msg_id]
             md.update(_keep_streamed(md, metadata))
             for name, printed in (metadata.get("output_truncated") or {}).items():
@@ -197,7 +198,8 @@ class AsyncResult(Future):
 
     def __getattr__(self, key):
         if key in METADATA_KEYS:
-            self._join_streamed()
+            if self._streamed:
+                self._join_streamed()
             values = [self._metadata[m][key] for m in self.msg_ids]
             return values[0] if self.kind == "single" else values
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")

@@ -516,6 +516,8 @@ class Engine:
         FINAL_OUTPUT_WAIT for room on iopub (the hub relays it meanwhile), then drops what
         is left: the reply's metadata still has the start of it."""
         output.release()
+        if not output.pending:  # most tasks: the IO thread published it all, or none came
+            return
         deadline = time.monotonic() + FINAL_OUTPUT_WAIT
         while True:
             with self._iopub_lock:

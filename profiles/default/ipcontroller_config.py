@@ -218,6 +218,13 @@ c = get_config()  #noqa
 #  Default: 'mongodb://127.0.0.1:27017'
 # c.IPControllerApp.mongodb_url = 'mongodb://127.0.0.1:27017'
 
+## Characters of a task's stdout, and of its stderr, that its record keeps; the
+#  rest is cut, with a line saying how much (clients watching the task still get
+#  all of it, as it runs). Larger keeps more of chatty tasks at the cost of DB
+#  size and of the reply every client gets.
+#  Default: 1048576
+# c.IPControllerApp.output_limit = 1048576
+
 ## Name of the profile: its directory ($TASKHUB_DIR/profile_<name>) holds config,
 #  connection files, logs and the task DB. Ignored when --profile-dir is given.
 #  See also: BaseApp.profile

@@ -91,6 +91,11 @@ class IPControllerApp(BaseApp):
     heartbeat_misses = Integer(10, help="Heartbeat periods an engine may be silent before "
                                "it is declared dead and its tasks fail. Too few and a "
                                "busy machine loses healthy engines.").tag(config=True)
+    output_limit = Integer(2**20, min=0, help="Characters of a task's stdout, and of its "
+                           "stderr, that its record keeps; the rest is cut, with a line saying "
+                           "how much (clients watching the task still get all of it, as it "
+                           "runs). Larger keeps more of chatty tasks at the cost of DB size "
+                           "and of the reply every client gets.").tag(config=True)
     retain_records = Integer(0, min=0, help="Most finished tasks the task DB keeps (0: all). "
                              "The oldest beyond it are culled every retain_period seconds "
                              "(whole, or only their buffers: see retain_what); unfinished "
@@ -158,7 +163,8 @@ class IPControllerApp(BaseApp):
                "retain-records": "IPControllerApp.retain_records",
                "retain-bytes": "IPControllerApp.retain_bytes",
                "retain-days": "IPControllerApp.retain_days",
-               "retain-what": "IPControllerApp.retain_what"}
+               "retain-what": "IPControllerApp.retain_what",
+               "output-limit": "IPControllerApp.output_limit"}
 
     def make_db(self):
         options = {"sqlite": {"filename": str(self.location / self.db_file)},
@@ -195,7 +201,7 @@ class IPControllerApp(BaseApp):
         controller = Controller(Session(key), self.make_db(), ip=self.ip, scheme=self.scheme,
                                 hwm=self.hwm, heartbeat_period=self.heartbeat_period,
                                 heartbeat_misses=self.heartbeat_misses,
-                                max_engines=self.max_engines,
+                                max_engines=self.max_engines, output_limit=self.output_limit,
                                 query_timeout=self.query_timeout,
                                 db_max_value_bytes=self.db_max_value_bytes,
                                 db_kept_bytes=self.db_kept_bytes,

@@ -7,12 +7,13 @@
     client ◀ iopub PUB ◀──────────(relay)──── iopub SUB ◀─── engines
     client ◀ notification PUB (engine up/down)
     engines ◀ heartbeat PUB (ping) … heartbeat ROUTER ◀ pong (echoed by a C device)
+      on a thread of their own (heartbeat.py): pings go out however long a turn takes
 
-One thread routes (see docs/architecture.md for why). Each loop turn drains the ready
-sockets, runs due timers, then hands the task-DB changes that are due, as one transaction,
-to the DB worker (dbworker.py: a new record may wait a moment for its result, recorder.py),
-whose writer and reader threads write them and answer queries: the loop never waits on
-the DB. The relays and
+One thread routes (see docs/architecture.md for why); heartbeats have a thread of their
+own (heartbeat.py). Each loop turn drains the ready sockets, runs due timers, then hands the
+task-DB changes that are due, as one transaction, to the DB worker (dbworker.py: a new
+record may wait a moment for its result, recorder.py), whose writer and reader threads
+write them and answer queries: the loop never waits on the DB. The relays and
 the scheduler are in-process, so "monitoring" — the hub seeing every request and reply —
 is a method call, not a socket hop. Decisions live in
 `HubState` and `SchedulerState`; this module only decodes messages into their events and
@@ -39,6 +40,7 @@ from . import limits, malloc
 from . import scheduler as sc
 from .backlog import WriteBacklog
 from .dbworker import QUERY_TIMEOUT, DBWorker, blob_dir_for, reader_for, spill_path_for
+from .heartbeat import HeartMonitor
 from .pure import PureDevice
 from .queries import Deferred, QueryService, cull_once
 from .recorder import TaskRecorder
@@ -49,6 +51,11 @@ log = logging.getLogger("taskhub.controller")
 
 CLIENT_CHANNELS = ("query", "task", "mux", "control", "iopub", "notification")
 ENGINE_CHANNELS = ("query", "task", "mux", "control", "iopub", "hb_ping", "hb_pong")
+IOPUB_IN_HWM = 64  # output messages (up to 64 KiB each) waiting per engine: more wait in
+# the engine, and then its task waits (engine/capture.py): the hub's memory stays bounded
+IOPUB_OUT_HWM = 256  # output messages queued per client: a client that reads its output
+# slower than its tasks print loses some of it (the record keeps the start); the hub never
+# waits for it
 MAX_PER_TURN = 512  # messages read from one socket per turn, so no socket starves the rest
 MAX_BYTES_PER_TURN = 4 * 2**20  # frame bytes read from one socket per turn: bounds the data
 # a turn holds (and the DB writes it flushes) when messages are big; see _drain
@@ -67,7 +74,8 @@ class Controller:
     def __init__(self, session, db, ip="127.0.0.1", scheme="leastload", hwm=0,
                  heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
                  curve=None, retention=None, store=True, query_timeout=QUERY_TIMEOUT,
-                 db_max_value_bytes=DB_MAX_VALUE_BYTES, db_kept_bytes=None):
+                 db_max_value_bytes=DB_MAX_VALUE_BYTES, db_kept_bytes=None,
+                 output_limit=2**20):
         self.session = session
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
@@ -89,6 +97,7 @@ class Controller:
                                period=heartbeat_period, engine_limit=limit,
                                limit_reason=reason)
         self.heartbeat_period = heartbeat_period
+        self.output_limit = output_limit  # chars of each stream a task record keeps
         self.context = context
         self.ports = {}
         self.queued = {}       # msg_id -> (client ident, raw frames) of unfinished LB tasks
@@ -105,6 +114,7 @@ class Controller:
         self._handled = 0  # messages handled so far (_drain's budget)
         self._taken_in = 0  # frame bytes received since the loop last gave memory back
         self._device = None
+        self.heart = None  # the HeartMonitor: pings and pongs, on its own thread
         self.queries = QueryService(self)
         self._running = False
         self._wake_url = f"inproc://taskhub-controller-{id(self)}"
@@ -116,10 +126,12 @@ class Controller:
         kinds = {"query": zmq.ROUTER, "task": zmq.ROUTER, "mux": zmq.ROUTER,
                  "control": zmq.ROUTER, "iopub": zmq.PUB, "notification": zmq.PUB,
                  "e_task": zmq.ROUTER, "e_mux": zmq.ROUTER, "e_control": zmq.ROUTER,
-                 "e_iopub": zmq.SUB, "hb_ping": zmq.PUB, "hb_pong": zmq.ROUTER}
+                 "e_iopub": zmq.SUB}
         self.sockets = {}
         if self.curve is not None:  # before any bind: no handler would admit every key
             self.zap = _curve.ZapHandler(ctx, self.curve).start()
+        self.heart = HeartMonitor(ctx, self.ip, self.heartbeat_period, self._secure).start()
+        self.ports.update(self.heart.ports)
         if self.pure:
             del kinds["task"], kinds["e_task"]
             self._bind_pure(ctx)
@@ -130,6 +142,10 @@ class Controller:
                 sock.router_handover = 1  # a re-registering engine may reuse its identity
             if name in ("e_task", "e_mux"):
                 sock.rcvhwm = ENGINE_RCVHWM
+            if name == "e_iopub":
+                sock.rcvhwm = IOPUB_IN_HWM
+            elif name == "iopub":
+                sock.sndhwm = IOPUB_OUT_HWM
             self._secure(sock, name)
             self.ports[name] = sock.bind_to_random_port(f"tcp://{self.ip}")
             self.sockets[name] = sock
@@ -172,7 +188,7 @@ class Controller:
             ("mux", self._on_mux_request), ("control", self._on_control_request),
             ("e_task", self._on_task_reply), ("e_mux", self._on_mux_reply),
             ("e_control", self._on_control_reply), ("e_iopub", self._on_iopub),
-            ("hb_pong", self._on_pong), ("capture", self._on_pure_copy),
+            ("capture", self._on_pure_copy),
             ("submit", lambda frames: None)) if n in self.sockets}
         handlers[self._wake] = lambda frames: self.dbworker.deliver()  # answers to send
         poller = zmq.Poller()
@@ -260,6 +276,8 @@ class Controller:
                               "finished; resubmit it")
         if self._device is not None:
             self._device.stop()
+        if self.heart is not None:
+            self.heart.stop()
         for name, sock in self.sockets.items():  # let those TaskLost replies go out
             sock.close(linger=500 if name in ("task", "mux") else 0)
         self._wake.close(linger=0)
@@ -299,8 +317,16 @@ class Controller:
         self.recorder.flush()
 
     def _heartbeat(self):
+        """The pongs the heart thread timed since the last turn, then a Tick: an engine
+        is judged by its last pong, not by when this loop got round to looking."""
+        for uuid, when in self.heart.take_pongs().items():
+            self._apply(self.hub.handle(hs.Pong(uuid, when)))
+        for name in ("iopub", "notification"):
+            # a PUB socket frees the connections of subscribers that left only when it
+            # handles its commands, which sending does, or asking its EVENTS: quiet PUBs kept
+            # ~30 KB for every client that ever connected
+            self.sockets[name].getsockopt(zmq.EVENTS)
         now = time.monotonic()
-        self.sockets["hb_ping"].send(str(now).encode())
         self._apply(self.hub.handle(hs.Tick(now)))
         self._apply(self.scheduler.handle(sc.Tick(now)))
 
@@ -643,11 +669,6 @@ class Controller:
 
     def _on_iopub(self, frames):
         self.sockets["iopub"].send_multipart(frames, copy=False)
-
-    def _on_pong(self, frames):
-        if len(frames) == 2:
-            self._apply(self.hub.handle(hs.Pong(frames[0].decode("utf8", "replace"),
-                                                time.monotonic())))
 
     def _forward_to_watchers(self, msg_id, msg_frames):
         for client in self.watchers.pop(msg_id, ()):

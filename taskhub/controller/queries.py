@@ -102,7 +102,7 @@ class QueryService:
         if info.get("batches") is True:  # it reads batch messages (docs/messages.md)
             self.c.batch_peers.add(str(rec.uuid).encode())
         return {"status": "ok", "id": rec.id, "heartbeat_period": self.c.heartbeat_period,
-                "batches": True}, []
+                "batches": True, "output_limit": self.c.output_limit}, []
 
     def _q_unregistration(self, msg, ident):
         self.c._apply(self.c.hub.handle(hs.Unregister(msg["content"].get("uuid", ""))))
@@ -253,6 +253,19 @@ class QueryService:
                 buffers.extend(rec.get("result_buffers") or [])
             return {"status": "ok", "pending": pending, "completed": done}, buffers
         return Deferred(results) if finished else results(None)
+
+    def _q_goodbye(self, msg, ident):
+        """A client closing: forget what the hub kept for it, so clients that come and go
+        leave nothing behind (its tasks still run and are recorded)."""
+        self.c.batch_peers.discard(ident)
+        watchers = self.c.watchers
+        for msg_id in [m for m, idents in watchers.items() if ident in idents]:
+            left = [i for i in watchers[msg_id] if i != ident]
+            if left:
+                watchers[msg_id] = left
+            else:
+                del watchers[msg_id]
+        return {"status": "ok"}, []
 
     def _q_result_status(self, msg, ident):
         """Which of msg_ids are pending and which completed (unknown ids are an error)."""

@@ -25,39 +25,57 @@ event (tests/test_security_sign.py).
 class _Stream:
     """One sender's accepted sequence numbers: all ≤ floor, plus a bitmap above it."""
 
-    __slots__ = ("floor", "base", "bits", "top")
+    __slots__ = ("floor", "base", "bits", "top", "pending")
 
     def __init__(self, floor):
         self.floor = floor  # every seq ≤ floor is refused
-        self.base = floor + 1  # the seq bit 0 of bits[0] stands for
-        self.bits = bytearray()
         self.top = floor
+        self._clear()
+
+    def _clear(self):
+        self.base = self.floor + 1  # the seq bit 0 of bits[0] stands for
+        self.bits = bytearray()
+        self.pending = 0  # bits set above the floor
+
+    def _bit(self, seq):
+        i = seq - self.base
+        return 0 <= i < 8 * len(self.bits) and self.bits[i >> 3] & (1 << (i & 7))
 
     def seen(self, seq):
-        if seq <= self.floor:
-            return True
-        i = seq - self.base
-        return i < 8 * len(self.bits) and bool(self.bits[i >> 3] & (1 << (i & 7)))
+        return seq <= self.floor or bool(self.pending and self._bit(seq))
 
     def mark(self, seq, window):
+        if seq == self.floor + 1 and not self.pending:  # the common case: next in order
+            self.floor = seq
+            self.top = max(self.top, seq)
+            if self.bits:
+                self._clear()
+            return
         i = seq - self.base
         if i >= 8 * len(self.bits):
             self.bits.extend(bytes((i >> 3) + 1 - len(self.bits)))
         self.bits[i >> 3] |= 1 << (i & 7)
+        self.pending += 1
         self.top = max(self.top, seq)
-        self._raise_floor(max(self.floor, self.top - window))
+        self._raise_floor(self.top - window)
 
-    def _raise_floor(self, floor):
-        """To `floor`, then on past every seq already marked; drops the bytes below it."""
-        bits, base = self.bits, self.base
-        n = 8 * len(bits)
-        while floor + 1 - base < n and bits[(floor + 1 - base) >> 3] & (1 << ((floor + 1 - base) & 7)):
+    def _raise_floor(self, forced):
+        """Past `forced` (older than the window), then on past every seq already marked."""
+        floor = self.floor
+        while floor < forced or (self.pending and self._bit(floor + 1)):
             floor += 1
+            if self._bit(floor):
+                self.pending -= 1
+            elif not self.pending:  # nothing marked above: jump straight there
+                floor = max(floor, forced)
         self.floor = floor
-        whole = min((floor + 1 - base) >> 3, len(bits))
-        if whole and whole * 2 >= len(bits):  # compact once half the bytes are dead
-            del bits[:whole]
-            self.base = base + 8 * whole
+        if not self.pending:
+            self._clear()
+            return
+        whole = min((floor + 1 - self.base) >> 3, len(self.bits))
+        if whole and whole * 2 >= len(self.bits):  # compact once half the bytes are dead
+            del self.bits[:whole]
+            self.base += 8 * whole
 
 
 class ReplayGuard:

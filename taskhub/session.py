@@ -204,13 +204,19 @@ class Session:
     def sign(self, parts, buffers=()):
         """The signature of the four dict frames `parts` and the `buffers` after them."""
         h = self._hmac.copy()
-        lens = [len(f) if f.__class__ is bytes else memoryview(f).nbytes
-                for f in (*parts, *buffers)]
-        # the lengths first: bytes moved from one frame to the next change the signature
-        h.update(struct.pack(f">{len(lens)}Q", *lens))
-        h.update(b"".join(parts))  # one update: cheaper than one per frame
-        for buf in buffers:  # not joined: a 100 MB buffer is hashed where it lies
-            h.update(buf)
+        if not buffers:  # four JSON objects: where one ends is in its own bytes
+            h.update(b"".join(parts))
+            return h.hexdigest().encode()
+        # buffers are any bytes: their count and lengths go first (a first byte 0, where
+        # JSON starts with "{"), so no byte can be moved from one frame to another
+        lens = [len(f) if f.__class__ is bytes else memoryview(f).nbytes for f in buffers]
+        h.update(struct.pack(f">I{len(lens)}Q", len(lens), *lens))
+        if sum(lens) < 4096:  # small: one update is cheaper than one per frame
+            h.update(b"".join((*parts, *buffers)))
+        else:  # not joined: a 100 MB buffer is hashed where it lies
+            h.update(b"".join(parts))
+            for buf in buffers:
+                h.update(buf)
         return h.hexdigest().encode()
 
     def serialize(self, msg_type, content=None, parent=None, metadata=None, buffers=(),

@@ -85,6 +85,19 @@ class IPControllerApp(BaseApp):
                      "this machine only; 0.0.0.0 to others too (every request still needs "
                      "the token, but travels unencrypted).").tag(config=True)
 
+    max_message_size = Integer(64 << 20, help="Largest frame (bytes) the controller takes "
+                               "in on its query, control, iopub and heartbeat sockets; a peer "
+                               "sending more is disconnected before anything is allocated. "
+                               "Larger lets bigger hub requests through; smaller bounds what "
+                               "an unauthenticated peer can make the controller hold "
+                               "(<= 0: no limit).").tag(config=True)
+    max_task_message_size = Integer(4 << 30, help="Largest frame (bytes) on the task and mux "
+                                    "sockets, which carry functions, arguments and results "
+                                    "(one numpy array is one frame). Raise it to send bigger "
+                                    "arrays; each connection can make the controller hold "
+                                    "up to this much before the signature is checked "
+                                    "(<= 0: no limit).").tag(config=True)
+
     flags = {
         "sqlitedb": ({"IPControllerApp": {"db": "sqlite"}},
                      "Record tasks in SQLite in the profile (the default; durable)."),
@@ -110,7 +123,9 @@ class IPControllerApp(BaseApp):
                "heartbeat-period": "IPControllerApp.heartbeat_period",
                "heartbeat-misses": "IPControllerApp.heartbeat_misses",
                "web-port": "IPControllerApp.web_port", "web-ip": "IPControllerApp.web_ip",
-               "max-engines": "IPControllerApp.max_engines"}
+               "max-engines": "IPControllerApp.max_engines",
+               "max-message-size": "IPControllerApp.max_message_size",
+               "max-task-message-size": "IPControllerApp.max_task_message_size"}
 
     def make_db(self):
         options = {"sqlite": {"filename": str(self.location / self.db_file)},
@@ -139,7 +154,9 @@ class IPControllerApp(BaseApp):
                                 hwm=self.hwm, heartbeat_period=self.heartbeat_period,
                                 heartbeat_misses=self.heartbeat_misses,
                                 max_engines=self.max_engines,
-                                curve=self.make_curve_keys()).bind()
+                                curve=self.make_curve_keys(),
+                                max_message_size=(self.max_message_size,
+                                                  self.max_task_message_size)).bind()
         log.info("descriptor limit %d (hard %d): this controller takes up to %d engines, as "
                  "%s", soft, hard, controller.hub.engine_limit, controller.hub.limit_reason)
         self.fail_lost_tasks(controller)

@@ -33,7 +33,7 @@ from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packabl
                        utcnow)
 from ..zmqsocket import make_context
 from . import hubstate as hs
-from . import limits, malloc
+from . import limits, malloc, msglimits
 from . import scheduler as sc
 from .pure import PureDevice
 from .queries import QueryService
@@ -61,8 +61,10 @@ class Controller:
 
     def __init__(self, session, db, ip="127.0.0.1", scheme="leastload", hwm=0,
                  heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
-                 curve=None):
+                 curve=None, max_message_size=(msglimits.CONTROL_DEFAULT,
+                                               msglimits.DATA_DEFAULT)):
         self.session = session
+        self.max_message_size = max_message_size  # (other sockets, task/mux): msglimits
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
         self.db = db
@@ -125,6 +127,9 @@ class Controller:
         return self
 
     def _secure(self, sock, name):
+        """What every socket the controller binds gets before it binds: a frame size limit,
+        and CurveZMQ if on."""
+        sock.maxmsgsize = msglimits.max_frame_size(name, *self.max_message_size)
         if self.curve is not None:
             _curve.secure_server(sock, self.curve, name)
 

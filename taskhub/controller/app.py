@@ -7,7 +7,7 @@ from pathlib import Path
 
 from traitlets import Bool, Enum, Float, Integer, Unicode
 
-from .. import curve, paths, web
+from .. import curve, filemodes, paths, web
 from ..appbase import BaseApp, write_connection_file
 from ..session import Session, new_key
 from .controller import Controller
@@ -232,7 +232,8 @@ def pid_file(location):
 
 
 def write_pid_file(location):
-    pid_file(location).write_text(f"{os.getpid()}\n")
+    with filemodes.open_private(pid_file(location), "w") as f:
+        f.write(f"{os.getpid()}\n")
 
 
 def read_pid_file(location):

@@ -29,6 +29,8 @@ class _Guarded:
     as a cookie alone would let another site's page post to us."""
 
     def prepare(self):
+        # before anything can fail: an error logged from here on shows no token
+        self.request.uri = auth.redacted(self.request.uri)
         token = self.settings["token"]
         if self.request.method != "GET":
             if not auth.given(self.request, token, cookie_name=None):

@@ -23,6 +23,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+from taskhub import filemodes
 from taskhub.jsonutil import EncodedJSON
 from taskhub.controller.db.base import (
     KEY_KINDS, TASK_RECORD_KEYS, RecordRows, TaskDB, _check_keys, check_new_ids, clean_value,
@@ -387,6 +388,10 @@ class SQLiteDB(TaskDB):
         self._checkpointer = None
 
     def open(self):
+        if self.filename != ":memory:":  # SQLite gives -wal and -shm the file's mode
+            for suffix in ("", "-wal", "-shm"):
+                if not suffix or os.path.exists(self.filename + suffix):
+                    filemodes.private_file(self.filename + suffix)
         # one thread at a time (see TaskDB), but not necessarily the one that opened it
         self._conn = sqlite3.connect(self.filename, check_same_thread=False)
         self._conn.create_function("REGEXP", 2, _regexp, deterministic=True)

@@ -83,7 +83,7 @@ def test_ipcluster_keeps_the_profile_private_and_tokens_out_of_logs(tmp_path):
         assert started.returncode == 0, started.stderr
         [url] = [line.split()[-1] for line in started.stdout.splitlines()
                  if line.strip().startswith("web:")]
-        base, token = url.split("?token=")[0].rstrip("/"), url.split("?token=")[1]
+        base, token = url.split("#token=")[0].rstrip("/"), url.split("#token=")[1]
         statuses = []
         for path in ("/api/engines", "/api/tasks", "/api/tasks?status=bogus", "/nowhere"):
             sep = "&" if "?" in path else "?"

@@ -3,8 +3,10 @@ cluster may look at it, and nobody else.
 
     token = HMAC-SHA256(key, "taskhub web view")   (hex)
 
-A request carries it as `?token=…`, an `Authorization: token …` header, or (GET only)
-the cookie a page sets when it was opened with `?token=`. Comparison is constant-time.
+A request carries it in an `Authorization: token …` header (what the pages send) or as
+`?token=…` (for scripts; logs show it redacted). Never a cookie: browsers send a cookie to
+every port of a host, so any other local server would receive it. Comparison is
+constant-time.
 """
 import hashlib
 import hmac
@@ -40,12 +42,10 @@ def log_request(handler):
                    redacted(request.uri), request.remote_ip, 1000.0 * request.request_time())
 
 
-def given(request, token, cookie_name):
-    """Whether the tornado `request` carries `token` (the cookie counts if cookie_name)."""
+def given(request, token):
+    """Whether the tornado `request` carries `token` (header or query string)."""
     offered = [request.query_arguments.get("token", [b""])[-1].decode("utf8", "replace")]
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "token":
         offered.append(value.strip())
-    if cookie_name and cookie_name in request.cookies:
-        offered.append(request.cookies[cookie_name].value)
     return any(o and hmac.compare_digest(o.encode(), token.encode()) for o in offered)

@@ -15,6 +15,8 @@ import threading
 
 import pytest
 import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import LoopbackCluster, wait_until
 from taskhub.appbase import write_connection_file
@@ -64,6 +66,21 @@ def test_a_sparse_stream_holds_at_most_a_window_of_bits():
         assert g.accept("a", n) is None
     assert g.tracked_bytes() <= 2 * 64 // 8 + 1
     assert g.accept("a", 99_998) is None and g.accept("a", 99_998) == "replayed"
+
+
+@settings(max_examples=300, deadline=None)
+@given(window=st.integers(1, 40), seqs=st.lists(st.integers(0, 120), max_size=200))
+def test_the_guard_agrees_with_its_rule_stated_plainly(window, seqs):
+    """Refused exactly when accepted before, or at most `top - window` (top: the highest
+    number accepted so far)."""
+    g, accepted, top = ReplayGuard(window), set(), None
+    for n in seqs:
+        refuse = n in accepted or (top is not None and n <= top - window)
+        assert (g.accept("a", n) is not None) == refuse, (n, sorted(accepted), top)
+        if not refuse:
+            accepted.add(n)
+            top = n if top is None else max(top, n)
+    assert g.tracked_bytes() <= window // 4 + 2
 
 
 @pytest.mark.parametrize("sender, seq", [(None, 1), ("a", None), ("a", "1"), ("a", -1),

@@ -30,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .. import paths
+from .. import filemodes, paths
 
 log = logging.getLogger("taskhub.cluster")
 

@@ -226,6 +226,32 @@ c = get_config()  #noqa
 #  See also: BaseApp.profile_dir
 # c.IPControllerApp.profile_dir = ''
 
+## Most bytes of arguments and results the task DB keeps over finished tasks (0:
+#  no bound); the oldest go first.
+#  Default: 0
+# c.IPControllerApp.retain_bytes = 0
+
+## Days a finished task is kept (0: forever).
+#  Default: 0.0
+# c.IPControllerApp.retain_days = 0.0
+
+## Seconds between retention culls.
+#  Default: 60.0
+# c.IPControllerApp.retain_period = 60.0
+
+## Most finished tasks the task DB keeps (0: all). The oldest beyond it are
+#  culled every retain_period seconds (whole, or only their buffers: see
+#  retain_what); unfinished tasks never are.
+#  Default: 0
+# c.IPControllerApp.retain_records = 0
+
+## What retention removes: 'records' (the whole record) or 'buffers' (its
+#  arguments and results, keeping status, timings and output, so the history
+#  stays whole but resubmit cannot rerun it).
+#  Choices: any of ['records', 'buffers']
+#  Default: 'records'
+# c.IPControllerApp.retain_what = 'records'
+
 ## Load-balancing scheme: leastload (fewest outstanding tasks; the best default),
 #  lru (round robin), plainrandom, twobin, weighted (cheaper choices that ignore
 #  some of the load), or pure (a C-level zmq device: the highest throughput, but
@@ -242,6 +268,13 @@ c = get_config()  #noqa
 ## Instead of starting the Application, dump configuration to stdout (as JSON)
 #  See also: Application.show_config_json
 # c.IPControllerApp.show_config_json = False
+
+## Keep each task's function, arguments and result in the task DB, so get_result
+#  and resubmit work from any client later. False keeps only records (status,
+#  timings, output, errors); a task can also choose for itself (view flag
+#  store=False).
+#  Default: True
+# c.IPControllerApp.store_buffers = True
 
 ## Address the web view binds. 127.0.0.1 shows it to this machine only; 0.0.0.0
 #  to others too (every request still needs the token, but travels unencrypted).

@@ -583,6 +583,17 @@ class Client:
         return self._hub_request("purge_request", {"msg_ids": ids, "targets": engine_ids}
                                  )["dropped"]
 
+    def cull_results(self, max_records=0, max_bytes=0, max_age=0, what="records"):
+        """Apply retention bounds to the task DB now: keep at most `max_records` finished
+        records, `max_bytes` bytes of their buffers, none finished more than `max_age`
+        seconds ago (0: no bound); the oldest finished go first, whole (what="records") or
+        only their arguments and results (what="buffers"). Unfinished tasks are never
+        culled. Returns how many records were culled. The controller's retain_* options
+        apply the same bounds on a schedule (docs/taskdb.md)."""
+        return self._hub_request("cull_request", {
+            "max_records": max_records, "max_bytes": max_bytes, "max_age": max_age,
+            "what": what})["culled"]
+
     def _msg_id_list(self, jobs, method):
         jobs = [jobs] if isinstance(jobs, (str, AsyncResult)) else list(jobs)
         ids = []

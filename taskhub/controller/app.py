@@ -13,6 +13,7 @@ from ..session import Session, new_key
 from .controller import Controller
 from . import limits
 from .db import make_db
+from .retention import Retention
 from .schemes import SCHEME_NAMES
 
 log = logging.getLogger("taskhub.controller")
@@ -69,6 +70,25 @@ class IPControllerApp(BaseApp):
     heartbeat_misses = Integer(10, help="Heartbeat periods an engine may be silent before "
                                "it is declared dead and its tasks fail. Too few and a "
                                "busy machine loses healthy engines.").tag(config=True)
+    retain_records = Integer(0, min=0, help="Most finished tasks the task DB keeps (0: all). "
+                             "The oldest beyond it are culled every retain_period seconds "
+                             "(whole, or only their buffers: see retain_what); unfinished "
+                             "tasks never are.").tag(config=True)
+    retain_bytes = Integer(0, min=0, help="Most bytes of arguments and results the task DB "
+                           "keeps over finished tasks (0: no bound); the oldest go first."
+                           ).tag(config=True)
+    retain_days = Float(0.0, min=0, help="Days a finished task is kept (0: forever)."
+                        ).tag(config=True)
+    retain_what = Enum(("records", "buffers"), default_value="records", help="What "
+                       "retention removes: 'records' (the whole record) or 'buffers' (its "
+                       "arguments and results, keeping status, timings and output, so the "
+                       "history stays whole but resubmit cannot rerun it).").tag(config=True)
+    store_buffers = Bool(True, help="Keep each task's function, arguments and result in the "
+                         "task DB, so get_result and resubmit work from any client later. "
+                         "False keeps only records (status, timings, output, errors); a task "
+                         "can also choose for itself (view flag store=False)."
+                         ).tag(config=True)
+    retain_period = Float(60.0, min=1, help="Seconds between retention culls.").tag(config=True)
     max_engines = Integer(0, min=0, help="Most engines registered at once (0: as many as "
                           "the file-descriptor limit allows; the controller raises its soft "
                           "limit to the hard one at start and logs the figure). Engines past "
@@ -109,6 +129,8 @@ class IPControllerApp(BaseApp):
                  "Keep no task history (db_query and get_result then fail)."),
         "curve": ({"IPControllerApp": {"curve": True}},
                   "Encrypt with CurveZMQ even on loopback (the default off loopback)."),
+        "no-store": ({"IPControllerApp": {"store_buffers": False}},
+                     "Keep task records without their arguments and results."),
         "no-curve": ({"IPControllerApp": {"curve": False}},
                      "Do not encrypt, even off loopback (logs a WARNING at every start)."),
     }
@@ -124,6 +146,10 @@ class IPControllerApp(BaseApp):
                "heartbeat-misses": "IPControllerApp.heartbeat_misses",
                "web-port": "IPControllerApp.web_port", "web-ip": "IPControllerApp.web_ip",
                "max-engines": "IPControllerApp.max_engines",
+               "retain-records": "IPControllerApp.retain_records",
+               "retain-bytes": "IPControllerApp.retain_bytes",
+               "retain-days": "IPControllerApp.retain_days",
+               "retain-what": "IPControllerApp.retain_what",
                "max-message-size": "IPControllerApp.max_message_size",
                "max-task-message-size": "IPControllerApp.max_task_message_size"}
 
@@ -147,6 +173,12 @@ class IPControllerApp(BaseApp):
         log.info("CurveZMQ on: only holders of this cluster's connection files can connect")
         return keys
 
+    def make_retention(self):
+        retention = Retention(max_records=self.retain_records, max_bytes=self.retain_bytes,
+                              max_age=self.retain_days * 86400, what=self.retain_what,
+                              period=self.retain_period)
+        return retention if retention.bounded else None
+
     def make_controller(self):
         key = new_key()
         soft, hard = limits.raise_fd_limit()
@@ -155,6 +187,8 @@ class IPControllerApp(BaseApp):
                                 heartbeat_misses=self.heartbeat_misses,
                                 max_engines=self.max_engines,
                                 curve=self.make_curve_keys(),
+                                retention=self.make_retention(),
+                                store=self.store_buffers,
                                 max_message_size=(self.max_message_size,
                                                   self.max_task_message_size)).bind()
         log.info("descriptor limit %d (hard %d): this controller takes up to %d engines, as "

@@ -61,14 +61,15 @@ class Controller:
 
     def __init__(self, session, db, ip="127.0.0.1", scheme="leastload", hwm=0,
                  heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
-                 curve=None, max_message_size=(msglimits.CONTROL_DEFAULT,
-                                               msglimits.DATA_DEFAULT)):
+                 curve=None, retention=None, store=True,
+                 max_message_size=(msglimits.CONTROL_DEFAULT, msglimits.DATA_DEFAULT)):
         self.session = session
         self.max_message_size = max_message_size  # (other sockets, task/mux): msglimits
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
         self.db = db
-        self.recorder = TaskRecorder(db)
+        self.retention = retention  # a retention.Retention bounding the history, or None
+        self.recorder = TaskRecorder(db, store=store)
         self.ip = ip
         self.scheme = scheme
         self.pure = scheme == PURE
@@ -187,6 +188,8 @@ class Controller:
                 if time.monotonic() >= next_beat:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.heartbeat_period
+                if self.retention is not None and self.retention.due(time.monotonic()):
+                    self.cull(self.retention)
                 if self._engine_out:
                     self._flush_to_engines()
                 if self._client_out:
@@ -197,6 +200,15 @@ class Controller:
             self._flush_to_engines()
             self._flush_to_clients()
             self.recorder.flush()
+
+    def cull(self, retention):
+        """Apply `retention` to the task DB once (see retention.py); returns the count."""
+        self.recorder.flush()
+        culled = retention.cull(self.db)
+        if culled:
+            log.info("retention: culled %d finished task%s (%s)", culled,
+                     "" if culled == 1 else "s", retention.what)
+        return culled
 
     def _drain(self, sock, handler):
         """Handle what `sock` has ready, up to MAX_PER_TURN messages — a batch counting as
@@ -645,7 +657,11 @@ class Controller:
 
     def _resubmit_plan(self, rec, client, args_frames):
         """(new message, its frames, how to send it) for a recorded request; raises if not."""
-        buffers = list(rec["buffers"] or [])
+        if rec["buffers"] is None:
+            raise ValueError(f"cannot resubmit task {rec['msg_id']!r}: its function and "
+                             "arguments are no longer stored (culled by retention, or not "
+                             "kept); its record remains in the task DB — submit it again")
+        buffers = list(rec["buffers"])
         if args_frames is not None:
             buffers = buffers[:1] + list(args_frames)
         header = self.session.header("apply_request")

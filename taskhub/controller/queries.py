@@ -18,6 +18,7 @@ from ..error import NoTaskDB, QueryError, TaskhubError, UnknownTaskError
 from ..jsonutil import untag_dates
 from ..session import dumps
 from . import hubstate as hs
+from .retention import Retention
 
 log = logging.getLogger("taskhub.controller")
 
@@ -192,6 +193,11 @@ class QueryService:
             if rec.get("result_content") is None:
                 raise UnknownTaskError(f"task {msg_id!r} never finished: it was pending when "
                                        "the controller that ran it stopped")
+            if rec.get("result_buffers") is None and rec["status"] == "ok":
+                raise UnknownTaskError(f"the result of task {msg_id!r} is no longer stored "
+                                       "(culled by retention, or not kept); its record, "
+                                       "status and output remain: rc.db_query({'msg_id': "
+                                       f"{msg_id!r}}})")
             done[msg_id] = _result_summary(rec)
             buffers.extend(rec.get("result_buffers") or [])
         return {"status": "ok", "pending": pending, "completed": done}, buffers
@@ -219,6 +225,7 @@ class QueryService:
         self.c.recorder.flush()
         if jobs == "all":
             dropped = self.c.db.drop_matching_records({"completed": {"$ne": None}})
+            self.c.db.commit()  # now, not at the next task: the space comes back after it
             return {"status": "ok", "dropped": dropped}, []
         jobs = _str_list(jobs or [], "msg_ids")
         running = [m for m in jobs if m in self.c.outstanding]
@@ -230,7 +237,24 @@ class QueryService:
         for engine_id in self._purge_targets(targets):
             dropped += self.c.db.drop_matching_records(
                 {"engine_id": engine_id, "completed": {"$ne": None}})
+        self.c.db.commit()
         return {"status": "ok", "dropped": dropped}, []
+
+    def _q_cull(self, msg, ident):
+        """Apply retention bounds once (ipcluster tasks --purge, Client.cull_results)."""
+        content = msg["content"]
+        bounds = {k: content.get(k) or 0 for k in ("max_records", "max_bytes", "max_age")}
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                   for v in bounds.values()):
+            raise TypeError(f"retention bounds must be numbers, not {bounds}")
+        retention = Retention(**bounds, what=content.get("what") or "records")
+        if not retention.bounded:
+            raise ValueError("give at least one bound: max_records, max_bytes or max_age")
+        culled, total = 0, retention.batch
+        while total >= retention.batch:  # a batch at a time until nothing is over a bound
+            total = self.c.cull(retention)
+            culled += total
+        return {"status": "ok", "culled": culled}, []
 
     def _purge_targets(self, targets):
         if targets is None:

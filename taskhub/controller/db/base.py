@@ -245,6 +245,14 @@ class TaskDB(ABC):
     def drop_matching_records(self, query):
         """Delete every record matching `query`; return how many were deleted."""
 
+    def buffer_sizes(self, query):
+        """(msg_id, bytes of its buffers and result buffers) of each record matching
+        `query`, in submission order: what retention by size weighs. This generic version
+        reads the buffers; backends that can ask their store for the sizes do so."""
+        keys = ["msg_id", "buffers", "result_buffers"]
+        return [(r["msg_id"], sum(len(b) for key in keys[1:] for b in r[key] or ()))
+                for r in self.find_records(query, keys)]
+
     def commit(self):
         """Make the writes so far durable. The hub calls it once per event-loop turn."""
 

@@ -15,6 +15,7 @@ connection see them. Opening a file made by an older version adds the columns it
 """
 import itertools
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -33,6 +34,8 @@ from taskhub.controller.db.query import (
     LOGICAL, glob_to_regex, glob_tokens, page_bounds, projection, sort_spec, validate,
 )
 
+log = logging.getLogger("taskhub.controller")
+
 _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "datetime": "INTEGER", "dict": "TEXT",
               "buffers": "BLOB"}
 _INDEXED = ("submitted", "completed", "engine_uuid", "client_uuid", "task_group")
@@ -50,6 +53,11 @@ _REPLACED_INDEXES = ("label",)  # single-key indexes of older files, now (key, s
 SORT_INDEX_BUDGET = 0.02
 CHECKPOINT_PERIOD = 0.5  # seconds between checkpoints of the write-ahead log (_Checkpointer)
 WAL_RESTART_BYTES = 64 * 2**20  # a write-ahead log this big is emptied once caught up
+# Free pages (left by purged records) are given back to the file system once they are at
+# least this share of the file and this many bytes, at most VACUUM_STEP_BYTES per
+# checkpoint period, so the write lock is held briefly (see reclaim).
+RECLAIM_SHARE, RECLAIM_BYTES, VACUUM_STEP_BYTES = 1 / 8, 4 * 2**20, 64 * 2**20
+CONVERT_BYTES = 64 * 2**20  # an older file up to this size is converted to auto_vacuum at open
 _PROGRESS_STEPS = 20000  # SQLite VM instructions between looks at the clock
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -334,6 +342,22 @@ def checkpoint(conn, restart_frames):
     return log, done
 
 
+def reclaim(conn):
+    """Give the free pages of the file back to the file system, a step at a time: returns
+    how many pages were freed (0 if too few were free to bother). Needs a file whose
+    auto_vacuum is INCREMENTAL (files made by this version; smaller older ones are
+    converted at open)."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    if free < pages * RECLAIM_SHARE or free * page_size < RECLAIM_BYTES:
+        return 0
+    step = min(free, VACUUM_STEP_BYTES // page_size)
+    # executescript steps the statement to its end; execute() would free one page only
+    conn.executescript(f"PRAGMA incremental_vacuum({step});")
+    return step
+
+
 class _Checkpointer:
     """Copies the write-ahead log into the database file every CHECKPOINT_PERIOD seconds,
     on a thread and connection of its own.
@@ -351,7 +375,12 @@ class _Checkpointer:
     So once the log holds WAL_RESTART_BYTES and a PASSIVE round has left little to copy, a
     TRUNCATE checkpoint copies that little while holding the writer off, and empties the
     log. The connection does not wait for locks: if the writer is in a transaction, the
-    TRUNCATE gives up at once and the next period tries again."""
+    TRUNCATE gives up at once and the next period tries again.
+
+    The same thread gives back the space of purged records (`reclaim`): an incremental
+    vacuum step moves pages within the log, and the checkpoint after it shortens the file;
+    the log, grown by the step, is emptied by a TRUNCATE checkpoint as soon as it is
+    copied. The routing loop never waits for any of it."""
 
     def __init__(self, filename):
         self._stop = threading.Event()
@@ -365,7 +394,10 @@ class _Checkpointer:
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             while not self._stop.wait(CHECKPOINT_PERIOD):
                 try:
-                    checkpoint(conn, WAL_RESTART_BYTES // page_size)
+                    restart = WAL_RESTART_BYTES // page_size
+                    if reclaim(conn):
+                        restart = 0  # the log now holds the moved pages: empty it once copied
+                    checkpoint(conn, restart)
                 except sqlite3.Error:  # busy or locked now: the next period tries again
                     pass
         finally:
@@ -395,6 +427,7 @@ class SQLiteDB(TaskDB):
         # one thread at a time (see TaskDB), but not necessarily the one that opened it
         self._conn = sqlite3.connect(self.filename, check_same_thread=False)
         self._conn.create_function("REGEXP", 2, _regexp, deterministic=True)
+        self._use_incremental_vacuum()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         if self._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":  # a file
@@ -402,6 +435,27 @@ class SQLiteDB(TaskDB):
             self._checkpointer = _Checkpointer(self.filename)
         self._create_table()
         return self
+
+    def _use_incremental_vacuum(self):
+        """Make purged space returnable (see reclaim): set on a new file before its first
+        table; an older file is rebuilt so (VACUUM, before WAL mode) if it is small, else
+        told in the log how to do it."""
+        conn = self._conn
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            return
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            return
+        pages, page_size = (conn.execute(f"PRAGMA {name}").fetchone()[0]
+                            for name in ("page_count", "page_size"))
+        if pages * page_size <= CONVERT_BYTES:
+            conn.execute("PRAGMA journal_mode=DELETE")
+            conn.execute("VACUUM")
+        else:
+            log.info("%s was made by an older taskhub: purged records leave its size as it "
+                     "is; to make it shrink, stop the controller and run "
+                     "`sqlite3 %s 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM;'` once",
+                     self.filename, self.filename)
 
     def _create_table(self):
         table = self.table
@@ -587,6 +641,13 @@ class SQLiteDB(TaskDB):
     def drop_matching_records(self, query):
         where, params = where_clause(query)
         return self._conn.execute(f'DELETE FROM "{self.table}" WHERE {where}', params).rowcount
+
+    def buffer_sizes(self, query):
+        where, params = where_clause(query)  # the stored blobs' sizes, read off the rows
+        return self._conn.execute(
+            f'SELECT msg_id, coalesce(length(buffers), 0) + coalesce(length(result_buffers), '
+            f'0) FROM {self._source(query)} WHERE {where} ORDER BY {order_clause(None)}',
+            params).fetchall()
 
     def count(self, query=None):
         where, params = where_clause(query or {})

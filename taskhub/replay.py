@@ -15,7 +15,8 @@ what the window costs is the other way round: a genuine message overtaken by mor
 from their signer are in order up to a few messages (threads racing to send), so the floor
 follows the top and the bitmap stays a few bytes; where a receiver sees only some of a
 sender's messages (an engine its share of a client's tasks) the bitmap holds up to
-`window` bits (window / 8 bytes) per sender.
+`window` live bits per sender (window / 8 bytes, and at most as many again not yet
+compacted away).
 
 No I/O here: `accept` is the only way the state changes, and the tests drive it event by
 event (tests/test_security_sign.py).

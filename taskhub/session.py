@@ -160,7 +160,7 @@ class Session:
 
     `key` is the shared secret (bytes). `replay_window`: how far (in sequence numbers) a
     sender's message may be overtaken by its later ones and still be accepted; replays are
-    refused whatever it is, it bounds memory (window / 8 bytes per sender at most; see
+    refused whatever it is, it bounds memory (about window / 4 bytes per sender at most; see
     taskhub/replay.py).
     """
 

@@ -98,6 +98,23 @@ def test_swapped_or_moved_buffer_bytes_break_the_signature():
     assert b.feed(frames)[1]["buffers"] == [b"ab", b"cd"]
 
 
+def test_a_batch_delivers_only_its_genuine_unseen_parts():
+    """A batch's own signature leaves its parts out; each part is checked on its own."""
+    from taskhub.session import pack_frames
+    a, b = Session(b"k"), Session(b"k")
+    parts = [a.serialize("apply_request", {"i": i}, buffers=[b"f", b"x"])[0] for i in range(3)]
+    b.feed(parts[0])  # seen before: in a batch it is a replay
+    parts[1] = parts[1][:-1] + [b"evil"]  # its buffers swapped
+    frames, _ = a.serialize(BATCH, {"n": 3}, buffers=[pack_frames(p) for p in parts])
+    _, batch = b.feed(frames)
+    got = [b.feed(part)[1] for part in b.batch_parts(batch)]
+    assert [m["content"]["i"] for m in got if m is not None] == [2]
+    assert b.dropped == {"replayed": 1, "bad signature": 1}
+    forged = [*frames[:2], frames[2].replace(b'"msg_type":"batch"',
+                                             b'"msg_type":"apply_request"'), *frames[3:]]
+    assert b.feed(forged) == (None, None)  # a header cannot change which rule signs it
+
+
 # -- loopback: an attacker between the client and the controller ----------------------------
 class Attacker:
     """A proxy in front of the controller's client task port. Batches are taken apart and

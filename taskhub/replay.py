@@ -42,6 +42,14 @@ class _Stream:
         i = seq - self.base
         return 0 <= i < 8 * len(self.bits) and self.bits[i >> 3] & (1 << (i & 7))
 
+    def _count(self, lo, hi):
+        """How many seqs in [lo, hi) are marked."""
+        lo, hi = max(lo - self.base, 0), min(hi - self.base, 8 * len(self.bits))
+        if hi <= lo:
+            return 0
+        chunk = int.from_bytes(self.bits[lo >> 3:(hi + 7) >> 3], "little") >> (lo & 7)
+        return (chunk & ((1 << (hi - lo)) - 1)).bit_count()
+
     def seen(self, seq):
         return seq <= self.floor or bool(self.pending and self._bit(seq))
 
@@ -63,12 +71,12 @@ class _Stream:
     def _raise_floor(self, forced):
         """Past `forced` (older than the window), then on past every seq already marked."""
         floor = self.floor
-        while floor < forced or (self.pending and self._bit(floor + 1)):
+        if forced > floor:  # the marks in (floor, forced] leave the bitmap
+            self.pending -= self._count(floor + 1, forced + 1)
+            floor = forced
+        while self.pending and self._bit(floor + 1):
             floor += 1
-            if self._bit(floor):
-                self.pending -= 1
-            elif not self.pending:  # nothing marked above: jump straight there
-                floor = max(floor, forced)
+            self.pending -= 1
         self.floor = floor
         if not self.pending:
             self._clear()

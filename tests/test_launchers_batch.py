@@ -87,7 +87,8 @@ def test_slurm_engines_grow_shrink_and_stop(make_profile, slurm):
 
 def test_slurm_controller_and_engines(make_profile, slurm):
     profile = make_profile(slurm)
-    started = profile.start("-n", "2", "--engines", "slurm", "--controller", "slurm")
+    started = profile.start("-n", "2", "--engines", "slurm", "--controller", "slurm",
+                            "--curve")  # the keys travel with the jobs
     assert "controller: slurm job" in started.stdout
     jobs = recorded_jobs(profile, "controller") + recorded_jobs(profile)
     run_a_map_and_stop(profile, slurm, 2, jobs, outputs=("slurm-*-*.log", 2))
@@ -117,7 +118,7 @@ def test_pbs_engines_through_qsub(make_profile, slurm):
         f"c.PBSEngineSetLauncher.{option} = ['{PBS_BIN / command}']\n"
         for option, command in (("submit_command", "qsub"), ("delete_command", "qdel"),
                                 ("status_command", "qstat"))))
-    started = profile.start("-n", "3", "--engines", "pbs")
+    started = profile.start("-n", "3", "--engines", "pbs", "--curve")
     assert "pbs job(s)" in started.stdout
     run_a_map_and_stop(profile, slurm, 3, recorded_jobs(profile),
                        outputs=("pbs-engines-*.o*", 1))   # the wrappers name it so
@@ -125,7 +126,7 @@ def test_pbs_engines_through_qsub(make_profile, slurm):
 
 def test_sge_engines_as_an_array_job(make_profile, sge):
     profile = make_profile(sge)
-    started = profile.start("-n", "3", "--engines", "sge")
+    started = profile.start("-n", "3", "--engines", "sge", "--curve")
     assert "sge job(s)" in started.stdout
     tasks = run(["qstat"]).stdout.splitlines()[2:]
     assert len(tasks) == 3 and {t.split()[0] for t in tasks} == set(recorded_jobs(profile))

@@ -28,7 +28,7 @@ def mpi_world():
 
 
 def test_mpi_engines_know_their_rank_and_run_a_map(profile):
-    started = profile.start("-n", "3", "--engines", "mpi")
+    started = profile.start("-n", "3", "--engines", "mpi", "--curve")  # encrypted too
     assert "mpi: 3 engines in 1 mpiexec run" in started.stdout
     rc = profile.client()
     try:

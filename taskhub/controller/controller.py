@@ -29,6 +29,7 @@ import zmq
 
 from .. import curve as _curve
 from ..error import NoTaskDB, UnknownTaskError
+from ..jsonutil import parse_date
 from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packable,
                        utcnow)
 from ..zmqsocket import make_context
@@ -61,7 +62,7 @@ class Controller:
 
     def __init__(self, session, db, ip="127.0.0.1", scheme="leastload", hwm=0,
                  heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
-                 curve=None):
+                 curve=None, prefetch="adaptive"):
         self.session = session
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
@@ -70,7 +71,8 @@ class Controller:
         self.ip = ip
         self.scheme = scheme
         self.pure = scheme == PURE
-        self.scheduler = sc.SchedulerState("leastload" if self.pure else scheme, hwm)
+        self.scheduler = sc.SchedulerState("leastload" if self.pure else scheme, hwm,
+                                           prefetch=prefetch)
         limit, reason = limits.engine_capacity(max_engines)
         self.hub = hs.HubState(heartbeat_period * heartbeat_misses,
                                hs.CHANNELS - {"task"} if self.pure else hs.CHANNELS,
@@ -307,7 +309,7 @@ class Controller:
     def _send_task(self, msg_id, engine):
         client, raw = self.queued[msg_id]  # kept: a retry sends the same frames again
         self._to_engine("e_task", engine.encode(), [client, DELIM, *raw])
-        self.recorder.update(msg_id, engine_uuid=engine, engine_id=self.hub.id_of(engine))
+        self.recorder.queued(msg_id, engine_uuid=engine, engine_id=self.hub.id_of(engine))
 
     def _to_engine(self, name, engine, frames):
         """Queue a request for `engine` on socket `name`; the end of the loop turn sends
@@ -506,7 +508,19 @@ class Controller:
         if len(idents) != 2 or engine not in known:
             self.session.dropped["reply from unknown engine"] += 1
             return None, None, None
+        if msg.msg_type == "task_started":
+            self._on_started(engine, msg, channel)
+            return None, None, None
         return engine, idents[1], msg
+
+    def _on_started(self, engine, msg, channel):
+        """An engine says a task it was sent started running (taskhub/taskstatus.py)."""
+        msg_id = msg.parent_id
+        if channel == "task" and self.scheduler.assigned.get(msg_id) != engine:
+            return  # not (or no longer) this engine's to run: a stale notice
+        if msg_id in self.outstanding:
+            self.recorder.started(msg_id, parse_date(msg["content"].get("started")) or utcnow())
+            self._apply(self.scheduler.handle(sc.TaskStarted(msg_id, engine, time.monotonic())))
 
     def _split_batch(self, ident, batch, handler):
         """Handle each message of a batch as if it had come alone from `ident`."""
@@ -533,7 +547,7 @@ class Controller:
         self._replies[msg_id] = msg
         self._apply(self.scheduler.handle(sc.TaskFinished(
             msg_id, engine, content.get("status") == "ok", str(content.get("ename", "")),
-            str(content.get("evalue", "")))))
+            str(content.get("evalue", "")), time.monotonic())))
         self._replies.pop(msg_id, None)
 
     def _on_mux_reply(self, frames):

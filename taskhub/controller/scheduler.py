@@ -29,6 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Tuple
 
+from .prefetch import Prefetch
 from .schemes import get_scheme
 from .statemachine import StateMachine
 
@@ -134,6 +135,15 @@ class TaskFinished:
     ok: bool = True
     ename: str = ""
     evalue: str = ""
+    now: Optional[float] = None  # when the reply came (prefetch measures durations)
+
+
+@dataclass(frozen=True)
+class TaskStarted:
+    """The engine a task was sent to started running it."""
+    msg_id: str
+    engine: str
+    now: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -220,17 +230,25 @@ class _Task:
     engine: Optional[str] = None
     state: str = BLOCKED
     final: bool = False                  # aborted or interrupted: no second attempt
+    started: bool = False                # its engine said it started running it
 
 
 class SchedulerState(StateMachine):
     """Where each task runs, and when. `hwm` caps outstanding tasks per engine (0: no cap);
+    `prefetch` is how many an engine gets before it needs them: "adaptive" (a depth from
+    measured durations, prefetch.py) or "eager" (all it may have, at once);
     `remember` is how many finished tasks' outcomes are kept for dependencies (older ones
     the controller looks up in the task DB); `grace` is how long (seconds) a dependency on
     an unknown msg_id waits for that task to show up."""
 
-    def __init__(self, scheme="leastload", hwm=0, seed=None, remember=65536, grace=1.0):
+    def __init__(self, scheme="leastload", hwm=0, seed=None, remember=65536, grace=1.0,
+                 prefetch="eager", horizon=None):
         self.scheme = get_scheme(scheme)
         self.hwm = hwm
+        self.prefetch = Prefetch(prefetch, hwm, **({} if horizon is None
+                                                   else {"horizon": horizon}))
+        self.adaptive = self.prefetch.adaptive
+        self.now = 0.0           # the latest time an event brought
         self.rng = random.Random(seed)
         self.remember = remember
         self.grace = grace
@@ -248,6 +266,7 @@ class SchedulerState(StateMachine):
         self._seq = itertools.count()
         self._handlers = {EngineUp: self._engine_up, EngineDown: self._engine_down,
                           TaskSubmitted: self._submitted, TaskFinished: self._finished,
+                          TaskStarted: self._started,
                           DirectSubmitted: self._direct_submitted,
                           DirectFinished: self._direct_finished, AbortTask: self._abort,
                           InterruptTask: self._interrupt, Tick: self._tick}
@@ -267,6 +286,7 @@ class SchedulerState(StateMachine):
             return []
         self.engines.insert(0, ev.engine)  # a fresh engine is the least recently used
         self.loads[ev.engine] = 0
+        self.prefetch.add(ev.engine)
         return self._drain()
 
     def _engine_down(self, ev):
@@ -274,6 +294,7 @@ class SchedulerState(StateMachine):
             return []
         self.engines.remove(ev.engine)
         del self.loads[ev.engine]
+        self.prefetch.remove(ev.engine)
         out = []
         for m in [m for m, e in self.assigned.items() if e == ev.engine]:
             task = self.tasks[m]
@@ -289,6 +310,7 @@ class SchedulerState(StateMachine):
     def _submitted(self, ev):
         if ev.msg_id in self.tasks:
             return []
+        self.now = max(self.now, ev.now)
         task = _Task(ev.msg_id, next(self._seq), ev.priority,
                      frozenset(ev.targets) if ev.targets is not None else None, ev.after,
                      ev.follow, ev.retries, ev.timeout)
@@ -328,12 +350,21 @@ class SchedulerState(StateMachine):
         task = self.tasks.get(ev.msg_id)
         if task is None or task.state != RUNNING or task.engine != ev.engine:
             return []  # a late or stray reply: not the answer this task waits for
+        if ev.now is not None:
+            self.now = max(self.now, ev.now)
         self._release(task)
+        self.prefetch.finished(ev.engine, self.loads[ev.engine], self.now)
         if ev.ok:
             out = self._conclude(task, True, ev.engine, DeliverReply(task.msg_id))
         else:
             out = self._attempt_failed(task, ev.engine, ev.ename, ev.evalue, replied=True)
         return out + self._drain()
+
+    def _started(self, ev):
+        task = self.tasks.get(ev.msg_id)
+        if task is not None and task.state == RUNNING and task.engine == ev.engine:
+            task.started = True
+        return []
 
     def _direct_submitted(self, ev):
         if ev.msg_id in self.dependents:  # something waits for it: do not call it unknown
@@ -364,6 +395,7 @@ class SchedulerState(StateMachine):
         return [SignalEngine(task.msg_id, task.engine, "interrupt")]
 
     def _tick(self, ev):
+        self.now = max(self.now, ev.now)
         out = self._fail_unknown(ev.now)
         while self._deadlines and self._deadlines[0][0] <= ev.now:
             deadline, m = heapq.heappop(self._deadlines)
@@ -489,10 +521,13 @@ class SchedulerState(StateMachine):
         heapq.heappush(self._ready, (-task.priority, task.seq, task.msg_id))
 
     def _free(self, engine):
+        if self.adaptive:
+            return self.loads[engine] < self.prefetch.depth(engine, self.now)
         return not self.hwm or self.loads[engine] < self.hwm
 
     def _room(self):
-        return bool(self.engines) and (not self.hwm or any(map(self._free, self.engines)))
+        return bool(self.engines) and (not (self.hwm or self.adaptive)
+                                       or any(map(self._free, self.engines)))
 
     def _drain(self):
         """Send READY tasks, best first, while some engine has room."""
@@ -523,6 +558,7 @@ class SchedulerState(StateMachine):
     def _assign(self, task, engine):
         task.state, task.engine, task.deadline = RUNNING, engine, None
         self.assigned[task.msg_id] = engine
+        self.prefetch.sent(engine, self.loads[engine], self.now)
         self.loads[engine] += 1
         self.engines.remove(engine)
         self.engines.append(engine)  # now the most recently used
@@ -535,4 +571,4 @@ class SchedulerState(StateMachine):
         self.assigned.pop(task.msg_id, None)
         if task.engine in self.loads:
             self.loads[task.engine] -= 1
-        task.state, task.engine = RELEASED, None
+        task.state, task.engine, task.started = RELEASED, None, False

@@ -56,6 +56,7 @@ from ..error import RemoteError
 from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
 from .capture import OutputRouter, TaskOutput
+from .startnotice import StartNotices
 
 log = logging.getLogger("taskhub.engine")
 
@@ -144,6 +145,8 @@ class Engine:
         self._batch_channels = {"mux"} if info.get("task_scheme") == "pure" \
             else {"task", "mux"}
         self._io_thread = None
+        self._announce = (None, None)  # (channel, idents) of the task about to run
+        self._notices = StartNotices()  # a task running a while is announced (startnotice.py)
         self.user_ns = sys.modules["__main__"].__dict__
 
     # -- registration -----------------------------------------------------------------------
@@ -241,6 +244,9 @@ class Engine:
         with self._iopub_lock:
             self._publish_output(socks["iopub"])
         self._enforce_time_limit()
+        notice = self._notices.take_due()
+        if notice is not None:
+            self._send_start_notice(*notice)
         if self._held and time.monotonic() >= self._held_until:
             with self._cond:  # only while the main thread runs a task (else it sends them)
                 if self._owner != "main" and not self._closed:
@@ -414,7 +420,15 @@ class Engine:
             timeout = min(timeout, int((running[1] - time.monotonic()) * 1000) + 1)
         if self._held:
             timeout = min(timeout, int((self._held_until - time.monotonic()) * 1000) + 1)
-        return max(0, timeout)
+        return self._notices.wait_ms(max(0, timeout))
+
+    def _send_start_notice(self, channel, idents, header, started):
+        """(IO thread) Tell the hub the running task started (startnotice.py)."""
+        with self._cond:
+            sock = self._task_socks.get(channel)
+            if self._owner == "task" and not self._closed and sock is not None:
+                self.session.send(sock, "task_started", {"started": started}, parent=header,
+                                  idents=idents)
 
     def _enforce_time_limit(self):
         running = self._running
@@ -550,6 +564,7 @@ class Engine:
                 channel, idents, msg, generation = queue_.popleft()
             if generation != self.generation:
                 continue  # the hub gave up on it (see _rejoin)
+            self._announce = (channel, idents)
             frames = self._execute(router, msg)
             if frames is None:  # the IO thread closed the sockets while the task ran
                 return
@@ -587,12 +602,13 @@ class Engine:
                                 or self._stopping.is_set())
             return self._owner == "main"
 
-    def _release(self, deadline):
+    def _release(self, deadline, wake=False):
         """(main thread) The IO thread may use the task sockets while a task runs; it is
         woken if it has a time limit to enforce or replies held back to send."""
         with self._cond:
             self._owner = "task"
-        if deadline is not None or (self._held and self._poked_for != self._held_until):
+        if wake or deadline is not None or (self._held
+                                            and self._poked_for != self._held_until):
             self._poked_for = self._held_until  # once per batch held back
             _poke(self._io_wake[1])
 
@@ -646,11 +662,13 @@ class Engine:
         self.outputs[msg.msg_id] = output
         started = utcnow()
         limit = _time_limit(msg["metadata"])
-        self._release(limit)
+        wake = self._notices.begin(*self._announce, msg["header"])
+        self._release(limit, wake)
         try:
             with router.capturing(output):
                 content, buffers = self._call(msg, limit)
         finally:
+            self._notices.end()
             owned = self._reclaim()
         if not owned:
             return None

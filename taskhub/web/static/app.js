@@ -57,10 +57,11 @@ const taskhub = (() => {
     return s < 60 ? `${s.toFixed(1)} s ago` : `${Math.round(s / 60)} min ago`;
   }
 
-  // A task's state: the DB's status once finished; before, whether an engine has it.
+  // A task's state: its status (pending, queued, running, ok, error, aborted, lost).
   function state(task) {
-    if (task.completed) return task.status || "finished";
-    return task.engine_id === null || task.engine_id === undefined ? "waiting" : "running";
+    if (task.status) return task.status;
+    if (task.completed) return "finished";
+    return task.engine_id === null || task.engine_id === undefined ? "pending" : "queued";
   }
 
   const badge = (text) => el("span", { class: `badge s-${text}`, text });
@@ -333,7 +334,7 @@ const taskhub = (() => {
     let timer = null;
     const load = async () => {
       try {
-        const done = !["waiting", "running"].includes(renderTask(await api(path)));
+        const done = !["pending", "queued", "running"].includes(renderTask(await api(path)));
         $("task-error").hidden = true;
         if (done && timer) { clearInterval(timer); timer = null; }
       } catch (e) {

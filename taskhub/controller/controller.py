@@ -30,6 +30,7 @@ import zmq
 from .. import curve as _curve
 from ..error import NoTaskDB, UnknownTaskError
 from ..jsonutil import parse_date
+from ..taskstatus import PENDING
 from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packable,
                        utcnow)
 from ..zmqsocket import make_context
@@ -86,6 +87,7 @@ class Controller:
         self.watchers = {}     # msg_id -> client idents that asked for it via get_result
         self.engine_ids = {}   # uuid -> id of every engine that was ever up
         self._replies = {}     # msg_id -> engine reply the scheduler is deciding about
+        self._steals = {}      # request msg_id -> (engine, msg_ids) of a steal unanswered
         self._engine_out = {}  # (socket name, engine ident) -> requests to send this turn
         self._client_out = {}  # (socket name, client ident) -> replies to send this turn
         self._in_batch = False  # handling the messages of a batch (batches do not nest)
@@ -293,6 +295,13 @@ class Controller:
                                       ins.ename, ins.evalue, utcnow())
             elif isinstance(ins, sc.SignalEngine):
                 self._signal_engine(ins.engine, ins.action, [ins.msg_id])
+            elif isinstance(ins, sc.StealTasks):
+                header = self._signal_engine(ins.engine, "abort", list(ins.msg_ids),
+                                             queued_only=True)
+                self._steals[header["msg_id"]] = (ins.engine, ins.msg_ids)
+            elif isinstance(ins, sc.Returned):
+                self.recorder.update(ins.msg_id, status=PENDING, engine_uuid=None,
+                                     engine_id=None)
             elif isinstance(ins, hs.EngineIsUp):
                 self.engine_ids[ins.uuid] = ins.id
                 self._notify("engine_up", {"id": ins.id, "uuid": ins.uuid, "versions":
@@ -391,13 +400,15 @@ class Controller:
         """Where replies for `queue` go; under pure the device owns the task ROUTER."""
         return "mux" if queue == "mux" or self.pure else "task"
 
-    def _signal_engine(self, engine, action, msg_ids):
+    def _signal_engine(self, engine, action, msg_ids, **extra):
         """Ask `engine` (on its control channel) to abort or interrupt `msg_ids`, or (action
-        "rejoin") to register again as a new engine."""
-        frames, _ = self.session.serialize(f"{action}_request", {"msg_ids": msg_ids},
-                                           idents=[engine.encode(), HUB_IDENT])
+        "rejoin") to register again as a new engine; the request's header."""
+        frames, header = self.session.serialize(f"{action}_request",
+                                                {"msg_ids": msg_ids, **extra},
+                                                idents=[engine.encode(), HUB_IDENT])
         self._flush_to_engines()
         self.sockets["e_control"].send_multipart(frames)
+        return header
 
     def _notify(self, kind, content):
         self.session.send(self.sockets["notification"], kind, content)
@@ -569,6 +580,12 @@ class Controller:
         engine, client, msg = self._engine_message(frames, "control")
         if msg is not None and client != HUB_IDENT:
             self.sockets["control"].send_multipart([client, DELIM, *msg["raw"]])
+        elif msg is not None and msg.parent_id in self._steals:  # work stealing's answer
+            asked_engine, asked = self._steals.pop(msg.parent_id)
+            taken = msg["content"].get("aborted")
+            taken = tuple(m for m in taken if isinstance(m, str)) \
+                if isinstance(taken, list) else ()
+            self._apply(self.scheduler.handle(sc.GaveBack(asked_engine, asked, taken)))
 
     def _on_pure_copy(self, frames):
         """A copy of a message that passed the pure device: record it."""

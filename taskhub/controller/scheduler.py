@@ -34,6 +34,7 @@ from .schemes import get_scheme
 from .statemachine import StateMachine
 
 BLOCKED, READY, RUNNING, RELEASED = "blocked", "ready", "running", "released"
+STEAL_MIN = 0.005  # seconds of queued work on an engine worth a steal's round trip
 
 
 # -- what tasks depend on -----------------------------------------------------------------
@@ -147,6 +148,15 @@ class TaskStarted:
 
 
 @dataclass(frozen=True)
+class GaveBack:
+    """`engine` answered a StealTasks for `asked`: `taken` are those it had not started,
+    which it will never run (it answers each with a TaskAborted reply, ignored here)."""
+    engine: str
+    asked: Tuple[str, ...]
+    taken: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DirectSubmitted:
     """A task outside the scheduler (sent to a named engine) was submitted."""
     msg_id: str
@@ -205,6 +215,21 @@ class Requeued:
 
 
 @dataclass(frozen=True)
+class StealTasks:
+    """Ask `engine` to give back those of `msg_ids` it has not started (a queued-only
+    abort); its answer is the GaveBack event."""
+    engine: str
+    msg_ids: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Returned:
+    """`engine` gave the task back before it started: it waits at the hub again."""
+    msg_id: str
+    engine: str
+
+
+@dataclass(frozen=True)
 class SignalEngine:
     """Ask `engine` to stop this task: action is 'abort' or 'interrupt'."""
     msg_id: str
@@ -231,6 +256,9 @@ class _Task:
     state: str = BLOCKED
     final: bool = False                  # aborted or interrupted: no second attempt
     started: bool = False                # its engine said it started running it
+    stealing: bool = False               # asked back from its engine, no answer yet
+    ghosts: set = field(default_factory=set)  # engines that gave it back: each sends one
+    # TaskAborted reply for it later, which is not this task's answer
 
 
 class SchedulerState(StateMachine):
@@ -242,13 +270,15 @@ class SchedulerState(StateMachine):
     an unknown msg_id waits for that task to show up."""
 
     def __init__(self, scheme="leastload", hwm=0, seed=None, remember=65536, grace=1.0,
-                 prefetch="eager", horizon=None):
+                 prefetch="eager", horizon=None, steal=True):
         self.scheme = get_scheme(scheme)
         self.hwm = hwm
         self.prefetch = Prefetch(prefetch, hwm, **({} if horizon is None
                                                    else {"horizon": horizon}))
         self.adaptive = self.prefetch.adaptive
         self.now = 0.0           # the latest time an event brought
+        self.steal = self.adaptive and steal
+        self.stealing_from = set()  # engines asked to give tasks back, not answered yet
         self.rng = random.Random(seed)
         self.remember = remember
         self.grace = grace
@@ -266,7 +296,7 @@ class SchedulerState(StateMachine):
         self._seq = itertools.count()
         self._handlers = {EngineUp: self._engine_up, EngineDown: self._engine_down,
                           TaskSubmitted: self._submitted, TaskFinished: self._finished,
-                          TaskStarted: self._started,
+                          TaskStarted: self._started, GaveBack: self._gave_back,
                           DirectSubmitted: self._direct_submitted,
                           DirectFinished: self._direct_finished, AbortTask: self._abort,
                           InterruptTask: self._interrupt, Tick: self._tick}
@@ -295,6 +325,7 @@ class SchedulerState(StateMachine):
         self.engines.remove(ev.engine)
         del self.loads[ev.engine]
         self.prefetch.remove(ev.engine)
+        self.stealing_from.discard(ev.engine)
         out = []
         for m in [m for m, e in self.assigned.items() if e == ev.engine]:
             task = self.tasks[m]
@@ -348,8 +379,15 @@ class SchedulerState(StateMachine):
 
     def _finished(self, ev):
         task = self.tasks.get(ev.msg_id)
+        if task is not None and ev.engine in task.ghosts:
+            task.ghosts.discard(ev.engine)  # replies come in order: this is the given-back copy's
+            return []
         if task is None or task.state != RUNNING or task.engine != ev.engine:
             return []  # a late or stray reply: not the answer this task waits for
+        if task.stealing and ev.ename == "TaskAborted" and not task.final:
+            # the engine gave it back and skipped it before its answer to the steal came
+            task.stealing = False
+            return self._give_back(task, ev.engine) + self._drain()
         if ev.now is not None:
             self.now = max(self.now, ev.now)
         self._release(task)
@@ -358,13 +396,78 @@ class SchedulerState(StateMachine):
             out = self._conclude(task, True, ev.engine, DeliverReply(task.msg_id))
         else:
             out = self._attempt_failed(task, ev.engine, ev.ename, ev.evalue, replied=True)
-        return out + self._drain()
+        out += self._drain()
+        if self.steal and not self.loads[ev.engine] and not self._ready:
+            out += self._steal_for(ev.engine)
+        return out
 
     def _started(self, ev):
         task = self.tasks.get(ev.msg_id)
         if task is not None and task.state == RUNNING and task.engine == ev.engine:
             task.started = True
         return []
+
+    # -- work stealing ----------------------------------------------------------------------
+    def _steal_for(self, thief):
+        """`thief` is idle and the hub has nothing for it: ask the engine with the most
+        work queued behind its running task for some of it back (all of it if that engine
+        is stalled on a long task, else the newest half). Only tasks any engine may run
+        are asked for, and one request per engine at a time."""
+        queued = {}
+        for m, e in self.assigned.items():
+            if e == thief or e in self.stealing_from:
+                continue
+            task = self.tasks[m]
+            if task.started or task.stealing or task.targets is not None \
+                    or task.where is not None or task.tried:
+                continue
+            queued.setdefault(e, []).append(m)
+        best, best_backlog = None, 0.0
+        for e, ids in queued.items():
+            # the first one sent may be running (short tasks send no start notice)
+            waiting = len(ids) - (0 if self.loads[e] > len(ids) else 1)
+            if waiting <= 0:
+                continue
+            stalled = self.prefetch.stalled(e, self.now)
+            backlog = float("inf") if stalled else self.prefetch.backlog(e, waiting)
+            if backlog > best_backlog:
+                best, best_backlog = e, backlog
+        if best is None or best_backlog < STEAL_MIN:
+            return []
+        ids = queued[best]
+        take = ids if best_backlog == float("inf") else ids[-max(1, len(ids) // 2):]
+        for m in take:
+            self.tasks[m].stealing = True
+        self.stealing_from.add(best)
+        return [StealTasks(best, tuple(take))]
+
+    def _gave_back(self, ev):
+        self.stealing_from.discard(ev.engine)
+        taken, out = set(ev.taken), []
+        for m in ev.asked:
+            task = self.tasks.get(m)
+            if task is None or task.state != RUNNING or task.engine != ev.engine:
+                continue  # finished, or failed with its engine, meanwhile
+            task.stealing = False
+            if m not in taken:
+                continue  # it had started: it finishes where it is
+            task.ghosts.add(ev.engine)
+            out += self._give_back(task, ev.engine)
+        return out + self._drain()
+
+    def _give_back(self, task, engine):
+        """`engine` will not run `task`: it waits at the hub again (a TaskAborted reply
+        from the engine is still to come if `engine` is in task.ghosts)."""
+        self._release(task)
+        # never back to that engine: it would drop the same signed frames as a replay
+        task.tried.add(engine)
+        if task.final:  # aborted by its client while the steal was on its way
+            return self._conclude(task, False, None, FailTask(
+                task.msg_id, "TaskAborted", "aborted before it ran"))
+        if not self._placeable(task):
+            return self._conclude(task, False, None, self._give_up(task))
+        self._make_ready(task)
+        return [Returned(task.msg_id, engine)]
 
     def _direct_submitted(self, ev):
         if ev.msg_id in self.dependents:  # something waits for it: do not call it unknown
@@ -397,6 +500,9 @@ class SchedulerState(StateMachine):
     def _tick(self, ev):
         self.now = max(self.now, ev.now)
         out = self._fail_unknown(ev.now)
+        if self.steal and not self._ready:  # an engine may have stalled since it went idle
+            for e in [e for e in self.engines if not self.loads[e]]:
+                out += self._steal_for(e)
         while self._deadlines and self._deadlines[0][0] <= ev.now:
             deadline, m = heapq.heappop(self._deadlines)
             task = self.tasks.get(m)
@@ -441,6 +547,9 @@ class SchedulerState(StateMachine):
     def _give_up(self, task):
         """The FailTask for a task that no engine, now or later, can run."""
         m = task.msg_id
+        if task.last_error is None and task.tried:
+            return FailTask(m, "ImpossibleDependency", "no engine is left to run it: the "
+                            "engine that gave it back (work stealing) cannot take it again")
         if task.last_error is None:
             why = ("none of the task's target engines is registered"
                    if task.targets is not None and not task.targets & set(self.loads)

@@ -411,11 +411,11 @@ class Engine:
 
     # -- stopping the running task (IO thread) ----------------------------------------------
     def _poll_timeout(self):
-        """ms to wait for sockets: 100 while a task runs, to publish output as it comes;
-        less to stop a task close to its time limit, or to send replies held back for a
-        batch; 500 when idle."""
+        """ms to wait for sockets: 100, to publish output as it comes and announce a task
+        that started (without a wake-up per task); less to stop a task close to its time
+        limit, to send replies held back for a batch, or to announce a task due."""
         running = self._running
-        timeout = 500 if running is None else 100
+        timeout = 100  # also how late a start notice may be (startnotice.py)
         if running is not None and running[1] is not None and self._timed_out != running[0]:
             timeout = min(timeout, int((running[1] - time.monotonic()) * 1000) + 1)
         if self._held:
@@ -602,13 +602,12 @@ class Engine:
                                 or self._stopping.is_set())
             return self._owner == "main"
 
-    def _release(self, deadline, wake=False):
+    def _release(self, deadline):
         """(main thread) The IO thread may use the task sockets while a task runs; it is
         woken if it has a time limit to enforce or replies held back to send."""
         with self._cond:
             self._owner = "task"
-        if wake or deadline is not None or (self._held
-                                            and self._poked_for != self._held_until):
+        if deadline is not None or (self._held and self._poked_for != self._held_until):
             self._poked_for = self._held_until  # once per batch held back
             _poke(self._io_wake[1])
 
@@ -662,8 +661,8 @@ class Engine:
         self.outputs[msg.msg_id] = output
         started = utcnow()
         limit = _time_limit(msg["metadata"])
-        wake = self._notices.begin(*self._announce, msg["header"])
-        self._release(limit, wake)
+        self._notices.begin(*self._announce, msg["header"])
+        self._release(limit)
         try:
             with router.capturing(output):
                 content, buffers = self._call(msg, limit)

@@ -279,6 +279,7 @@ class SchedulerState(StateMachine):
         self.now = 0.0           # the latest time an event brought
         self.steal = self.adaptive and steal
         self.stealing_from = set()  # engines asked to give tasks back, not answered yet
+        self.returned = 0        # tasks engines gave back, so far
         self.rng = random.Random(seed)
         self.remember = remember
         self.grace = grace
@@ -459,6 +460,7 @@ class SchedulerState(StateMachine):
         """`engine` will not run `task`: it waits at the hub again (a TaskAborted reply
         from the engine is still to come if `engine` is in task.ghosts)."""
         self._release(task)
+        self.returned += 1
         # never back to that engine: it would drop the same signed frames as a replay
         task.tried.add(engine)
         if task.final:  # aborted by its client while the steal was on its way

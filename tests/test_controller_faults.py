@@ -71,7 +71,7 @@ def test_fail_lost_tasks_marks_every_unfinished_record_and_nothing_else(tmp_path
         if msg_id.startswith("done-"):
             assert rec == before[msg_id]
             continue
-        assert rec["status"] == "error" and rec["completed"] is not None
+        assert rec["status"] == "lost" and rec["completed"] is not None
         assert rec["result_content"] == rec["error"] == {
             "status": "error", "ename": "TaskLost", "evalue": LOST, "traceback": ""}
         assert (rec["engine_uuid"], rec["engine_id"]) == ("e1", 1)  # where it was running
@@ -138,7 +138,7 @@ def test_a_clean_stop_fails_what_is_in_flight(tmp_path):
         rc.close()
     store = make_db("sqlite", filename=str(tmp_path / "p" / "tasks.db"))
     [rec] = store.find_records({"msg_id": ar.msg_ids[0]}, ["status", "error", "completed"])
-    assert rec["status"] == "error" and rec["error"]["ename"] == "TaskLost"
+    assert rec["status"] == "lost" and rec["error"]["ename"] == "TaskLost"
     store.close()
 
 

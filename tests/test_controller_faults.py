@@ -99,7 +99,7 @@ def test_the_app_names_the_dead_controller_from_its_pid_file(tmp_path):
     (tmp_path / "pid" / controller_app.PID_FILE).write_text(f"{pid}\n")
     c = _controller(tmp_path, records=_records(done=1, unfinished=2))
     app.fail_lost_tasks(c)
-    lost = c.db.find_records({"status": "error"}, ["error"])
+    lost = c.db.find_records({"status": "lost"}, ["error"])
     assert [r["error"]["evalue"] for r in lost] == [
         f"the controller (pid {pid}) stopped before this task finished; resubmit it"] * 2
     c.db.close()
@@ -219,7 +219,7 @@ def _check_the_restarted_history(rc, history, recorded, finished, lost_ids, old_
     reason = f"the controller (pid {old_pid}) stopped before this task finished; resubmit it"
     for m in lost_ids:
         assert (now[m]["status"], now[m]["error"]["ename"], now[m]["error"]["evalue"]) == \
-            ("error", "TaskLost", reason)
+            ("lost", "TaskLost", reason)
         assert now[m]["completed"] is not None and now[m]["submitted"] == recorded[m]["submitted"]
     assert rc.result_status(lost_ids) == {"pending": [], "completed": lost_ids}
     with pytest.raises(TaskLost, match=r"pid \d+\) stopped before this task finished"):

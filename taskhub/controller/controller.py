@@ -30,7 +30,7 @@ import zmq
 from .. import curve as _curve
 from ..error import NoTaskDB, UnknownTaskError
 from ..jsonutil import parse_date
-from ..taskstatus import PENDING
+from ..taskstatus import PENDING, final_status
 from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packable,
                        utcnow)
 from ..zmqsocket import make_context
@@ -389,7 +389,8 @@ class Controller:
         now = utcnow()
         frames, _ = self.session.serialize(
             "apply_reply", content, parent=header,
-            metadata={"status": "error", "completed": now.isoformat()}, idents=[client])
+            metadata={"status": final_status(content), "completed": now.isoformat()},
+            idents=[client])
         self._to_client(self._client_socket_name(queue), client, frames[1:])
         self._forward_to_watchers(msg_id, frames[1:])
         self.recorder.failed(msg_id, content, now)

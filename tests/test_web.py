@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import LoopbackCluster, wait_until
+from conftest import LoopbackCluster, wait_for_file, wait_until
 
 from taskhub.client import progress
 from taskhub.paths import security_file
@@ -472,3 +472,29 @@ def test_wait_interactive_and_map_progress(web, capsys):
     assert slow.wait_interactive(timeout=0.1) is False
     assert "0/1 tasks" in capsys.readouterr().err
     slow.wait(10)
+
+
+def test_a_running_task_shows_running_and_the_status_filter_finds_it(web, page, tmp_path):
+    gate = tmp_path / "gate"
+    lview = web.rc.load_balanced_view()
+    lview.label = "gated"
+    ar = lview.apply_async(wait_for_file, str(gate), 60)
+    msg_id = ar.msg_ids[0]
+    try:
+        wait_until(lambda: web.rc.db_query({"msg_id": msg_id}, keys=["status"])[0]["status"]
+                   == "running", what="the task running")
+        page.goto(web.server.url + "&label=gated")
+        page.select_option("#f-status", "running")
+        page.wait_for_function(
+            "(id) => { const rows = [...document.querySelectorAll('#tasks tbody tr.task')];"
+            " return rows.length === 1 && rows[0].dataset.msgId === id"
+            " && rows[0].classList.contains('t-running'); }", arg=msg_id)
+        assert "status=running" in page.url
+    finally:
+        gate.touch()
+    assert ar.get(30)
+    page.select_option("#f-status", "ok")
+    page.wait_for_function(
+        "(id) => { const rows = [...document.querySelectorAll('#tasks tbody tr.task')];"
+        " return rows.length === 1 && rows[0].dataset.msgId === id"
+        " && rows[0].classList.contains('t-ok'); }", arg=msg_id)

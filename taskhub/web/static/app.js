@@ -95,7 +95,7 @@ const taskhub = (() => {
     $("outstanding").textContent = t.outstanding;
     $("waiting").textContent = t.waiting;
     $("throughput").textContent = `${$("rate").textContent} tasks/s · ` +
-      `${t.outstanding} running · ${t.waiting} waiting`;
+      `${t.outstanding} unfinished · ${t.waiting} pending at the hub`;
     rates.push(rate);
     if (rates.length > SPARK_SAMPLES) rates.shift();
     drawSparkline($("spark"), rates);

@@ -54,7 +54,8 @@ def test_no_filters_is_the_newest_page_of_everything():
 
 
 @pytest.mark.parametrize("args, message", [
-    ({"status": "broken"}, "status must be one of all, unfinished, finished, pending, queued, running, ok, error"),
+    ({"status": "broken"},
+     "status must be one of all, unfinished, finished, pending, queued, running, ok, error"),
     ({"engine": "one"}, "engine must be a whole number"),
     ({"limit": "5000"}, "limit must be a whole number from 1 to 500"),
     ({"sort": "stdout"}, "sort by one of submitted, completed"),

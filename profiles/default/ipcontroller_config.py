@@ -225,7 +225,7 @@ c = get_config()  #noqa
 # c.IPControllerApp.output_limit = 1048576
 
 ## When tasks leave the hub for an engine. adaptive: each engine gets as many as
-#  cover its next ~20 ms of work, from measured task durations (deep for tiny
+#  cover its next ~50 ms of work, from measured task durations (deep for tiny
 #  tasks, one at a time for long ones), idle engines take back tasks queued on
 #  busy ones, and priorities order all work not yet sent: balance and throughput
 #  together. eager: every task goes to an engine as soon as it arrives (up to

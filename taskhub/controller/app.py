@@ -87,7 +87,7 @@ class IPControllerApp(BaseApp):
                   "round trip per task. Ignored by the pure scheme.").tag(config=True)
     prefetch = Enum(PREFETCH_MODES, default_value="adaptive", help="When tasks leave the "
                     "hub for an engine. adaptive: each engine gets as many as cover its next "
-                    "~20 ms of work, from measured task durations (deep for tiny tasks, "
+                    "~50 ms of work, from measured task durations (deep for tiny tasks, "
                     "one at a time for long ones), idle engines take back tasks queued on "
                     "busy ones, and priorities order all work not yet sent: balance and "
                     "throughput together. eager: every task goes to an engine as soon as "

@@ -6,7 +6,7 @@ import pytest
 
 from taskhub.controller.prefetch import Prefetch
 from taskhub.controller.scheduler import (AbortTask, DeliverReply, EngineDown, EngineUp,
-                                          FailTask, GaveBack, Returned, SchedulerState,
+                                          FailTask, GaveBack, HoldReply, Returned, SchedulerState,
                                           SendTask, StealTasks, TaskFinished, TaskStarted,
                                           TaskSubmitted, Tick)
 
@@ -163,12 +163,24 @@ def test_the_skipped_copys_reply_before_the_answer_to_the_steal():
     first = steal.msg_ids[0]
     out = s.handle(TaskFinished(first, victim, False, "TaskAborted", "aborted before it ran",
                                 now=t))
-    assert Returned(first, victim) in out and not any(isinstance(i, (DeliverReply, FailTask))
-                                                      for i in out)
-    assert s.assigned[first] == thief
-    s.handle(GaveBack(victim, steal.msg_ids, steal.msg_ids))  # says what is known already
+    assert out == [HoldReply(first)]  # given back, or cancelled by its client? not known yet
+    out = s.handle(GaveBack(victim, steal.msg_ids, steal.msg_ids))
+    assert Returned(first, victim) in out and (first, thief) in sends(out)
+    assert not any(isinstance(i, (DeliverReply, FailTask)) for i in out)
     out = s.handle(TaskFinished(first, thief, now=t))
     assert [i.msg_id for i in out if isinstance(i, DeliverReply)] == [first]
+
+
+def test_a_cancel_that_aborted_it_during_a_steal_is_its_answer():
+    s, victim, thief, out, t = setup_steal()
+    [steal] = [i for i in out if isinstance(i, StealTasks)]
+    first = steal.msg_ids[0]
+    # a client's cancel took it on the engine first: the steal does not get it
+    assert s.handle(TaskFinished(first, victim, False, "TaskAborted", "aborted before it ran",
+                                 now=t)) == [HoldReply(first)]
+    out = s.handle(GaveBack(victim, steal.msg_ids, steal.msg_ids[1:]))
+    assert [i.msg_id for i in out if isinstance(i, DeliverReply)] == [first]
+    assert first not in [m for m, _ in sends(out)] and first not in s.tasks
 
 
 def test_a_steal_racing_a_completion_answers_once():

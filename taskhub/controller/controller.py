@@ -109,6 +109,7 @@ class Controller:
         self.engine_ids = {}   # uuid -> id of every engine that was ever up
         self._replies = {}     # msg_id -> engine reply the scheduler is deciding about
         self._steals = {}      # request msg_id -> (engine, msg_ids) of a steal unanswered
+        self._held_replies = {}  # msg_id -> a reply kept until its steal is answered
         self._looked_up = {}   # msg_id -> [lookups, its Outcome if it finished meanwhile]
         # while the task DB is asked about it for tasks that depend on it (_looked_up_deps)
         self._engine_out = {}  # (socket name, engine ident) -> requests to send this turn
@@ -352,7 +353,10 @@ class Controller:
                 header = self._signal_engine(ins.engine, "abort", list(ins.msg_ids),
                                              queued_only=True)
                 self._steals[header["msg_id"]] = (ins.engine, ins.msg_ids)
+            elif isinstance(ins, sc.HoldReply):
+                self._held_replies[ins.msg_id] = self._replies[ins.msg_id]
             elif isinstance(ins, sc.Returned):
+                self._held_replies.pop(ins.msg_id, None)
                 self.recorder.update(ins.msg_id, status=PENDING, engine_uuid=None,
                                      engine_id=None)
             elif isinstance(ins, hs.EngineIsUp):
@@ -422,7 +426,8 @@ class Controller:
 
     def _deliver_reply(self, msg_id):
         """The engine's reply is the task's answer: pass it to the client and record it."""
-        msg = self._replies.pop(msg_id)
+        msg = self._replies.pop(msg_id, None) or self._held_replies.pop(msg_id)
+        self._held_replies.pop(msg_id, None)
         self.queued.pop(msg_id, None)
         entry = self.outstanding.pop(msg_id, None)
         if entry is None:
@@ -433,6 +438,7 @@ class Controller:
 
     def _fail_task(self, msg_id, ename, evalue):
         """Answer a task the controller itself gave up on, as an engine would have."""
+        self._held_replies.pop(msg_id, None)
         self.queued.pop(msg_id, None)
         entry = self.outstanding.pop(msg_id, None)
         if entry is None:

@@ -230,6 +230,13 @@ class Returned:
 
 
 @dataclass(frozen=True)
+class HoldReply:
+    """Keep the engine's reply to this task: whether it is the answer (a cancel aborted
+    it) or the skipped copy of a task given back is known when the steal is answered."""
+    msg_id: str
+
+
+@dataclass(frozen=True)
 class SignalEngine:
     """Ask `engine` to stop this task: action is 'abort' or 'interrupt'."""
     msg_id: str
@@ -257,6 +264,7 @@ class _Task:
     final: bool = False                  # aborted or interrupted: no second attempt
     started: bool = False                # its engine said it started running it
     stealing: bool = False               # asked back from its engine, no answer yet
+    held: Optional[TaskFinished] = None  # a TaskAborted reply that came during the steal
     ghosts: set = field(default_factory=set)  # engines that gave it back: each sends one
     # TaskAborted reply for it later, which is not this task's answer
 
@@ -386,9 +394,10 @@ class SchedulerState(StateMachine):
         if task is None or task.state != RUNNING or task.engine != ev.engine:
             return []  # a late or stray reply: not the answer this task waits for
         if task.stealing and ev.ename == "TaskAborted" and not task.final:
-            # the engine gave it back and skipped it before its answer to the steal came
-            task.stealing = False
-            return self._give_back(task, ev.engine) + self._drain()
+            # the engine skipped it: because it gave it back (the steal's answer is still
+            # on its way), or because a client cancelled it there — the answer tells
+            task.held = ev
+            return [HoldReply(task.msg_id)]
         if ev.now is not None:
             self.now = max(self.now, ev.now)
         self._release(task)
@@ -450,10 +459,15 @@ class SchedulerState(StateMachine):
             if task is None or task.state != RUNNING or task.engine != ev.engine:
                 continue  # finished, or failed with its engine, meanwhile
             task.stealing = False
-            if m not in taken:
+            held, task.held = task.held, None
+            if m not in taken and held is not None:  # a cancel's abort: the answer
+                out += self._finished(held)
+            elif m not in taken:
                 continue  # it had started: it finishes where it is
-            task.ghosts.add(ev.engine)
-            out += self._give_back(task, ev.engine)
+            else:
+                if held is None:  # its skipped copy's reply is still to come
+                    task.ghosts.add(ev.engine)
+                out += self._give_back(task, ev.engine)
         return out + self._drain()
 
     def _give_back(self, task, engine):

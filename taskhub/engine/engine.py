@@ -415,7 +415,9 @@ class Engine:
         with self._cond:
             self._read_queued()
             queued = set(self._queued_ids())
-            taken = [m for m in msg_ids if m in queued]
+            # one already taken (by a client's cancel, or a steal) is not taken twice: the
+            # second asker would believe it still had to run it, or that it never will
+            taken = [m for m in msg_ids if m in queued and m not in self.aborted]
             self.aborted.update(taken)
         return taken
 

@@ -71,7 +71,7 @@ def test_fail_lost_tasks_marks_every_unfinished_record_and_nothing_else(tmp_path
         if msg_id.startswith("done-"):
             assert rec == before[msg_id]
             continue
-        assert rec["status"] == "error" and rec["completed"] is not None
+        assert rec["status"] == "lost" and rec["completed"] is not None
         assert rec["result_content"] == rec["error"] == {
             "status": "error", "ename": "TaskLost", "evalue": LOST, "traceback": ""}
         assert (rec["engine_uuid"], rec["engine_id"]) == ("e1", 1)  # where it was running
@@ -99,7 +99,7 @@ def test_the_app_names_the_dead_controller_from_its_pid_file(tmp_path):
     (tmp_path / "pid" / controller_app.PID_FILE).write_text(f"{pid}\n")
     c = _controller(tmp_path, records=_records(done=1, unfinished=2))
     app.fail_lost_tasks(c)
-    lost = c.db.find_records({"status": "error"}, ["error"])
+    lost = c.db.find_records({"status": "lost"}, ["error"])
     assert [r["error"]["evalue"] for r in lost] == [
         f"the controller (pid {pid}) stopped before this task finished; resubmit it"] * 2
     c.db.close()
@@ -138,7 +138,7 @@ def test_a_clean_stop_fails_what_is_in_flight(tmp_path):
         rc.close()
     store = make_db("sqlite", filename=str(tmp_path / "p" / "tasks.db"))
     [rec] = store.find_records({"msg_id": ar.msg_ids[0]}, ["status", "error", "completed"])
-    assert rec["status"] == "error" and rec["error"]["ename"] == "TaskLost"
+    assert rec["status"] == "lost" and rec["error"]["ename"] == "TaskLost"
     store.close()
 
 
@@ -219,7 +219,7 @@ def _check_the_restarted_history(rc, history, recorded, finished, lost_ids, old_
     reason = f"the controller (pid {old_pid}) stopped before this task finished; resubmit it"
     for m in lost_ids:
         assert (now[m]["status"], now[m]["error"]["ename"], now[m]["error"]["evalue"]) == \
-            ("error", "TaskLost", reason)
+            ("lost", "TaskLost", reason)
         assert now[m]["completed"] is not None and now[m]["submitted"] == recorded[m]["submitted"]
     assert rc.result_status(lost_ids) == {"pending": [], "completed": lost_ids}
     with pytest.raises(TaskLost, match=r"pid \d+\) stopped before this task finished"):

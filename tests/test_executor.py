@@ -151,10 +151,16 @@ def test_cancel_takes_back_tasks_in_the_scheduler_or_an_engine_queue(rc, gate):
     assert behind.cancel() and behind.cancelled()
     with pytest.raises(cf.CancelledError):
         behind.result()
-    # the scheduler would run it elsewhere if its engine dropped it: it is not taken back
-    assert not retried.cancel()
+    # queued on its engine, the scheduler would run it elsewhere if the engine dropped it,
+    # so it is not taken back; still at the hub (adaptive prefetch keeps it there while the
+    # engine is busy, unless its recent tasks were tiny) it is
+    [rec] = rc.db_query({"msg_id": retried.msg_ids[0]}, keys=["status"])
+    at_hub = rec["status"] == "pending"
+    assert retried.cancel() is at_hub
     gate.open()
-    assert running.result(30) is None and retried.result(30) == 36
+    assert running.result(30) is None
+    if not at_hub:
+        assert retried.result(30) == 36
 
 
 def test_shutdown_without_waiting_returns_while_tasks_run(rc, gate):

@@ -414,7 +414,7 @@ def test_ctrl_c_during_map_sync_aborts_the_tasks_it_submitted(tmp_path):
     assert "of the call's 12 tasks not done yet" in said["interrupt"]
     records = _records(tmp_path)
     assert len(records) == 12 and all(r["completed"] is not None for r in records)
-    aborted = [r for r in records if r["status"] == "error"]
+    aborted = [r for r in records if r["status"] == "aborted"]
     assert aborted and {r["error"]["ename"] for r in aborted} == {"TaskAborted"}
     ran = [r for r in records if r["status"] == "ok"]
     assert len(ran) + len(aborted) == 12

@@ -138,7 +138,7 @@ def test_flush_writes_everything_at_once_for_a_reader(rec):
     assert rec.db.count({"completed": None}) == 1 and rec.next_due is None
     rec.failed("a", {"status": "error", "ename": "TaskAborted", "evalue": "x"}, T0)
     rec.flush()
-    assert stored(rec, "a")["status"] == "error" and not rec.dirty
+    assert stored(rec, "a")["status"] == "aborted" and not rec.dirty
 
 
 def test_a_failed_attempt_is_kept_in_the_record_written_once(rec):

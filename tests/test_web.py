@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import LoopbackCluster, wait_until
+from conftest import LoopbackCluster, wait_for_file, wait_until
 
 from taskhub.client import progress
 from taskhub.paths import security_file
@@ -34,7 +34,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
 # -- the task table's filters ----------------------------------------------------------
 
 def test_filters_become_a_task_db_query():
-    req = table_request({"status": "failed", "engine": "3", "label": "fit-*", "group": "g1",
+    req = table_request({"status": "error", "engine": "3", "label": "fit-*", "group": "g1",
                          "msg_id": "4f2a", "since": "2026-01-31T14:00:00+01:00", "sort": "-completed",
                          "limit": "20", "skip": "40", "q": '{"stdout": {"$regex": "warn"}}'})
     assert req.query == {
@@ -49,11 +49,13 @@ def test_no_filters_is_the_newest_page_of_everything():
     req = table_request({"status": "all", "label": "  ", "token": "x"})
     assert (req.query, req.sort, req.limit, req.skip) == ({}, [("submitted", -1)], 50, 0)
     assert table_request({"label": "fit-1"}).query == {"label": "fit-1"}  # no wildcard: equality
-    assert table_request({"status": "pending"}).query == {"completed": None}
+    assert table_request({"status": "unfinished"}).query == {"completed": None}
+    assert table_request({"status": "running"}).query == {"status": "running"}
 
 
 @pytest.mark.parametrize("args, message", [
-    ({"status": "broken"}, "status must be one of all, pending, finished, ok, failed"),
+    ({"status": "broken"},
+     "status must be one of all, unfinished, finished, pending, queued, running, ok, error"),
     ({"engine": "one"}, "engine must be a whole number"),
     ({"limit": "5000"}, "limit must be a whole number from 1 to 500"),
     ({"sort": "stdout"}, "sort by one of submitted, completed"),
@@ -212,7 +214,7 @@ def test_tasks_endpoint_filters_sorts_and_pages(web):
                         token=token)
     assert status == 200 and page["total"] == 12 and page["sort"] == ["submitted"]
     assert [t["msg_id"] for t in page["tasks"]] == web.squares.msg_ids[5:10]
-    _, failed = http(web, "/api/tasks?status=failed", token=token)
+    _, failed = http(web, "/api/tasks?status=error", token=token)
     assert {t["label"] for t in failed["tasks"]} == {"squares", "flaky"}
     errors = {t["ename"] for t in failed["tasks"]}
     assert errors == {"ValueError", "RuntimeError"}
@@ -372,11 +374,11 @@ def test_find_a_failed_task_resubmit_it_and_see_it_finish(web, page):
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
-    page.select_option("#f-status", "failed")
+    page.select_option("#f-status", "error")
     page.wait_for_function("() => { const rows = [...document.querySelectorAll"
                            "('#tasks tbody tr.task')]; return rows.length === 2 && "
                            "rows.every(r => r.classList.contains('t-error')); }")
-    assert "status=failed" in page.url
+    assert "status=error" in page.url
     page.locator("#tasks tr[data-msg-id] a", has_text=web.flaky.msg_ids[0]).click()
 
     page.wait_for_url(f"**/task/{web.flaky.msg_ids[0]}")
@@ -415,7 +417,9 @@ def test_sorting_and_paging_in_the_browser(web, page):
     page.select_option("#f-limit", "20")
     page.fill("#f-engine", "0")
     page.click("#apply")
-    page.wait_for_function("document.querySelector('#page-info').textContent.endsWith('of 6')")
+    on_0 = len(web.rc.db_query({"label": "squares", "engine_id": 0}, keys=["msg_id"]))
+    page.wait_for_function("document.querySelector('#page-info').textContent"
+                           f".endsWith('of {on_0}')")
 
 
 def _on_writer(controller, sql):
@@ -558,3 +562,29 @@ def test_wait_interactive_and_map_progress(web, capsys):
     assert slow.wait_interactive(timeout=0.1) is False
     assert "0/1 tasks" in capsys.readouterr().err
     slow.wait(10)
+
+
+def test_a_running_task_shows_running_and_the_status_filter_finds_it(web, page, tmp_path):
+    gate = tmp_path / "gate"
+    lview = web.rc.load_balanced_view()
+    lview.label = "gated"
+    ar = lview.apply_async(wait_for_file, str(gate), 60)
+    msg_id = ar.msg_ids[0]
+    try:
+        wait_until(lambda: web.rc.db_query({"msg_id": msg_id}, keys=["status"])[0]["status"]
+                   == "running", what="the task running")
+        page.goto(web.server.url + "&label=gated")
+        page.select_option("#f-status", "running")
+        page.wait_for_function(
+            "(id) => { const rows = [...document.querySelectorAll('#tasks tbody tr.task')];"
+            " return rows.length === 1 && rows[0].dataset.msgId === id"
+            " && rows[0].classList.contains('t-running'); }", arg=msg_id)
+        assert "status=running" in page.url
+    finally:
+        gate.touch()
+    assert ar.get(30)
+    page.select_option("#f-status", "ok")
+    page.wait_for_function(
+        "(id) => { const rows = [...document.querySelectorAll('#tasks tbody tr.task')];"
+        " return rows.length === 1 && rows[0].dataset.msgId === id"
+        " && rows[0].classList.contains('t-ok'); }", arg=msg_id)

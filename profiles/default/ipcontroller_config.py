@@ -174,10 +174,9 @@ c = get_config()  #noqa
 #  Default: 1.0
 # c.IPControllerApp.heartbeat_period = 1.0
 
-## Most tasks outstanding on one engine (0: no limit). 0 gives the highest
-#  throughput; a small number (1-2) balances better when task durations vary, at
-#  a round trip per task, and lets priorities reorder work that would otherwise
-#  already sit in an engine's queue. Ignored by the pure scheme.
+## Most tasks outstanding on one engine (0: no cap beyond what --prefetch
+#  allows). An explicit cap: 1 sends one task at a time, at a round trip per
+#  task. Ignored by the pure scheme.
 #  Default: 0
 # c.IPControllerApp.hwm = 0
 
@@ -238,6 +237,17 @@ c = get_config()  #noqa
 #  size and of the reply every client gets.
 #  Default: 1048576
 # c.IPControllerApp.output_limit = 1048576
+
+## When tasks leave the hub for an engine. adaptive: each engine gets as many as
+#  cover its next ~50 ms of work, from measured task durations (deep for tiny
+#  tasks, one at a time for long ones), idle engines take back tasks queued on
+#  busy ones, and priorities order all work not yet sent: balance and throughput
+#  together. eager: every task goes to an engine as soon as it arrives (up to
+#  --hwm): balances task counts only; priorities do not reorder work already
+#  sent. Ignored by the pure scheme. See docs/scheduling.md.
+#  Choices: any of ['adaptive', 'eager']
+#  Default: 'adaptive'
+# c.IPControllerApp.prefetch = 'adaptive'
 
 ## Name of the profile: its directory ($TASKHUB_DIR/profile_<name>) holds config,
 #  connection files, logs and the task DB. Ignored when --profile-dir is given.

@@ -14,6 +14,7 @@ from ..session import Session, new_key
 from .controller import Controller
 from . import limits
 from .db import make_db
+from .prefetch import MODES as PREFETCH_MODES
 from .retention import Retention
 from .schemes import SCHEME_NAMES
 
@@ -81,11 +82,18 @@ class IPControllerApp(BaseApp):
                   "of the load), or pure (a C-level zmq device: the highest throughput, "
                   "but no dependencies, retries, priorities, targets or high-water mark, "
                   "and tasks on an engine that dies are lost).").tag(config=True)
-    hwm = Integer(0, help="Most tasks outstanding on one engine (0: no limit). 0 gives the "
-                  "highest throughput; a small number (1-2) balances better when task "
-                  "durations vary, at a round trip per task, and lets priorities reorder "
-                  "work that would otherwise already sit in an engine's queue. Ignored by "
-                  "the pure scheme.").tag(config=True)
+    hwm = Integer(0, help="Most tasks outstanding on one engine (0: no cap beyond what "
+                  "--prefetch allows). An explicit cap: 1 sends one task at a time, at a "
+                  "round trip per task. Ignored by the pure scheme.").tag(config=True)
+    prefetch = Enum(PREFETCH_MODES, default_value="adaptive", help="When tasks leave the "
+                    "hub for an engine. adaptive: each engine gets as many as cover its next "
+                    "~50 ms of work, from measured task durations (deep for tiny tasks, "
+                    "one at a time for long ones), idle engines take back tasks queued on "
+                    "busy ones, and priorities order all work not yet sent: balance and "
+                    "throughput together. eager: every task goes to an engine as soon as "
+                    "it arrives (up to --hwm): balances task counts only; priorities do not "
+                    "reorder work already sent. Ignored by the pure scheme. See "
+                    "docs/scheduling.md.").tag(config=True)
     heartbeat_period = Float(1.0, help="Seconds between heartbeats. Shorter notices dead "
                              "engines sooner and costs more messages.").tag(config=True)
     heartbeat_misses = Integer(10, help="Heartbeat periods an engine may be silent before "
@@ -167,6 +175,7 @@ class IPControllerApp(BaseApp):
                "ip": "IPControllerApp.ip", "location": "IPControllerApp.connect_ip",
                "db": "IPControllerApp.db",
                "scheme": "IPControllerApp.scheme", "hwm": "IPControllerApp.hwm",
+               "prefetch": "IPControllerApp.prefetch",
                "log-level": "Application.log_level",
                "heartbeat-period": "IPControllerApp.heartbeat_period",
                "heartbeat-misses": "IPControllerApp.heartbeat_misses",
@@ -214,7 +223,8 @@ class IPControllerApp(BaseApp):
         key = new_key()
         soft, hard = limits.raise_fd_limit()
         controller = Controller(Session(key), self.make_db(), ip=self.ip, scheme=self.scheme,
-                                hwm=self.hwm, heartbeat_period=self.heartbeat_period,
+                                hwm=self.hwm, prefetch=self.prefetch,
+                                heartbeat_period=self.heartbeat_period,
                                 heartbeat_misses=self.heartbeat_misses,
                                 max_engines=self.max_engines, output_limit=self.output_limit,
                                 query_timeout=self.query_timeout,

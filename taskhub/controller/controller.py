@@ -32,6 +32,8 @@ import zmq
 
 from .. import curve as _curve
 from ..error import NoTaskDB
+from ..jsonutil import parse_date
+from ..taskstatus import PENDING, final_status
 from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packable,
                        utcnow)
 from ..zmqsocket import make_context
@@ -75,7 +77,7 @@ class Controller:
                  heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
                  curve=None, retention=None, store=True, query_timeout=QUERY_TIMEOUT,
                  db_max_value_bytes=DB_MAX_VALUE_BYTES, db_kept_bytes=None,
-                 output_limit=2**20,
+                 output_limit=2**20, prefetch="adaptive",
                  max_message_size=(msglimits.CONTROL_DEFAULT, msglimits.DATA_DEFAULT)):
         self.session = session
         self.max_message_size = max_message_size  # (other sockets, task/mux): msglimits
@@ -92,7 +94,8 @@ class Controller:
         self.ip = ip
         self.scheme = scheme
         self.pure = scheme == PURE
-        self.scheduler = sc.SchedulerState("leastload" if self.pure else scheme, hwm)
+        self.scheduler = sc.SchedulerState("leastload" if self.pure else scheme, hwm,
+                                           prefetch=prefetch)
         limit, reason = limits.engine_capacity(max_engines)
         self.hub = hs.HubState(heartbeat_period * heartbeat_misses,
                                hs.CHANNELS - {"task"} if self.pure else hs.CHANNELS,
@@ -107,6 +110,8 @@ class Controller:
         self.watchers = {}     # msg_id -> client idents that asked for it via get_result
         self.engine_ids = {}   # uuid -> id of every engine that was ever up
         self._replies = {}     # msg_id -> engine reply the scheduler is deciding about
+        self._steals = {}      # request msg_id -> (engine, msg_ids) of a steal unanswered
+        self._held_replies = {}  # msg_id -> a reply kept until its steal is answered
         self._looked_up = {}   # msg_id -> [lookups, its Outcome if it finished meanwhile]
         # while the task DB is asked about it for tasks that depend on it (_looked_up_deps)
         self._engine_out = {}  # (socket name, engine ident) -> requests to send this turn
@@ -349,6 +354,16 @@ class Controller:
                                       ins.ename, ins.evalue, utcnow())
             elif isinstance(ins, sc.SignalEngine):
                 self._signal_engine(ins.engine, ins.action, [ins.msg_id])
+            elif isinstance(ins, sc.StealTasks):
+                header = self._signal_engine(ins.engine, "abort", list(ins.msg_ids),
+                                             queued_only=True)
+                self._steals[header["msg_id"]] = (ins.engine, ins.msg_ids)
+            elif isinstance(ins, sc.HoldReply):
+                self._held_replies[ins.msg_id] = self._replies[ins.msg_id]
+            elif isinstance(ins, sc.Returned):
+                self._held_replies.pop(ins.msg_id, None)
+                self.recorder.update(ins.msg_id, status=PENDING, engine_uuid=None,
+                                     engine_id=None)
             elif isinstance(ins, hs.EngineIsUp):
                 self.engine_ids[ins.uuid] = ins.id
                 self._notify("engine_up", {"id": ins.id, "uuid": ins.uuid, "versions":
@@ -365,7 +380,7 @@ class Controller:
     def _send_task(self, msg_id, engine):
         client, raw = self.queued[msg_id]  # kept: a retry sends the same frames again
         self._to_engine("e_task", engine.encode(), [client, DELIM, *raw])
-        self.recorder.update(msg_id, engine_uuid=engine, engine_id=self.hub.id_of(engine))
+        self.recorder.queued(msg_id, engine_uuid=engine, engine_id=self.hub.id_of(engine))
 
     def _to_engine(self, name, engine, frames):
         """Queue a request for `engine` on socket `name`; the end of the loop turn sends
@@ -416,7 +431,8 @@ class Controller:
 
     def _deliver_reply(self, msg_id):
         """The engine's reply is the task's answer: pass it to the client and record it."""
-        msg = self._replies.pop(msg_id)
+        msg = self._replies.pop(msg_id, None) or self._held_replies.pop(msg_id)
+        self._held_replies.pop(msg_id, None)
         self.queued.pop(msg_id, None)
         entry = self.outstanding.pop(msg_id, None)
         if entry is None:
@@ -427,6 +443,7 @@ class Controller:
 
     def _fail_task(self, msg_id, ename, evalue):
         """Answer a task the controller itself gave up on, as an engine would have."""
+        self._held_replies.pop(msg_id, None)
         self.queued.pop(msg_id, None)
         entry = self.outstanding.pop(msg_id, None)
         if entry is None:
@@ -436,7 +453,8 @@ class Controller:
         now = utcnow()
         frames, _ = self.session.serialize(
             "apply_reply", content, parent=header,
-            metadata={"status": "error", "completed": now.isoformat()}, idents=[client])
+            metadata={"status": final_status(content), "completed": now.isoformat()},
+            idents=[client])
         self._to_client(self._client_socket_name(queue), client, frames[1:])
         self._forward_to_watchers(msg_id, frames[1:])
         self.recorder.failed(msg_id, content, now)
@@ -447,13 +465,15 @@ class Controller:
         """Where replies for `queue` go; under pure the device owns the task ROUTER."""
         return "mux" if queue == "mux" or self.pure else "task"
 
-    def _signal_engine(self, engine, action, msg_ids):
+    def _signal_engine(self, engine, action, msg_ids, **extra):
         """Ask `engine` (on its control channel) to abort or interrupt `msg_ids`, or (action
-        "rejoin") to register again as a new engine."""
-        frames, _ = self.session.serialize(f"{action}_request", {"msg_ids": msg_ids},
-                                           idents=[engine.encode(), HUB_IDENT])
+        "rejoin") to register again as a new engine; the request's header."""
+        frames, header = self.session.serialize(f"{action}_request",
+                                                {"msg_ids": msg_ids, **extra},
+                                                idents=[engine.encode(), HUB_IDENT])
         self._flush_to_engines()
         self.sockets["e_control"].send_multipart(frames)
+        return header
 
     def _notify(self, kind, content):
         self.session.send(self.sockets["notification"], kind, content)
@@ -593,7 +613,19 @@ class Controller:
         if len(idents) != 2 or engine not in known:
             self.session.dropped["reply from unknown engine"] += 1
             return None, None, None
+        if msg.msg_type == "task_started":
+            self._on_started(engine, msg, channel)
+            return None, None, None
         return engine, idents[1], msg
+
+    def _on_started(self, engine, msg, channel):
+        """An engine says a task it was sent started running (taskhub/taskstatus.py)."""
+        msg_id = msg.parent_id
+        if channel == "task" and self.scheduler.assigned.get(msg_id) != engine:
+            return  # not (or no longer) this engine's to run: a stale notice
+        if msg_id in self.outstanding:
+            self.recorder.started(msg_id, parse_date(msg["content"].get("started")) or utcnow())
+            self._apply(self.scheduler.handle(sc.TaskStarted(msg_id, engine, time.monotonic())))
 
     def _split_batch(self, ident, batch, handler):
         """Handle each message of a batch as if it had come alone from `ident`."""
@@ -620,7 +652,7 @@ class Controller:
         self._replies[msg_id] = msg
         self._apply(self.scheduler.handle(sc.TaskFinished(
             msg_id, engine, content.get("status") == "ok", str(content.get("ename", "")),
-            str(content.get("evalue", "")))))
+            str(content.get("evalue", "")), time.monotonic())))
         self._replies.pop(msg_id, None)
 
     def _on_mux_reply(self, frames):
@@ -646,6 +678,12 @@ class Controller:
         engine, client, msg = self._engine_message(frames, "control")
         if msg is not None and client != HUB_IDENT:
             self.sockets["control"].send_multipart([client, DELIM, *msg["raw"]])
+        elif msg is not None and msg.parent_id in self._steals:  # work stealing's answer
+            asked_engine, asked = self._steals.pop(msg.parent_id)
+            taken = msg["content"].get("aborted")
+            taken = tuple(m for m in taken if isinstance(m, str)) \
+                if isinstance(taken, list) else ()
+            self._apply(self.scheduler.handle(sc.GaveBack(asked_engine, asked, taken)))
 
     def _on_pure_copy(self, frames):
         """A copy of a message that passed the pure device: record it."""

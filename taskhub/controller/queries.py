@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from .. import versions
 from ..callables import function_id
+from .. import taskstatus
 from ..error import NoTaskDB, QueryError, TaskhubError, UnknownTaskError
 from ..jsonutil import untag_dates
 from ..session import dumps
@@ -482,6 +483,10 @@ def _query(content):
     query = untag_dates(content.get("query"))
     if not isinstance(query, dict):
         raise QueryError(f"a query must be a dict, not {type(query).__name__}")
+    try:
+        taskstatus.check_query(query)
+    except ValueError as e:
+        raise QueryError(str(e)) from None
     return query
 
 

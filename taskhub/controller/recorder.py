@@ -32,6 +32,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from ..jsonutil import parse_date, with_text
+from ..taskstatus import PENDING, QUEUED, RUNNING, final_status
 
 HOLD = 0.25  # seconds a new record may wait to be written together with its result
 LINGER = 0.005  # seconds a finished record or an update may wait for others to share a commit
@@ -80,7 +81,8 @@ class TaskRecorder:
             "buffers": [bytes(b) for b in msg["buffers"]] if store else None,
             "submitted": now,
             "client_uuid": header.get("session"), "queue": queue,
-            "label": md.get("label"), "task_group": md.get("task_group"), **extra}
+            "label": md.get("label"), "task_group": md.get("task_group"),
+            "status": PENDING, **extra}
         self._due[header["msg_id"]] = self._clock() + self.hold
 
     def update(self, msg_id, **changes):
@@ -100,7 +102,16 @@ class TaskRecorder:
         failures = self._failures.setdefault(msg_id, [])
         failures.append({"engine_uuid": engine_uuid, "engine_id": engine_id, "ename": ename,
                          "evalue": evalue, "at": now.isoformat()})
-        self.update(msg_id, result_metadata={"failed_attempts": list(failures)})
+        self.update(msg_id, result_metadata={"failed_attempts": list(failures)},
+                    status=PENDING, started=None)
+
+    def queued(self, msg_id, **changes):
+        """Sent to an engine (`changes`: which), which has not started it yet."""
+        self.update(msg_id, status=QUEUED, **changes)
+
+    def started(self, msg_id, started):
+        """The engine said the task started running at `started` (a datetime)."""
+        self.update(msg_id, status=RUNNING, started=started)
 
     def replied(self, msg_id, reply, now):
         md, content = reply["metadata"], reply["content"]
@@ -117,7 +128,7 @@ class TaskRecorder:
                     started=parse_date(md.get("started")),
                     completed=parse_date(md.get("completed")) or now, received=now,
                     stdout=md.get("stdout", ""), stderr=md.get("stderr", ""),
-                    status=content.get("status"), error=error)
+                    status=final_status(content), error=error)
 
     def _stored_not(self, msg_id):
         if msg_id in self._unstored:
@@ -128,7 +139,7 @@ class TaskRecorder:
     def failed(self, msg_id, content, now):
         self._unstored.discard(msg_id)
         self.update(msg_id, result_content=content, completed=now, received=now,
-                    status="error", error=content)
+                    status=final_status(content), error=content)
         if msg_id in self._failures:
             self.update(msg_id, result_metadata=self._with_failures(msg_id, {}))
 

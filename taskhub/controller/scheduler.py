@@ -29,10 +29,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Tuple
 
+from .prefetch import Prefetch
 from .schemes import get_scheme
 from .statemachine import StateMachine
 
 BLOCKED, READY, RUNNING, RELEASED = "blocked", "ready", "running", "released"
+STEAL_MIN = 0.005  # seconds of queued work on an engine worth a steal's round trip
 
 
 # -- what tasks depend on -----------------------------------------------------------------
@@ -134,6 +136,24 @@ class TaskFinished:
     ok: bool = True
     ename: str = ""
     evalue: str = ""
+    now: Optional[float] = None  # when the reply came (prefetch measures durations)
+
+
+@dataclass(frozen=True)
+class TaskStarted:
+    """The engine a task was sent to started running it."""
+    msg_id: str
+    engine: str
+    now: float = 0.0
+
+
+@dataclass(frozen=True)
+class GaveBack:
+    """`engine` answered a StealTasks for `asked`: `taken` are those it had not started,
+    which it will never run (it answers each with a TaskAborted reply, ignored here)."""
+    engine: str
+    asked: Tuple[str, ...]
+    taken: Tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -195,6 +215,28 @@ class Requeued:
 
 
 @dataclass(frozen=True)
+class StealTasks:
+    """Ask `engine` to give back those of `msg_ids` it has not started (a queued-only
+    abort); its answer is the GaveBack event."""
+    engine: str
+    msg_ids: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Returned:
+    """`engine` gave the task back before it started: it waits at the hub again."""
+    msg_id: str
+    engine: str
+
+
+@dataclass(frozen=True)
+class HoldReply:
+    """Keep the engine's reply to this task: whether it is the answer (a cancel aborted
+    it) or the skipped copy of a task given back is known when the steal is answered."""
+    msg_id: str
+
+
+@dataclass(frozen=True)
 class SignalEngine:
     """Ask `engine` to stop this task: action is 'abort' or 'interrupt'."""
     msg_id: str
@@ -220,17 +262,32 @@ class _Task:
     engine: Optional[str] = None
     state: str = BLOCKED
     final: bool = False                  # aborted or interrupted: no second attempt
+    started: bool = False                # its engine said it started running it
+    stealing: bool = False               # asked back from its engine, no answer yet
+    held: Optional[TaskFinished] = None  # a TaskAborted reply that came during the steal
+    ghosts: set = field(default_factory=set)  # engines that gave it back: each sends one
+    # TaskAborted reply for it later, which is not this task's answer
 
 
 class SchedulerState(StateMachine):
     """Where each task runs, and when. `hwm` caps outstanding tasks per engine (0: no cap);
+    `prefetch` is how many an engine gets before it needs them: "adaptive" (a depth from
+    measured durations, prefetch.py) or "eager" (all it may have, at once);
     `remember` is how many finished tasks' outcomes are kept for dependencies (older ones
     the controller looks up in the task DB); `grace` is how long (seconds) a dependency on
     an unknown msg_id waits for that task to show up."""
 
-    def __init__(self, scheme="leastload", hwm=0, seed=None, remember=65536, grace=1.0):
+    def __init__(self, scheme="leastload", hwm=0, seed=None, remember=65536, grace=1.0,
+                 prefetch="eager", horizon=None, steal=True):
         self.scheme = get_scheme(scheme)
         self.hwm = hwm
+        self.prefetch = Prefetch(prefetch, hwm, **({} if horizon is None
+                                                   else {"horizon": horizon}))
+        self.adaptive = self.prefetch.adaptive
+        self.now = 0.0           # the latest time an event brought
+        self.steal = self.adaptive and steal
+        self.stealing_from = set()  # engines asked to give tasks back, not answered yet
+        self.returned = 0        # tasks engines gave back, so far
         self.rng = random.Random(seed)
         self.remember = remember
         self.grace = grace
@@ -248,6 +305,7 @@ class SchedulerState(StateMachine):
         self._seq = itertools.count()
         self._handlers = {EngineUp: self._engine_up, EngineDown: self._engine_down,
                           TaskSubmitted: self._submitted, TaskFinished: self._finished,
+                          TaskStarted: self._started, GaveBack: self._gave_back,
                           DirectSubmitted: self._direct_submitted,
                           DirectFinished: self._direct_finished, AbortTask: self._abort,
                           InterruptTask: self._interrupt, Tick: self._tick}
@@ -267,6 +325,7 @@ class SchedulerState(StateMachine):
             return []
         self.engines.insert(0, ev.engine)  # a fresh engine is the least recently used
         self.loads[ev.engine] = 0
+        self.prefetch.add(ev.engine)
         return self._drain()
 
     def _engine_down(self, ev):
@@ -274,6 +333,8 @@ class SchedulerState(StateMachine):
             return []
         self.engines.remove(ev.engine)
         del self.loads[ev.engine]
+        self.prefetch.remove(ev.engine)
+        self.stealing_from.discard(ev.engine)
         out = []
         for m in [m for m, e in self.assigned.items() if e == ev.engine]:
             task = self.tasks[m]
@@ -289,6 +350,7 @@ class SchedulerState(StateMachine):
     def _submitted(self, ev):
         if ev.msg_id in self.tasks:
             return []
+        self.now = max(self.now, ev.now)
         task = _Task(ev.msg_id, next(self._seq), ev.priority,
                      frozenset(ev.targets) if ev.targets is not None else None, ev.after,
                      ev.follow, ev.retries, ev.timeout)
@@ -326,14 +388,102 @@ class SchedulerState(StateMachine):
 
     def _finished(self, ev):
         task = self.tasks.get(ev.msg_id)
+        if task is not None and ev.engine in task.ghosts:
+            task.ghosts.discard(ev.engine)  # replies come in order: this is the given-back copy's
+            return []
         if task is None or task.state != RUNNING or task.engine != ev.engine:
             return []  # a late or stray reply: not the answer this task waits for
+        if task.stealing and ev.ename == "TaskAborted" and not task.final:
+            # the engine skipped it: because it gave it back (the steal's answer is still
+            # on its way), or because a client cancelled it there — the answer tells
+            task.held = ev
+            return [HoldReply(task.msg_id)]
+        if ev.now is not None:
+            self.now = max(self.now, ev.now)
         self._release(task)
+        self.prefetch.finished(ev.engine, self.loads[ev.engine], self.now)
         if ev.ok:
             out = self._conclude(task, True, ev.engine, DeliverReply(task.msg_id))
         else:
             out = self._attempt_failed(task, ev.engine, ev.ename, ev.evalue, replied=True)
+        out += self._drain()
+        if self.steal and not self.loads[ev.engine] and not self._ready:
+            out += self._steal_for(ev.engine)
+        return out
+
+    def _started(self, ev):
+        task = self.tasks.get(ev.msg_id)
+        if task is not None and task.state == RUNNING and task.engine == ev.engine:
+            task.started = True
+        return []
+
+    # -- work stealing ----------------------------------------------------------------------
+    def _steal_for(self, thief):
+        """`thief` is idle and the hub has nothing for it: ask the engine with the most
+        work queued behind its running task for some of it back (all of it if that engine
+        is stalled on a long task, else the newest half). Only tasks any engine may run
+        are asked for, and one request per engine at a time."""
+        queued = {}
+        for m, e in self.assigned.items():
+            if e == thief or e in self.stealing_from:
+                continue
+            task = self.tasks[m]
+            if task.started or task.stealing or task.targets is not None \
+                    or task.where is not None or task.tried:
+                continue
+            queued.setdefault(e, []).append(m)
+        best, best_backlog = None, 0.0
+        for e, ids in queued.items():
+            # the first one sent may be running (short tasks send no start notice)
+            waiting = len(ids) - (0 if self.loads[e] > len(ids) else 1)
+            if waiting <= 0:
+                continue
+            stalled = self.prefetch.stalled(e, self.now)
+            backlog = float("inf") if stalled else self.prefetch.backlog(e, waiting)
+            if backlog > best_backlog:
+                best, best_backlog = e, backlog
+        if best is None or best_backlog < STEAL_MIN:
+            return []
+        ids = queued[best]
+        take = ids if best_backlog == float("inf") else ids[-max(1, len(ids) // 2):]
+        for m in take:
+            self.tasks[m].stealing = True
+        self.stealing_from.add(best)
+        return [StealTasks(best, tuple(take))]
+
+    def _gave_back(self, ev):
+        self.stealing_from.discard(ev.engine)
+        taken, out = set(ev.taken), []
+        for m in ev.asked:
+            task = self.tasks.get(m)
+            if task is None or task.state != RUNNING or task.engine != ev.engine:
+                continue  # finished, or failed with its engine, meanwhile
+            task.stealing = False
+            held, task.held = task.held, None
+            if m not in taken and held is not None:  # a cancel's abort: the answer
+                out += self._finished(held)
+            elif m not in taken:
+                continue  # it had started: it finishes where it is
+            else:
+                if held is None:  # its skipped copy's reply is still to come
+                    task.ghosts.add(ev.engine)
+                out += self._give_back(task, ev.engine)
         return out + self._drain()
+
+    def _give_back(self, task, engine):
+        """`engine` will not run `task`: it waits at the hub again (a TaskAborted reply
+        from the engine is still to come if `engine` is in task.ghosts)."""
+        self._release(task)
+        self.returned += 1
+        # never back to that engine: it would drop the same signed frames as a replay
+        task.tried.add(engine)
+        if task.final:  # aborted by its client while the steal was on its way
+            return self._conclude(task, False, None, FailTask(
+                task.msg_id, "TaskAborted", "aborted before it ran"))
+        if not self._placeable(task):
+            return self._conclude(task, False, None, self._give_up(task))
+        self._make_ready(task)
+        return [Returned(task.msg_id, engine)]
 
     def _direct_submitted(self, ev):
         if ev.msg_id in self.dependents:  # something waits for it: do not call it unknown
@@ -364,7 +514,11 @@ class SchedulerState(StateMachine):
         return [SignalEngine(task.msg_id, task.engine, "interrupt")]
 
     def _tick(self, ev):
+        self.now = max(self.now, ev.now)
         out = self._fail_unknown(ev.now)
+        if self.steal and not self._ready:  # an engine may have stalled since it went idle
+            for e in [e for e in self.engines if not self.loads[e]]:
+                out += self._steal_for(e)
         while self._deadlines and self._deadlines[0][0] <= ev.now:
             deadline, m = heapq.heappop(self._deadlines)
             task = self.tasks.get(m)
@@ -409,6 +563,9 @@ class SchedulerState(StateMachine):
     def _give_up(self, task):
         """The FailTask for a task that no engine, now or later, can run."""
         m = task.msg_id
+        if task.last_error is None and task.tried:
+            return FailTask(m, "ImpossibleDependency", "no engine is left to run it: the "
+                            "engine that gave it back (work stealing) cannot take it again")
         if task.last_error is None:
             why = ("none of the task's target engines is registered"
                    if task.targets is not None and not task.targets & set(self.loads)
@@ -489,10 +646,13 @@ class SchedulerState(StateMachine):
         heapq.heappush(self._ready, (-task.priority, task.seq, task.msg_id))
 
     def _free(self, engine):
+        if self.adaptive:
+            return self.loads[engine] < self.prefetch.depth(engine, self.now)
         return not self.hwm or self.loads[engine] < self.hwm
 
     def _room(self):
-        return bool(self.engines) and (not self.hwm or any(map(self._free, self.engines)))
+        return bool(self.engines) and (not (self.hwm or self.adaptive)
+                                       or any(map(self._free, self.engines)))
 
     def _drain(self):
         """Send READY tasks, best first, while some engine has room."""
@@ -523,6 +683,7 @@ class SchedulerState(StateMachine):
     def _assign(self, task, engine):
         task.state, task.engine, task.deadline = RUNNING, engine, None
         self.assigned[task.msg_id] = engine
+        self.prefetch.sent(engine, self.loads[engine], self.now)
         self.loads[engine] += 1
         self.engines.remove(engine)
         self.engines.append(engine)  # now the most recently used
@@ -535,4 +696,4 @@ class SchedulerState(StateMachine):
         self.assigned.pop(task.msg_id, None)
         if task.engine in self.loads:
             self.loads[task.engine] -= 1
-        task.state, task.engine = RELEASED, None
+        task.state, task.engine, task.started = RELEASED, None, False

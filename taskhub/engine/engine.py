@@ -56,6 +56,7 @@ from ..error import RemoteError
 from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
 from .capture import OUTPUT_LIMIT, OutputRouter, TaskOutput
+from .startnotice import StartNotices
 
 log = logging.getLogger("taskhub.engine")
 
@@ -152,6 +153,8 @@ class Engine:
         self._batch_channels = {"mux"} if info.get("task_scheme") == "pure" \
             else {"task", "mux"}
         self._io_thread = None
+        self._announce = (None, None)  # (channel, idents) of the task about to run
+        self._notices = StartNotices()  # a task running a while is announced (startnotice.py)
         self.user_ns = sys.modules["__main__"].__dict__
 
     # -- registration -----------------------------------------------------------------------
@@ -250,6 +253,9 @@ class Engine:
         with self._iopub_lock:
             self._publish_output(socks["iopub"])
         self._enforce_time_limit()
+        notice = self._notices.take_due()
+        if notice is not None:
+            self._send_start_notice(*notice)
         if self._held and time.monotonic() >= self._held_until:
             with self._cond:  # only while the main thread runs a task (else it sends them)
                 if self._owner != "main" and not self._closed:
@@ -410,24 +416,34 @@ class Engine:
         with self._cond:
             self._read_queued()
             queued = set(self._queued_ids())
-            taken = [m for m in msg_ids if m in queued]
+            # one already taken (by a client's cancel, or a steal) is not taken twice: the
+            # second asker would believe it still had to run it, or that it never will
+            taken = [m for m in msg_ids if m in queued and m not in self.aborted]
             self.aborted.update(taken)
         return taken
 
     # -- stopping the running task (IO thread) ----------------------------------------------
     def _poll_timeout(self):
-        """ms to wait for sockets: 100 while a task runs, to publish output as it comes;
-        less to stop a task close to its time limit, or to send replies held back for a
-        batch; 500 when idle."""
+        """ms to wait for sockets: 100, to publish output as it comes and announce a task
+        that started (without a wake-up per task); less to stop a task close to its time
+        limit, to send replies held back for a batch, or to announce a task due."""
         running = self._running
-        timeout = 500 if running is None else 100
+        timeout = 100  # also how late a start notice may be (startnotice.py)
         if any(output.pending for output in list(self.outputs.values())):
             timeout = 10 if self._output_full else 0  # more output to publish
         if running is not None and running[1] is not None and self._timed_out != running[0]:
             timeout = min(timeout, int((running[1] - time.monotonic()) * 1000) + 1)
         if self._held:
             timeout = min(timeout, int((self._held_until - time.monotonic()) * 1000) + 1)
-        return max(0, timeout)
+        return self._notices.wait_ms(max(0, timeout))
+
+    def _send_start_notice(self, channel, idents, header, started):
+        """(IO thread) Tell the hub the running task started (startnotice.py)."""
+        with self._cond:
+            sock = self._task_socks.get(channel)
+            if self._owner == "task" and not self._closed and sock is not None:
+                self.session.send(sock, "task_started", {"started": started}, parent=header,
+                                  idents=idents)
 
     def _enforce_time_limit(self):
         running = self._running
@@ -600,6 +616,7 @@ class Engine:
                 channel, idents, msg, generation = queue_.popleft()
             if generation != self.generation:
                 continue  # the hub gave up on it (see _rejoin)
+            self._announce = (channel, idents)
             frames = self._execute(router, msg)
             if frames is None:  # the IO thread closed the sockets while the task ran
                 return
@@ -695,11 +712,13 @@ class Engine:
         self.outputs[msg.msg_id] = output
         started = utcnow()
         limit = _time_limit(msg["metadata"])
+        self._notices.begin(*self._announce, msg["header"])
         self._release(limit)
         try:
             with router.capturing(output):
                 content, buffers = self._call(msg, limit)
         finally:
+            self._notices.end()
             owned = self._reclaim()
         if not owned:
             return None

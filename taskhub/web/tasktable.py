@@ -1,6 +1,6 @@
 """The task table's filters, as the web view's URL carries them, turned into a task-DB page.
 
-    ?status=failed&engine=3&label=fit-*&group=…&since=2026-01-01T10:00Z&msg_id=4f2a&sort=-completed
+    ?status=error&engine=3&label=fit-*&group=…&since=2026-01-01T10:00Z&msg_id=4f2a&sort=-completed
         │ table_request(args)
         ▼
     TableRequest(query={"status": {"$in": [...]}, "engine_id": 3, ...},
@@ -18,15 +18,12 @@ import json
 import re
 from dataclasses import dataclass
 
+from .. import taskstatus
 from ..cluster.tasks import parse_query
 
-# status filter -> condition. A finished task has "ok" or "error" (aborts are errors).
-STATUSES = {
-    "pending": {"completed": None},
-    "finished": {"completed": {"$ne": None}},
-    "ok": {"status": "ok"},
-    "failed": {"status": "error"},
-}
+# status filter -> condition: each task status (taskhub/taskstatus.py), and two groups
+STATUSES = {"unfinished": {"completed": None}, "finished": {"completed": {"$ne": None}},
+            **{s: {"status": s} for s in taskstatus.STATUSES}}
 # Columns the table sorts by; each has an index in SQLite and MongoDB, so a sorted page
 # reads a few index entries instead of sorting the whole table.
 SORT_KEYS = ("submitted", "completed", "engine_id", "status", "label", "msg_id")

@@ -71,10 +71,11 @@ const taskhub = (() => {
     return s < 60 ? `${s.toFixed(1)} s ago` : `${Math.round(s / 60)} min ago`;
   }
 
-  // A task's state: the DB's status once finished; before, whether an engine has it.
+  // A task's state: its status (pending, queued, running, ok, error, aborted, lost).
   function state(task) {
-    if (task.completed) return task.status || "finished";
-    return task.engine_id === null || task.engine_id === undefined ? "waiting" : "running";
+    if (task.status) return task.status;
+    if (task.completed) return "finished";
+    return task.engine_id === null || task.engine_id === undefined ? "pending" : "queued";
   }
 
   const badge = (text) => el("span", { class: `badge s-${text}`, text });
@@ -108,7 +109,7 @@ const taskhub = (() => {
     $("outstanding").textContent = t.outstanding;
     $("waiting").textContent = t.waiting;
     $("throughput").textContent = `${$("rate").textContent} tasks/s · ` +
-      `${t.outstanding} running · ${t.waiting} waiting`;
+      `${t.outstanding} unfinished · ${t.waiting} pending at the hub`;
     const failing = t.db && t.db.db_state === "failing";  // the task DB cannot be written
     $("throughput").classList.toggle("db-failing", failing);
     if (failing) {
@@ -350,7 +351,7 @@ const taskhub = (() => {
     let timer = null;
     const load = async () => {
       try {
-        const done = !["waiting", "running"].includes(renderTask(await api(path)));
+        const done = !["pending", "queued", "running"].includes(renderTask(await api(path)));
         $("task-error").hidden = true;
         if (done && timer) { clearInterval(timer); timer = null; }
       } catch (e) {

@@ -573,7 +573,7 @@ def test_a_running_task_shows_running_and_the_status_filter_finds_it(web, page, 
     try:
         wait_until(lambda: web.rc.db_query({"msg_id": msg_id}, keys=["status"])[0]["status"]
                    == "running", what="the task running")
-        page.goto(web.server.url + "&label=gated")
+        page.goto(f"{web.base}/?label=gated#token={web.server.token}")
         page.select_option("#f-status", "running")
         page.wait_for_function(
             "(id) => { const rows = [...document.querySelectorAll('#tasks tbody tr.task')];"

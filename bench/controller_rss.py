@@ -17,11 +17,18 @@ from taskhub import Cluster
 
 
 def _status(pid, field):
+    """`field` (e.g. VmRSS, VmHWM) of process `pid`, in MiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def controller_pid(profile_dir):
+    """The pid of the controller of the cluster in `profile_dir` (from its connection file)."""
+    with open(f"{profile_dir}/security/taskhub-client.json") as f:
+        return json.load(f)["pid"]
 
 
 def main(argv=None):
@@ -32,8 +39,7 @@ def main(argv=None):
     d = tempfile.mkdtemp(prefix="controller-rss-")
     try:
         with Cluster(n=2, profile_dir=d) as rc:
-            with open(f"{d}/security/taskhub-client.json") as f:
-                pid = json.load(f)["pid"]
+            pid = controller_pid(d)
             lview = rc.load_balanced_view()
             lview.map_sync(len, [b""] * 100)
             before, t0, done = _status(pid, "VmRSS"), time.time(), 0

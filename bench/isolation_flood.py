@@ -11,22 +11,14 @@ so its VmRSS is its own) and prints:
   - the controller's VmRSS before and after `--cycles` client connect/close cycles.
 """
 import argparse
-import json
 import os
 import shutil
 import statistics
 import tempfile
 import time
 
+from bench.controller_rss import _status, controller_pid
 from taskhub import Client, Cluster
-
-
-def _status(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def flood(gate, lines):
@@ -91,8 +83,7 @@ def main(argv=None):
     d = tempfile.mkdtemp(prefix="isolation-flood-")
     try:
         with Cluster(n=2, profile_dir=d) as rc:
-            with open(f"{d}/security/taskhub-client.json") as f:
-                pid = json.load(f)["pid"]
+            pid = controller_pid(d)
             _flood_figures(d, rc, pid, args)
             _cycle_figures(d, pid, args.cycles)
     finally:

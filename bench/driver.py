@@ -112,5 +112,5 @@ class Driver:
         return leftover
 
 
-_TAKES_TIMEOUT = {"map_noop", "latency", "fill", "copy_records", "db_query", "resubmit",
+_TAKES_TIMEOUT = {"map_noop", "map_sleep", "uneven", "latency", "fill", "copy_records", "db_query", "resubmit",
                   "push_pull", "cli_start_stop"}

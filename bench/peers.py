@@ -11,7 +11,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS_DIR = REPO / "bench" / ".peers"
-PACKAGES = {"ipp": ["ipyparallel", "numpy"], "dask": ["dask[distributed]", "numpy"]}
+PACKAGES = {"ipp": ["ipyparallel", "numpy"], "dask": ["dask[distributed]", "numpy"],
+            "ray": ["ray>=2,<3", "numpy"]}
 INSTALL_TIMEOUT = 900
 
 

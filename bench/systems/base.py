@@ -42,6 +42,19 @@ class System:
         """Seconds to map a no-op over range(n_tasks), one task per item, load-balanced."""
         raise Unsupported("map_noop")
 
+    def map_sleep(self, durations, timeout):
+        """Seconds to map `tasks.sleep` over `durations`, one task per item, load-balanced."""
+        raise Unsupported("map_sleep")
+
+    def uneven(self, loads, repeat, noop_tasks, timeout):
+        """bench/uneven.py's figures: {workload: best makespan in s of `repeat` maps of
+        `tasks.sleep` over its durations, ..., "noop": best `noop_tasks`-map tasks/s}."""
+        out = {name: min(self.map_sleep(durations, timeout) for _ in range(repeat))
+               for name, durations in loads.items()}
+        best = min(self.map_noop(noop_tasks, timeout) for _ in range(repeat))
+        out["noop"] = noop_tasks / best
+        return out
+
     def latency(self, kind, count, timeout):
         """Median seconds of `count` sequential calls of a no-op; kind "lb" or "direct"."""
         raise Unsupported("latency")

@@ -44,6 +44,13 @@ class DaskSystem(System):
             raise BenchError(f"map returned {len(result)} results, not {n_tasks}")
         return seconds
 
+    def map_sleep(self, durations, timeout):
+        seconds, result = timed(lambda: self.client.gather(
+            self.client.map(tasks.sleep, durations, pure=False)))
+        if result != list(durations):
+            raise BenchError("the sleep map returned other results than its durations")
+        return seconds
+
     def latency(self, kind, count, timeout):
         pin = {"workers": self.workers[:1], "allow_other_workers": False} \
             if kind == "direct" else {}

@@ -8,6 +8,13 @@ def noop(x=None):
     return x
 
 
+def sleep(seconds):
+    """An uneven-work task: sleeps `seconds`, returns them (bench/uneven.py)."""
+    import time
+    time.sleep(seconds)
+    return seconds
+
+
 def payload(i, nbytes):
     """A result of `nbytes` bytes (the memory workload's 100 KB results)."""
     return bytes(nbytes)

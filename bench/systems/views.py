@@ -28,6 +28,12 @@ class ViewSystem(System):
             raise BenchError(f"map returned {len(result)} results, not {n_tasks}")
         return seconds
 
+    def map_sleep(self, durations, timeout):
+        seconds, result = timed(self._map, tasks.sleep, [durations], timeout)
+        if result != list(durations):
+            raise BenchError("the sleep map returned other results than its durations")
+        return seconds
+
     def _map(self, f, seqs, timeout):
         ar = self.lview.map_async(f, *seqs, chunksize=1)
         if not ar.wait(timeout):

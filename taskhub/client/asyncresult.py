@@ -74,6 +74,17 @@ class AsyncResult(Future):
                 return
             self._streamed.setdefault((msg_id, name), []).append(text)
 
+    def _displayed(self, msg_id, content):
+        """A display() output of a running task, from iopub: `outputs` grows as they come
+        (the reply's metadata then replaces the list with all of them, in the same order)."""
+        md = self._metadata.get(msg_id)
+        if md is None:
+            return
+        with self._arrived:
+            if md["status"] == "pending":
+                md["outputs"] = md["outputs"] + [{"data": content.get("data", {}),
+                                                  "metadata": content.get("metadata", {})}]
+
     def _join_streamed(self):
         """Add the output that came on iopub to the metadata: when it is read, or the reply
         comes (joining each piece as it came would copy a flood's text once per piece)."""

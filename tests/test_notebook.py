@@ -65,6 +65,25 @@ def test_an_error_in_execute_is_the_task_s_error(rc):
     assert info.value.ename == "ZeroDivisionError"
 
 
+def test_display_calls_are_published_one_message_each_between_the_stream_chunks():
+    from taskhub.engine.capture import DISPLAY, TaskOutput, iopub_message
+    out = TaskOutput({"msg_id": "m"})
+    out.write("stdout", "a\n")
+    out.display({"text/plain": "1"})
+    out.display({"text/plain": "2", "image/png": "iVBOR"}, {"image/png": {"width": 4}})
+    out.write("stdout", "b\n")
+    chunks = out.take_unpublished(max_chars=4)  # "a\n" and the first display, about
+    assert [name for name, _ in chunks] == ["stdout", DISPLAY]
+    out.unpublish(chunks[1:])  # iopub refused the display: it goes first next time
+    chunks = out.take_unpublished()
+    assert [iopub_message(*c) for c in chunks] == [
+        ("display_data", {"data": {"text/plain": "1"}, "metadata": {}}),
+        ("display_data", {"data": {"text/plain": "2", "image/png": "iVBOR"},
+                          "metadata": {"image/png": {"width": 4}}}),
+        ("stream", {"name": "stdout", "text": "b\n"})]
+    assert out.pending == 0 and len(out.rich_metadata()["outputs"]) == 2  # the reply's
+
+
 # -- the magics in a real IPython session ---------------------------------------------------
 def test_px_runs_on_every_engine_and_shows_output_per_engine(rc, ip):
     view = rc.activate()

@@ -204,8 +204,10 @@ class _Streamer:
     thread adds to each task's metadata. At the end it shows what is left, so nothing is
     shown twice or missed (the reply's outputs start with those that were streamed)."""
 
-    def __init__(self, ar, out=None, err=None):
+    def __init__(self, ar, engines=None, out=None, err=None):
         self.ar = ar
+        # the engine of each task while its reply (which says) is not in: the view's order
+        self.engines = list(engines) if engines is not None else list(range(len(ar.msg_ids)))
         self.out, self.err = out or sys.stdout, err or sys.stderr
         self.shown = {}  # (msg_id, stream name) -> characters printed
 
@@ -221,11 +223,12 @@ class _Streamer:
                     cut = len(text)
                 if cut > done:
                     _write_block(self.out if name == "stdout" else self.err,
-                                 f"[{name}:{_engine_of(md, i)}]", text[done:cut])
+                                 f"[{name}:{_engine_of(md, self.engines[i])}]",
+                                 text[done:cut])
                     self.shown[(msg_id, name)] = cut
             outputs = md.get("outputs") or []
             for o in outputs[self.shown.get((msg_id, "outputs"), 0):]:
-                show_output(_engine_of(md, i), o, self.out)
+                show_output(_engine_of(md, self.engines[i]), o, self.out)
             self.shown[(msg_id, "outputs")] = len(outputs)
 
 
@@ -302,13 +305,14 @@ class ParallelMagics:
             sys.stdout.write(f"{kind} execution on engine(s): {_targets_text(view)}\n")
         ar = view.execute(code, silent=False, block=False)
         self.last_result = ar
+        engines = getattr(view, "_ids", None)
         if opts.save_name and self.shell is not None:
             self.shell.user_ns[opts.save_name] = ar
         if opts.local and self.shell is not None:
             self.shell.run_cell(code)
         if not opts.block:
             return ar if opts.save_name is None else None
-        return self._wait_and_show(ar, opts)
+        return self._wait_and_show(ar, opts, engines)
 
     def _view_for(self, opts):
         if opts.targets is None:
@@ -316,8 +320,10 @@ class ParallelMagics:
         client = self.view.client
         return client[:] if opts.targets == "all" else client[opts.targets]
 
-    def _wait_and_show(self, ar, opts):
-        streamer = _Streamer(ar) if opts.stream else None
+    def _wait_and_show(self, ar, opts, engines=None):
+        if engines is not None and len(engines) != len(ar.msg_ids):
+            engines = None
+        streamer = _Streamer(ar, engines) if opts.stream else None
         try:
             CellWait(ar, streamer, opts.progress_after).run()
         except KeyboardInterrupt:

@@ -198,14 +198,15 @@ def test_a_long_px_cell_shows_a_progress_bar(rc, ip, tmp_path):
     gate = tmp_path / "gate"
 
     def open_gate_once_waiting(stream):
-        wait_until(lambda: "[stdout:0] waiting" in stream.getvalue(), timeout=30,
+        # engine 1's header while its task runs (its reply, which names it, is not in)
+        wait_until(lambda: "[stdout:1] waiting" in stream.getvalue(), timeout=30,
                    what="the cell to be waiting")
         gate.touch()
 
     with capture_output() as io:
         opener = threading.Thread(target=open_gate_once_waiting, args=(sys.stdout,))
         opener.start()
-        ip.run_cell_magic("pxprog", "--targets 0 --progress-after 0",
+        ip.run_cell_magic("pxprog", "--targets 1 --progress-after 0",
                           _gated(gate, "print('waiting', flush=True)", "print('done')"))
         opener.join()
     # not a terminal: the text bar writes its line when the cell ends

@@ -26,7 +26,9 @@ have it (see taskhub.engine.ipyshell).
 """
 import shlex
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 from .error import CompositeError, RemoteError, TaskhubError
 
@@ -231,6 +233,29 @@ class _Streamer:
                 show_output(_engine_of(md, self.engines[i]), o, self.out)
             self.shown[(msg_id, "outputs")] = len(outputs)
 
+
+
+@contextmanager
+def stream_output(ar, engines=None, poll=0.05):
+    """While the block runs, a thread shows `ar`'s output as it comes (as a streaming %px
+    cell does); on leaving, what is left of it if the tasks are done by then."""
+    streamer, stop = _Streamer(ar, engines), threading.Event()
+
+    def follow():
+        while not stop.is_set():
+            done = ar.done()
+            streamer.pump()
+            if done:  # that pump had the replies: nothing more will come
+                return
+            stop.wait(poll)
+    thread = threading.Thread(target=follow, name="taskhub-stream-output", daemon=True)
+    thread.start()
+    try:
+        yield streamer
+    finally:
+        stop.set()
+        thread.join()
+        streamer.pump()
 
 
 class CellWait:

@@ -193,6 +193,22 @@ def test_px_shows_display_outputs_before_the_cell_ends_and_once(rc, ip, tmp_path
     assert io.stdout.count("[output:0]") == 2
 
 
+def test_stream_output_shows_output_as_it_comes_and_each_display_once(rc, ip, tmp_path):
+    gate = tmp_path / "gate"
+    cell = _gated(gate, "from IPython.display import display\nprint('waiting', flush=True)\n"
+                        "display('shown early')", "print('after')")
+    ar = rc[rc.ids[0]].execute(cell, block=False)
+    with capture_output() as io:
+        with ar.stream_output():
+            wait_until(lambda: "'shown early'" in [o.data["text/plain"] for o in io.outputs],
+                       timeout=30, what="the display() to be shown")
+            assert "[stdout:0] waiting" in io.stdout and not ar.done()
+            gate.touch()
+            ar.get(timeout=30)
+    assert "[stdout:0] after" in io.stdout and "gate never opened" not in io.stdout
+    assert [o.data["text/plain"] for o in io.outputs] == ["'shown early'"]
+
+
 def test_a_long_px_cell_shows_a_progress_bar(rc, ip, tmp_path):
     rc.activate(suffix="prog")
     gate = tmp_path / "gate"

@@ -171,6 +171,12 @@ class AsyncResult(Future):
             bar.close(self._items_done(), self._wall_time())
         return done
 
+    def stream_output(self):
+        """A context manager: while it is open, the tasks' stdout/stderr and display()
+        outputs are shown as they come, under per-engine headers as %px shows them."""
+        from ..magics import stream_output
+        return stream_output(self)
+
     def _wall_time(self):
         """Seconds from the first submission to the last reply (or to now, if not all in)."""
         mds = self._metadata.values()

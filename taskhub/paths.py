@@ -15,6 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import filemodes
+
 CLIENT_FILE = "taskhub-client.json"
 ENGINE_FILE = "taskhub-engine.json"
 
@@ -35,13 +37,9 @@ def profile_dir(name="default", create=False):
 
 def ensure_profile_dir(path):
     """Create the profile layout at `path` (idempotent); returns it as a Path."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for sub in ("log", "pid"):
-        (path / sub).mkdir(exist_ok=True)
-    security = path / "security"
-    security.mkdir(exist_ok=True)
-    os.chmod(security, 0o700)
+    path = filemodes.private_dir(path)  # others must not read tasks.db, logs, keys
+    for sub in ("log", "pid", "security"):
+        filemodes.private_dir(path / sub)
     src = default_profile_source()
     if src is not None:
         for f in src.glob("*_config.py"):

@@ -2,23 +2,30 @@
 
     [routing ids…, DELIM, signature, header, parent_header, metadata, content, buffers…]
 
-header/parent/metadata/content are JSON; the signature is the hex HMAC-SHA256 of those four
-frames under the key from the connection file. A message with a bad or missing signature, or
-one whose signature was already seen (a replay), is dropped and counted in
-`Session.dropped` — never acted on. Buffers are not signed: they are opaque payload whose
-meaning the signed content fixes (see docs/messages.md).
+header/parent/metadata/content are JSON; the signature is the hex HMAC-SHA256, under the
+key from the connection file, of every frame after it — the four dicts and the buffers (the
+pickled function, arguments and results) — preceded by their lengths, so no byte that
+decides what runs or what a result is can be changed, and no bytes moved between frames.
+The header carries the sender (random per process) and its sequence number; a receiver
+accepts each (sender, seq) once, ever (taskhub/replay.py). A message with a bad or missing
+signature, or a replay, is dropped and counted in `Session.dropped` — never acted on (see
+docs/messages.md and docs/security.md).
 """
 import hashlib
 import hmac
 import itertools
 import json
+import logging
 import os
 import struct
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from datetime import datetime, timezone
 
 from .jsonutil import gc_paused
+from .replay import ReplayGuard
+
+log = logging.getLogger("taskhub.session")
 
 DELIM = b"<TH|MSG>"
 
@@ -36,6 +43,12 @@ PROTOCOL_VERSION = "1.0"
 # packed message is checked on its own, as if it had come alone.
 BATCH = "batch"
 BATCH_MAX_PART = 65536  # a message at least this big travels alone, never packed (copied)
+# A batch's own signature leaves out its buffers: each packed message in them is signed in
+# full and checked on its own (a changed one fails its signature, a repeated one the replay
+# guard), so hashing them twice would add cost, not safety. A header says it is a batch's
+# by these bytes (JSON escapes every quote inside a string, so they cannot appear in a
+# value); the sender decides by msg_type, so a header claiming it falsely fails the check.
+_BATCH_HEADER = b'"msg_type":"batch"'
 _U32 = struct.Struct(">I")
 
 
@@ -151,9 +164,10 @@ class Message(dict):
 class Session:
     """Builds, signs, checks and decodes messages for one participant (client, hub, engine).
 
-    `key` is the shared secret (bytes). `replay_window` bounds the memory spent on replay
-    detection: that many recent signatures are remembered (a replay older than that is not
-    detected; see docs/messages.md).
+    `key` is the shared secret (bytes). `replay_window`: how far (in sequence numbers) a
+    sender's message may be overtaken by its later ones and still be accepted; replays are
+    refused whatever it is, it bounds memory (about window / 4 bytes per sender at most; see
+    taskhub/replay.py).
     """
 
     def __init__(self, key, session_id=None, replay_window=1 << 16):
@@ -164,9 +178,8 @@ class Session:
         self.bsession = self.session_id.encode()
         self.session = self.session_id  # the name ipyparallel's docs use (rc.session.session)
         self._hmac = hmac.new(key, digestmod=hashlib.sha256)
-        self._seen = set()
-        self._seen_order = deque()
-        self._replay_window = replay_window
+        self.replay_guard = ReplayGuard(replay_window)
+        self._sender = None  # (pid, sender id, seq counter) behind header()
         self.dropped = Counter()  # reason -> how many messages were dropped for it
         self._ids = None  # (pid, 80 random bits as hex, counter) behind next_msg_id
 
@@ -184,13 +197,32 @@ class Session:
 
     # -- building ---------------------------------------------------------------------------
     def header(self, msg_type, msg_id=None):
-        return {"msg_id": msg_id or self.next_msg_id(), "msg_type": msg_type,
-                "session": self.session_id, "date": utcnow().isoformat(),
-                "version": PROTOCOL_VERSION}
+        sender = self._sender
+        if sender is None or sender[0] != os.getpid():  # a forked child is a new sender
+            sender = self._sender = (os.getpid(), os.urandom(12).hex(), itertools.count())
+        header = {"msg_id": msg_id or self.next_msg_id(), "msg_type": msg_type,
+                  "session": self.session_id, "date": utcnow().isoformat(),
+                  "version": PROTOCOL_VERSION, "sender": sender[1]}
+        if msg_type != BATCH:  # a batch is signed after its parts: see fresh()
+            header["seq"] = next(sender[2])
+        return header
 
-    def sign(self, frames):
+    def sign(self, parts, buffers=()):
+        """The signature of the four dict frames `parts` and the `buffers` after them."""
         h = self._hmac.copy()
-        h.update(b"".join(frames))  # one update: cheaper than one per frame
+        if not buffers:  # four JSON objects: where one ends is in its own bytes
+            h.update(b"".join(parts))
+            return h.hexdigest().encode()
+        # buffers are any bytes: their count and lengths go first (a first byte 0, where
+        # JSON starts with "{"), so no byte can be moved from one frame to another
+        lens = [len(f) if f.__class__ is bytes else memoryview(f).nbytes for f in buffers]
+        h.update(struct.pack(f">I{len(lens)}Q", len(lens), *lens))
+        if sum(lens) < 4096:  # small: one update is cheaper than one per frame
+            h.update(b"".join((*parts, *buffers)))
+        else:  # not joined: a 100 MB buffer is hashed where it lies
+            h.update(b"".join(parts))
+            for buf in buffers:
+                h.update(buf)
         return h.hexdigest().encode()
 
     def serialize(self, msg_type, content=None, parent=None, metadata=None, buffers=(),
@@ -203,7 +235,8 @@ class Session:
         parts = [dumps(header), parent if parent.__class__ is bytes else dumps(parent or {}),
                  dumps(metadata or {}),
                  content if content.__class__ is bytes else dumps(content or {})]
-        return [*idents, DELIM, self.sign(parts), *parts, *buffers], header
+        signed = () if msg_type == BATCH else buffers  # see _BATCH_HEADER
+        return [*idents, DELIM, self.sign(parts, signed), *parts, *buffers], header
 
     def send(self, socket, msg_type, content=None, parent=None, metadata=None, buffers=(),
              idents=(), header=None):
@@ -222,27 +255,41 @@ class Session:
         raise ValueError("no delimiter frame")
 
     def check(self, msg_frames):
-        """Verify signature and freshness of [sig, header, parent, metadata, content, ...].
+        """Verify the signature of [sig, header, parent, metadata, content, buffers...].
 
-        Returns True, or counts the reason in `dropped` and returns False.
+        Returns True, or counts the reason in `dropped` and returns False. Freshness is
+        checked on the decoded header (`fresh`); `feed` does both.
         """
         if len(msg_frames) < 5:
             return self._drop("too few frames")
         sig = msg_frames[0]
         if not sig:
             return self._drop("unsigned")
-        if not hmac.compare_digest(sig, self.sign(msg_frames[1:5])):
+        head = msg_frames[1]
+        head = head if head.__class__ is bytes else memoryview(head).tobytes()
+        signed = () if _BATCH_HEADER in head else msg_frames[5:]
+        if not hmac.compare_digest(sig, self.sign(msg_frames[1:5], signed)):
             return self._drop("bad signature")
-        if sig in self._seen:
-            return self._drop("replayed")
-        self._remember(sig)
         return True
 
-    def _remember(self, sig):
-        self._seen.add(sig)
-        self._seen_order.append(sig)
-        if len(self._seen_order) > self._replay_window:
-            self._seen.discard(self._seen_order.popleft())
+    def fresh(self, header):
+        """Whether a signed header's (sender, seq) is new here; a replay is counted and
+        logged (only a holder of the key can get this far, so the log cannot be flooded
+        by anyone without it). A batch has no number of its own: it only carries messages,
+        each checked here as it is taken out, so a replayed batch delivers nothing; and
+        numbered after its parts, it would make them look overtaken by it."""
+        if header.get("msg_type") == BATCH and "seq" not in header:
+            return True
+        reason = self.replay_guard.accept(header.get("sender"), header.get("seq"))
+        if reason is None:
+            return True
+        msg_type = header.get("msg_type")
+        # a replayed request is what could run something: said out loud; anything else
+        # seen twice decides nothing that runs
+        level = logging.WARNING if str(msg_type).endswith("_request") else logging.DEBUG
+        log.log(level, "dropped a %s message: %s (msg_id %s, sender %s, seq %s)", msg_type,
+                reason, header.get("msg_id"), header.get("sender"), header.get("seq"))
+        return self._drop(reason)
 
     def _drop(self, reason):
         self.dropped[reason] += 1
@@ -273,7 +320,9 @@ class Session:
         if not self.check(msg_frames):
             return None, None
         msg = self.decode(msg_frames, content)
-        return (idents, msg) if msg is not None else (None, None)
+        if msg is None or not self.fresh(msg["header"]):
+            return None, None
+        return idents, msg
 
     def batch_parts(self, batch):
         """The frames of each message packed in the BATCH message `batch`, in order; a part

@@ -315,6 +315,7 @@ def test_a_controller_that_never_answers_times_out(tmp_path):
     info = {"ip": "127.0.0.1", "key": "k", "ports": {n: port for n in (
         "query", "task", "mux", "control", "iopub", "notification")}}
     (tmp_path / "c.json").write_text(json.dumps(info))
+    (tmp_path / "c.json").chmod(0o600)  # a wider one is warned about (test_security_files)
     with pytest.raises(TimeoutError, match="no answer from the controller"):
         Client(tmp_path / "c.json", timeout=0.3)
 

@@ -32,7 +32,7 @@ def test_fuzzed_frames_never_hurt_the_controller(cluster, rc, channel, message, 
     try:
         sock.connect(f"tcp://127.0.0.1:{cluster.controller.ports[channel]}")
         if signed and len(message) >= 5:  # a valid signature over nonsense
-            message = [DELIM, rc.session.sign(message[1:5]), *message[1:]]
+            message = [DELIM, rc.session.sign(message[1:5], message[5:]), *message[1:]]
         if message:
             sock.send_multipart(message)
     finally:

@@ -162,6 +162,7 @@ def keyless_copy(path, dest):
     info = json.loads(path.read_text())
     info["curve"] = None
     dest.write_text(json.dumps(info))
+    dest.chmod(0o600)  # as the client expects (a wider one is warned about)
     return dest
 
 
@@ -235,6 +236,7 @@ def test_a_client_without_keys_or_with_a_strangers_cannot_connect(curve_cluster,
     info = json.loads(path.read_text())
     info["curve"] = stranger_keys(info)
     (tmp_path / "stranger.json").write_text(json.dumps(info))
+    (tmp_path / "stranger.json").chmod(0o600)
     with pytest.raises(TaskhubTimeout):
         Client(tmp_path / "stranger.json", timeout=2)
     with curve_cluster.client() as rc:

@@ -70,13 +70,17 @@ def test_signed_nonsense_is_undecodable(pair):
     assert b.dropped["undecodable"] == 2
 
 
-def test_replay_window_is_bounded():
+def test_replay_memory_is_bounded_and_old_replays_still_refused():
     key = b"k"
     a, b = Session(key), Session(key, replay_window=4)
-    for _ in range(10):
-        frames, _ = a.serialize("x_request", {})
+    sent = [a.serialize("x_request", {})[0] for _ in range(10)]
+    for frames in sent[1::2]:  # every other one: holes the receiver must keep track of
         assert b.feed(frames)[1] is not None
-    assert len(b._seen) == 4
+    assert b.replay_guard.tracked_bytes() <= 2
+    assert all(b.feed(frames) == (None, None) for frames in sent[1::2])
+    # of the ones never received, those overtaken by more than the window are refused too
+    assert [b.feed(frames)[1] is not None for frames in sent[0::2]] == [False] * 3 + [True] * 2
+    assert b.dropped["replayed"] == 8
 
 
 def test_session_needs_a_bytes_key():

@@ -142,21 +142,29 @@ def http(web, path, token=None, header=None, method="GET", cookie=None):
 # -- the JSON endpoints --------------------------------------------------------------
 
 @pytest.mark.parametrize("path, method", [
-    ("/", "GET"), ("/task/x", "GET"), ("/api/engines", "GET"), ("/api/tasks", "GET"),
-    ("/api/throughput", "GET"), ("/static/app.js", "GET"), ("/api/tasks/x/resubmit", "POST"),
+    ("/api/engines", "GET"), ("/api/tasks", "GET"), ("/api/throughput", "GET"),
+    ("/api/tasks/x", "GET"), ("/api/tasks/x/resubmit", "POST"), ("/api/tasks/x/abort", "POST"),
 ])
-def test_without_the_token_every_request_gets_403(web, path, method):
+def test_without_the_token_every_api_request_gets_403(web, path, method):
     assert http(web, path, method=method)[0] == 403
     assert http(web, path, token="0" * 64, method=method)[0] == 403
     assert http(web, path, header="wrong", method=method)[0] == 403
 
 
-def test_a_cookie_opens_pages_but_cannot_post(web):
+@pytest.mark.parametrize("path", ["/", "/task/x", "/static/app.js", "/static/style.css"])
+def test_pages_and_scripts_are_served_without_the_token_and_hold_none(web, path):
+    status, body = http(web, path)
+    assert status == 200 and web.server.token not in body
+
+
+def test_a_cookie_is_no_credential(web):
     cookie = f"taskhub_token_{web.server.port}={web.server.token}"
-    assert http(web, "/api/engines", cookie=cookie)[0] == 200
+    assert http(web, "/api/engines", cookie=cookie)[0] == 403
     status, body = http(web, f"/api/tasks/{web.flaky.msg_ids[0]}/resubmit", method="POST",
                         cookie=cookie)
     assert status == 403 and "needs the web view's token" in body["error"]
+    assert http(web, "/api/engines", header=web.server.token)[0] == 200
+    assert http(web, "/api/engines", token=web.server.token)[0] == 200  # for scripts
 
 
 def test_engines_endpoint(web):
@@ -298,10 +306,60 @@ def page(browser):
     context.close()
 
 
-def test_the_main_page_without_the_token_is_forbidden(web, page):
-    response = page.goto(web.base + "/")
-    assert response.status == 403
-    assert "needs the web view's token" in page.content()
+def test_the_main_page_without_the_token_shows_nothing_but_why(web, page):
+    page.goto(web.base + "/")
+    page.locator("#table-error", has_text="needs the web view's token").wait_for()
+    assert page.locator("#tasks tbody tr.task").count() == 0
+
+
+class Spy:
+    """Another HTTP server on 127.0.0.1 (another port): records what browsers send it."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen.append((self.path, dict(self.headers)))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                self.wfile.write(b"<html><body>spy</body></html>")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_credential_is_not_sent_to_another_port(web, page):
+    """Cookies ignore ports: a token cookie set by the web view would reach every other
+    server on 127.0.0.1. The page keeps it in sessionStorage, which is per origin."""
+    page.goto(web.server.url)
+    page.locator("#engines tbody tr.engine").first.wait_for()  # the API calls worked
+    assert "token" not in page.url  # taken off the address bar
+    page.goto(web.base + "/")  # a reload without the fragment still has it
+    page.locator("#engines tbody tr.engine").first.wait_for()
+    spy = Spy()
+    try:
+        page.goto(spy.base + "/anything")
+        page.evaluate("fetch('/again', {credentials: 'include'})")
+        page.goto(spy.base + "/img")
+        wait_until(lambda: len(spy.seen) >= 3, 10, what="the spy's requests")
+        assert page.evaluate("sessionStorage.getItem('taskhub-token')") is None
+        assert page.context.cookies() == []
+    finally:
+        spy.close()
+    sent = json.dumps(spy.seen)
+    assert web.server.token not in sent and "cookie" not in sent.lower()
 
 
 def test_find_a_failed_task_resubmit_it_and_see_it_finish(web, page):
@@ -349,7 +407,7 @@ def test_the_throughput_chart_shows_work_done_before_the_page_opened(web, page):
 
 
 def test_sorting_and_paging_in_the_browser(web, page):
-    page.goto(web.server.url + "&label=squares&limit=20")
+    page.goto(f"{web.base}/?label=squares&limit=20#token={web.server.token}")
     page.wait_for_function("document.querySelectorAll('#tasks tbody tr.task').length === 12")
     page.click("#tasks th[data-sort='submitted']")  # newest first -> oldest first
     page.wait_for_function(f"document.querySelector('#tasks tbody tr.task')"
@@ -404,8 +462,13 @@ def test_ipcluster_prints_the_web_views_url(tmp_path):
         assert shown.returncode == 0 and shown.stdout.strip() == url
         with urllib.request.urlopen(url, timeout=30) as response:
             assert response.status == 200 and "taskhub" in response.read().decode()
+        base, token = url.split("#token=")
         with pytest.raises(urllib.error.HTTPError, match="403"):
-            urllib.request.urlopen(url.split("?")[0], timeout=30)
+            urllib.request.urlopen(base + "api/engines", timeout=30)
+        request = urllib.request.Request(base + "api/engines",
+                                         headers={"Authorization": f"token {token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
     finally:
         stopped = ipcluster("stop")
     assert stopped.returncode == 0, stopped.stderr
@@ -430,7 +493,7 @@ def test_ipcontroller_starts_the_web_view_unless_told_not_to(tmp_path):
     try:
         info = read_web_file(profile)
         assert info["url"] == server.url and info["token"] == web_token("k")
-        assert info["url"].startswith(f"http://127.0.0.1:{server.port}/?token=")
+        assert info["url"] == f"http://127.0.0.1:{server.port}/#token={web_token('k')}"
     finally:
         server.stop()
 

@@ -210,6 +210,20 @@ c = get_config()  #noqa
 #  Default: 0
 # c.IPControllerApp.max_engines = 0
 
+## Largest frame (bytes) the controller takes in on its query, control, iopub and
+#  heartbeat sockets; a peer sending more is disconnected before anything is
+#  allocated. Larger lets bigger hub requests through; smaller bounds what an
+#  unauthenticated peer can make the controller hold (<= 0: no limit).
+#  Default: 67108864
+# c.IPControllerApp.max_message_size = 67108864
+
+## Largest frame (bytes) on the task and mux sockets, which carry functions,
+#  arguments and results (one numpy array is one frame). Raise it to send bigger
+#  arrays; each connection can make the controller hold up to this much before
+#  the signature is checked (<= 0: no limit).
+#  Default: 4294967296
+# c.IPControllerApp.max_task_message_size = 4294967296
+
 ## MongoDB database for db=mongodb.
 #  Default: 'taskhub'
 # c.IPControllerApp.mongodb_database = 'taskhub'

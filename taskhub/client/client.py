@@ -16,7 +16,7 @@ from pathlib import Path
 
 import zmq
 
-from .. import callables, curve, error, nesting, paths, strategies, versions
+from .. import callables, curve, error, filemodes, nesting, paths, strategies, versions
 from ..cluster.profiles import read_client_file
 from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable)
@@ -67,6 +67,8 @@ class Client:
         self.connection_file = path
         # errors that list the profiles, or say the recorded controller is gone
         self._info = read_client_file(path, None if url_or_file or profile_dir else profile)
+        filemodes.warn_if_exposed(path, path.parent.parent if path.parent.name == "security"
+                                  else None)
         self.session = Session(self._info["key"].encode())
         self._task_channel_requests = TASK_CHANNEL_REQUESTS \
             if self._info.get("task_scheme") != "pure" else frozenset()

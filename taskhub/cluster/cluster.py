@@ -35,7 +35,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import paths
+from .. import filemodes, paths
 from ..error import ClusterStateError, TimeoutError as TaskhubTimeout
 from .launcher import (Launcher, LocalProcess, find_launcher, is_ours, stop_processes,
                        wait_until)
@@ -61,7 +61,8 @@ def read_record(profile_dir):
 def write_json_atomic(path, data):
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+    with filemodes.open_private(tmp, "w") as f:  # cluster.json: pids, hosts, paths
+        f.write(json.dumps(data, indent=1))
     os.replace(tmp, path)
 
 
@@ -87,7 +88,7 @@ def profile_option(profile_dir):
 @contextlib.contextmanager
 def record_lock(profile_dir):
     """Hold pid/record.lock while reading, changing and writing cluster.json."""
-    with open(Path(profile_dir) / "pid" / "record.lock", "w") as lock:
+    with filemodes.open_private(Path(profile_dir) / "pid" / "record.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -109,7 +110,7 @@ def recorded_cluster(profile_dir):
 @contextlib.contextmanager
 def _start_lock(profile_dir):
     """Hold pid/start.lock so two starts in one profile cannot both pass the checks."""
-    with open(Path(profile_dir) / "pid" / "start.lock", "w") as lock:
+    with filemodes.open_private(Path(profile_dir) / "pid" / "start.lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -46,7 +46,7 @@ from pathlib import Path
 from traitlets import MetaHasTraits
 from traitlets.config import LoggingConfigurable
 
-from .. import paths
+from .. import filemodes, paths
 
 # The exit status `poll()` reports for a process this Python did not start (rebuilt with
 # `from_info`): only its parent can learn the real status, so we can only say "it ended".
@@ -113,7 +113,7 @@ class LocalProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
         # The pid is only known once started: write to a unique name, then rename it.
         tmp = log_dir / f"{log_name}-starting-{uuid.uuid4().hex[:8]}.log"
-        with open(tmp, "ab") as out:
+        with filemodes.open_private(tmp, "ab") as out:
             popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      env=env)

@@ -30,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .. import paths
+from .. import filemodes, paths
 
 log = logging.getLogger("taskhub.cluster")
 
@@ -142,6 +142,8 @@ def main(argv=None):
     # Only now is there anything to say (a named profile keeps this log; a temporary one
     # is removed with it).
     log_file = Path(args.profile_dir) / "log" / "lifeline.log"
+    if log_file.parent.is_dir():
+        filemodes.private_file(log_file)
     logging.basicConfig(filename=log_file if log_file.parent.is_dir() else os.devnull,
                         level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

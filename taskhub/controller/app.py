@@ -7,7 +7,7 @@ from pathlib import Path
 
 from traitlets import Bool, Enum, Float, Integer, Unicode
 
-from .. import curve, paths, web
+from .. import curve, filemodes, paths, web
 from ..appbase import BaseApp, write_connection_file
 from ..error import CorruptTaskDB
 from ..session import Session, new_key
@@ -131,6 +131,19 @@ class IPControllerApp(BaseApp):
                      "this machine only; 0.0.0.0 to others too (every request still needs "
                      "the token, but travels unencrypted).").tag(config=True)
 
+    max_message_size = Integer(64 << 20, help="Largest frame (bytes) the controller takes "
+                               "in on its query, control, iopub and heartbeat sockets; a peer "
+                               "sending more is disconnected before anything is allocated. "
+                               "Larger lets bigger hub requests through; smaller bounds what "
+                               "an unauthenticated peer can make the controller hold "
+                               "(<= 0: no limit).").tag(config=True)
+    max_task_message_size = Integer(4 << 30, help="Largest frame (bytes) on the task and mux "
+                                    "sockets, which carry functions, arguments and results "
+                                    "(one numpy array is one frame). Raise it to send bigger "
+                                    "arrays; each connection can make the controller hold "
+                                    "up to this much before the signature is checked "
+                                    "(<= 0: no limit).").tag(config=True)
+
     flags = {
         "sqlitedb": ({"IPControllerApp": {"db": "sqlite"}},
                      "Record tasks in SQLite in the profile (the default; durable)."),
@@ -164,7 +177,9 @@ class IPControllerApp(BaseApp):
                "retain-bytes": "IPControllerApp.retain_bytes",
                "retain-days": "IPControllerApp.retain_days",
                "retain-what": "IPControllerApp.retain_what",
-               "output-limit": "IPControllerApp.output_limit"}
+               "output-limit": "IPControllerApp.output_limit",
+               "max-message-size": "IPControllerApp.max_message_size",
+               "max-task-message-size": "IPControllerApp.max_task_message_size"}
 
     def make_db(self):
         options = {"sqlite": {"filename": str(self.location / self.db_file)},
@@ -207,7 +222,9 @@ class IPControllerApp(BaseApp):
                                 db_kept_bytes=self.db_kept_bytes,
                                 curve=self.make_curve_keys(),
                                 retention=self.make_retention(),
-                                store=self.store_buffers).bind()
+                                store=self.store_buffers,
+                                max_message_size=(self.max_message_size,
+                                                  self.max_task_message_size)).bind()
         log.info("descriptor limit %d (hard %d): this controller takes up to %d engines, as "
                  "%s", soft, hard, controller.hub.engine_limit, controller.hub.limit_reason)
         self.fail_lost_tasks(controller)
@@ -283,7 +300,8 @@ def pid_file(location):
 
 
 def write_pid_file(location):
-    pid_file(location).write_text(f"{os.getpid()}\n")
+    with filemodes.open_private(pid_file(location), "w") as f:
+        f.write(f"{os.getpid()}\n")
 
 
 def read_pid_file(location):

@@ -36,7 +36,7 @@ from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packabl
                        utcnow)
 from ..zmqsocket import make_context
 from . import hubstate as hs
-from . import limits, malloc
+from . import limits, malloc, msglimits
 from . import scheduler as sc
 from .backlog import WriteBacklog
 from .dbworker import QUERY_TIMEOUT, DBWorker, blob_dir_for, reader_for, spill_path_for
@@ -75,8 +75,10 @@ class Controller:
                  heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
                  curve=None, retention=None, store=True, query_timeout=QUERY_TIMEOUT,
                  db_max_value_bytes=DB_MAX_VALUE_BYTES, db_kept_bytes=None,
-                 output_limit=2**20):
+                 output_limit=2**20,
+                 max_message_size=(msglimits.CONTROL_DEFAULT, msglimits.DATA_DEFAULT)):
         self.session = session
+        self.max_message_size = max_message_size  # (other sockets, task/mux): msglimits
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
         self.db = db
@@ -155,6 +157,9 @@ class Controller:
         return self
 
     def _secure(self, sock, name):
+        """What every socket the controller binds gets before it binds: a frame size limit,
+        and CurveZMQ if on."""
+        sock.maxmsgsize = msglimits.max_frame_size(name, *self.max_message_size)
         if self.curve is not None:
             _curve.secure_server(sock, self.curve, name)
 

@@ -99,7 +99,8 @@ class Engine:
     def __init__(self, info, key, controller_timeout=30.0, context=None, tag=None,
                  extra_info=None):
         self.info = info
-        self.session = Session(key)
+        # requests reach an engine in the scheduler's order, not their senders': a wide window
+        self.session = Session(key, replay_window=1 << 22)
         # A launcher's tag in front lets it name this engine to the hub when its process
         # or job ends (taskhub/cluster/watch.py).
         self.tag = tag

@@ -3,11 +3,17 @@ cluster may look at it, and nobody else.
 
     token = HMAC-SHA256(key, "taskhub web view")   (hex)
 
-A request carries it as `?token=…`, an `Authorization: token …` header, or (GET only)
-the cookie a page sets when it was opened with `?token=`. Comparison is constant-time.
+A request carries it in an `Authorization: token …` header (what the pages send) or as
+`?token=…` (for scripts; logs show it redacted). Never a cookie: browsers send a cookie to
+every port of a host, so any other local server would receive it. Comparison is
+constant-time.
 """
 import hashlib
 import hmac
+import logging
+from urllib.parse import parse_qsl, urlencode
+
+access_log = logging.getLogger("tornado.access")
 
 LABEL = b"taskhub web view"
 
@@ -18,12 +24,28 @@ def web_token(key):
     return hmac.new(key, LABEL, hashlib.sha256).hexdigest()
 
 
-def given(request, token, cookie_name):
-    """Whether the tornado `request` carries `token` (the cookie counts if cookie_name)."""
+def redacted(uri):
+    """`uri` with the value of any token in its query string replaced: what logs may show."""
+    path, sep, query = uri.partition("?")
+    if not sep:
+        return uri
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return f"{path}?{urlencode([(k, 'REDACTED' if k == 'token' else v) for k, v in pairs])}"
+
+
+def log_request(handler):
+    """The web view's access log line: tornado's, with the token redacted from the URL (the
+    `log_function` of the Application, so it covers every handler, 404s included)."""
+    status, request = handler.get_status(), handler.request
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    access_log.log(level, "%d %s %s (%s) %.2fms", status, request.method,
+                   redacted(request.uri), request.remote_ip, 1000.0 * request.request_time())
+
+
+def given(request, token):
+    """Whether the tornado `request` carries `token` (header or query string)."""
     offered = [request.query_arguments.get("token", [b""])[-1].decode("utf8", "replace")]
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "token":
         offered.append(value.strip())
-    if cookie_name and cookie_name in request.cookies:
-        offered.append(request.cookies[cookie_name].value)
     return any(o and hmac.compare_digest(o.encode(), token.encode()) for o in offered)

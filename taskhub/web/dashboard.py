@@ -55,7 +55,7 @@ def _answers(info):
     """"" if the web view answers an authorized request, else what went wrong."""
     import urllib.error
     import urllib.request
-    url = info["url"].split("?")[0] + "api/engines"
+    url = info["url"].split("#")[0].split("?")[0] + "api/engines"
     request = urllib.request.Request(url, headers={"Authorization": f"token {info['token']}"})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:

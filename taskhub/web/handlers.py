@@ -24,37 +24,40 @@ _STATUS = ((error.UnknownTaskError, 404), (error.NoTaskDB, 503), (error.TimeoutE
            (ValueError, 400), (TypeError, 400), (error.TaskhubError, 502))
 
 
-class _Guarded:
-    """Refuses (403) a request without the token; POSTs must carry it in the URL or a header,
-    as a cookie alone would let another site's page post to us."""
+class _Redacted:
+    """Logs (uncaught errors included) show this request's URL without its token."""
 
     def prepare(self):
-        token = self.settings["token"]
-        if self.request.method != "GET":
-            if not auth.given(self.request, token, cookie_name=None):
-                raise HTTPError(403, reason="this request needs the web view's token")
-            return
-        if not auth.given(self.request, token, self.settings["cookie_name"]):
-            raise HTTPError(403, reason="this page needs the web view's token: open the URL "
-                                        "that `ipcluster dashboard` prints")
+        self.request.uri = auth.redacted(self.request.uri)
 
 
-class Page(_Guarded, RequestHandler):
+class _Guarded(_Redacted):
+    """Refuses (403) a request without the token, in a header or the URL; there is no
+    cookie, which the browser would also send to every other server on this host."""
+
+    def prepare(self):
+        super().prepare()  # before anything can fail
+        if not auth.given(self.request, self.settings["token"]):
+            raise HTTPError(403, reason="this request needs the web view's token: open the "
+                                        "URL that `ipcluster dashboard` prints")
+
+
+class Page(_Redacted, RequestHandler):
+    """A page's HTML shell: no data and no token in it, so it needs none. Its script takes
+    the token from the URL's fragment (never sent to a server), keeps it in the tab's
+    sessionStorage (this origin only) and sends it in a header with every API call."""
+
     def get(self, msg_id=None):
-        if self.get_query_argument("token", None):  # so links and scripts need no token
-            self.set_cookie(self.settings["cookie_name"], self.settings["token"],
-                            httponly=True, samesite="Strict")
         template = "task.html" if msg_id else "index.html"
-        self.render(template, token=self.settings["token"], msg_id=msg_id,
-                    cluster=self.settings["title"])
+        self.render(template, msg_id=msg_id, cluster=self.settings["title"])
 
     def write_error(self, status_code, **kwargs):
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(f"{status_code}: {self._reason}\n")
 
 
-class Static(_Guarded, StaticFileHandler):
-    """The static files (scripts, styles), behind the same token as every page."""
+class Static(_Redacted, StaticFileHandler):
+    """The static files (scripts, styles): code and looks, no data; they need no token."""
 
 
 class Api(_Guarded, RequestHandler):

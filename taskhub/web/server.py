@@ -21,7 +21,7 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from ..appbase import read_connection_file
-from . import handlers
+from . import auth, handlers
 from .auth import web_token
 from .hub import Hub
 from .webfile import read_web_file, remove_web_file, web_file, write_web_file  # noqa: F401
@@ -32,7 +32,7 @@ HERE = Path(__file__).parent
 def make_app(hub, token, port, title=""):
     """The tornado Application: routes, templates, token-guarded static files."""
     return Application(handlers.ROUTES, hub=hub, token=token, title=title,
-                       cookie_name=f"taskhub_token_{port}",
+                       log_function=auth.log_request,
                        template_path=str(HERE / "templates"),
                        static_path=str(HERE / "static"), static_handler_class=handlers.Static)
 
@@ -48,10 +48,10 @@ class WebServer:
 
     @property
     def url(self):
-        """The URL to open, token included."""
+        """The URL to open, the token in its fragment (which the browser never sends)."""
         host = socket.gethostname() if self.ip in ("0.0.0.0", "::", "") else self.ip
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}/?token={self.token}"
+        return f"http://{host}:{self.port}/#token={self.token}"
 
     def start(self):
         sockets = bind_sockets(self.port, self.ip)

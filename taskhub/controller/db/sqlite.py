@@ -24,6 +24,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+from taskhub import filemodes
 from taskhub.jsonutil import EncodedJSON
 from taskhub.controller.db.base import (
     KEY_KINDS, TASK_RECORD_KEYS, RecordRows, TaskDB, _check_keys, check_new_ids, clean_value,
@@ -435,6 +436,10 @@ class SQLiteDB(TaskDB):
         self._identity = None
 
     def open(self):
+        if self.filename != ":memory:":  # SQLite gives -wal and -shm the file's mode
+            for suffix in ("", "-wal", "-shm"):
+                if not suffix or os.path.exists(self.filename + suffix):
+                    filemodes.private_file(self.filename + suffix)
         # one thread at a time (see TaskDB), but not necessarily the one that opened it
         self._conn = self._connect()
         self._refuse_if_corrupt()

@@ -1,9 +1,23 @@
 // taskhub web view: fills the pages from the JSON endpoints (docs/web.md).
-// Plain browser JavaScript, no build step. Every request carries the page's token.
+// Plain browser JavaScript, no build step. Every API request carries the token in a header.
 "use strict";
 
 const taskhub = (() => {
-  const token = document.querySelector('meta[name="taskhub-token"]').content;
+  // The token comes in the URL's fragment (#token=…, never sent to any server; ?token=
+  // from older URLs is taken too), is kept in this tab's sessionStorage (this origin only:
+  // no other port of this host can read it, as it could a cookie) and taken off the URL.
+  const token = (() => {
+    const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token") ||
+      new URLSearchParams(location.search).get("token");
+    if (fromUrl) {
+      sessionStorage.setItem("taskhub-token", fromUrl);
+      const search = new URLSearchParams(location.search);
+      search.delete("token");
+      const rest = search.toString();
+      history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : ""));
+    }
+    return sessionStorage.getItem("taskhub-token") || "";
+  })();
   const $ = (id) => document.getElementById(id);
 
   async function api(path, options = {}) {
@@ -170,10 +184,7 @@ const taskhub = (() => {
 
   async function loadTasks() {
     const params = filterParams();
-    const shown = new URLSearchParams(params);
-    const pageToken = new URLSearchParams(location.search).get("token");
-    if (pageToken) shown.set("token", pageToken);
-    history.replaceState(null, "", `?${shown}`);
+    history.replaceState(null, "", `?${params}`);
     try {
       const page = await api(`/api/tasks?${params}`);
       $("table-error").hidden = true;

@@ -85,7 +85,8 @@ class TaskOutput:
 
     def write(self, name, text):
         with self._cond:
-            self._wait_for_room()
+            if self._pending >= self.max_pending:
+                self._wait_for_room()
             self._keep(name, text)
             self._unpublished.append((name, text))
             self._pending += len(text)
@@ -125,7 +126,7 @@ class TaskOutput:
             for name, payload in self._unpublished:
                 if max_chars is not None and size >= max_chars:
                     break
-                n = _size(name, payload)
+                n = len(payload) if name != DISPLAY else _size(name, payload)
                 if chunks and chunks[-1][0] == name != DISPLAY and chunks[-1][2] + n <= CHUNK:
                     chunks[-1][1].append(payload)
                     chunks[-1][2] += n

@@ -15,7 +15,8 @@ when it ends (--no-stream):
     [stdout:1]                       several lines: below it
     a
     b
-    [output:0] <a display() call's text>
+    [output:0] <a display() call: in IPython/Jupyter shown with its rich data (figures,
+                HTML) as soon as the engine calls it; elsewhere its text>
     Out[0:3]: 5                      the value of the last expression (engine:count)
 
 A remote error is printed once per engine, with its traceback, and the cell then raises
@@ -25,10 +26,14 @@ have it (see taskhub.engine.ipyshell).
 """
 import shlex
 import sys
+import threading
+import time
+from contextlib import contextmanager
 
 from .error import CompositeError, RemoteError, TaskhubError
 
 GROUPINGS = ("type", "engine", "order")
+PROGRESS_AFTER = 2.0  # seconds a blocking cell waits before it shows a progress bar
 
 
 class AlreadyDisplayedError(TaskhubError):
@@ -47,9 +52,10 @@ class Options:
     """The %px options of a cell: the magics' defaults, then the cell's own flags."""
 
     def __init__(self, block=True, targets=None, group_outputs="type", stream=True,
-                 verbose=False, local=False, save_name=None):
+                 verbose=False, local=False, save_name=None, progress_after=PROGRESS_AFTER):
         self.block, self.targets, self.group_outputs = block, targets, group_outputs
         self.stream, self.verbose, self.local, self.save_name = stream, verbose, local, save_name
+        self.progress_after = progress_after
 
     def parse(self, line):
         """(a copy with the flags at the start of `line` applied, the rest of the line)."""
@@ -64,7 +70,7 @@ class Options:
     def _apply(self, words, i):
         word = words[i]
         name, eq, value = word.partition("=")
-        takes_value = {"--targets", "-t", "--group-outputs", "-o", "--out"}
+        takes_value = {"--targets", "-t", "--group-outputs", "-o", "--out", "--progress-after"}
         if name in takes_value and not eq:
             if i + 1 >= len(words):
                 raise ValueError(f"{name} needs a value")
@@ -86,11 +92,20 @@ class Options:
             self.group_outputs = value
         elif name in ("-o", "--out"):
             self.save_name = value
+        elif name == "--progress-after":
+            self.progress_after = _seconds(name, value)
         else:
             raise ValueError(f"unknown %px option {name!r} (known: --targets, --block, "
                              f"--noblock, --group-outputs, --stream, --no-stream, --local, "
-                             f"--verbose, -o NAME)")
+                             f"--verbose, --progress-after SECONDS, -o NAME)")
         return used
+
+
+def _seconds(name, value):
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} takes seconds (-1: never), not {value!r}") from None
 
 
 def parse_targets(text):
@@ -121,6 +136,26 @@ def _write_block(stream, header, text):
 def _output_text(out):
     data = out.get("data", {})
     return data.get("text/plain", ", ".join(sorted(data)))
+
+
+def show_output(engine, output, out):
+    """One display() output of an engine under its header: in IPython (a notebook: figures,
+    HTML) through its display publisher with all the engine's data, elsewhere as text."""
+    shell = _ipython()
+    if shell is None:
+        _write_block(out, f"[output:{engine}]", _output_text(output))
+        return
+    from IPython.display import publish_display_data
+    out.write(f"[output:{engine}]\n")
+    out.flush()  # a kernel sends its stdout later, in batches: the header goes first
+    publish_display_data(output.get("data", {}), output.get("metadata", {}))
+
+
+def _ipython():
+    if "IPython" not in sys.modules:
+        return None
+    from IPython import get_ipython
+    return get_ipython()
 
 
 def _result_text(md):
@@ -155,8 +190,9 @@ def _show(kind, engine, md, skip_streams, out, err):
             _write_block(out if kind == "stdout" else err, f"[{kind}:{engine}]",
                          md.get(kind) or "")
     elif kind == "outputs":
-        for o in md.get("outputs") or ():
-            _write_block(out, f"[output:{engine}]", _output_text(o))
+        if not skip_streams:  # a streamer showed them as they came
+            for o in md.get("outputs") or ():
+                show_output(engine, o, out)
     else:
         text = _result_text(md)
         if text is not None:
@@ -165,11 +201,15 @@ def _show(kind, engine, md, skip_streams, out, err):
 
 
 class _Streamer:
-    """Prints engines' stdout/stderr while a request runs, each engine's new text under its
-    header, by following what the client's IO thread appends to each task's metadata."""
+    """Prints engines' stdout/stderr and shows their display() outputs while a request
+    runs, each engine's new text under its header, by following what the client's IO
+    thread adds to each task's metadata. At the end it shows what is left, so nothing is
+    shown twice or missed (the reply's outputs start with those that were streamed)."""
 
-    def __init__(self, ar, out=None, err=None):
+    def __init__(self, ar, engines=None, out=None, err=None):
         self.ar = ar
+        # the engine of each task while its reply (which says) is not in: the view's order
+        self.engines = list(engines) if engines is not None else list(range(len(ar.msg_ids)))
         self.out, self.err = out or sys.stdout, err or sys.stderr
         self.shown = {}  # (msg_id, stream name) -> characters printed
 
@@ -185,14 +225,69 @@ class _Streamer:
                     cut = len(text)
                 if cut > done:
                     _write_block(self.out if name == "stdout" else self.err,
-                                 f"[{name}:{_engine_of(md, i)}]", text[done:cut])
+                                 f"[{name}:{_engine_of(md, self.engines[i])}]",
+                                 text[done:cut])
                     self.shown[(msg_id, name)] = cut
+            outputs = md.get("outputs") or []
+            for o in outputs[self.shown.get((msg_id, "outputs"), 0):]:
+                show_output(_engine_of(md, self.engines[i]), o, self.out)
+            self.shown[(msg_id, "outputs")] = len(outputs)
 
-    def follow(self, poll=0.05):
-        while not self.ar.done():
-            self.ar.wait(poll)
-            self.pump()
-        self.pump()
+
+
+@contextmanager
+def stream_output(ar, engines=None, poll=0.05):
+    """While the block runs, a thread shows `ar`'s output as it comes (as a streaming %px
+    cell does); on leaving, what is left of it if the tasks are done by then."""
+    streamer, stop = _Streamer(ar, engines), threading.Event()
+
+    def follow():
+        while not stop.is_set():
+            done = ar.done()
+            streamer.pump()
+            if done:  # that pump had the replies: nothing more will come
+                return
+            stop.wait(poll)
+    thread = threading.Thread(target=follow, name="taskhub-stream-output", daemon=True)
+    thread.start()
+    try:
+        yield streamer
+    finally:
+        stop.set()
+        thread.join()
+        streamer.pump()
+
+
+class CellWait:
+    """Waits for a blocking cell's tasks: pumps the streamer (if any) and, once the cell
+    has waited `progress_after` seconds (negative: never), draws a progress bar of its
+    tasks — an ipywidgets bar in Jupyter, a text line elsewhere, as wait_interactive."""
+
+    def __init__(self, ar, streamer=None, progress_after=PROGRESS_AFTER, widget=None):
+        self.ar, self.streamer = ar, streamer
+        self.progress_after, self.widget = progress_after, widget
+        self.bar = None
+
+    def run(self, poll=0.05):
+        start = time.monotonic()
+        try:
+            while not self.ar.wait(poll):
+                self._turn(time.monotonic() - start)
+            self._turn(time.monotonic() - start)
+        finally:
+            if self.bar is not None:
+                self.bar.close(self.ar.progress, time.monotonic() - start)
+
+    def _turn(self, waited):
+        # the bar first: output shown after it came while the bar was already up
+        if self.bar is None and not self.ar.done() and \
+                0 <= self.progress_after <= waited:
+            from .client.progress import progress_bar
+            self.bar = progress_bar(len(self.ar.msg_ids), "%px", self.widget)
+        if self.bar is not None:
+            self.bar.update(self.ar.progress, waited)
+        if self.streamer is not None:
+            self.streamer.pump()
 
 
 # -- the magics -----------------------------------------------------------------------------
@@ -235,13 +330,14 @@ class ParallelMagics:
             sys.stdout.write(f"{kind} execution on engine(s): {_targets_text(view)}\n")
         ar = view.execute(code, silent=False, block=False)
         self.last_result = ar
+        engines = getattr(view, "_ids", None)
         if opts.save_name and self.shell is not None:
             self.shell.user_ns[opts.save_name] = ar
         if opts.local and self.shell is not None:
             self.shell.run_cell(code)
         if not opts.block:
             return ar if opts.save_name is None else None
-        return self._wait_and_show(ar, opts)
+        return self._wait_and_show(ar, opts, engines)
 
     def _view_for(self, opts):
         if opts.targets is None:
@@ -249,13 +345,12 @@ class ParallelMagics:
         client = self.view.client
         return client[:] if opts.targets == "all" else client[opts.targets]
 
-    def _wait_and_show(self, ar, opts):
-        streamer = _Streamer(ar) if opts.stream else None
+    def _wait_and_show(self, ar, opts, engines=None):
+        if engines is not None and len(engines) != len(ar.msg_ids):
+            engines = None
+        streamer = _Streamer(ar, engines) if opts.stream else None
         try:
-            if streamer is not None:
-                streamer.follow()
-            else:
-                ar.wait()
+            CellWait(ar, streamer, opts.progress_after).run()
         except KeyboardInterrupt:
             sys.stderr.write("Interrupted: the engines' tasks were left running; "
                              "%pxresult shows them when they finish\n")
@@ -308,7 +403,7 @@ class ParallelMagics:
 
     def pxconfig(self, line=""):
         """Defaults for later %px cells: --targets, --block/--noblock, --group-outputs,
-        --stream/--no-stream, --verbose/--no-verbose."""
+        --stream/--no-stream, --verbose/--no-verbose, --progress-after."""
         self.options, rest = self.options.parse(line)
         if rest.strip():
             raise ValueError(f"%pxconfig takes only options, not {rest!r}")

@@ -65,6 +65,25 @@ def test_an_error_in_execute_is_the_task_s_error(rc):
     assert info.value.ename == "ZeroDivisionError"
 
 
+def test_display_calls_are_published_one_message_each_between_the_stream_chunks():
+    from taskhub.engine.capture import DISPLAY, TaskOutput, iopub_message
+    out = TaskOutput({"msg_id": "m"})
+    out.write("stdout", "a\n")
+    out.display({"text/plain": "1"})
+    out.display({"text/plain": "2", "image/png": "iVBOR"}, {"image/png": {"width": 4}})
+    out.write("stdout", "b\n")
+    chunks = out.take_unpublished(max_chars=4)  # "a\n" and the first display, about
+    assert [name for name, _ in chunks] == ["stdout", DISPLAY]
+    out.unpublish(chunks[1:])  # iopub refused the display: it goes first next time
+    chunks = out.take_unpublished()
+    assert [iopub_message(*c) for c in chunks] == [
+        ("display_data", {"data": {"text/plain": "1"}, "metadata": {}}),
+        ("display_data", {"data": {"text/plain": "2", "image/png": "iVBOR"},
+                          "metadata": {"image/png": {"width": 4}}}),
+        ("stream", {"name": "stdout", "text": "b\n"})]
+    assert out.pending == 0 and len(out.rich_metadata()["outputs"]) == 2  # the reply's
+
+
 # -- the magics in a real IPython session ---------------------------------------------------
 def test_px_runs_on_every_engine_and_shows_output_per_engine(rc, ip):
     view = rc.activate()
@@ -110,6 +129,110 @@ def test_px_streams_output_while_the_cell_runs(rc, ip, tmp_path):
         opener.join()
     assert seen.get_nowait() is True  # shown while the engine still waited for the gate
     assert "[stdout:0] after" in io.stdout
+
+
+def _gated(gate, before, after):
+    """Engine code: `before`, then wait (60 s at most, then it says so) for the file `gate`,
+    then `after`."""
+    return (f"import os, time\n{before}\nfor _ in range(6000):\n"
+            f"    if os.path.exists({str(gate)!r}): break\n    time.sleep(0.01)\n"
+            f"else:\n    print('gate never opened')\n{after}\n")
+
+
+def test_display_outputs_arrive_while_the_task_runs_and_once(rc, tmp_path):
+    gate = tmp_path / "gate"
+
+    def show_then_wait(gate):
+        import os
+        import time
+        from IPython.display import display
+        display("before the gate")
+        for _ in range(6000):
+            if os.path.exists(gate):
+                break
+            time.sleep(0.01)
+        display("after the gate")
+
+    rc[:].execute("import IPython.core.interactiveshell", block=True)  # a shell on engines
+    ar = rc[rc.ids[0]].apply(show_then_wait, str(gate))
+    wait_until(lambda: ar.outputs, timeout=30, what="the first display() on iopub")
+    assert not ar.done()  # it came while the task waited for the gate
+    assert [o["data"]["text/plain"] for o in ar.outputs] == ["'before the gate'"]
+    gate.touch()
+    ar.get(timeout=30)
+    assert [o["data"]["text/plain"] for o in ar.outputs] == ["'before the gate'",
+                                                              "'after the gate'"]
+
+
+def test_px_shows_display_outputs_before_the_cell_ends_and_once(rc, ip, tmp_path):
+    rc.activate(suffix="disp")
+    gate = tmp_path / "gate"
+    seen = queue.Queue()
+
+    def html_of(io):
+        return [o.data.get("text/html") for o in list(io.outputs)]
+
+    def open_gate_once_shown(io):
+        try:
+            wait_until(lambda: "<b>first</b>" in html_of(io), timeout=30,
+                       what="the display() to be shown")
+            seen.put(True)
+        except AssertionError:
+            seen.put(False)
+        gate.touch()
+
+    cell = _gated(gate, "from IPython.display import display, HTML\n"
+                        "display(HTML('<b>first</b>'))", "display(HTML('<b>second</b>'))")
+    with capture_output() as io:
+        opener = threading.Thread(target=open_gate_once_shown, args=(io,))
+        opener.start()
+        ip.run_cell_magic("pxdisp", "--targets 0", cell)
+        opener.join()
+    assert seen.get_nowait() is True  # shown while the engine still waited for the gate
+    assert html_of(io) == ["<b>first</b>", "<b>second</b>"]  # each once, in order
+    assert io.stdout.count("[output:0]") == 2
+
+
+def test_stream_output_shows_output_as_it_comes_and_each_display_once(rc, ip, tmp_path):
+    gate = tmp_path / "gate"
+    cell = _gated(gate, "from IPython.display import display\nprint('waiting', flush=True)\n"
+                        "display('shown early')", "print('after')")
+    ar = rc[rc.ids[0]].execute(cell, block=False)
+    with capture_output() as io:
+        with ar.stream_output():
+            wait_until(lambda: "'shown early'" in [o.data["text/plain"] for o in io.outputs],
+                       timeout=30, what="the display() to be shown")
+            assert "[stdout:0] waiting" in io.stdout and not ar.done()
+            gate.touch()
+            ar.get(timeout=30)
+    assert "[stdout:0] after" in io.stdout and "gate never opened" not in io.stdout
+    assert [o.data["text/plain"] for o in io.outputs] == ["'shown early'"]
+
+
+def test_a_long_px_cell_shows_a_progress_bar(rc, ip, tmp_path):
+    rc.activate(suffix="prog")
+    gate = tmp_path / "gate"
+
+    def open_gate_once_waiting(stream):
+        # engine 1's header while its task runs (its reply, which names it, is not in)
+        wait_until(lambda: "[stdout:1] waiting" in stream.getvalue(), timeout=30,
+                   what="the cell to be waiting")
+        gate.touch()
+
+    with capture_output() as io:
+        opener = threading.Thread(target=open_gate_once_waiting, args=(sys.stdout,))
+        opener.start()
+        ip.run_cell_magic("pxprog", "--targets 1 --progress-after 0",
+                          _gated(gate, "print('waiting', flush=True)", "print('done')"))
+        opener.join()
+    # not a terminal: the text bar writes its line when the cell ends
+    assert "%px [##############################] 1/1 tasks" in io.stderr
+    with capture_output() as io:
+        ip.run_cell_magic("pxprog", "--targets 0 --progress-after -1",
+                          _gated(gate, "pass", "print('done')"))
+    assert "[stdout:0] done" in io.stdout and "%px [" not in io.stderr
+    with pytest.raises(ValueError, match="--progress-after takes seconds"):
+        Options().parse("--progress-after soon")
 
 
 def test_noblock_pxresult_pxconfig_and_autopx(rc, ip):
@@ -181,6 +304,56 @@ def test_a_notebook_cell_with_px_in_a_jupyter_kernel(cluster):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_a_jupyter_cell_shows_display_data_and_a_progress_widget_as_they_come(cluster,
+                                                                             tmp_path):
+    jupyter_client = pytest.importorskip("jupyter_client")
+    pytest.importorskip("ipywidgets")
+    gate = tmp_path / "gate"
+    km, kc = jupyter_client.manager.start_new_kernel(
+        kernel_name="python3", env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        conn = security_file(cluster.profile_dir, "client")
+        _, errors = _run_in_kernel(kc, f"import taskhub\nrc = taskhub.Client({str(conn)!r})\n"
+                                       f"rc.wait_for_engines(2, timeout=30)\nrc.activate()")
+        assert errors == []
+        cell = "%%px --targets 0 --progress-after 0\n" + _gated(
+            gate, "from IPython.display import display, HTML\n"
+                  "display(HTML('<b>engine figure</b>'))", "print('after the gate')")
+        events = _events_of_cell(kc, kc.execute(cell), gate)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert "error" not in events and "stdout:[stdout:0] gate never opened" not in events
+    figure, widget = events.index("figure"), events.index("widget")
+    assert events.count("figure") == 1  # streamed, and not shown again at the end
+    assert max(figure, widget) < events.index("stdout:[stdout:0] after the gate"), events
+
+
+def _events_of_cell(kc, msg_id, gate, timeout=60):
+    """What the kernel published for one cell, in order: "figure" (the engine's HTML),
+    "widget" (a progress bar), "stdout:<line>", "error"; opens `gate` once the figure and
+    the widget were both published (the engine waits for it)."""
+    events = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "display_data" and "engine figure" in content["data"].get("text/html", ""):
+            events.append("figure")
+        elif kind == "display_data" and \
+                "application/vnd.jupyter.widget-view+json" in content["data"]:
+            events.append("widget")
+        elif kind == "stream" and content["name"] == "stdout":
+            events += [f"stdout:{line}" for line in content["text"].splitlines()]
+        elif kind == "error":
+            events.append("error")
+        elif kind == "status" and content["execution_state"] == "idle":
+            return events
+        if "figure" in events and "widget" in events:
+            gate.touch()
 
 
 # -- joblib ---------------------------------------------------------------------------------

@@ -74,6 +74,17 @@ class AsyncResult(Future):
                 return
             self._streamed.setdefault((msg_id, name), []).append(text)
 
+    def _displayed(self, msg_id, content):
+        """A display() output of a running task, from iopub: `outputs` grows as they come
+        (the reply's metadata then replaces the list with all of them, in the same order)."""
+        md = self._metadata.get(msg_id)
+        if md is None:
+            return
+        with self._arrived:
+            if md["status"] == "pending":
+                md["outputs"] = md["outputs"] + [{"data": content.get("data", {}),
+                                                  "metadata": content.get("metadata", {})}]
+
     def _join_streamed(self):
         """Add the output that came on iopub to the metadata: when it is read, or the reply
         comes (joining each piece as it came would copy a flood's text once per piece)."""
@@ -159,6 +170,12 @@ class AsyncResult(Future):
         finally:
             bar.close(self._items_done(), self._wall_time())
         return done
+
+    def stream_output(self):
+        """A context manager: while it is open, the tasks' stdout/stderr and display()
+        outputs are shown as they come, under per-engine headers as %px shows them."""
+        from ..magics import stream_output
+        return stream_output(self)
 
     def _wall_time(self):
         """Seconds from the first submission to the last reply (or to now, if not all in)."""

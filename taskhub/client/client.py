@@ -327,6 +327,9 @@ class Client:
         if msg.msg_type == "stream":
             for ar in self._pending.get(msg.parent_id) or self._tails.get(msg.parent_id, ()):
                 ar._stream(msg.parent_id, msg["content"].get("name"), msg["content"].get("text"))
+        elif msg.msg_type == "display_data":  # the reply has them all: only while pending
+            for ar in self._pending.get(msg.parent_id, ()):
+                ar._displayed(msg.parent_id, msg["content"])
 
     def _set_engines(self, engines):
         with self._engines_changed:

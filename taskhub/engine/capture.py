@@ -7,6 +7,10 @@ writes goes to that task's `TaskOutput`, and otherwise to the real streams.
                                           │  the reply's metadata (the task record)
                                           └─ unpublished ──▶ IO thread ──▶ iopub, in chunks
                                              of up to CHUNK chars (many writes, one message)
+    display() ── display ──▶ TaskOutput ──┬─ outputs: every call, for the reply's metadata
+                                          └─ unpublished ──▶ IO thread ──▶ iopub, one
+                                             display_data message each, in order with the
+                                             stream chunks around it
 
 A task that prints faster than iopub drains waits in `write` once MAX_PENDING chars are
 unpublished (backpressure): a flood slows its own task down, not the engine's memory or
@@ -22,6 +26,23 @@ CHUNK = 64 * 2**10    # chars per iopub message at most: a flood of lines is a f
 MAX_PENDING = 4 * 2**20  # unpublished chars before the task's own writes wait
 
 _ROUTER = None  # the installed OutputRouter: where display() finds the running task
+
+
+DISPLAY = "display_data"  # the name a display() call's chunk has among the stream chunks
+
+
+def iopub_message(name, payload):
+    """(msg_type, content) of the iopub message for one chunk of `take_unpublished`."""
+    if name == DISPLAY:
+        return DISPLAY, payload
+    return "stream", {"name": name, "text": payload}
+
+
+def _size(name, payload):
+    """What a chunk counts for against MAX_PENDING: its chars (a display, its text data)."""
+    if name != DISPLAY:
+        return len(payload)
+    return 1 + sum(len(v) for v in payload["data"].values() if isinstance(v, (str, bytes)))
 
 
 def current_output():
@@ -64,12 +85,25 @@ class TaskOutput:
 
     def write(self, name, text):
         with self._cond:
-            if self._pending >= self.max_pending and threading.get_ident() == self._owner:
-                self._cond.wait_for(lambda: self._pending < self.max_pending
-                                    or self._released)
+            if self._pending >= self.max_pending:
+                self._wait_for_room()
             self._keep(name, text)
             self._unpublished.append((name, text))
             self._pending += len(text)
+
+    def display(self, data, metadata=None):
+        """A display() call of the task: kept for the reply and published as it comes (the
+        client's copy grows while the task runs; the reply's full list then replaces it)."""
+        content = {"data": dict(data), "metadata": dict(metadata or {})}
+        with self._cond:
+            self._wait_for_room()
+            self.outputs.append(content)
+            self._unpublished.append((DISPLAY, content))
+            self._pending += _size(DISPLAY, content)
+
+    def _wait_for_room(self):
+        if self._pending >= self.max_pending and threading.get_ident() == self._owner:
+            self._cond.wait_for(lambda: self._pending < self.max_pending or self._released)
 
     def _keep(self, name, text):
         room = self._room[name]
@@ -84,30 +118,33 @@ class TaskOutput:
 
     def take_unpublished(self, max_chars=None):
         """What was written and not yet published, as (name, text) chunks of up to CHUNK
-        chars (consecutive writes to one stream joined), at most `max_chars` in all (about:
-        at least one chunk); what is left stays for the next call."""
+        chars (consecutive writes to one stream joined) and (DISPLAY, content) of display()
+        calls, at most `max_chars` in all (about: at least one chunk); what is left stays
+        for the next call. `iopub_message` makes each a message."""
         with self._cond:
             taken, size, chunks = 0, 0, []
-            for name, text in self._unpublished:
+            for name, payload in self._unpublished:
                 if max_chars is not None and size >= max_chars:
                     break
-                if chunks and chunks[-1][0] == name and chunks[-1][2] + len(text) <= CHUNK:
-                    chunks[-1][1].append(text)
-                    chunks[-1][2] += len(text)
+                n = len(payload) if name != DISPLAY else _size(name, payload)
+                if chunks and chunks[-1][0] == name != DISPLAY and chunks[-1][2] + n <= CHUNK:
+                    chunks[-1][1].append(payload)
+                    chunks[-1][2] += n
                 else:
-                    chunks.append([name, [text], len(text)])
-                size += len(text)
+                    chunks.append([name, [payload], n])
+                size += n
                 taken += 1
             del self._unpublished[:taken]
             self._pending -= size
             self._cond.notify_all()
-        return [(name, "".join(parts)) for name, parts, _ in chunks]
+        return [(name, parts[0] if name == DISPLAY else "".join(parts))
+                for name, parts, _ in chunks]
 
     def unpublish(self, chunks):
         """Put back chunks that could not be sent (iopub is full): they go first next time."""
         with self._cond:
             self._unpublished[:0] = chunks
-            self._pending += sum(len(text) for _, text in chunks)
+            self._pending += sum(_size(name, payload) for name, payload in chunks)
 
     @property
     def pending(self):

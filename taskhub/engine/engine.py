@@ -55,7 +55,7 @@ from .. import callables, curve, nesting, serialize, strategies, versions
 from ..error import RemoteError
 from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
-from .capture import OUTPUT_LIMIT, OutputRouter, TaskOutput
+from .capture import OUTPUT_LIMIT, OutputRouter, TaskOutput, iopub_message
 from .startnotice import StartNotices
 
 log = logging.getLogger("taskhub.engine")
@@ -519,7 +519,7 @@ class Engine:
         topic = str(output.parent.get("session", "")).encode()
         for i, (name, text) in enumerate(chunks):
             frames, _ = self.session.serialize(
-                "stream", {"name": name, "text": text}, parent=output.parent,
+                *iopub_message(name, text), parent=output.parent,
                 metadata={"engine_id": self.id}, idents=[topic])
             try:
                 iopub.send_multipart(frames, zmq.NOBLOCK, copy=False)

@@ -2,7 +2,8 @@
 
     view.execute("%whos")  ─▶ ops.execute ─▶ EngineShell.run_cell: magics, !shell, `_`,
                                              display() and rich reprs, as in a kernel
-       display(x)          ─▶ DisplayCollector.publish ─▶ the running task's `outputs`
+       display(x)          ─▶ DisplayCollector.publish ─▶ the running task's `outputs`,
+                              and iopub as it is called (see capture.py)
        last expression     ─▶ ResultHook ─▶ the task's `execute_result` (silent=False)
                               both travel in the reply's metadata (ar.outputs,
                               ar.execute_result) and the call returns an ExecuteReply
@@ -62,7 +63,7 @@ def _make_shell():
             if output is None:  # outside a task: the engine's log, as text
                 sys.__stdout__.write(str(data.get("text/plain", data)) + "\n")
                 return
-            output.outputs.append({"data": dict(data), "metadata": dict(metadata or {})})
+            output.display(data, metadata)
 
     class EngineShell(InteractiveShell):
         """An InteractiveShell whose errors are the task's error, not printed text."""

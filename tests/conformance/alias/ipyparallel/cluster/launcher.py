@@ -1,0 +1,14 @@
+"""ipyparallel.cluster.launcher: taskhub's launchers under ipyparallel's names."""
+from .._bind import bind
+
+bind(globals(), "taskhub.cluster.launcher", "SIGKILL LocalProcessLauncher ProcessStateError"
+     " ipcontroller_cmd_argv ipengine_cmd_argv find_launcher_class abbreviate_launcher_class"
+     " all_launchers LocalControllerLauncher LocalEngineLauncher LocalEngineSetLauncher"
+     " BaseLauncher=Launcher ControllerLauncher EngineLauncher=EngineSetLauncher")
+bind(globals(), "taskhub.cluster.launchers.batch", "BatchControllerLauncher"
+     " BatchEngineSetLauncher SlurmControllerLauncher SlurmEngineSetLauncher"
+     " PBSControllerLauncher PBSEngineSetLauncher SGEControllerLauncher SGEEngineSetLauncher")
+bind(globals(), "taskhub.cluster.launchers.ssh", "SSHLauncher SSHControllerLauncher"
+     " SSHEngineSetLauncher SSHEngineLauncher ssh_waitpid _ssh_outputs")
+bind(globals(), "taskhub.cluster.launchers.mpi", "MPILauncher MPIControllerLauncher"
+     " MPIEngineSetLauncher")

@@ -21,7 +21,8 @@ from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable)
 from ..zmqsocket import recv_head_copied, shared_context
 from . import prefixes
-from .asyncresult import AsyncHubResult, AsyncResult
+from .compat import ClientCompat
+from .asyncresult import AsyncHubResult, AsyncResult, utcnow
 from .connection import (ControllerWatch, closed_error, fail_pending, lost_error,
                          seconds_or_none)
 from .throttle import OutstandingLimit
@@ -39,7 +40,7 @@ _SOCKETS = {"query": zmq.DEALER, "task": zmq.DEALER, "mux": zmq.DEALER,
             "control": zmq.DEALER, "iopub": zmq.SUB, "notification": zmq.SUB}
 
 
-class Client:
+class Client(ClientCompat):
     """Connect to the cluster of a profile (default 'default') or of a connection file.
 
     `Client()` reads ``$TASKHUB_DIR/profile_default/security/taskhub-client.json``;
@@ -237,7 +238,7 @@ class Client:
         md = dict(msg["metadata"])
         for key in ("started", "completed"):
             md[key] = parse_date(md.get(key))
-        md["received"] = time.time()
+        md["received"] = utcnow()
         content = msg["content"]
         if content.get("status") == "ok":
             try:
@@ -333,6 +334,8 @@ class Client:
 
     def _track(self, msg_ids, kind, fname="", chunk_sizes=None, cls=AsyncResult):
         ar = cls(self, msg_ids, kind, fname, chunk_sizes)
+        if cls is not AsyncHubResult:
+            self._note_sent(msg_ids)
         arrived = []
         with self._lock:
             if self._gone is not None:  # lost or closed since the request was sent
@@ -403,11 +406,13 @@ class Client:
         if isinstance(key, slice):
             return DirectView(self, self.ids[key])
         if isinstance(key, int) and not isinstance(key, bool):
+            key = self._engine_id(key)
             self._uuids([key])
             return DirectView(self, key)
         if isinstance(key, (list, tuple)) and all(isinstance(k, int) for k in key):
+            key = [self._engine_id(k) for k in key]
             self._uuids(key)
-            return DirectView(self, list(key))
+            return DirectView(self, key)
         raise TypeError(f"engines are indexed by int, list of ints or slice, not {key!r}")
 
     def activate(self, targets="all", suffix=""):
@@ -429,11 +434,16 @@ class Client:
     stop_distributed = become_dask
 
     def direct_view(self, targets="all"):
-        return self[:] if targets == "all" else self[targets]
+        """A DirectView of `targets`; "all" (or None) stays "all": engines that register
+        later are used too."""
+        return DirectView(self, "all") if targets in ("all", None) else self[targets]
 
     def load_balanced_view(self, targets=None):
+        if targets == "all":
+            targets = None
         if targets is not None:
             targets = [targets] if isinstance(targets, int) else list(targets)
+            targets = [self._engine_id(t) for t in targets]
             self._uuids(targets)
         return LoadBalancedView(self, targets)
 
@@ -496,7 +506,7 @@ class Client:
     def wait(self, jobs=None, timeout=None):
         """Wait for `jobs` (AsyncResults or msg_ids; default: everything outstanding)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        ars = [j for j in (jobs or []) if isinstance(j, AsyncResult)]
+        ars = [j for j in (jobs or []) if isinstance(j, Future)]
         ids = [j for j in (jobs or []) if isinstance(j, str)] if jobs else list(self._pending)
         ars += [ar for m in ids for ar in self._pending.get(m, [])]
         for ar in ars:

@@ -27,6 +27,7 @@ from ..callables import as_callable
 from ..dependency import Dependency, dependent, msg_ids_of
 from ..engine import ops
 from .interrupt import wait_or_abort
+from .viewcompat import DirectViewCompat, ViewCompat
 
 PURE = "pure"  # the scheme with no Python scheduler (taskhub.controller.schemes.PURE)
 
@@ -138,7 +139,7 @@ def _not_pure(view, what, value):
     return value
 
 
-class View:
+class View(ViewCompat):
     """What every view shares: blocking, flags, abort."""
 
     block = _Flag(_bool, False)
@@ -162,6 +163,7 @@ class View:
                             f"{', '.join(names)}")
         checked = {n: getattr(type(self), n).check(self, n, v) for n, v in flags.items()}
         self.__dict__.update(checked)
+        return self
 
     @contextmanager
     def temp_flags(self, **flags):
@@ -176,13 +178,13 @@ class View:
             self.__dict__.update(saved)
 
     # -- calls ------------------------------------------------------------------------------
-    def apply(self, f, *args, **kwargs):
+    def apply(self, f, /, *args, **kwargs):
         return self._apply(f, args, kwargs, self.block)
 
-    def apply_async(self, f, *args, **kwargs):
+    def apply_async(self, f, /, *args, **kwargs):
         return self._apply(f, args, kwargs, False)
 
-    def apply_sync(self, f, *args, **kwargs):
+    def apply_sync(self, f, /, *args, **kwargs):
         return self._apply(f, args, kwargs, True)
 
     def apply_with_flags(self, f, args=(), kwargs=None, block=None, **flags):
@@ -225,6 +227,7 @@ class View:
         return wait_or_abort(ar) if block else ar
 
     def _watch(self, ar):
+        self.__dict__.setdefault("_history", []).extend(ar.msg_ids)
         self.outstanding.update(ar.msg_ids)
         ar.add_done_callback(lambda done: self.outstanding.difference_update(done.msg_ids))
         return ar
@@ -325,7 +328,7 @@ class LoadBalancedView(View):
         return f"<LoadBalancedView targets={self.targets or 'all'}>"
 
 
-class DirectView(View):
+class DirectView(DirectViewCompat, View):
     """Runs each call on every engine in `targets` (an id, or a list of ids)."""
 
     def __init__(self, client, targets, block=False):
@@ -335,6 +338,8 @@ class DirectView(View):
 
     @property
     def _ids(self):
+        if self.targets == "all":
+            return self.client.ids
         return [self.targets] if self._single else list(self.targets)
 
     def _submit(self, f, args, kwargs):

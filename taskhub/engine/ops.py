@@ -38,3 +38,11 @@ def pull(names):
     if missing:
         raise NameError(f"name {missing[0]!r} is not defined on this engine")
     return ns[names] if isinstance(names, str) else [ns[n] for n in names]
+
+
+def clear():
+    """Empty the engine's namespace (Client.clear): every name but the module's own
+    dunder entries (__name__, __builtins__...) goes."""
+    ns = _ns()
+    for name in [n for n in ns if not (n.startswith("__") and n.endswith("__"))]:
+        del ns[name]

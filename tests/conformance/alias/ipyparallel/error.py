@@ -3,5 +3,5 @@ from ._bind import bind
 
 bind(globals(), "taskhub.error", "RemoteError CompositeError EngineError TaskAborted TaskTimeout"
      " TimeoutError UnmetDependency ImpossibleDependency DependencyTimeout InvalidDependency"
-     " AlreadyDisplayedError NoEnginesRegistered TaskRejectError KernelError"
-     " IPythonError=TaskhubError")
+     " NoEnginesRegistered KernelError IPythonError=TaskhubError")
+bind(globals(), "taskhub.magics", "AlreadyDisplayedError")

@@ -1,4 +1,6 @@
 """ipyparallel.util: taskhub's helpers under ipyparallel's names."""
 from ._bind import bind
 
-bind(globals(), "taskhub.compat", "utc utcnow interactive disambiguate_ip_address")
+bind(globals(), "taskhub.reference", "interactive")
+bind(globals(), "taskhub.client.asyncresult", "utcnow")
+bind(globals(), "datetime", "utc=UTC")

@@ -1,4 +1,4 @@
 """ipyparallel.client.asyncresult."""
 from .._bind import bind
 
-bind(globals(), "taskhub.client.asyncresult", "AsyncResult AsyncHubResult AsyncMapResult")
+bind(globals(), "taskhub.client.asyncresult", "AsyncResult AsyncHubResult AsyncMapResult=AsyncResult")

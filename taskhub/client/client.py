@@ -7,6 +7,7 @@
       rc.ids                   ◀── notification (engine up/down); iopub streams → metadata
 """
 import collections
+import concurrent.futures as futures
 import logging
 import threading
 import time
@@ -504,14 +505,15 @@ class Client(ClientCompat):
         return set(self._pending)
 
     def wait(self, jobs=None, timeout=None):
-        """Wait for `jobs` (AsyncResults or msg_ids; default: everything outstanding)."""
+        """Wait for `jobs` (AsyncResults, other concurrent.futures Futures, or msg_ids;
+        default: everything outstanding); True if all are done within `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         ars = [j for j in (jobs or []) if isinstance(j, Future)]
         ids = [j for j in (jobs or []) if isinstance(j, str)] if jobs else list(self._pending)
         ars += [ar for m in ids for ar in self._pending.get(m, [])]
         for ar in ars:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not ar.wait(left):
+            if not futures.wait([ar], left).done:
                 return False
         return True
 

@@ -1,0 +1,198 @@
+"""The ipyparallel spellings taskhub supports (issue 15), each checked on a real cluster.
+
+tests/test_conformance.py runs ipyparallel's own suite as the outside check; these are ours.
+"""
+import concurrent.futures
+import os
+import time
+from datetime import datetime
+
+import pytest
+from conftest import wait_until
+
+from taskhub import Reference, interactive
+from taskhub.client import AsyncResult
+from taskhub.error import CompositeError, RemoteError, TimeoutError
+
+
+def pid():
+    import os
+    return os.getpid()
+
+
+def test_len_iteration_and_negative_ids(rc):
+    assert len(rc) == len(rc.ids) == 2
+    assert [v.targets for v in rc] == rc.ids
+    assert rc[-1].targets == rc.ids[-1]
+    assert rc[[-1, 0]].targets == [rc.ids[-1], rc.ids[0]]
+    assert rc.load_balanced_view(-1).targets == [rc.ids[-1]]
+    assert rc.load_balanced_view("all").targets is None
+    with pytest.raises(IndexError):
+        rc[-3]
+
+
+def test_clear_empties_the_namespaces_of_its_targets(rc):
+    rc[:].push({"a": 5}, block=True)
+    rc.clear(targets=rc.ids[-1], block=True)
+    assert rc[rc.ids[0]].get("a") == 5
+    with pytest.raises(RemoteError, match="NameError"):
+        rc[-1].get("a")
+    ar = rc.clear()
+    assert isinstance(ar, AsyncResult) and ar.get(10) == [None, None]
+    with pytest.raises(CompositeError):
+        rc[:].get("a")
+
+
+def test_direct_view_all_is_lazy_and_views_have_len_and_history(rc):
+    view = rc.direct_view("all")
+    assert view.targets == "all" and len(view) == len(rc.ids) == len(rc[:1]) + 1
+    ar = view.apply_async(pid)
+    assert len(set(ar.get(10))) == 2
+    assert view.history == ar.msg_ids and set(ar.msg_ids) <= set(rc.history)
+    assert view.set_flags(block=True) is view and view.block
+    assert view.wait([ar], timeout=10)
+    assert rc.wait([concurrent.futures.Future()], timeout=0) is False
+
+
+def test_apply_takes_a_keyword_named_f(rc):
+    def echo(**kwargs):
+        return kwargs
+    assert rc[-1].apply_sync(echo, f=5) == {"f": 5}
+
+
+def test_metadata_timestamps_are_tz_aware_datetimes(rc):
+    ar = rc.load_balanced_view().apply_async(time.sleep, 0.05)
+    ar.get(10)
+    for key in ("submitted", "started", "completed", "received"):
+        assert isinstance(ar[key], datetime) and ar[key].tzinfo is not None, key
+    assert ar.completed - ar.submitted > ar.completed - ar.completed  # subtracting works
+    assert ar["engine_id"] == ar.engine_id in rc.ids
+    with pytest.raises(KeyError):
+        ar["nonsense"]
+    assert "stdout" in dir(ar)
+    assert 0 < ar.serial_time <= ar.wall_time
+    assert ar.elapsed == ar.wall_time
+
+
+def test_wall_time_is_unknown_until_done(rc):
+    ar = rc.load_balanced_view().apply_async(time.sleep, 1)
+    with pytest.raises(TimeoutError):
+        ar.wall_time
+    with pytest.raises(TimeoutError):
+        ar.serial_time
+    ar.get(10)
+
+
+def test_get_dict_split_join_and_progress(rc):
+    ar = rc[:].apply_async(pid)
+    by_engine = ar.get_dict(10)
+    assert sorted(by_engine) == rc.ids and list(by_engine.values()) == ar.get()
+    children = ar.split()
+    assert [c.get(10) for c in children] == ar.get()
+    assert children[0].split() == (children[0],)
+    assert AsyncResult.join(*children).get(10) == ar.get()
+    amr = rc.load_balanced_view().map_async(lambda x: x, range(4))
+    with pytest.raises(ValueError):
+        amr.get_dict(10)  # four tasks on two engines
+    assert [s.get(10) for s in amr.split()] == [[[0]], [[1]], [[2]], [[3]]]
+    assert amr.progress == len(amr) == 4
+
+
+def test_get_return_exceptions_and_first_exception(rc):
+    def fail_on_1(x):
+        if x == 1:
+            raise ValueError("one")
+        return x
+    amr = rc.load_balanced_view().map_async(fail_on_1, range(3))
+    result = amr.get(10, return_exceptions=True)
+    assert result[0] == 0 and result[2] == 2 and isinstance(result[1], RemoteError)
+    with pytest.raises(CompositeError) as info:
+        amr.get()
+    assert isinstance(info.value, RemoteError) and info.value.elist[0][0] == "ValueError"
+    with pytest.raises(RemoteError, match="ValueError"):
+        info.value.raise_exception(0)
+    assert any("ValueError" in line for line in info.value.render_traceback())
+    done, pending = amr.wait(timeout=10, return_when=concurrent.futures.FIRST_EXCEPTION)
+    assert done and all(d.done() for d in done)
+
+
+def test_reference_and_interactive_resolve_on_the_engine(rc):
+    view = rc[-1]
+    view["data"] = [1, 2, 3]
+    assert view.apply_sync(len, Reference("data")) == 3
+    view.execute("double = lambda x: 2 * x", block=True)
+    assert view.apply_sync(Reference("double"), 4) == 8
+    with pytest.raises(RemoteError, match="NameError"):
+        view.apply_sync(len, Reference("nowhere"))
+
+    @interactive
+    def read_data():
+        return data  # noqa: F821 - the engine's name
+
+    assert view.apply_sync(read_data) == [1, 2, 3]
+
+
+def test_remote_and_parallel_decorators(rc):
+    view = rc.load_balanced_view()
+
+    @view.remote(block=True)
+    def where():
+        import os
+        return os.getpid()
+
+    assert where() != os.getpid()
+
+    @view.parallel(block=True)
+    def double(x):
+        return 2 * x
+
+    assert double.map(range(5)) == [0, 2, 4, 6, 8]
+
+
+def test_sync_imports_and_run(rc, tmp_path, capsys):
+    view = rc[-1]
+    with view.sync_imports():
+        import json  # noqa: F401
+    assert "importing json on engine(s)" in capsys.readouterr().out
+    assert view.apply_sync(interactive(lambda: "json" in globals()))
+    script = tmp_path / "defs.py"
+    script.write_text("def g():\n    return 5")
+    view.run(str(script), block=True)
+    assert view.apply_sync(Reference("g")) == 5
+
+
+def test_local_results_metadata_and_purges(rc):
+    rc.results["asdf"] = 5
+    assert rc.metadata["asdf"]["msg_id"] == "asdf"
+    rc.purge_local_results("asdf")
+    assert "asdf" not in rc.results and "asdf" not in rc.metadata
+    ar = rc[-1].apply_async(time.sleep, 0.5)
+    with pytest.raises(RuntimeError):
+        rc.purge_local_results("all")
+    ar.get(10)
+    wait_until(lambda: not rc.outstanding, what="nothing outstanding")
+    rc.purge_local_results("all")
+    rc.spin()
+    rc[:].apply_sync(pid)
+    wait_until(lambda: rc.queue_status()["unassigned"] == 0, what="hub idle")
+    rc.purge_everything()
+    assert rc.history == [] and len(rc.results) == 0
+
+
+def test_display_outputs(rc, capsys):
+    ar = rc[-1].execute("print(5555)", block=False)
+    ar.get(10)
+    wait_until(lambda: ar.stdout, what="stdout")
+    capsys.readouterr()
+    ar.display_outputs()
+    assert capsys.readouterr().out == "5555\n"
+
+
+def test_use_pickle_and_dill_keep_lambdas_working(rc):
+    view = rc[:]
+    view.use_pickle()
+    assert view.apply_sync(lambda: 1) == [1, 1]
+    view.use_dill()
+    assert view.apply_sync(lambda: 2) == [2, 2]
+    with pytest.raises(NotImplementedError, match="use_dill"):
+        view.use_cloudpickle()

@@ -4,28 +4,22 @@
 
 A Reference pickles as "look `name` up in the engine's namespace (`__main__`)", so it turns
 into the engine's object wherever it travels: an argument, a map element, or the function
-itself. `a.b` looks up attribute `b` of the engine's `a`.
+itself. The name may be any expression over the engine's names: `a.b`, `g[0]`.
 """
 import sys
 
 
-def _resolve(name):
-    head, *attrs = name.split(".")
-    ns = sys.modules["__main__"].__dict__
-    if head not in ns:
-        raise NameError(f"name {head!r} is not defined on this engine")
-    value = ns[head]
-    for attr in attrs:
-        value = getattr(value, attr)
-    return value
+def _resolve(expression):
+    return eval(expression, sys.modules["__main__"].__dict__)
 
 
 class Reference:
-    """The object bound to `name` in the namespace of the engine the task runs on."""
+    """The value of `name` (an expression) in the namespace of the engine the task runs on."""
 
     def __init__(self, name):
-        if not isinstance(name, str) or not all(p.isidentifier() for p in name.split(".")):
-            raise TypeError(f"Reference takes a (dotted) Python name, not {name!r}")
+        if not isinstance(name, str):
+            raise TypeError(f"Reference takes a name or expression (str), not {name!r}")
+        compile(name, "<Reference>", "eval")  # a SyntaxError here, not on every engine
         self.name = name
 
     def __reduce__(self):

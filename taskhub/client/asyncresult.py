@@ -34,6 +34,8 @@ class AsyncResult(AsyncResultCompat, Future):
     """The pending result of `msg_ids`. `kind` is 'single', 'list' or 'map'."""
 
     starts_running = True  # sent already; False: pending until sent (a batch's futures)
+    _ordered = True  # iteration in submission order; False: as the replies come
+    _return_exceptions = False  # get() and iteration give errors in place of values
 
     def __init__(self, client, msg_ids, kind="single", fname="", chunk_sizes=None):
         super().__init__()
@@ -105,9 +107,11 @@ class AsyncResult(AsyncResultCompat, Future):
         return values
 
     # -- the ipyparallel-style API ----------------------------------------------------------
-    def get(self, timeout=None, return_exceptions=False):
+    def get(self, timeout=None, return_exceptions=None):
         """The result, waiting up to `timeout` seconds; a remote error is raised here, or
         with return_exceptions=True put in the result in place of its task's value."""
+        if return_exceptions is None:
+            return_exceptions = self._return_exceptions
         try:
             if return_exceptions:
                 self.exception(timeout)
@@ -213,14 +217,24 @@ class AsyncResult(AsyncResultCompat, Future):
         if self.kind == "single":
             yield from self.get()
             return
-        for msg_id in self.msg_ids:
+        sizes = dict(zip(self.msg_ids, self._chunk_sizes or [1] * len(self.msg_ids)))
+        for msg_id in self.msg_ids if self._ordered else self._arrivals():
             value = self._wait_for(msg_id)
-            if isinstance(value, RemoteError):
+            if isinstance(value, RemoteError) and not self._return_exceptions:
                 raise value
-            if self.kind == "map":
+            if isinstance(value, RemoteError) and self.kind == "map":
+                yield from [value] * sizes[msg_id]
+            elif self.kind == "map":
                 yield from value
             else:
                 yield value
+
+    def _arrivals(self):
+        """msg_ids in the order their replies came, each once it has."""
+        for k in range(len(self.msg_ids)):
+            with self._arrived:
+                self._arrived.wait_for(lambda: len(self._values) > k)
+                yield list(self._values)[k]
 
     def _wait_for(self, msg_id):
         with self._arrived:

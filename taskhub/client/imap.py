@@ -150,3 +150,22 @@ class _AsCompleted:
 
     def in_flight(self):
         return [f for f in self._futures if not f.done()]
+
+
+class LazyMapIterator:
+    """What view.imap and Executor.map return: an iterator over a running imap whose
+    `cancel()` (or `close()`) stops it, cancelling the tasks no engine started."""
+
+    def __init__(self, results):
+        self._results = results
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._results)
+
+    def cancel(self):
+        self._results.close()
+
+    close = cancel

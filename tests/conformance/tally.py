@@ -23,8 +23,9 @@ def pytest_collectreport(report):
         _write(report.nodeid, "collect", "failed", str(report.longrepr))
 
 
-def pytest_itemcollected(item):
-    _write(item.nodeid, "collect", "passed")
+def pytest_collection_finish(session):
+    for item in session.items:  # after -k / deselection
+        _write(item.nodeid, "collect", "passed")
 
 
 def pytest_runtest_logreport(report):

@@ -3,7 +3,7 @@ from ._bind import bind
 from . import error, util  # noqa: F401 - upstream uses ipp.error and ipp.util
 
 bind(globals(), "taskhub", "__version__ Client Cluster ClusterManager DirectView LoadBalancedView"
-     " BroadcastView AsyncResult AsyncHubResult require depend dependent Dependency"
+     " BroadcastView=DirectView AsyncResult AsyncHubResult require depend dependent Dependency"
      " RemoteError CompositeError register_joblib_backend bind_kernel"
      " AsyncMapResult=AsyncResult")
 bind(globals(), "taskhub.reference", "Reference interactive")

@@ -196,3 +196,98 @@ def test_use_pickle_and_dill_keep_lambdas_working(rc):
     assert view.apply_sync(lambda: 2) == [2, 2]
     with pytest.raises(NotImplementedError, match="use_dill"):
         view.use_cloudpickle()
+
+
+def test_broadcast_view_is_a_direct_view_of_its_targets(rc):
+    view = rc.broadcast_view("all", is_coalescing=True, block=True)
+    assert view.block and view.targets == "all"
+    assert view.apply(lambda: 3) == [3, 3]
+
+
+def test_execute_returns_its_async_result_and_blocking_waits(rc):
+    ar = rc[:].execute("x = 41 + 1", block=True)
+    assert isinstance(ar, AsyncResult) and ar.done()
+    assert rc[:].execute("x", silent=True, block=True).execute_result == [None, None]
+    with pytest.raises(CompositeError):
+        rc[:].execute("1 / 0", block=True)
+
+
+def test_scatter_flatten_and_gather_nonblocking(rc):
+    view = rc[:]
+    view.scatter("rank", rc.ids, flatten=True, block=True)
+    assert view.pull("rank", block=True) == rc.ids
+    view.scatter("part", list(range(6)), block=True)
+    ar = view.gather("part", block=False)
+    assert isinstance(ar, AsyncResult) and ar.get(10) == list(range(6))
+
+
+def test_map_unordered_and_return_exceptions(rc):
+    def slow(x):
+        import time
+        time.sleep(0.05 * x)
+        return x
+    lview = rc.load_balanced_view()
+    amr = lview.map_async(slow, [6, 0, 0, 0], ordered=False)
+    got = list(amr)
+    assert sorted(got) == [0, 0, 0, 6] and got[0] == 0  # a fast one first, not the slow
+    assert amr.get() == [6, 0, 0, 0]  # get() keeps submission order
+
+    def inverse(x):
+        return 1 / x
+    amr = lview.map(inverse, [1, 0, 4], return_exceptions=True, block=False)
+    got = list(amr)
+    assert got[0] == 1 and isinstance(got[1], RemoteError) and got[2] == 0.25
+    assert amr.get()[1] is got[1]
+
+
+def test_imap_is_ordered_by_default_and_cancellable(rc):
+    import itertools
+    lview = rc.load_balanced_view()
+    stream = lview.imap(lambda x: x, itertools.count(), max_outstanding=3)
+    assert [next(stream) for _ in range(5)] == [0, 1, 2, 3, 4]
+    stream.cancel()
+    with pytest.raises(StopIteration):
+        next(stream)
+
+
+def test_reference_takes_an_expression(rc):
+    view = rc[-1]
+    view["g"] = [10, 20]
+    assert view.apply_sync(lambda x: x, Reference("g[1]")) == 20
+    with pytest.raises(SyntaxError):
+        Reference("g[")
+
+
+def test_dictdb_culls_by_count_and_by_size_and_returns_copies():
+    from datetime import timezone
+    from taskhub.controller.db.compat import DictDB
+
+    def record(i, size):
+        return {"submitted": datetime.now(timezone.utc), "buffers": [b"x" * size],
+                "header": {"msg_id": f"m{i}"}}
+
+    db = DictDB(record_limit=20, cull_fraction=0.2)
+    for i in range(21):
+        db.add_record(f"m{i}", record(i, 1))
+    assert db.get_history() == [f"m{i}" for i in range(4, 21)]  # 0.2 * 20 oldest dropped
+    db = DictDB(size_limit=1000, cull_fraction=0.2)
+    for i in range(100):
+        db.add_record(f"m{i}", record(i, 10))
+    db.add_record("big", record(100, 1))  # 1001 bytes > 1000: down to <= 800
+    assert len(db.get_history()) == 80 and db.get_history()[0] == "m21"
+    got = db.get_record("big")
+    got["header"]["msg_id"] = "changed"
+    assert db.get_record("big")["header"]["msg_id"] == "m100"
+
+
+def test_sqlitedb_and_init_record_as_ipyparallel_builds_them(tmp_path):
+    from taskhub.controller.db.compat import SQLiteDB, init_record
+    db = SQLiteDB(location=str(tmp_path), filename="ipp.db")
+    header = {"msg_id": "abc", "session": "s1", "date": datetime.now().astimezone()}
+    db.add_record("abc", init_record({"header": header, "content": {"a": 5},
+                                      "metadata": {}, "buffers": [b"1"]}))
+    rec = db.get_record("abc")
+    assert (rec["client_uuid"], rec["buffers"], rec["content"]) == ("s1", [b"1"], {"a": 5})
+    assert rec["submitted"] == header["date"]
+    db.close()
+    assert (tmp_path / "ipp.db").exists()

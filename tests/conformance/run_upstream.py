@@ -8,7 +8,8 @@
                                   ipcontroller / ipengine)
     pytest <tmp>/ipyparallel/tests  -p tally  ->  <tmp>/results.jsonl  ->  table
 
-Usage: python tests/conformance/run_upstream.py [--json OUT] [-k EXPR] [FILE ...]
+Usage: python tests/conformance/run_upstream.py [--json OUT] [--markdown OUT] [--failures]
+                                                [-k EXPR] [FILE ...]
 Nothing from the wheel is written outside build/ and the temporary folder.
 """
 import argparse
@@ -147,15 +148,38 @@ def format_table(per_file, total):
     return "\n".join(lines)
 
 
+def markdown(per_file, total, tests):
+    """The table and, per reason (tests/conformance/reasons.py), the upstream tests that
+    do not pass, for docs/compatibility.md."""
+    from reasons import reason_for
+    lines = ["| file | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, row in per_file.items():
+        lines.append(f"| {name} | " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{total[c]}**" for c in COLUMNS) + " |")
+    groups = collections.defaultdict(list)
+    for nodeid, test in sorted(tests.items()):
+        if test["outcome"] not in ("passed", "skipped"):
+            groups[reason_for(nodeid, test["detail"])].append((nodeid, test["outcome"]))
+    for (kind, why), members in sorted(groups.items(), key=lambda g: (g[0][0], -len(g[1]))):
+        lines += ["", f"### {kind}: {why} ({len(members)})", ""]
+        lines += [f"- `{nodeid.split('tests/', 1)[-1]}` ({outcome})" for nodeid, outcome in members]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", help="upstream test files (default: all)")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression")
     parser.add_argument("--json", help="write {per_file, total, tests} here")
     parser.add_argument("--failures", action="store_true", help="print each non-pass")
+    parser.add_argument("--markdown", help="write the table and the failures by reason here")
+    parser.add_argument("--from-json", help="report on an earlier run's --json, not a new run")
     opts = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="taskhub-conformance-") as tmp:
-        tests = run(Path(tmp), opts.files, opts.keyword)
+    if opts.from_json:
+        tests = json.loads(Path(opts.from_json).read_text())["tests"]
+    else:
+        with tempfile.TemporaryDirectory(prefix="taskhub-conformance-") as tmp:
+            tests = run(Path(tmp), opts.files, opts.keyword)
     per_file, total = table(tests)
     if opts.failures:
         for nodeid, test in sorted(tests.items()):
@@ -163,6 +187,8 @@ def main(argv=None):
                 last = test["detail"].strip().splitlines()[-1:] or [""]
                 print(f"{test['outcome']:13} {nodeid}  {last[0][:200]}")
     print(format_table(per_file, total))
+    if opts.markdown:
+        Path(opts.markdown).write_text(markdown(per_file, total, tests))
     if opts.json:
         Path(opts.json).write_text(json.dumps({"per_file": per_file, "total": total,
                                                "tests": tests}, indent=1))

@@ -30,6 +30,25 @@ class Reference:
         called on the engine, never here."""
         raise TypeError(f"Reference({self.name!r}) is resolved on an engine; call it there")
 
+    def as_function(self):
+        """What a view sends when the Reference is the function: looked up at each call,
+        since engines keep the functions they were sent (a name's value may change)."""
+        return CallReference(self.name)
+
+    def __repr__(self):
+        return f"Reference({self.name!r})"
+
+
+class CallReference:
+    """Calls the engine's `name` (an expression) with the arguments it is given."""
+
+    def __init__(self, name):
+        self.name = name
+        self.__name__ = name
+
+    def __call__(self, *args, **kwargs):
+        return _resolve(self.name)(*args, **kwargs)
+
     def __repr__(self):
         return f"Reference({self.name!r})"
 

@@ -403,17 +403,12 @@ class Client(ClientCompat):
         return [engines[i] for i in ids]
 
     def __getitem__(self, key):
-        """rc[i] (one engine), rc[[i, j]], rc[:] or rc[a:b]: a DirectView."""
+        """rc[i] (one engine; negative counts from the end), rc[[i, j]], rc[:] or rc[a:b]:
+        a DirectView (made by direct_view)."""
         if isinstance(key, slice):
-            return DirectView(self, self.ids[key])
-        if isinstance(key, int) and not isinstance(key, bool):
-            key = self._engine_id(key)
-            self._uuids([key])
-            return DirectView(self, key)
-        if isinstance(key, (list, tuple)) and all(isinstance(k, int) for k in key):
-            key = [self._engine_id(k) for k in key]
-            self._uuids(key)
-            return DirectView(self, key)
+            return self.direct_view(self.ids[key])
+        if isinstance(key, (int, list, tuple)) and not isinstance(key, bool):
+            return self.direct_view(key)
         raise TypeError(f"engines are indexed by int, list of ints or slice, not {key!r}")
 
     def activate(self, targets="all", suffix=""):
@@ -435,9 +430,23 @@ class Client(ClientCompat):
     stop_distributed = become_dask
 
     def direct_view(self, targets="all"):
-        """A DirectView of `targets`; "all" (or None) stays "all": engines that register
-        later are used too."""
-        return DirectView(self, "all") if targets in ("all", None) else self[targets]
+        """A DirectView of `targets` (an id or a list of ids; negative ones count from the
+        end); "all" (or None) stays "all": engines that register later are used too."""
+        return self._direct_view(targets)
+
+    def _direct_view(self, targets):
+        if targets in ("all", None):
+            return DirectView(self, "all")
+        if isinstance(targets, int) and not isinstance(targets, bool):
+            key = self._engine_id(targets)
+            self._uuids([key])
+            return DirectView(self, key)
+        if isinstance(targets, (list, tuple)) and all(
+                isinstance(k, int) and not isinstance(k, bool) for k in targets):
+            keys = [self._engine_id(k) for k in targets]
+            self._uuids(keys)
+            return DirectView(self, keys)
+        raise TypeError(f"engines are indexed by int, list of ints or slice, not {targets!r}")
 
     def load_balanced_view(self, targets=None):
         if targets == "all":

@@ -53,7 +53,7 @@ class ClientCompat:
         """ipyparallel's BroadcastView runs each call on every target through a broadcast
         scheduler; taskhub sends to each engine directly, with the same results: this is
         a DirectView of `targets` with `flags` set (`is_coalescing` changes nothing)."""
-        return self.direct_view(targets).set_flags(**flags)
+        return self._direct_view(targets).set_flags(**flags)
 
     def spin(self):
         """Send whatever is queued. Replies need no spinning here: the IO thread delivers

@@ -46,39 +46,56 @@ class ViewCompat:
                                   "default) sends what cloudpickle would")
 
     def remote(self, block=None, **flags):
-        """Decorator: calling the function runs it through this view (see parallel)."""
-        def wrap(f):
-            @functools.wraps(f)
-            def call(*args, **kwargs):
-                with self.temp_flags(**flags):
-                    return self._apply(f, args, kwargs, self.block if block is None else block)
-            return call
-        return wrap
+        """Decorator: calling the function runs it through this view, with `flags`."""
+        return lambda f: RemoteFunction(self, f, block, flags)
 
     def parallel(self, dist="b", block=None, **flags):
-        """Decorator: `f.map(seq)` maps f through this view; calling f(seq) runs it on the
-        engines' parts of seq (a DirectView) or element-wise (a LoadBalancedView)."""
-        def wrap(f):
-            return ParallelFunction(self, f, block, flags)
-        return wrap
+        """Decorator: `f.map(*seqs)` and `f(*seqs)` map f over the sequences through this
+        view (element by element; `dist` is accepted for ipyparallel code)."""
+        return lambda f: ParallelFunction(self, f, block, flags)
 
 
-class ParallelFunction:
-    """What @view.parallel() returns: `pf(seq)` and `pf.map(seq)` both map f over seq."""
+def remote(view, block=None, **flags):
+    """`@remote(view)`: as `@view.remote()`."""
+    return view.remote(block, **flags)
+
+
+def parallel(view, dist="b", block=None, **flags):
+    """`@parallel(view)`: as `@view.parallel()`."""
+    return view.parallel(dist, block, **flags)
+
+
+class RemoteFunction:
+    """A function whose calls run through a view (what @view.remote() returns)."""
 
     def __init__(self, view, f, block, flags):
         self.view, self.f, self.block, self.flags = view, f, block, flags
         functools.update_wrapper(self, f)
+        self.__doc__ = f"{type(self).__name__} of {f.__name__} on {view!r}\n\n{f.__doc__ or ''}"
+
+    def _block(self):
+        return self.view.block if self.block is None else self.block
+
+    def __call__(self, *args, **kwargs):
+        with self.view.temp_flags(**self.flags):
+            return self.view._apply(self.f, args, kwargs, self._block())
+
+
+class ParallelFunction(RemoteFunction):
+    """A function mapped over sequences through a view (what @view.parallel() returns)."""
 
     def map(self, *sequences):
-        block = self.view.block if self.block is None else self.block
         with self.view.temp_flags(**self.flags):
-            return self.view.map(self.f, *sequences, block=block)
+            return self.view.map(self.f, *sequences, block=self._block())
 
     __call__ = map
 
 
 class DirectViewCompat:
+
+    def clear(self, block=None):
+        """Empty the namespace of this view's engines (see Client.clear)."""
+        return self.client.clear(self.targets, self.block if block is None else block)
 
     def get(self, name):
         """The value of `name` on each engine (blocking pull)."""

@@ -41,8 +41,13 @@ def pull(names):
 
 
 def clear():
-    """Empty the engine's namespace (Client.clear): every name but the module's own
-    dunder entries (__name__, __builtins__...) goes."""
+    """Empty the engine's namespace (Client.clear): the user's names go; the module's
+    dunder entries stay, and so do the names IPython keeps there (In, Out, _oh...) when
+    the engine's IPython shell was started."""
+    from . import ipyshell
+    if ipyshell._shell is not None:
+        ipyshell._shell.reset(new_session=False)
+        return
     ns = _ns()
     for name in [n for n in ns if not (n.startswith("__") and n.endswith("__"))]:
         del ns[name]

@@ -291,3 +291,33 @@ def test_sqlitedb_and_init_record_as_ipyparallel_builds_them(tmp_path):
     assert rec["submitted"] == header["date"]
     db.close()
     assert (tmp_path / "ipp.db").exists()
+
+
+def test_client_rejects_unknown_public_attributes(rc):
+    with pytest.raises(AttributeError, match="blok"):
+        rc.blok = 3
+    rc.request_timeout = rc.request_timeout  # existing ones may be set
+    rc._scratch = 1  # and private ones
+
+
+def test_get_result_owner_block_and_async_wait_for_engines(rc):
+    from taskhub.client import AsyncHubResult
+    ar = rc[-1].apply_async(pid)
+    ar.get(10)
+    mine = rc.get_result(ar.msg_ids[0], block=True)
+    assert type(mine) is AsyncResult and mine.done() and mine.get() == ar.get()
+    hub = rc.get_result(ar, owner=False)
+    assert isinstance(hub, AsyncHubResult) and hub.get(10) == ar.get()
+    assert rc.get_result([ar]).msg_ids == ar.msg_ids
+    future = rc.wait_for_engines(len(rc), block=False)
+    assert isinstance(future, concurrent.futures.Future) and future.result(10) == rc.ids
+
+
+def test_executor_view_history_and_lazy_map(rc):
+    from taskhub.client.imap import LazyMapIterator
+    view = rc.load_balanced_view()
+    ex = view.executor
+    assert ex.view is view and isinstance(rc.executor().view, type(view))
+    results = ex.map(lambda x: x, range(3))
+    assert isinstance(results, LazyMapIterator) and list(results) == [0, 1, 2]
+    assert len(view.history) == 3

@@ -383,8 +383,11 @@ class Client(ClientCompat):
         """Ids of the engines registered now, in order."""
         return sorted(self._engines)
 
-    def wait_for_engines(self, n, timeout=None):
-        """Block until at least `n` engines are registered (TimeoutError after `timeout`)."""
+    def wait_for_engines(self, n, timeout=None, block=True):
+        """Block until at least `n` engines are registered (TimeoutError after `timeout`);
+        their ids. block=False: a Future of that instead."""
+        if not block:
+            return self._in_background(self.wait_for_engines, n, timeout)
         with self._engines_changed:
             if not self._engines_changed.wait_for(
                     lambda: len(self._engines) >= n or self._gone is not None, timeout):
@@ -614,14 +617,17 @@ class Client(ClientCompat):
                 raise TypeError(f"{method} takes msg_ids or AsyncResults, not {job!r}")
         return prefixes.full_ids(self, ids)  # a unique prefix names its task
 
-    def get_result(self, msg_ids):
-        """An AsyncHubResult for tasks by msg_id, whoever submitted them."""
-        single = isinstance(msg_ids, str)
-        ids = [msg_ids] if single else list(msg_ids)
+    def get_result(self, msg_ids, block=None, owner=True):
+        """An AsyncResult for tasks by msg_id (or AsyncResult), whoever submitted them;
+        an AsyncHubResult with owner=False. block=True: once they are all done."""
+        single = isinstance(msg_ids, str) or getattr(msg_ids, "kind", None) == "single"
+        ids = [m for job in ([msg_ids] if isinstance(msg_ids, (str, AsyncResult)) else msg_ids)
+               for m in (job.msg_ids if isinstance(job, AsyncResult) else [job])]
         if not all(isinstance(m, str) for m in ids):
             raise TypeError("get_result takes a msg_id or a list of msg_ids (strings)")
         ids = prefixes.full_ids(self, ids)  # "9f3c" names the one task whose id starts so
-        ar = self._track(ids, "single" if single else "list", cls=AsyncHubResult)
+        ar = self._track(ids, "single" if single else "list",
+                         cls=AsyncResult if owner else AsyncHubResult)
         try:
             content = self._hub_request("result_request", {"msg_ids": ids})
         except Exception:
@@ -632,6 +638,8 @@ class Client(ClientCompat):
         for msg_id, done in content["completed"].items():
             frames = [next(buffers) for _ in range(done["nbuffers"])]
             self._deliver_stored(msg_id, done, frames)
+        if block:
+            ar.wait()
         return ar
 
     def _deliver_stored(self, msg_id, done, frames):
@@ -706,15 +714,18 @@ class Client(ClientCompat):
         return content
 
     # -- ending -----------------------------------------------------------------------------
-    def shutdown(self, targets="all", hub=False, timeout=10.0):
-        """Shut engines down (all by default); with hub=True, the controller too."""
-        ids = self.ids if targets == "all" else ([targets] if isinstance(targets, int)
-                                                   else list(targets))
+    def shutdown(self, targets="all", hub=False, timeout=10.0, block=None):
+        """Shut engines down (all by default); with hub=True, the controller too. Each
+        engine's reply is waited for; block=True waits until they have unregistered too."""
+        ids = self.ids if targets in ("all", None) else (
+            [self._engine_id(targets)] if isinstance(targets, int) else list(targets))
         for uuid in self._uuids(ids):
             try:
                 self._hub_request("shutdown_request", {}, timeout, "control", [uuid.encode()])
             except error.TimeoutError:
                 log.warning("engine %s did not answer the shutdown request", uuid)
+        if block:
+            self._wait_unregistered(ids, timeout)
         if hub:
             self._hub_request("shutdown_request", {}, timeout)
 

@@ -22,6 +22,15 @@ class ClientCompat:
     """ipyparallel's Client spellings: clear, len(rc), iteration, negative ids, spin,
     history, results, metadata, purge_*, wait_interactive."""
 
+    def __setattr__(self, name, value):
+        """A connected client takes no new public attributes: `rc.blok = 3` is a typo to
+        report, not a setting to ignore."""
+        if (not name.startswith("_") and "_thread" in self.__dict__
+                and name not in self.__dict__ and not hasattr(type(self), name)):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r} "
+                                 "to set (views take block=, e.g. rc[:].block = True)")
+        super().__setattr__(name, value)
+
     def __len__(self):
         """How many engines are registered now."""
         return len(self._engines)
@@ -54,6 +63,23 @@ class ClientCompat:
         scheduler; taskhub sends to each engine directly, with the same results: this is
         a DirectView of `targets` with `flags` set (`is_coalescing` changes nothing)."""
         return self._direct_view(targets).set_flags(**flags)
+
+    def _in_background(self, call, *args):
+        """A Future of call(*args), run on a thread of its own."""
+        future = Future()
+
+        def run():
+            try:
+                future.set_result(call(*args))
+            except BaseException as e:  # noqa: B036 - handed to whoever waits
+                future.set_exception(e)
+        threading.Thread(target=run, daemon=True, name="taskhub-client-wait").start()
+        return future
+
+    def _wait_unregistered(self, ids, timeout):
+        with self._engines_changed:
+            self._engines_changed.wait_for(
+                lambda: not set(ids) & set(self._engines) or self._gone is not None, timeout)
 
     def spin(self):
         """Send whatever is queued. Replies need no spinning here: the IO thread delivers

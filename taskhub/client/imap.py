@@ -166,6 +166,8 @@ class LazyMapIterator:
         return next(self._results)
 
     def cancel(self):
-        self._results.close()
+        close = getattr(self._results, "close", None)
+        if close is not None:
+            close()
 
     close = cancel

@@ -232,7 +232,7 @@ class View(ViewCompat):
         return wait_or_abort(ar) if block else ar
 
     def _watch(self, ar):
-        self.__dict__.setdefault("_history", []).extend(ar.msg_ids)
+        self._note_history(ar.msg_ids)
         self.outstanding.update(ar.msg_ids)
         ar.add_done_callback(lambda done: self.outstanding.difference_update(done.msg_ids))
         return ar

@@ -21,8 +21,11 @@ class ViewCompat:
 
     @property
     def history(self):
-        """msg_ids sent through this view, oldest first."""
+        """msg_ids sent through this view (or its executor), oldest first."""
         return list(self.__dict__.setdefault("_history", []))
+
+    def _note_history(self, msg_ids):
+        self.__dict__.setdefault("_history", []).extend(msg_ids)
 
     def wait(self, jobs=None, timeout=None):
         """Wait for `jobs` (default: what this view has outstanding); True if all done."""

@@ -95,7 +95,7 @@ class MongoDB(_MongoDB):
             host, port = _connection.address if _connection is not None \
                 else ("127.0.0.1", 27017)
             url = f"mongodb://{host}:{port}"
-        options.setdefault("serverSelectionTimeoutMS", 5000)
+        options.setdefault("serverSelectionTimeoutMS", 2000)
         super().__init__(url, database, **options)
         self.open()
         self._client.admin.command("ping")  # no server: fail here, not at the first write

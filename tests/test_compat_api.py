@@ -321,3 +321,20 @@ def test_executor_view_history_and_lazy_map(rc):
     results = ex.map(lambda x: x, range(3))
     assert isinstance(results, LazyMapIterator) and list(results) == [0, 1, 2]
     assert len(view.history) == 3
+
+
+def test_dotted_names_in_push_and_pull(rc):
+    view = rc[-1]
+    view.execute("class A: pass\na = A()\na.b = 128", block=True)
+    assert view["a.b"] == 128
+    view["a.b"] = 0
+    assert view.pull("a.b", block=True) == 0
+
+
+def test_hub_results_carry_the_hub_timestamps(rc):
+    ar = rc[:].apply_async(time.sleep, 0.1)
+    ar.get(10)
+    wait_until(lambda: rc.queue_status()["unassigned"] == 0, what="hub idle")
+    hub = rc.get_result(ar.msg_ids, owner=False, block=True)
+    assert all(isinstance(s, datetime) for s in hub.submitted)
+    assert 0 < hub.wall_time and hub.serial_time == ar.serial_time

@@ -45,7 +45,7 @@ class AsyncResultCompat:
     def wall_time(self):
         """Seconds from the first submission to the last reply (TimeoutError until done)."""
         mds = self._all_metadata("wall_time")
-        return (max(md["received"] for md in mds)
+        return (max(md["received"] or md["completed"] for md in mds)
                 - min(md["submitted"] for md in mds)).total_seconds()
 
     @property

@@ -644,8 +644,9 @@ class Client(ClientCompat):
 
     def _deliver_stored(self, msg_id, done, frames):
         content, md = done["content"] or {}, dict(done["metadata"] or {})
-        for key in ("started", "completed"):
-            md[key] = parse_date(md.get(key))
+        for key in ("started", "completed", "submitted", "received"):
+            if key in md:
+                md[key] = parse_date(md.get(key))
         if content.get("status") == "ok":
             value = strategies.loads(frames)
         else:

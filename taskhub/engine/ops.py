@@ -29,15 +29,32 @@ def _use_ipython():
 
 
 def push(namespace):
-    _ns().update(namespace)
+    """Bind each name; a dotted one ('a.b') sets the attribute of the object bound there."""
+    ns = _ns()
+    for name, value in namespace.items():
+        head, _, attr = name.rpartition(".")
+        if head:
+            setattr(_lookup(ns, head), attr, value)
+        else:
+            ns[name] = value
 
 
 def pull(names):
+    """The value of each name; a dotted one ('a.b') is the attribute of the object."""
     ns = _ns()
-    missing = [n for n in ([names] if isinstance(names, str) else names) if n not in ns]
-    if missing:
-        raise NameError(f"name {missing[0]!r} is not defined on this engine")
-    return ns[names] if isinstance(names, str) else [ns[n] for n in names]
+    if isinstance(names, str):
+        return _lookup(ns, names)
+    return [_lookup(ns, n) for n in names]
+
+
+def _lookup(ns, name):
+    head, *attrs = name.split(".")
+    if head not in ns:
+        raise NameError(f"name {head!r} is not defined on this engine")
+    value = ns[head]
+    for attr in attrs:
+        value = getattr(value, attr)
+    return value
 
 
 def clear():

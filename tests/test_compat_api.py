@@ -293,11 +293,18 @@ def test_sqlitedb_and_init_record_as_ipyparallel_builds_them(tmp_path):
     assert (tmp_path / "ipp.db").exists()
 
 
-def test_client_rejects_unknown_public_attributes(rc):
-    with pytest.raises(AttributeError, match="blok"):
+def test_client_rejects_misspelt_attributes_and_block_is_the_views_default(rc):
+    with pytest.raises(AttributeError, match="did you mean 'block'"):
         rc.blok = 3
     rc.request_timeout = rc.request_timeout  # existing ones may be set
-    rc._scratch = 1  # and private ones
+    rc.my_note, rc._scratch = 1, 2  # and new ones not spelt like an existing one
+    rc.block = True
+    try:
+        assert rc[-1].block and rc.direct_view().block and rc.load_balanced_view().block
+        assert rc[-1].apply(lambda: 7) == 7
+    finally:
+        rc.block = False
+    assert not rc[:].block
 
 
 def test_get_result_owner_block_and_async_wait_for_engines(rc):

@@ -439,16 +439,16 @@ class Client(ClientCompat):
 
     def _direct_view(self, targets):
         if targets in ("all", None):
-            return DirectView(self, "all")
+            return DirectView(self, "all", self.block)
         if isinstance(targets, int) and not isinstance(targets, bool):
             key = self._engine_id(targets)
             self._uuids([key])
-            return DirectView(self, key)
+            return DirectView(self, key, self.block)
         if isinstance(targets, (list, tuple)) and all(
                 isinstance(k, int) and not isinstance(k, bool) for k in targets):
             keys = [self._engine_id(k) for k in targets]
             self._uuids(keys)
-            return DirectView(self, keys)
+            return DirectView(self, keys, self.block)
         raise TypeError(f"engines are indexed by int, list of ints or slice, not {targets!r}")
 
     def load_balanced_view(self, targets=None):
@@ -458,7 +458,7 @@ class Client(ClientCompat):
             targets = [targets] if isinstance(targets, int) else list(targets)
             targets = [self._engine_id(t) for t in targets]
             self._uuids(targets)
-        return LoadBalancedView(self, targets)
+        return LoadBalancedView(self, targets, self.block)
 
     # -- executors, task groups, registered functions ---------------------------------------
     def executor(self, **defaults):

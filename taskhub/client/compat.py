@@ -3,6 +3,7 @@
 Mixed into Client so client.py stays about connections and requests: each method here is
 written from the methods Client already has.
 """
+import difflib
 import threading
 from concurrent.futures import Future
 
@@ -22,13 +23,18 @@ class ClientCompat:
     """ipyparallel's Client spellings: clear, len(rc), iteration, negative ids, spin,
     history, results, metadata, purge_*, wait_interactive."""
 
+    block = False  # the default `block` of the views this client makes
+
     def __setattr__(self, name, value):
-        """A connected client takes no new public attributes: `rc.blok = 3` is a typo to
-        report, not a setting to ignore."""
+        """A connected client refuses a new public attribute spelled like one it has:
+        `rc.blok = 3` is a typo to report, not a setting to ignore. (Other new names are
+        let through: code hangs its own things on clients.)"""
         if (not name.startswith("_") and "_thread" in self.__dict__
                 and name not in self.__dict__ and not hasattr(type(self), name)):
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r} "
-                                 "to set (views take block=, e.g. rc[:].block = True)")
+            close = difflib.get_close_matches(name, _public_names(self), n=1, cutoff=0.85)
+            if close:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute "
+                                     f"{name!r} (did you mean {close[0]!r}?)")
         super().__setattr__(name, value)
 
     def __len__(self):
@@ -179,6 +185,10 @@ class ClientCompat:
             if src is not None:
                 ar._receive(msg_id, src._wait_for(msg_id), src._metadata[msg_id])
         return ar
+
+
+def _public_names(obj):
+    return [n for n in {*dir(type(obj)), *obj.__dict__} if not n.startswith("_")]
 
 
 def _metadata_of(sources, msg_id):

@@ -98,6 +98,19 @@ class RemoteError(TaskhubError):
         """The remote traceback as a list of lines (what IPython shows for it)."""
         return (self.traceback or str(self)).splitlines()
 
+    def _render_traceback_(self):  # IPython shows an exception with this by its lines
+        return self.render_traceback()
+
+    def print_traceback(self, *args):
+        """Print render_traceback()'s lines."""
+        print("\n".join(self.render_traceback(*args)))
+
+    @property
+    def method(self):
+        """'execute' for code run by view.execute, 'apply' for a function call."""
+        return "execute" if str(getattr(self.task, "call", "")).startswith("execute(") \
+            else "apply"
+
 
 class EngineError(RemoteError):
     """The engine running a task died or was lost before it replied."""
@@ -194,8 +207,8 @@ class CompositeError(RemoteError):
 
     @property
     def elist(self):
-        return [(e.ename, e.evalue, e.traceback, {"engine_id": e.engine_id})
-                for e in self.errors]
+        return [(e.ename, e.evalue, e.traceback,
+                 {"engine_id": e.engine_id, "method": e.method}) for e in self.errors]
 
     def raise_exception(self, excid=0):
         """Raise the `excid`-th error (IndexError if there are not so many)."""
@@ -208,7 +221,7 @@ class CompositeError(RemoteError):
         chosen = self.errors if excid is None else [self.errors[excid]]
         lines = []
         for e in chosen[:self.tb_limit] if excid is None else chosen:
-            lines.append(f"[{e.engine_id}] {e.ename}: {e.evalue}")
+            lines.append(f"[{e.engine_id}:{e.method}] {e.ename}: {e.evalue}")
             lines.extend(e.render_traceback())
         if excid is None and len(self.errors) > self.tb_limit:
             lines.append(f"... {len(self.errors) - self.tb_limit} more exceptions ...")

@@ -20,6 +20,14 @@ def pid():
     return os.getpid()
 
 
+def wait_recorded(rc, ar):
+    """Until the hub's task DB holds the results of `ar` (it records as replies pass)."""
+    wait_until(lambda: all(r["completed"] for r in rc.db_query(
+        {"msg_id": {"$in": ar.msg_ids}}, keys=["completed"])) and len(rc.db_query(
+            {"msg_id": {"$in": ar.msg_ids}}, keys=["msg_id"])) == len(ar.msg_ids),
+        what="results recorded")
+
+
 def test_len_iteration_and_negative_ids(rc):
     assert len(rc) == len(rc.ids) == 2
     assert [v.targets for v in rc] == rc.ids
@@ -311,6 +319,7 @@ def test_get_result_owner_block_and_async_wait_for_engines(rc):
     from taskhub.client import AsyncHubResult
     ar = rc[-1].apply_async(pid)
     ar.get(10)
+    wait_recorded(rc, ar)
     mine = rc.get_result(ar.msg_ids[0], block=True)
     assert type(mine) is AsyncResult and mine.done() and mine.get() == ar.get()
     hub = rc.get_result(ar, owner=False)
@@ -341,7 +350,29 @@ def test_dotted_names_in_push_and_pull(rc):
 def test_hub_results_carry_the_hub_timestamps(rc):
     ar = rc[:].apply_async(time.sleep, 0.1)
     ar.get(10)
-    wait_until(lambda: rc.queue_status()["unassigned"] == 0, what="hub idle")
+    wait_recorded(rc, ar)
     hub = rc.get_result(ar.msg_ids, owner=False, block=True)
     assert all(isinstance(s, datetime) for s in hub.submitted)
     assert 0 < hub.wall_time and hub.serial_time == ar.serial_time
+
+
+def test_composite_error_renders_each_engine_and_method(rc, capsys):
+    with pytest.raises(CompositeError) as info:
+        rc[:].execute("1/0", block=True)
+    e = info.value
+    assert [info["method"] for *_, info in e.elist] == ["execute", "execute"]
+    assert e._render_traceback_() == e.render_traceback()
+    e.print_traceback()
+    out = capsys.readouterr().out
+    assert out.count(":execute]") == 2 and "ZeroDivisionError" in out
+    e.tb_limit = 1
+    assert "more exceptions" in e.render_traceback()[-1]
+
+
+def test_view_get_result(rc):
+    from taskhub.client import AsyncHubResult
+    ar = rc[-1].apply_async(lambda: 5)
+    ar.get(10)
+    wait_recorded(rc, ar)
+    assert rc[-1].get_result(ar.msg_ids[0]).get(10) == 5
+    assert isinstance(rc[-1].get_result(ar.msg_ids[0], owner=False), AsyncHubResult)

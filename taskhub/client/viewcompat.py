@@ -31,6 +31,10 @@ class ViewCompat:
         """Wait for `jobs` (default: what this view has outstanding); True if all done."""
         return self.client.wait(sorted(self.outstanding) if jobs is None else jobs, timeout)
 
+    def get_result(self, msg_ids, block=None, owner=True):
+        """Results of tasks by msg_id (see Client.get_result)."""
+        return self.client.get_result(msg_ids, block=block, owner=owner)
+
     def _use(self, serializer):
         self.client.serializer = serializer
 

@@ -161,6 +161,15 @@ class ClientCompat:
             return True
         return self._follow(ids, "list", [], AsyncResult).wait_interactive(interval, timeout)
 
+    def _follow_local(self, msg_ids, kind, cls):
+        """A result following msg_ids when this client awaits every one of them, else
+        None."""
+        with self._lock:
+            if not all(m in self._pending for m in msg_ids):
+                return None
+            sources = list({id(ar): ar for m in msg_ids for ar in self._pending[m]}.values())
+        return self._follow(msg_ids, kind, sources, cls)
+
     def _follow(self, msg_ids, kind, sources, cls):
         """A new `cls` result over msg_ids that other results (`sources`) or this client
         may already be waiting for: it gets the replies in, and those still to come."""

@@ -36,6 +36,8 @@ REASONS = [
     ("internals", "test_asyncresult.py::TestAsyncResult::test_not_single_result",
      "patches Client._build_targets"),
     ("internals", "test_client.py::TestClient::test_ids_list", "reads Client._ids"),
+    ("internals", "test_client.py::TestClient::test_purge_everything",
+     "reads Client.session.digest_history (jupyter_client's Session)"),
     ("internals", "test_client.py::TestClient::test_outstanding",
      "reads Client._outstanding_dict"),
     ("internals", "test_client.py::TestClient::test_*hostname*",
@@ -78,6 +80,15 @@ REASONS = [
      "ipyparallel spells them (clean, --cluster-id, list -o json)"),
     ("missing", "*::test_abort*", "aborting direct tasks the hub has not recorded yet"),
     ("missing", "*::test_signal_engines", "Client.send_signal"),
+    ("missing", "*::test_display_output_error", "AsyncResult.wait_for_output (stdout and "
+     "stderr of a task may arrive after its reply; taskhub has no end-of-output marker)"),
+    ("missing", "*::test_owner_pop", "AsyncResult.wait_for_output (see above)"),
+    ("missing", "*::test_importer", "DirectView.importer (imports sent on to the engines)"),
+    ("missing", "test_asyncresult.py::*::test_error_engine_info_*",
+     "CompositeError.elist's engine_info lacks engine_uuid"),
+    ("missing", "test_client.py::TestClient::test_get_execute_result",
+     "ExecuteReply has no value equality: the same result fetched twice gives two unequal "
+     "objects"),
     ("missing", "test_lbview.py::TestLoadBalancedView::test_retries",
      "retries never returning to an engine that failed the task"),
 ]

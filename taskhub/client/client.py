@@ -331,12 +331,11 @@ class Client(ClientCompat):
     def _send_prepared(self, channel, frames, msg_id, flush=True):
         """Queue a prepared request, once the bound on outstanding tasks leaves room."""
         self._throttle.admit(msg_id, self._flush)
+        self._note_sent(msg_id)
         self._send(channel, frames, flush)
 
     def _track(self, msg_ids, kind, fname="", chunk_sizes=None, cls=AsyncResult):
         ar = cls(self, msg_ids, kind, fname, chunk_sizes)
-        if cls is not AsyncHubResult:
-            self._note_sent(msg_ids)
         arrived = []
         with self._lock:
             if self._gone is not None:  # lost or closed since the request was sent

@@ -97,14 +97,14 @@ class ClientCompat:
         state = self.__dict__.get("_compat")
         if state is None:
             state = self.__dict__.setdefault("_compat", {
-                "history": [], "results": {}, "metadata": _LocalMetadata(),
-                "lock": threading.Lock()})
+                "history": [], "sent": set(), "results": {}, "metadata": _LocalMetadata()})
         return state
 
-    def _note_sent(self, msg_ids):
+    def _note_sent(self, msg_id):
+        """(On the send path: two appends, atomic under the GIL, no lock.)"""
         state = self._compat_state()
-        with state["lock"]:
-            state["history"].extend(msg_ids)
+        state["history"].append(msg_id)
+        state["sent"].add(msg_id)
 
     @property
     def history(self):
@@ -151,6 +151,7 @@ class ClientCompat:
         records."""
         self.purge_local_results("all")
         self._compat_state()["history"].clear()
+        self._compat_state()["sent"].clear()
         return self.purge_results("all")
 
     def wait_interactive(self, jobs=None, interval=0.1, timeout=None):
@@ -162,10 +163,11 @@ class ClientCompat:
         return self._follow(ids, "list", [], AsyncResult).wait_interactive(interval, timeout)
 
     def _follow_local(self, msg_ids, kind, cls):
-        """A result following msg_ids when this client awaits every one of them, else
-        None."""
+        """A result following msg_ids when this client sent every one of them and awaits
+        their replies, else None (then the hub is asked)."""
+        sent = self._compat_state()["sent"]
         with self._lock:
-            if not all(m in self._pending for m in msg_ids):
+            if not all(m in self._pending and m in sent for m in msg_ids):
                 return None
             sources = list({id(ar): ar for m in msg_ids for ar in self._pending[m]}.values())
         return self._follow(msg_ids, kind, sources, cls)

@@ -376,11 +376,3 @@ def test_view_get_result(rc):
     wait_recorded(rc, ar)
     assert rc[-1].get_result(ar.msg_ids[0]).get(10) == 5
     assert isinstance(rc[-1].get_result(ar.msg_ids[0], owner=False), AsyncHubResult)
-
-
-def test_get_result_of_own_pending_tasks_needs_no_hub_record(rc):
-    ars = [rc[:].execute("import time; time.sleep(0.2); 1/0") for _ in range(3)]
-    ar = rc.get_result(ars)  # at once: the hub may not have recorded them yet
-    with pytest.raises(CompositeError) as info:
-        ar.get(10)
-    assert len(info.value.errors) == 6 and ar.msg_ids == [m for a in ars for m in a.msg_ids]

@@ -624,10 +624,6 @@ class Client(ClientCompat):
                for m in (job.msg_ids if isinstance(job, AsyncResult) else [job])]
         if not all(isinstance(m, str) for m in ids):
             raise TypeError("get_result takes a msg_id or a list of msg_ids (strings)")
-        local = self._follow_local(ids, "single" if single else "list",
-                                   AsyncResult if owner else AsyncHubResult)
-        if local is not None:  # all still on their way to this client: the hub may not
-            return local        # have recorded them yet
         ids = prefixes.full_ids(self, ids)  # "9f3c" names the one task whose id starts so
         ar = self._track(ids, "single" if single else "list",
                          cls=AsyncResult if owner else AsyncHubResult)

@@ -97,14 +97,13 @@ class ClientCompat:
         state = self.__dict__.get("_compat")
         if state is None:
             state = self.__dict__.setdefault("_compat", {
-                "history": [], "sent": set(), "results": {}, "metadata": _LocalMetadata()})
+                "history": [], "results": {}, "metadata": _LocalMetadata()})
         return state
 
     def _note_sent(self, msg_id):
-        """(On the send path: two appends, atomic under the GIL, no lock.)"""
+        """(On the send path: one append, atomic under the GIL, no lock.)"""
         state = self._compat_state()
         state["history"].append(msg_id)
-        state["sent"].add(msg_id)
 
     @property
     def history(self):
@@ -151,7 +150,6 @@ class ClientCompat:
         records."""
         self.purge_local_results("all")
         self._compat_state()["history"].clear()
-        self._compat_state()["sent"].clear()
         return self.purge_results("all")
 
     def wait_interactive(self, jobs=None, interval=0.1, timeout=None):
@@ -161,16 +159,6 @@ class ClientCompat:
         if not ids:
             return True
         return self._follow(ids, "list", [], AsyncResult).wait_interactive(interval, timeout)
-
-    def _follow_local(self, msg_ids, kind, cls):
-        """A result following msg_ids when this client sent every one of them and awaits
-        their replies, else None (then the hub is asked)."""
-        sent = self._compat_state()["sent"]
-        with self._lock:
-            if not all(m in self._pending and m in sent for m in msg_ids):
-                return None
-            sources = list({id(ar): ar for m in msg_ids for ar in self._pending[m]}.values())
-        return self._follow(msg_ids, kind, sources, cls)
 
     def _follow(self, msg_ids, kind, sources, cls):
         """A new `cls` result over msg_ids that other results (`sources`) or this client

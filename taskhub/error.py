@@ -41,6 +41,14 @@ class QueryError(TaskhubError, ValueError):
     """A task-DB query that uses an unknown operator or key, or a bad value."""
 
 
+class CorruptTaskDB(TaskhubError):
+    """The task DB file failed its integrity check at start."""
+
+
+class TaskDBWarning(UserWarning):
+    """The task DB cannot be written now: a query may miss the latest records."""
+
+
 class NoTaskDB(TaskhubError):
     """The controller runs without a task database, so there is nothing to read."""
 

@@ -174,6 +174,7 @@ class _Streamer:
         self.shown = {}  # (msg_id, stream name) -> characters printed
 
     def pump(self):
+        self.ar._join_streamed()
         for i, msg_id in enumerate(self.ar.msg_ids):
             md = self.ar._metadata[msg_id]
             for name in ("stdout", "stderr"):

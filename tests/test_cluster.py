@@ -383,3 +383,21 @@ def test_ipcluster_db_flags(flag, kind):
     from taskhub.cluster.app import build_parser
     args = build_parser().parse_args(["start", flag, "--mongodb-url", "mongodb://h:1"])
     assert args.db == kind and args.mongodb_url == "mongodb://h:1"
+
+
+def test_ipcluster_tasks_purge_culls_the_oldest_finished(shared, client):
+    env, _ = shared
+    client.load_balanced_view().map_sync(abs, range(6))
+    total = client.db_count({})
+    done = client.db_count({"completed": {"$ne": None}})
+    keep = ipcluster(env, "tasks", "--purge", "--keep", "3", "--buffers-only")
+    assert keep.returncode == 0, keep.stderr
+    assert keep.stdout == f"{done - 3} finished tasks stripped of their arguments and results\n"
+    assert client.db_count({}) == total  # records kept, only their buffers gone
+    dropped = ipcluster(env, "tasks", "--purge", "--keep", "3")
+    assert dropped.stdout == f"{done - 3} finished tasks dropped\n"
+    assert client.db_count({"completed": {"$ne": None}}) == 3
+    bare = ipcluster(env, "tasks", "--purge")
+    assert bare.returncode == 1 and "--purge needs a bound" in bare.stderr
+    bad = ipcluster(env, "tasks", "--purge", "--older-than", "soon")
+    assert bad.returncode == 2 and "does not start with a number" in bad.stderr

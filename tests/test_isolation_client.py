@@ -355,9 +355,9 @@ CTRL_C = textwrap.dedent("""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     profile, markers, how = sys.argv[1], sys.argv[2], sys.argv[3]
 
-    def nap(i):
+    def nap(i, seconds=3):
         open(os.path.join(markers, str(i)), "w").close()
-        time.sleep(3)
+        time.sleep(seconds)
         return i
 
     with Cluster(n=2, profile_dir=profile, timeout=60) as rc:
@@ -366,7 +366,8 @@ CTRL_C = textwrap.dedent("""
         ar = None
         try:
             if how == "map_sync":
-                view.map_sync(nap, range(12), chunksize=1)
+                # long enough that the abort stops even the running ones on a busy machine
+                view.map_sync(nap, range(12), [60] * 12, chunksize=1)
             else:
                 ar = view.map_async(nap, range(4), chunksize=1)
                 ar.get()

@@ -105,3 +105,67 @@ def test_without_a_task_db_tasks_run_and_reads_say_why_they_fail(tmp_path):
 def test_query_values_that_cannot_travel_are_a_client_side_error(rc):
     with pytest.raises(TypeError, match="cannot be sent in a message"):
         rc.db_query({'engine_id': {'$in': [object()]}})
+
+
+def _slow_now_and_then(i):
+    import time
+    time.sleep(0.3 if i % 500 == 0 else 0)
+    return i
+
+
+@pytest.fixture(params=["memory", "sqlite", "mongodb"])
+def any_db(request):
+    if request.param == "mongodb":
+        return {"db": "mongodb", "db_options": {
+            "url": request.getfixturevalue("mongod_url"),
+            "collection": f"tasks_{uuid.uuid4().hex[:8]}"}}
+    return {"db": request.param}
+
+
+def test_history_and_sorted_queries_keep_submission_order(tmp_path, any_db):
+    """5,000 tasks in one burst, a few of them slow, so their records are written after
+    later ones: history and sort by submission still follow the order they were sent in
+    (on MongoDB too, whose dates hold milliseconds and so tie)."""
+    c = LoopbackCluster(tmp_path / "p", n=2, **any_db).start()
+    try:
+        with c.client() as rc:
+            ar = rc.load_balanced_view().map_async(_slow_now_and_then, range(5000))
+            assert ar.get(120) == list(range(5000))
+            assert rc.hub_history() == ar.msg_ids
+            by_submitted = rc.db_query({}, keys=["msg_id"], sort="submitted")
+            assert [r["msg_id"] for r in by_submitted] == ar.msg_ids
+            newest_first = rc.db_query({}, keys=["msg_id"], sort=[("submitted", -1)],
+                                       limit=10)
+            assert [r["msg_id"] for r in newest_first] == ar.msg_ids[::-1][:10]
+    finally:
+        c.stop()
+
+
+def _megabyte(i):
+    return bytes([i % 256]) * 2**20
+
+
+def _db_bytes(profile):
+    return sum(f.stat().st_size for f in profile.glob("tasks.db*"))
+
+
+def test_purging_gives_the_space_back_while_tasks_run(tmp_path):
+    """200 results of 1 MB, then purge_results('all'): the file and its log shrink below
+    half their size without a restart, while the cluster keeps running tasks."""
+    c = LoopbackCluster(tmp_path / "p", n=2).start()
+    try:
+        with c.client() as rc:
+            view = rc.load_balanced_view()
+            assert len(view.map_sync(_megabyte, range(200))) == 200
+            rc.db_count({})  # flushes the records to the file
+            full = _db_bytes(c.profile_dir)
+            assert full > 200 * 2**20
+            assert rc.purge_results("all") == 200
+            ran = 0
+            while _db_bytes(c.profile_dir) >= full / 2:
+                assert view.apply_sync(double, ran) == 2 * ran  # the cluster keeps serving
+                ran += 1
+                assert ran < 3000, f"still {_db_bytes(c.profile_dir)} bytes of {full}"
+            assert rc.db_count({}) == ran
+    finally:
+        c.stop()

@@ -360,6 +360,32 @@ def test_sorting_and_paging_in_the_browser(web, page):
     page.wait_for_function("document.querySelector('#page-info').textContent.endsWith('of 6')")
 
 
+def _on_writer(controller, sql):
+    done = []
+    controller.dbworker.on_writer(lambda db: db._conn.execute(sql).fetchall(),
+                                  lambda ok, value: done.append(ok))
+    wait_until(lambda: done, what=sql)
+
+
+def test_the_header_says_when_the_task_db_fails(web, page, tmp_path):
+    controller = web.cluster.controller
+    pages = controller.db._conn.execute("PRAGMA page_count").fetchone()[0]
+    _on_writer(controller, f"PRAGMA max_page_count = {pages}")
+    try:
+        assert web.rc.load_balanced_view().map_sync(abs, range(-30, 0)) == \
+            list(range(30, 0, -1))
+        wait_until(lambda: web.rc.stats()["db"]["db_state"] == "failing", what="failing")
+        page.goto(web.server.url)
+        page.locator("#throughput.db-failing", has_text="TASK DB FAILING").wait_for()
+        assert "full" in page.locator("#throughput").inner_text()
+        page.screenshot(path=str(tmp_path / "db-failing.png"))
+    finally:
+        _on_writer(controller, "PRAGMA max_page_count = 1073741823")
+    wait_until(lambda: web.rc.stats()["db"]["db_state"] == "ok", timeout=20, what="ok")
+    page.wait_for_function("!document.querySelector('#throughput')"
+                           ".classList.contains('db-failing')")
+
+
 # -- ipcluster start prints the URL, ipcluster dashboard too --------------------------
 
 def test_ipcluster_prints_the_web_views_url(tmp_path):

@@ -148,6 +148,22 @@ c = get_config()  #noqa
 #  Default: 'tasks.db'
 # c.IPControllerApp.db_file = 'tasks.db'
 
+## While the task DB cannot be written (disk full, read-only, deleted), the
+#  records waiting to be written are kept in the controller's memory up to this
+#  many bytes, then appended to a spill file beside the DB (<db_file>.spill,
+#  written when the DB recovers or at the next start). More memory spares the
+#  disk that may be full; less bounds the controller's growth.
+#  Default: 268435456
+# c.IPControllerApp.db_kept_bytes = 268435456
+
+## Largest value (a task's or result's buffers, its output text, ...) written
+#  into the SQLite task DB. A bigger one goes to a file beside it
+#  (<db_file>.values/) and the record names the file (text and dicts are cut,
+#  with a note saying so). SQLite refuses values over 1e9 bytes; smaller keeps
+#  the DB file compact and its reads fast.
+#  Default: 524288000
+# c.IPControllerApp.db_max_value_bytes = 524288000
+
 ## Heartbeat periods an engine may be silent before it is declared dead and its
 #  tasks fail. Too few and a busy machine loses healthy engines.
 #  Default: 10
@@ -202,6 +218,13 @@ c = get_config()  #noqa
 #  Default: 'mongodb://127.0.0.1:27017'
 # c.IPControllerApp.mongodb_url = 'mongodb://127.0.0.1:27017'
 
+## Characters of a task's stdout, and of its stderr, that its record keeps; the
+#  rest is cut, with a line saying how much (clients watching the task still get
+#  all of it, as it runs). Larger keeps more of chatty tasks at the cost of DB
+#  size and of the reply every client gets.
+#  Default: 1048576
+# c.IPControllerApp.output_limit = 1048576
+
 ## Name of the profile: its directory ($TASKHUB_DIR/profile_<name>) holds config,
 #  connection files, logs and the task DB. Ignored when --profile-dir is given.
 #  See also: BaseApp.profile
@@ -211,6 +234,40 @@ c = get_config()  #noqa
 #  temporary clusters use it).
 #  See also: BaseApp.profile_dir
 # c.IPControllerApp.profile_dir = ''
+
+## Seconds a task-DB query (db_query, db_count, get_result of old tasks, ...) may
+#  run before it is stopped and refused with a QueryTimeout. Queries run on a
+#  thread of their own, so a slow one never delays routing, but it holds up the
+#  queries behind it: longer lets big scans finish, shorter keeps other queries
+#  prompt.
+#  Default: 10.0
+# c.IPControllerApp.query_timeout = 10.0
+
+## Most bytes of arguments and results the task DB keeps over finished tasks (0:
+#  no bound); the oldest go first.
+#  Default: 0
+# c.IPControllerApp.retain_bytes = 0
+
+## Days a finished task is kept (0: forever).
+#  Default: 0.0
+# c.IPControllerApp.retain_days = 0.0
+
+## Seconds between retention culls.
+#  Default: 60.0
+# c.IPControllerApp.retain_period = 60.0
+
+## Most finished tasks the task DB keeps (0: all). The oldest beyond it are
+#  culled every retain_period seconds (whole, or only their buffers: see
+#  retain_what); unfinished tasks never are.
+#  Default: 0
+# c.IPControllerApp.retain_records = 0
+
+## What retention removes: 'records' (the whole record) or 'buffers' (its
+#  arguments and results, keeping status, timings and output, so the history
+#  stays whole but resubmit cannot rerun it).
+#  Choices: any of ['records', 'buffers']
+#  Default: 'records'
+# c.IPControllerApp.retain_what = 'records'
 
 ## Load-balancing scheme: leastload (fewest outstanding tasks; the best default),
 #  lru (round robin), plainrandom, twobin, weighted (cheaper choices that ignore
@@ -228,6 +285,13 @@ c = get_config()  #noqa
 ## Instead of starting the Application, dump configuration to stdout (as JSON)
 #  See also: Application.show_config_json
 # c.IPControllerApp.show_config_json = False
+
+## Keep each task's function, arguments and result in the task DB, so get_result
+#  and resubmit work from any client later. False keeps only records (status,
+#  timings, output, errors); a task can also choose for itself (view flag
+#  store=False).
+#  Default: True
+# c.IPControllerApp.store_buffers = True
 
 ## Address the web view binds. 127.0.0.1 shows it to this machine only; 0.0.0.0
 #  to others too (every request still needs the token, but travels unencrypted).

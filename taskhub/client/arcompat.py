@@ -85,6 +85,7 @@ class AsyncResultCompat:
     def display_outputs(self, groupby="type"):
         """Print each task's captured stdout and stderr, labelled by engine when several."""
         streams = [("stdout", sys.stdout), ("stderr", sys.stderr)]
+        self._join_streamed()
         mds = [self._metadata[m] for m in self.msg_ids]
         single = len(mds) == 1
         order = ([(md, s) for s in streams for md in mds] if groupby == "type"

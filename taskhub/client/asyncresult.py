@@ -50,6 +50,9 @@ class AsyncResult(AsyncResultCompat, Future):
         self._arrived = threading.Condition()
         now = utcnow()
         self._metadata = {m: new_metadata(m, now) for m in self.msg_ids}
+        self._streamed = {}  # (msg_id, stream name) -> texts from iopub not yet in _metadata
+        self._tails = {}  # (msg_id, stream name) -> chars printed, of output cut in the
+        # record whose end may come after the reply
         if not self.msg_ids:
             self.set_result([])
 
@@ -59,7 +62,14 @@ class AsyncResult(AsyncResultCompat, Future):
             if msg_id in self._values:
                 return
             self._values[msg_id] = value
-            self._metadata[msg_id].update(metadata)
+            if self._streamed:
+                self._join_streamed()
+            md = self._metadata[msg_id]
+            md.update(_keep_streamed(md, metadata))
+            for name, printed in (metadata.get("output_truncated") or {}).items():
+                kept_streamed = md.get(name) != metadata.get(name)
+                if kept_streamed and len(md[name]) < printed:
+                    self._tails[(msg_id, name)] = printed
             done = len(self._values) == len(self.msg_ids)
             self._arrived.notify_all()
         if done:
@@ -67,8 +77,23 @@ class AsyncResult(AsyncResultCompat, Future):
 
     def _stream(self, msg_id, name, text):
         md = self._metadata.get(msg_id)
-        if md is not None and md["status"] == "pending":
-            md[name] = (md[name] or "") + text
+        if md is None:
+            return
+        with self._arrived:
+            if md["status"] != "pending" and (msg_id, name) not in self._tails:
+                return
+            self._streamed.setdefault((msg_id, name), []).append(text)
+
+    def _join_streamed(self):
+        """Add the output that came on iopub to the metadata: when it is read, or the reply
+        comes (joining each piece as it came would copy a flood's text once per piece)."""
+        with self._arrived:
+            streamed, self._streamed = self._streamed, {}
+            for (msg_id, name), texts in streamed.items():
+                md = self._metadata[msg_id]
+                md[name] = (md[name] or "") + "".join(texts)
+                if len(md[name]) >= self._tails.get((msg_id, name), 0):
+                    self._tails.pop((msg_id, name), None)
 
     def _abandon(self, error_for):
         """Settle every reply not yet in with `error_for(msg_id)` (the client closed or lost
@@ -190,11 +215,14 @@ class AsyncResult(AsyncResultCompat, Future):
 
     @property
     def metadata(self):
+        self._join_streamed()
         mds = [self._metadata[m] for m in self.msg_ids]
         return mds[0] if self.kind == "single" else mds
 
     def __getattr__(self, key):
         if key in METADATA_KEYS:
+            if self._streamed:
+                self._join_streamed()
             values = [self._metadata[m][key] for m in self.msg_ids]
             return values[0] if self.kind == "single" else values
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
@@ -251,3 +279,16 @@ class AsyncResult(AsyncResultCompat, Future):
 
 class AsyncHubResult(AsyncResult):
     """Results of tasks fetched from the hub (possibly submitted by another client)."""
+
+
+def _keep_streamed(md, reply_md):
+    """The reply's metadata, except that a stream the task record cut short
+    (`output_truncated`) keeps the longer text that came on iopub as the task ran."""
+    cut = reply_md.get("output_truncated")
+    if not cut:
+        return reply_md
+    reply_md = dict(reply_md)
+    for name in cut:
+        if len(md.get(name) or "") > len(reply_md.get(name) or ""):
+            del reply_md[name]
+    return reply_md

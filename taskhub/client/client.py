@@ -11,6 +11,7 @@ import concurrent.futures as futures
 import logging
 import threading
 import time
+import warnings
 from concurrent.futures import Future, TimeoutError as _FutureTimeout
 from pathlib import Path
 
@@ -35,6 +36,8 @@ _HUB_ERRORS = {"QueryError": error.QueryError, "UnknownTaskError": error.Unknown
                "NoTaskDB": error.NoTaskDB, "ValueError": ValueError, "TypeError": TypeError,
                "KeyError": error.UnknownTaskError}
 BATCH_MAX = 256  # most requests in one batch message
+GOODBYE_LINGER = 200  # ms a closing client waits for its goodbye to leave
+MAX_TAILS = 64  # tasks whose cut output may still be arriving after their reply
 _get = zmq.backend.Socket.get
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 _SOCKETS = {"query": zmq.DEALER, "task": zmq.DEALER, "mux": zmq.DEALER,
@@ -78,6 +81,8 @@ class Client(ClientCompat):
         self._waker = None
         self._pending = {}        # msg_id -> [AsyncResult, ...] awaiting that reply
         self._early = {}          # replies that came before their AsyncResult was tracked
+        self._tails = collections.OrderedDict()  # msg_id -> [AsyncResult] whose output
+        # the record cut: the end of it may still come on iopub after the reply
         self._abandoned = set()   # msg_ids failed by a loss: a late reply is not kept
         self._lock = threading.Lock()  # guards _pending and _early together
         self._requests = {}       # msg_id of a hub/control request -> Future of its reply
@@ -125,8 +130,8 @@ class Client(ClientCompat):
             sock.linger = 0
             if kind == zmq.DEALER:
                 sock.routing_id = self.session.bsession
-            else:
-                sock.subscribe(b"")
+            else:  # iopub: only the output of its own tasks (an engine's topic is the session)
+                sock.subscribe(b"" if name == "notification" else self.session.bsession)
             curve.secure_client(sock, self._info)
             if name == "query":  # heartbeats and monitor are set before connecting
                 watch = ControllerWatch(sock, self.controller_timeout)
@@ -156,8 +161,19 @@ class Client(ClientCompat):
                     fail_pending(self, lost_error(self, self.controller_timeout))
         finally:
             watch.close()
-            for sock in (*socks.values(), wake):
-                sock.close(linger=0)
+            self._say_goodbye(socks["query"])
+            for sock in (*socks.values(), wake):  # the query socket's own: see _say_goodbye
+                sock.close(linger=None if sock is socks["query"] else 0)
+
+    def _say_goodbye(self, query):
+        """Tell the hub this client is gone, so it forgets what it kept for it (its batch
+        flag, the tasks it watched); up to GOODBYE_LINGER to send it, none if the hub is."""
+        frames, _ = self.session.serialize("goodbye_request", {})
+        try:
+            query.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError:  # not connected: nobody to tell
+            return
+        query.linger = GOODBYE_LINGER
 
     def _on_link_event(self, watch):
         watch.read_events()
@@ -190,12 +206,14 @@ class Client(ClientCompat):
         batch.clear()
 
     def _io_recv(self, sock, handler):
+        # the client's sockets get no routing ids: DELIM, signature and the four dict frames
+        # come first, as bytes; buffers stay zero-copy Frames. iopub's messages have a topic
+        # in front (the session whose output they are)
+        head = 7 if handler == self._on_iopub else 6
         for _ in range(1000):
             if not _get(sock, _EVENTS) & _POLLIN:  # (no zmq.Again to raise and catch)
                 return
-            # the client's sockets get no routing ids: DELIM, signature and the four dict
-            # frames come first, as bytes; buffers stay zero-copy Frames
-            frames = recv_head_copied(sock, zmq.NOBLOCK, 6)
+            frames = recv_head_copied(sock, zmq.NOBLOCK, head)
             _, msg = self.session.feed(frames)
             if msg is None:
                 continue
@@ -261,6 +279,10 @@ class Client(ClientCompat):
                 if msg_id not in self._abandoned:
                     self._early[msg_id] = (value, md)
                 return
+        if md.get("output_truncated"):
+            self._tails[msg_id] = waiting
+            while len(self._tails) > MAX_TAILS:
+                self._tails.popitem(last=False)
         for ar in waiting:  # outside the lock: resolving runs the futures' callbacks
             ar._receive(msg_id, value, md)
 
@@ -303,7 +325,7 @@ class Client(ClientCompat):
 
     def _on_iopub(self, msg):
         if msg.msg_type == "stream":
-            for ar in self._pending.get(msg.parent_id, ()):
+            for ar in self._pending.get(msg.parent_id) or self._tails.get(msg.parent_id, ()):
                 ar._stream(msg.parent_id, msg["content"].get("name"), msg["content"].get("text"))
 
     def _set_engines(self, engines):
@@ -544,6 +566,8 @@ class Client(ClientCompat):
         content = self._hub_request("db_request", {"query": tag_dates(query), "keys": keys,
                                                    "sort": sort, "limit": limit, "skip": skip,
                                                    "rows": True})
+        if content.get("db_warning"):  # the task DB is failing: the answer may lack records
+            warnings.warn(content["db_warning"], error.TaskDBWarning, stacklevel=2)
         if "rows" in content:
             return records_from_rows(content["keys"], content["rows"], content["_buffers"])
         buffers = iter(content["_buffers"])  # a controller from before rows: record dicts
@@ -603,6 +627,17 @@ class Client(ClientCompat):
         engine_ids = self._target_ids(targets) if targets != () else None
         return self._hub_request("purge_request", {"msg_ids": ids, "targets": engine_ids}
                                  )["dropped"]
+
+    def cull_results(self, max_records=0, max_bytes=0, max_age=0, what="records"):
+        """Apply retention bounds to the task DB now: keep at most `max_records` finished
+        records, `max_bytes` bytes of their buffers, none finished more than `max_age`
+        seconds ago (0: no bound); the oldest finished go first, whole (what="records") or
+        only their arguments and results (what="buffers"). Unfinished tasks are never
+        culled. Returns how many records were culled. The controller's retain_* options
+        apply the same bounds on a schedule (docs/taskdb.md)."""
+        return self._hub_request("cull_request", {
+            "max_records": max_records, "max_bytes": max_bytes, "max_age": max_age,
+            "what": what})["culled"]
 
     def _msg_id_list(self, jobs, method):
         jobs = [jobs] if isinstance(jobs, (str, AsyncResult)) else list(jobs)
@@ -737,7 +772,10 @@ class Client(ClientCompat):
         self._flush()
         self._closed = True
         with self._wake_lock:
-            self._waker.send(b"")
+            try:  # the IO thread may already have seen _closed and gone: never wait for it
+                self._waker.send(b"", zmq.NOBLOCK)
+            except zmq.Again:
+                pass
             self._waker.close()
         if threading.current_thread() is not self._thread:
             self._thread.join(5)

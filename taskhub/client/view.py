@@ -18,6 +18,8 @@ LoadBalancedView flags (see taskhub.dependency for after/follow):
     priority    higher runs first among tasks waiting for an engine
     time_limit  seconds a run may take before the engine stops it with TaskTimeout
     label       a name for the task, recorded in the task DB
+    store       False: the task DB keeps the record (status, timings, output) but not the
+                function, arguments or result (resubmit and get_result then say so)
 """
 from contextlib import contextmanager
 from itertools import islice
@@ -265,6 +267,7 @@ class LoadBalancedView(View):
     priority = _Flag(_priority, 0)
     time_limit = _Flag(_seconds(positive=True))
     label = _Flag(_label)
+    store = _Flag(_bool, True)
 
     def __init__(self, client, targets=None, block=False):
         super().__init__(client, block)
@@ -280,6 +283,8 @@ class LoadBalancedView(View):
         for name in ("timeout", "retries", "priority", "time_limit", "label"):
             if getattr(self, name):
                 md[name] = getattr(self, name)
+        if not self.store:
+            md["store"] = False
         return md
 
     def _check_function(self, f):

@@ -9,10 +9,12 @@ from traitlets import Bool, Enum, Float, Integer, Unicode
 
 from .. import curve, paths, web
 from ..appbase import BaseApp, write_connection_file
+from ..error import CorruptTaskDB
 from ..session import Session, new_key
 from .controller import Controller
 from . import limits
 from .db import make_db
+from .retention import Retention
 from .schemes import SCHEME_NAMES
 
 log = logging.getLogger("taskhub.controller")
@@ -49,6 +51,26 @@ class IPControllerApp(BaseApp):
     db_file = Unicode("tasks.db", help="SQLite file, relative to the profile directory. "
                       "One file per profile keeps the history of every cluster run on it."
                       ).tag(config=True)
+    query_timeout = Float(10.0, min=0.01, help="Seconds a task-DB query (db_query, "
+                          "db_count, get_result of old tasks, ...) may run before it is stopped "
+                          "and refused with a QueryTimeout. Queries run on a thread of their "
+                          "own, so a slow one never delays routing, but it holds up the "
+                          "queries behind it: longer lets big scans finish, shorter keeps "
+                          "other queries prompt.").tag(config=True)
+    db_max_value_bytes = Integer(500 * 2**20, min=1, help="Largest value (a task's or "
+                                 "result's buffers, its output text, ...) written into the "
+                                 "SQLite task DB. A bigger one goes to a file beside it "
+                                 "(<db_file>.values/) and the record names the file (text "
+                                 "and dicts are cut, with a note saying so). SQLite refuses "
+                                 "values over 1e9 bytes; smaller keeps the DB file compact "
+                                 "and its reads fast.").tag(config=True)
+    db_kept_bytes = Integer(256 * 2**20, min=0, help="While the task DB cannot be written "
+                            "(disk full, read-only, deleted), the records waiting to be "
+                            "written are kept in the controller's memory up to this many "
+                            "bytes, then appended to a spill file beside the DB "
+                            "(<db_file>.spill, written when the DB recovers or at the next "
+                            "start). More memory spares the disk that may be full; less "
+                            "bounds the controller's growth.").tag(config=True)
     mongodb_url = Unicode("mongodb://127.0.0.1:27017", help="MongoDB server for db=mongodb."
                           ).tag(config=True)
     mongodb_database = Unicode("taskhub", help="MongoDB database for db=mongodb."
@@ -69,6 +91,30 @@ class IPControllerApp(BaseApp):
     heartbeat_misses = Integer(10, help="Heartbeat periods an engine may be silent before "
                                "it is declared dead and its tasks fail. Too few and a "
                                "busy machine loses healthy engines.").tag(config=True)
+    output_limit = Integer(2**20, min=0, help="Characters of a task's stdout, and of its "
+                           "stderr, that its record keeps; the rest is cut, with a line saying "
+                           "how much (clients watching the task still get all of it, as it "
+                           "runs). Larger keeps more of chatty tasks at the cost of DB size "
+                           "and of the reply every client gets.").tag(config=True)
+    retain_records = Integer(0, min=0, help="Most finished tasks the task DB keeps (0: all). "
+                             "The oldest beyond it are culled every retain_period seconds "
+                             "(whole, or only their buffers: see retain_what); unfinished "
+                             "tasks never are.").tag(config=True)
+    retain_bytes = Integer(0, min=0, help="Most bytes of arguments and results the task DB "
+                           "keeps over finished tasks (0: no bound); the oldest go first."
+                           ).tag(config=True)
+    retain_days = Float(0.0, min=0, help="Days a finished task is kept (0: forever)."
+                        ).tag(config=True)
+    retain_what = Enum(("records", "buffers"), default_value="records", help="What "
+                       "retention removes: 'records' (the whole record) or 'buffers' (its "
+                       "arguments and results, keeping status, timings and output, so the "
+                       "history stays whole but resubmit cannot rerun it).").tag(config=True)
+    store_buffers = Bool(True, help="Keep each task's function, arguments and result in the "
+                         "task DB, so get_result and resubmit work from any client later. "
+                         "False keeps only records (status, timings, output, errors); a task "
+                         "can also choose for itself (view flag store=False)."
+                         ).tag(config=True)
+    retain_period = Float(60.0, min=1, help="Seconds between retention culls.").tag(config=True)
     max_engines = Integer(0, min=0, help="Most engines registered at once (0: as many as "
                           "the file-descriptor limit allows; the controller raises its soft "
                           "limit to the hard one at start and logs the figure). Engines past "
@@ -96,6 +142,8 @@ class IPControllerApp(BaseApp):
                  "Keep no task history (db_query and get_result then fail)."),
         "curve": ({"IPControllerApp": {"curve": True}},
                   "Encrypt with CurveZMQ even on loopback (the default off loopback)."),
+        "no-store": ({"IPControllerApp": {"store_buffers": False}},
+                     "Keep task records without their arguments and results."),
         "no-curve": ({"IPControllerApp": {"curve": False}},
                      "Do not encrypt, even off loopback (logs a WARNING at every start)."),
     }
@@ -110,12 +158,21 @@ class IPControllerApp(BaseApp):
                "heartbeat-period": "IPControllerApp.heartbeat_period",
                "heartbeat-misses": "IPControllerApp.heartbeat_misses",
                "web-port": "IPControllerApp.web_port", "web-ip": "IPControllerApp.web_ip",
-               "max-engines": "IPControllerApp.max_engines"}
+               "max-engines": "IPControllerApp.max_engines",
+               "query-timeout": "IPControllerApp.query_timeout",
+               "retain-records": "IPControllerApp.retain_records",
+               "retain-bytes": "IPControllerApp.retain_bytes",
+               "retain-days": "IPControllerApp.retain_days",
+               "retain-what": "IPControllerApp.retain_what",
+               "output-limit": "IPControllerApp.output_limit"}
 
     def make_db(self):
         options = {"sqlite": {"filename": str(self.location / self.db_file)},
                    "mongodb": {"url": self.mongodb_url, "database": self.mongodb_database}}
-        return make_db(self.db, **options.get(self.db, {}))
+        try:
+            return make_db(self.db, **options.get(self.db, {}))
+        except CorruptTaskDB as error:
+            raise SystemExit(f"ipcontroller: {error}")
 
     def make_curve_keys(self):
         """The cluster's CurveZMQ keys, or None when it does not encrypt (see `curve`)."""
@@ -132,14 +189,25 @@ class IPControllerApp(BaseApp):
         log.info("CurveZMQ on: only holders of this cluster's connection files can connect")
         return keys
 
+    def make_retention(self):
+        retention = Retention(max_records=self.retain_records, max_bytes=self.retain_bytes,
+                              max_age=self.retain_days * 86400, what=self.retain_what,
+                              period=self.retain_period)
+        return retention if retention.bounded else None
+
     def make_controller(self):
         key = new_key()
         soft, hard = limits.raise_fd_limit()
         controller = Controller(Session(key), self.make_db(), ip=self.ip, scheme=self.scheme,
                                 hwm=self.hwm, heartbeat_period=self.heartbeat_period,
                                 heartbeat_misses=self.heartbeat_misses,
-                                max_engines=self.max_engines,
-                                curve=self.make_curve_keys()).bind()
+                                max_engines=self.max_engines, output_limit=self.output_limit,
+                                query_timeout=self.query_timeout,
+                                db_max_value_bytes=self.db_max_value_bytes,
+                                db_kept_bytes=self.db_kept_bytes,
+                                curve=self.make_curve_keys(),
+                                retention=self.make_retention(),
+                                store=self.store_buffers).bind()
         log.info("descriptor limit %d (hard %d): this controller takes up to %d engines, as "
                  "%s", soft, hard, controller.hub.engine_limit, controller.hub.limit_reason)
         self.fail_lost_tasks(controller)

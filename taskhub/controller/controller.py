@@ -7,10 +7,13 @@
     client ◀ iopub PUB ◀──────────(relay)──── iopub SUB ◀─── engines
     client ◀ notification PUB (engine up/down)
     engines ◀ heartbeat PUB (ping) … heartbeat ROUTER ◀ pong (echoed by a C device)
+      on a thread of their own (heartbeat.py): pings go out however long a turn takes
 
-One thread runs everything (see docs/architecture.md for why). Each loop turn drains the
-ready sockets, runs due timers, then writes the task-DB changes that are due in one
-transaction (a new record may wait a moment for its result: recorder.py). The relays and
+One thread routes (see docs/architecture.md for why); heartbeats have a thread of their
+own (heartbeat.py). Each loop turn drains the ready sockets, runs due timers, then hands the
+task-DB changes that are due, as one transaction, to the DB worker (dbworker.py: a new
+record may wait a moment for its result, recorder.py), whose writer and reader threads
+write them and answer queries: the loop never waits on the DB. The relays and
 the scheduler are in-process, so "monitoring" — the hub seeing every request and reply —
 is a method call, not a socket hop. Decisions live in
 `HubState` and `SchedulerState`; this module only decodes messages into their events and
@@ -28,15 +31,18 @@ import time
 import zmq
 
 from .. import curve as _curve
-from ..error import NoTaskDB, UnknownTaskError
+from ..error import NoTaskDB
 from ..session import (BATCH, DELIM, TASK_CHANNEL_REQUESTS, pack_frames, packable,
                        utcnow)
 from ..zmqsocket import make_context
 from . import hubstate as hs
 from . import limits, malloc
 from . import scheduler as sc
+from .backlog import WriteBacklog
+from .dbworker import QUERY_TIMEOUT, DBWorker, blob_dir_for, reader_for, spill_path_for
+from .heartbeat import HeartMonitor
 from .pure import PureDevice
-from .queries import QueryService
+from .queries import Deferred, QueryService, cull_once
 from .recorder import TaskRecorder
 from .schemes import PURE
 from .taskoptions import task_options
@@ -45,6 +51,11 @@ log = logging.getLogger("taskhub.controller")
 
 CLIENT_CHANNELS = ("query", "task", "mux", "control", "iopub", "notification")
 ENGINE_CHANNELS = ("query", "task", "mux", "control", "iopub", "hb_ping", "hb_pong")
+IOPUB_IN_HWM = 64  # output messages (up to 64 KiB each) waiting per engine: more wait in
+# the engine, and then its task waits (engine/capture.py): the hub's memory stays bounded
+IOPUB_OUT_HWM = 256  # output messages queued per client: a client that reads its output
+# slower than its tasks print loses some of it (the record keeps the start); the hub never
+# waits for it
 MAX_PER_TURN = 512  # messages read from one socket per turn, so no socket starves the rest
 MAX_BYTES_PER_TURN = 4 * 2**20  # frame bytes read from one socket per turn: bounds the data
 # a turn holds (and the DB writes it flushes) when messages are big; see _drain
@@ -54,6 +65,7 @@ RELEASE_AFTER = 32 * 2**20  # frame bytes taken in before an idle loop gives mem
 IDLE = 0.05  # seconds without a message that make the loop idle (see _release_memory)
 HUB_IDENT = b"taskhub-hub"  # the routing id of requests the hub itself sends
 LOST_BATCH = 5000  # unfinished records marked lost per transaction (bounds memory, not time)
+DB_MAX_VALUE_BYTES = 500 * 2**20  # a value bigger than this is stored beside the task DB
 
 
 class Controller:
@@ -61,12 +73,20 @@ class Controller:
 
     def __init__(self, session, db, ip="127.0.0.1", scheme="leastload", hwm=0,
                  heartbeat_period=1.0, heartbeat_misses=10, context=None, max_engines=0,
-                 curve=None):
+                 curve=None, retention=None, store=True, query_timeout=QUERY_TIMEOUT,
+                 db_max_value_bytes=DB_MAX_VALUE_BYTES, db_kept_bytes=None,
+                 output_limit=2**20):
         self.session = session
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
         self.db = db
-        self.recorder = TaskRecorder(db)
+        backlog = WriteBacklog(spill_path=spill_path_for(db), **(
+            {"memory_bytes": db_kept_bytes} if db_kept_bytes is not None else {}))
+        self.dbworker = DBWorker(db, reader_for(db), query_timeout=query_timeout,
+                                 backlog=backlog, max_value_bytes=db_max_value_bytes,
+                                 blob_dir=blob_dir_for(db))
+        self.retention = retention  # a retention.Retention bounding the history, or None
+        self.recorder = TaskRecorder(self.dbworker.proxy, store=store)
         self.ip = ip
         self.scheme = scheme
         self.pure = scheme == PURE
@@ -77,6 +97,7 @@ class Controller:
                                period=heartbeat_period, engine_limit=limit,
                                limit_reason=reason)
         self.heartbeat_period = heartbeat_period
+        self.output_limit = output_limit  # chars of each stream a task record keeps
         self.context = context
         self.ports = {}
         self.queued = {}       # msg_id -> (client ident, raw frames) of unfinished LB tasks
@@ -84,6 +105,8 @@ class Controller:
         self.watchers = {}     # msg_id -> client idents that asked for it via get_result
         self.engine_ids = {}   # uuid -> id of every engine that was ever up
         self._replies = {}     # msg_id -> engine reply the scheduler is deciding about
+        self._looked_up = {}   # msg_id -> [lookups, its Outcome if it finished meanwhile]
+        # while the task DB is asked about it for tasks that depend on it (_looked_up_deps)
         self._engine_out = {}  # (socket name, engine ident) -> requests to send this turn
         self._client_out = {}  # (socket name, client ident) -> replies to send this turn
         self._in_batch = False  # handling the messages of a batch (batches do not nest)
@@ -91,6 +114,7 @@ class Controller:
         self._handled = 0  # messages handled so far (_drain's budget)
         self._taken_in = 0  # frame bytes received since the loop last gave memory back
         self._device = None
+        self.heart = None  # the HeartMonitor: pings and pongs, on its own thread
         self.queries = QueryService(self)
         self._running = False
         self._wake_url = f"inproc://taskhub-controller-{id(self)}"
@@ -102,10 +126,12 @@ class Controller:
         kinds = {"query": zmq.ROUTER, "task": zmq.ROUTER, "mux": zmq.ROUTER,
                  "control": zmq.ROUTER, "iopub": zmq.PUB, "notification": zmq.PUB,
                  "e_task": zmq.ROUTER, "e_mux": zmq.ROUTER, "e_control": zmq.ROUTER,
-                 "e_iopub": zmq.SUB, "hb_ping": zmq.PUB, "hb_pong": zmq.ROUTER}
+                 "e_iopub": zmq.SUB}
         self.sockets = {}
         if self.curve is not None:  # before any bind: no handler would admit every key
             self.zap = _curve.ZapHandler(ctx, self.curve).start()
+        self.heart = HeartMonitor(ctx, self.ip, self.heartbeat_period, self._secure).start()
+        self.ports.update(self.heart.ports)
         if self.pure:
             del kinds["task"], kinds["e_task"]
             self._bind_pure(ctx)
@@ -116,6 +142,10 @@ class Controller:
                 sock.router_handover = 1  # a re-registering engine may reuse its identity
             if name in ("e_task", "e_mux"):
                 sock.rcvhwm = ENGINE_RCVHWM
+            if name == "e_iopub":
+                sock.rcvhwm = IOPUB_IN_HWM
+            elif name == "iopub":
+                sock.sndhwm = IOPUB_OUT_HWM
             self._secure(sock, name)
             self.ports[name] = sock.bind_to_random_port(f"tcp://{self.ip}")
             self.sockets[name] = sock
@@ -158,13 +188,14 @@ class Controller:
             ("mux", self._on_mux_request), ("control", self._on_control_request),
             ("e_task", self._on_task_reply), ("e_mux", self._on_mux_reply),
             ("e_control", self._on_control_reply), ("e_iopub", self._on_iopub),
-            ("hb_pong", self._on_pong), ("capture", self._on_pure_copy),
+            ("capture", self._on_pure_copy),
             ("submit", lambda frames: None)) if n in self.sockets}
-        handlers[self._wake] = lambda frames: None
+        handlers[self._wake] = lambda frames: self.dbworker.deliver()  # answers to send
         poller = zmq.Poller()
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
         self._running = True
+        self.dbworker.start(self.context, self._wake_url)
         next_beat = time.monotonic()
         try:
             while self._running:
@@ -182,6 +213,8 @@ class Controller:
                 if time.monotonic() >= next_beat:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.heartbeat_period
+                if self.retention is not None and self.retention.due(time.monotonic()):
+                    self.cull(self.retention)  # on the DB writer, in turn with writes
                 if self._engine_out:
                     self._flush_to_engines()
                 if self._client_out:
@@ -192,6 +225,13 @@ class Controller:
             self._flush_to_engines()
             self._flush_to_clients()
             self.recorder.flush()
+
+    def cull(self, retention, then=None):
+        """Apply `retention` to the task DB once (see retention.py), on the DB writer after
+        the writes reported so far; then(ok, count or error) runs on the loop after."""
+        self.recorder.flush()
+        self.dbworker.on_writer(lambda db: cull_once(db, retention, self.dbworker.blob_dir),
+                                then)
 
     def _drain(self, sock, handler):
         """Handle what `sock` has ready, up to MAX_PER_TURN messages — a batch counting as
@@ -236,11 +276,16 @@ class Controller:
                               "finished; resubmit it")
         if self._device is not None:
             self._device.stop()
+        if self.heart is not None:
+            self.heart.stop()
         for name, sock in self.sockets.items():  # let those TaskLost replies go out
             sock.close(linger=500 if name in ("task", "mux") else 0)
         self._wake.close(linger=0)
         if self.zap is not None:
             self.zap.stop()
+        self.dbworker.stop()  # after the sockets: answers still due are not sent
+        if self.dbworker.reader_db is not self.db:
+            self.dbworker.reader_db.close()
         self.db.close()
 
     # -- tasks a controller leaves unfinished ----------------------------------------------
@@ -272,8 +317,16 @@ class Controller:
         self.recorder.flush()
 
     def _heartbeat(self):
+        """The pongs the heart thread timed since the last turn, then a Tick: an engine
+        is judged by its last pong, not by when this loop got round to looking."""
+        for uuid, when in self.heart.take_pongs().items():
+            self._apply(self.hub.handle(hs.Pong(uuid, when)))
+        for name in ("iopub", "notification"):
+            # a PUB socket frees the connections of subscribers that left only when it
+            # handles its commands, which sending does, or asking its EVENTS: quiet PUBs kept
+            # ~30 KB for every client that ever connected
+            self.sockets[name].getsockopt(zmq.EVENTS)
         now = time.monotonic()
-        self.sockets["hb_ping"].send(str(now).encode())
         self._apply(self.hub.handle(hs.Tick(now)))
         self._apply(self.scheduler.handle(sc.Tick(now)))
 
@@ -383,7 +436,7 @@ class Controller:
         self._forward_to_watchers(msg_id, frames[1:])
         self.recorder.failed(msg_id, content, now)
         if queue == "mux":
-            self._apply(self.scheduler.handle(sc.DirectFinished(msg_id, None, False)))
+            self._direct_finished(msg_id, None, False)
 
     def _client_socket_name(self, queue):
         """Where replies for `queue` go; under pure the device owns the task ROUTER."""
@@ -421,31 +474,58 @@ class Controller:
 
     def _submit(self, client, msg, options):
         """Hand a load-balanced task to the scheduler."""
+        if self._refuse_duplicate(client, msg, "task"):
+            return
         self._accept(client, msg, "task")
         self.queued[msg.msg_id] = (client, msg["raw"])
-        outcomes, external = self._outside_dependencies(options)
-        self._apply(self.scheduler.handle(sc.TaskSubmitted(
-            msg.msg_id, **options, now=time.monotonic(), outcomes=outcomes,
-            external=external)))
-
-    def _outside_dependencies(self, options):
-        """What the scheduler cannot know itself about the tasks these options depend on:
-        (outcomes of tasks finished long ago, direct tasks still running)."""
-        if not options["after"] and not options["follow"]:
-            return {}, frozenset()
         deps = [m for d in (options["after"], options["follow"]) if d for m in d.msg_ids]
         unknown = [m for m in deps if not self.scheduler.knows(m)]
-        outcomes, external = {}, frozenset(m for m in unknown if m in self.outstanding)
-        if unknown and self.recorder.dirty:
-            self.recorder.flush()
-        for m in set(unknown) - external:
-            try:
-                [rec] = self.db.find_records({"msg_id": m}, ["status", "engine_uuid"]) or [None]
-            except NoTaskDB:
-                rec = None
-            if rec is not None:  # a record without a status was lost when its hub stopped
-                outcomes[m] = sc.Outcome(rec.get("status") == "ok", rec.get("engine_uuid"))
-        return outcomes, external
+        external = frozenset(m for m in unknown if m in self.outstanding)
+        old = sorted(set(unknown) - external)
+        if not old:
+            return self._schedule(msg.msg_id, options, {}, external)
+        # tasks finished long ago: their outcomes come from the task DB, off this thread
+        self.recorder.flush()
+        for m in old:
+            self._looked_up.setdefault(m, [0, None])[0] += 1
+        self.dbworker.read(lambda db: _outcomes(db, old), lambda ok, outcomes: self._looked_up_deps(
+            msg.msg_id, options, outcomes if ok else {}, external, old))
+
+    def _looked_up_deps(self, msg_id, options, outcomes, external, old):
+        """A direct task sent just before this one is read after it (its socket comes later
+        in a loop turn): by the time the task DB answers, it may be running (outstanding)
+        or have finished (noted by _direct_finished), and the task DB had not seen it."""
+        for m in old:
+            entry = self._looked_up[m]
+            if entry[1] is not None and m not in outcomes:
+                outcomes[m] = entry[1]
+            entry[0] -= 1
+            if not entry[0]:
+                del self._looked_up[m]
+        running = {m for m in old if m in self.outstanding and m not in outcomes}
+        self._schedule(msg_id, options, outcomes, external | running)
+
+    def _schedule(self, msg_id, options, outcomes, external):
+        if msg_id not in self.outstanding:  # aborted while its dependencies were looked up
+            return
+        self._apply(self.scheduler.handle(sc.TaskSubmitted(
+            msg_id, **options, now=time.monotonic(), outcomes=outcomes, external=external)))
+
+    def _refuse_duplicate(self, client, msg, queue):
+        """A request reusing the msg_id of a task this controller has not finished (or not
+        yet written) is a bad request: refused, not routed, not written. (One reusing an
+        older task's msg_id is not written either: see DBWorker._without_duplicates.)"""
+        msg_id = msg.msg_id
+        if msg_id not in self.outstanding and not self.recorder.holds(msg_id):
+            return False
+        self.session.dropped["duplicate msg_id"] += 1
+        content = {"status": "error", "ename": "ValueError", "traceback": "",
+                   "evalue": f"msg_id {msg_id!r} is already in use by another task; every "
+                             "request needs a new msg_id (this one was not run)"}
+        frames, _ = self.session.serialize("apply_reply", content, parent=msg["header"],
+                                           metadata={"status": "error"}, idents=[client])
+        self._to_client(self._client_socket_name(queue), client, frames[1:])
+        return True
 
     def _accept(self, client, msg, queue, **extra):
         self.outstanding[msg.msg_id] = (client, msg["header"], queue)
@@ -461,6 +541,8 @@ class Controller:
             return
         client, target = idents
         engine = target.decode("utf8", "replace")
+        if self._refuse_duplicate(client, msg, "mux"):
+            return
         rec = self.hub.by_uuid.get(engine)
         if rec is None or not rec.up:
             return self._reject(client, msg, "mux", "EngineError",
@@ -548,8 +630,12 @@ class Controller:
         self.recorder.replied(msg_id, msg, utcnow())
         self.hub.by_uuid[engine].completed += 1
         self._apply(self.hub.handle(hs.DirectDone(msg_id)))
-        self._apply(self.scheduler.handle(sc.DirectFinished(
-            msg_id, engine, msg["content"].get("status") == "ok")))
+        self._direct_finished(msg_id, engine, msg["content"].get("status") == "ok")
+
+    def _direct_finished(self, msg_id, engine, ok):
+        self._apply(self.scheduler.handle(sc.DirectFinished(msg_id, engine, ok)))
+        if msg_id in self._looked_up:  # a dependency lookup in flight missed it
+            self._looked_up[msg_id][1] = sc.Outcome(ok, engine)
 
     def _on_control_reply(self, frames):
         engine, client, msg = self._engine_message(frames, "control")
@@ -584,11 +670,6 @@ class Controller:
     def _on_iopub(self, frames):
         self.sockets["iopub"].send_multipart(frames, copy=False)
 
-    def _on_pong(self, frames):
-        if len(frames) == 2:
-            self._apply(self.hub.handle(hs.Pong(frames[0].decode("utf8", "replace"),
-                                                time.monotonic())))
-
     def _forward_to_watchers(self, msg_id, msg_frames):
         for client in self.watchers.pop(msg_id, ()):
             self._to_client(self._client_socket_name("task"), client, msg_frames)
@@ -603,6 +684,11 @@ class Controller:
 
     def _answer(self, sock, msg, idents):
         replies = self.queries.handle(msg, idents[0])
+        if isinstance(replies, Deferred):  # the task DB answers later, off this thread
+            return self.queries.run(replies, lambda r: self._send_answer(sock, msg, idents, r))
+        self._send_answer(sock, msg, idents, replies)
+
+    def _send_answer(self, sock, msg, idents, replies):
         self._flush_to_clients()
         reply_type = msg.msg_type.replace("_request", "_reply")
         for content, buffers in replies:
@@ -640,7 +726,11 @@ class Controller:
 
     def _resubmit_plan(self, rec, client, args_frames):
         """(new message, its frames, how to send it) for a recorded request; raises if not."""
-        buffers = list(rec["buffers"] or [])
+        if rec["buffers"] is None:
+            raise ValueError(f"cannot resubmit task {rec['msg_id']!r}: its function and "
+                             "arguments are no longer stored (culled by retention, or not "
+                             "kept); its record remains in the task DB — submit it again")
+        buffers = list(rec["buffers"])
         if args_frames is not None:
             buffers = buffers[:1] + list(args_frames)
         header = self.session.header("apply_request")
@@ -678,7 +768,8 @@ class Controller:
     # -- stopping tasks ---------------------------------------------------------------------
     def abort(self, msg_ids):
         """Abort unfinished tasks: waiting ones fail with TaskAborted at once, running ones
-        are stopped by their engine. Finished ones are left alone; unknown ids raise."""
+        are stopped by their engine. Finished ones are left alone (the query service checks
+        that each id is known first)."""
         self._stop_tasks(msg_ids, "abort")
 
     def interrupt(self, msg_ids):
@@ -686,7 +777,6 @@ class Controller:
         self._stop_tasks(msg_ids, "interrupt")
 
     def _stop_tasks(self, msg_ids, action):
-        self._check_known([m for m in msg_ids if m not in self.outstanding])
         for m in msg_ids:
             if m in self.scheduler.tasks:
                 event = sc.AbortTask(m) if action == "abort" else sc.InterruptTask(m)
@@ -697,16 +787,13 @@ class Controller:
                 for i in self.hub.up_ids():
                     self._signal_engine(self.hub.engines[i].uuid, action, [m])
 
-    def _check_known(self, msg_ids):
-        """Raise UnknownTaskError unless the task DB knows every one of `msg_ids`."""
-        if not msg_ids:
-            return
-        self.recorder.flush()
-        try:
-            found = {r["msg_id"] for r in self.db.find_records({"msg_id": {"$in": msg_ids}},
-                                                               ["msg_id"])}
-        except NoTaskDB:
-            return  # nothing to check against; stopping a finished task does nothing
-        missing = [m for m in msg_ids if m not in found]
-        if missing:
-            raise UnknownTaskError(f"no task has msg_id {missing[0]!r}")
+
+def _outcomes(db, msg_ids):
+    """{msg_id: Outcome} of the recorded tasks among `msg_ids` (on the DB reader)."""
+    try:
+        found = db.find_records({"msg_id": {"$in": msg_ids}}, ["status", "engine_uuid"])
+    except NoTaskDB:
+        return {}
+    # a record without a status was lost when its hub stopped: it counts as failed
+    return {r["msg_id"]: sc.Outcome(r.get("status") == "ok", r.get("engine_uuid"))
+            for r in found}

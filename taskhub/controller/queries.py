@@ -3,7 +3,9 @@
 Each `<kind>_request` has a handler `_q_<kind>(msg, ident) -> (content, buffers)`, the
 content a dict or the JSON bytes of one (a db_reply's, made without decoding). A handler
 raises to refuse: the error's class name and message go back to the asker, and the
-controller carries on. Handlers read the controller's state and the task DB; the only
+controller carries on. A handler that needs the task DB returns a `Deferred` instead: its
+`job(db)` runs on the DB worker's reader (or writer) thread, its `then(result)` back on the
+loop, and the reply goes out then — the loop never waits on the DB. Handlers read the controller's state and the task DB; the only
 things they change are registrations, watchers and (through the controller) resubmissions,
 aborts and interrupts.
 """
@@ -18,10 +20,20 @@ from ..error import NoTaskDB, QueryError, TaskhubError, UnknownTaskError
 from ..jsonutil import untag_dates
 from ..session import dumps
 from . import hubstate as hs
+from .backlog import load_stored_beside, sweep_stored_beside
+from .retention import Retention
 
 log = logging.getLogger("taskhub.controller")
 
 _REFUSALS = (TaskhubError, ValueError, TypeError, KeyError)
+
+
+class Deferred:
+    """A reply that needs the task DB: job(db) on the DB worker's `on` thread ("reader" or
+    "writer"), then then(result) -> (content, buffers) or an iterator of them, on the loop."""
+
+    def __init__(self, job, then=None, on="reader", stream=False):
+        self.job, self.then, self.on, self.stream = job, then, on, stream
 
 
 class QueryService:
@@ -43,7 +55,43 @@ class QueryService:
             reply = handler(msg, ident)
         except _REFUSALS as e:
             return iter([(_error(type(e).__name__, _message(e)), [])])
+        if isinstance(reply, Deferred):
+            return reply
         return iter([reply]) if isinstance(reply, tuple) else _refusing(reply)
+
+    def run(self, deferred, send):
+        """Start `deferred` on the DB worker; send(replies) once it is answered."""
+        worker = self.c.dbworker
+
+        def done(ok, value):
+            if ok and deferred.then is not None:
+                try:
+                    value = deferred.then(value)
+                except _REFUSALS as e:
+                    ok, value = False, e
+            if not ok:
+                send(iter([self._failure(value)]))
+            else:
+                send(iter([value]) if isinstance(value, tuple) else _refusing(value))
+        self.c.recorder.flush()
+        if deferred.stream:  # each reply sent as the reader makes it
+            return worker.read_stream(deferred.job, lambda ok, reply: send(
+                iter([reply if ok else self._failure(reply)])))
+        (worker.read if deferred.on == "reader" else worker.on_writer)(deferred.job, done)
+
+    def _failure(self, error):
+        if not isinstance(error, _REFUSALS):  # the DB failed: the asker learns how
+            log.warning("task DB request failed: %s: %s", type(error).__name__, error)
+        return _error(type(error).__name__, _message(error)), []
+
+    def db_warning(self):
+        """A warning for query answers while the task DB cannot be written, or None."""
+        state = self.c.dbworker.backlog
+        if not state.failing:
+            return None
+        return (f"the task DB cannot be written ({state.reason}); records of the latest "
+                "tasks are kept by the controller and may be missing from this answer "
+                "until it can")
 
     # -- engines ----------------------------------------------------------------------------
     def _q_registration(self, msg, ident):
@@ -54,7 +102,7 @@ class QueryService:
         if info.get("batches") is True:  # it reads batch messages (docs/messages.md)
             self.c.batch_peers.add(str(rec.uuid).encode())
         return {"status": "ok", "id": rec.id, "heartbeat_period": self.c.heartbeat_period,
-                "batches": True}, []
+                "batches": True, "output_limit": self.c.output_limit}, []
 
     def _q_unregistration(self, msg, ident):
         self.c._apply(self.c.hub.handle(hs.Unregister(msg["content"].get("uuid", ""))))
@@ -80,17 +128,22 @@ class QueryService:
         status = {str(i): self._engine_status(self.c.hub.engines[i], verbose) for i in ids}
         waiting = [t.msg_id for t in self.c.scheduler.waiting]
         status["unassigned"] = waiting if verbose else len(waiting)
-        return {"status": "ok", "queue": status}, []
+        if not verbose:
+            return {"status": "ok", "queue": status}, []
+
+        def completed(db):  # each engine's "completed" holds its uuid until here
+            for i in ids:
+                done = db.find_records({"engine_uuid": status[str(i)]["completed"],
+                                        "completed": {"$ne": None}}, keys=["msg_id"])
+                status[str(i)]["completed"] = [r["msg_id"] for r in done]
+            return {"status": "ok", "queue": status}, []
+        return Deferred(completed)
 
     def _engine_status(self, rec, verbose):
         tasks = [m for m, e in self.c.scheduler.assigned.items() if e == rec.uuid]
         if not verbose:
             return {"queue": len(rec.direct), "tasks": len(tasks), "completed": rec.completed}
-        self.c.recorder.flush()
-        done = self.c.db.find_records({"engine_uuid": rec.uuid, "completed": {"$ne": None}},
-                                      keys=["msg_id"])
-        return {"queue": sorted(rec.direct), "tasks": tasks,
-                "completed": [r["msg_id"] for r in done]}
+        return {"queue": sorted(rec.direct), "tasks": tasks, "completed": rec.uuid}
 
     def _engine_ids(self, targets):
         """Engine ids from a request's targets (None: all); unknown ids are refused."""
@@ -124,15 +177,18 @@ class QueryService:
                 or not 0 < window <= 3600:
             raise ValueError(f"window must be a number of seconds in (0, 3600], not {window!r}")
         now = datetime.now(timezone.utc)
-        self.c.recorder.flush()
-        try:
-            done = self.c.db.count({"completed": {"$gte": now - timedelta(seconds=window)}})
-        except NoTaskDB:  # no history to count: the rest is still worth showing
-            done = None
-        return {"status": "ok", "time": now.isoformat(), "window": window, "completed": done,
-                "rate": None if done is None else done / window,
-                "outstanding": len(self.c.outstanding),
-                "waiting": len(self.c.scheduler.waiting)}, []
+        outstanding, waiting = len(self.c.outstanding), len(self.c.scheduler.waiting)
+        db_state = self.c.dbworker.state()
+
+        def count(db):
+            try:
+                done = db.count({"completed": {"$gte": now - timedelta(seconds=window)}})
+            except NoTaskDB:  # no history to count: the rest is still worth showing
+                done = None
+            return {"status": "ok", "time": now.isoformat(), "window": window,
+                    "completed": done, "rate": None if done is None else done / window,
+                    "outstanding": outstanding, "waiting": waiting, "db": db_state}, []
+        return Deferred(count)
 
     def _q_stats(self, msg, ident):
         c = self.c
@@ -140,7 +196,8 @@ class QueryService:
                 "engines": len(c.hub.up_ids()), "engine_limit": c.hub.engine_limit,
                 "engine_limit_reason": c.hub.limit_reason, "outstanding": len(c.outstanding),
                 "queued": len(c.queued),
-                "refused": c.zap.counts() if c.zap is not None else {}}, []
+                "refused": c.zap.counts() if c.zap is not None else {},
+                "db": c.dbworker.state()}, []
 
     def _q_shutdown(self, msg, ident):
         return {"status": "ok"}, []
@@ -156,81 +213,111 @@ class QueryService:
         query, keys = _query(content), content.get("keys")
         page = {"sort": content.get("sort"), "limit": content.get("limit"),
                 "skip": content.get("skip")}
-        self.c.recorder.flush()
-        if content.get("rows") is True:
-            return _row_replies(self.c.db.find_rows(query, keys, chunk=ROWS_PER_REPLY, **page))
-        records = self.c.db.find_records(query, keys, **page)
-        buffers, lens = [], []
-        for rec in records:
-            for key in ("buffers", "result_buffers"):
-                bufs = rec.pop(key, None)
-                lens.append((key, None if bufs is None else len(bufs)))
-                buffers.extend(bufs or ())
-        return {"status": "ok", "records": records, "buffer_lens": lens}, buffers
+        warning = self.db_warning()
+        if content.get("rows") is True:  # each reply sent as soon as the reader made it
+            return Deferred(lambda db: _refusing(_row_replies(
+                db.find_rows(query, keys, chunk=ROWS_PER_REPLY, **page), warning)),
+                stream=True)
+        return Deferred(lambda db: _records_reply(db.find_records(query, keys, **page),
+                                                  warning))
 
     def _q_db_count(self, msg, ident):
         """How many records match the query: the total behind a page of db_request."""
         query = _query(msg["content"])
-        self.c.recorder.flush()
-        return {"status": "ok", "count": self.c.db.count(query)}, []
+        return Deferred(lambda db: ({"status": "ok", "count": db.count(query)}, []))
 
     def _q_history(self, msg, ident):
-        self.c.recorder.flush()
-        return {"status": "ok", "history": self.c.db.get_history()}, []
+        return Deferred(lambda db: ({"status": "ok", "history": db.get_history()}, []))
 
     def _q_result(self, msg, ident):
         """Finished results come in the reply; pending ones are forwarded when they finish."""
         msg_ids = _str_list(msg["content"].get("msg_ids"), "msg_ids")
-        self.c.recorder.flush()
-        pending, done, buffers = [], {}, []
-        for msg_id in msg_ids:
-            if msg_id in self.c.outstanding:
-                pending.append(msg_id)
-                self.c.watchers.setdefault(msg_id, []).append(ident)
-                continue
-            rec = self.c.db.get_record(msg_id)
-            if rec.get("result_content") is None:
-                raise UnknownTaskError(f"task {msg_id!r} never finished: it was pending when "
-                                       "the controller that ran it stopped")
-            done[msg_id] = _result_summary(rec)
-            buffers.extend(rec.get("result_buffers") or [])
-        return {"status": "ok", "pending": pending, "completed": done}, buffers
+        pending = [m for m in msg_ids if m in self.c.outstanding]
+        for msg_id in pending:
+            self.c.watchers.setdefault(msg_id, []).append(ident)
+        finished = [m for m in msg_ids if m not in self.c.outstanding]
+
+        def results(db):
+            done, buffers = {}, []
+            for msg_id in finished:
+                rec = load_stored_beside(db.get_record(msg_id))
+                if rec.get("result_content") is None:
+                    raise UnknownTaskError(f"task {msg_id!r} never finished: it was pending "
+                                           "when the controller that ran it stopped")
+                if rec.get("result_buffers") is None and rec["status"] == "ok":
+                    raise UnknownTaskError(f"the result of task {msg_id!r} is no longer "
+                                           "stored (culled by retention, or not kept); its "
+                                           "record, status and output remain: "
+                                           f"rc.db_query({{'msg_id': {msg_id!r}}})")
+                done[msg_id] = _result_summary(rec)
+                buffers.extend(rec.get("result_buffers") or [])
+            return {"status": "ok", "pending": pending, "completed": done}, buffers
+        return Deferred(results) if finished else results(None)
+
+    def _q_goodbye(self, msg, ident):
+        """A client closing: forget what the hub kept for it, so clients that come and go
+        leave nothing behind (its tasks still run and are recorded)."""
+        self.c.batch_peers.discard(ident)
+        watchers = self.c.watchers
+        for msg_id in [m for m, idents in watchers.items() if ident in idents]:
+            left = [i for i in watchers[msg_id] if i != ident]
+            if left:
+                watchers[msg_id] = left
+            else:
+                del watchers[msg_id]
+        return {"status": "ok"}, []
 
     def _q_result_status(self, msg, ident):
         """Which of msg_ids are pending and which completed (unknown ids are an error)."""
         msg_ids = _str_list(msg["content"].get("msg_ids"), "msg_ids")
         pending = [m for m in msg_ids if m in self.c.outstanding]
-        self.c.recorder.flush()
-        found = {r["msg_id"]: r for r in self.c.db.find_records(
-            {"msg_id": {"$in": [m for m in msg_ids if m not in self.c.outstanding]}},
-            keys=["msg_id", "completed"])}
-        unknown = [m for m in msg_ids if m not in found and m not in pending]
-        if unknown:
-            raise UnknownTaskError(f"no task with msg_id {unknown[0]!r} in the task database")
-        completed = [m for m in msg_ids if m in found and found[m]["completed"] is not None]
-        lost = [m for m in msg_ids if m in found and found[m]["completed"] is None]
-        return {"status": "ok", "pending": pending, "completed": completed,
-                "never_finished": lost}, []
+        others = [m for m in msg_ids if m not in self.c.outstanding]
+
+        def status(found):
+            found = {r["msg_id"]: r for r in found}
+            unknown = [m for m in msg_ids if m not in found and m not in pending]
+            if unknown:
+                raise UnknownTaskError(f"no task with msg_id {unknown[0]!r} in the task "
+                                       "database")
+            completed = [m for m in msg_ids if m in found and found[m]["completed"] is not None]
+            lost = [m for m in msg_ids if m in found and found[m]["completed"] is None]
+            return {"status": "ok", "pending": pending, "completed": completed,
+                    "never_finished": lost}, []
+        return Deferred(lambda db: db.find_records({"msg_id": {"$in": others}},
+                                                   keys=["msg_id", "completed"]), status)
 
     def _q_purge(self, msg, ident):
         """Drop finished records by msg_id, by engine, or all of them."""
         content = msg["content"]
         jobs, targets = content.get("msg_ids"), content.get("targets")
-        self.c.recorder.flush()
+        blobs = self.c.dbworker.blob_dir
         if jobs == "all":
-            dropped = self.c.db.drop_matching_records({"completed": {"$ne": None}})
-            return {"status": "ok", "dropped": dropped}, []
+            return Deferred(lambda db: _purged(db, [], None, True, blobs), on="writer")
         jobs = _str_list(jobs or [], "msg_ids")
         running = [m for m in jobs if m in self.c.outstanding]
         if running:
             raise ValueError(f"cannot purge tasks that have not finished: {running}")
-        for msg_id in jobs:
-            self.c.db.drop_record(msg_id)
-        dropped = len(jobs)
-        for engine_id in self._purge_targets(targets):
-            dropped += self.c.db.drop_matching_records(
-                {"engine_id": engine_id, "completed": {"$ne": None}})
-        return {"status": "ok", "dropped": dropped}, []
+        targets = self._purge_targets(targets)
+        return Deferred(lambda db: _purged(db, jobs, targets, False, blobs), on="writer")
+
+    def _q_cull(self, msg, ident):
+        """Apply retention bounds once (ipcluster tasks --purge, Client.cull_results)."""
+        content = msg["content"]
+        bounds = {k: content.get(k) or 0 for k in ("max_records", "max_bytes", "max_age")}
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                   for v in bounds.values()):
+            raise TypeError(f"retention bounds must be numbers, not {bounds}")
+        retention = Retention(**bounds, what=content.get("what") or "records")
+        if not retention.bounded:
+            raise ValueError("give at least one bound: max_records, max_bytes or max_age")
+
+        def cull(db):
+            culled, total = 0, retention.batch
+            while total >= retention.batch:  # a batch at a time until nothing is over
+                total = cull_once(db, retention, self.c.dbworker.blob_dir)
+                culled += total
+            return {"status": "ok", "culled": culled}, []
+        return Deferred(cull, on="writer")
 
     def _purge_targets(self, targets):
         if targets is None:
@@ -244,19 +331,41 @@ class QueryService:
         running = [m for m in msg_ids if m in self.c.outstanding]
         if running:
             raise ValueError(f"cannot resubmit tasks that have not finished: {running}")
-        self.c.recorder.flush()
-        records = [self.c.db.get_record(m) for m in msg_ids]  # an unknown id fails the call
-        new_args = _split_frames(msg["buffers"], msg["content"].get("arg_frames"), len(records))
-        return {"status": "ok", "resubmitted": self.c.resubmit(records, ident, new_args)}, []
+        new_args = _split_frames(msg["buffers"], msg["content"].get("arg_frames"), len(msg_ids))
+
+        def resubmit(records):
+            running = [m for m in msg_ids if m in self.c.outstanding]
+            if running:  # resubmitted by someone else meanwhile
+                raise ValueError(f"cannot resubmit tasks that have not finished: {running}")
+            return {"status": "ok", "resubmitted": self.c.resubmit(records, ident,
+                                                                   new_args)}, []
+        # an unknown id fails the call
+        return Deferred(lambda db: [load_stored_beside(db.get_record(m)) for m in msg_ids],
+                        resubmit)
 
     # -- stopping tasks ---------------------------------------------------------------------
     def _q_abort(self, msg, ident):
-        self.c.abort(_str_list(msg["content"].get("msg_ids"), "msg_ids"))
-        return {"status": "ok"}, []
+        return self._stopping(msg, self.c.abort)
 
     def _q_interrupt(self, msg, ident):
-        self.c.interrupt(_str_list(msg["content"].get("msg_ids"), "msg_ids"))
-        return {"status": "ok"}, []
+        return self._stopping(msg, self.c.interrupt)
+
+    def _stopping(self, msg, stop):
+        """Stop the unfinished tasks named at once (a Ctrl-C's abort must not wait for the
+        task DB); the others are finished or unknown, and the reply, once the task DB has
+        looked them up, is an UnknownTaskError naming one it does not know."""
+        msg_ids = _str_list(msg["content"].get("msg_ids"), "msg_ids")
+        others = [m for m in msg_ids if m not in self.c.outstanding]
+        stop([m for m in msg_ids if m in self.c.outstanding])
+        if not others:
+            return {"status": "ok"}, []
+
+        def checked(found):
+            missing = [m for m in others if m not in {r["msg_id"] for r in found}]
+            if missing:
+                raise UnknownTaskError(f"no task has msg_id {missing[0]!r}")
+            return {"status": "ok"}, []
+        return Deferred(lambda db: _known(db, others), checked)
 
     def _q_cancel(self, msg, ident):
         """Abort those of msg_ids still waiting for an engine; the rest are left alone (the
@@ -289,22 +398,75 @@ class QueryService:
 ROWS_PER_REPLY = 2000  # records in one db_reply of rows: ~2 MB of typical records
 
 
-def _row_replies(chunks):
+def _row_replies(chunks, warning=None):
     """(content, buffers) of one db_reply per RecordRows of `chunks`; all but the last say
-    `more: true`. The first is made here, so that what find_rows raises refuses the request."""
+    `more: true`. The first is made here, so that what find_rows raises refuses the request.
+    A `warning` (the task DB is failing) goes in the first."""
     chunks = iter(chunks)
     current = next(chunks)
 
     def replies(current):
+        note = warning
         for following in chunks:
-            yield _rows_content(current, more=True), current.buffers
-            current = following
-        yield _rows_content(current, more=False), current.buffers
+            yield _rows_content(current, more=True, warning=note), current.buffers
+            current, note = following, None
+        yield _rows_content(current, more=False, warning=note), current.buffers
     return replies(current)
 
 
-def _rows_content(rows, more):
-    head = dumps({"status": "ok", "keys": rows.keys, **({"more": True} if more else {})})
+def _records_reply(records, warning):
+    buffers, lens = [], []
+    for rec in records:
+        for key in ("buffers", "result_buffers"):
+            bufs = rec.pop(key, None)
+            lens.append((key, None if bufs is None else len(bufs)))
+            buffers.extend(bufs or ())
+    extra = {"db_warning": warning} if warning else {}
+    return {"status": "ok", "records": records, "buffer_lens": lens, **extra}, buffers
+
+
+def _purged(db, msg_ids, targets, everything, blob_dir):
+    """Drop finished records (on the DB writer), and their values stored beside the DB;
+    the reply to a purge_request."""
+    if everything:
+        dropped = db.drop_matching_records({"completed": {"$ne": None}})
+        db.commit()
+        sweep_stored_beside(db, blob_dir)
+        return {"status": "ok", "dropped": dropped}, []
+    for msg_id in msg_ids:
+        db.drop_record(msg_id)
+    dropped = len(msg_ids)
+    for engine_id in targets:
+        dropped += db.drop_matching_records({"engine_id": engine_id,
+                                             "completed": {"$ne": None}})
+    db.commit()
+    sweep_stored_beside(db, blob_dir)
+    return {"status": "ok", "dropped": dropped}, []
+
+
+def cull_once(db, retention, blob_dir=None):
+    """One retention pass over `db`, committed (on the DB writer), with the values stored
+    beside the DB of the records it dropped; returns the count."""
+    culled = retention.cull(db)
+    db.commit()
+    if culled:
+        sweep_stored_beside(db, blob_dir)
+    if culled:
+        log.info("retention: culled %d finished task%s (%s)", culled,
+                 "" if culled == 1 else "s", retention.what)
+    return culled
+
+
+def _known(db, msg_ids):
+    try:
+        return db.find_records({"msg_id": {"$in": msg_ids}}, ["msg_id"])
+    except NoTaskDB:  # nothing to check against; stopping a finished task does nothing
+        return [{"msg_id": m} for m in msg_ids]
+
+
+def _rows_content(rows, more, warning=None):
+    head = dumps({"status": "ok", "keys": rows.keys, **({"more": True} if more else {}),
+                  **({"db_warning": warning} if warning else {})})
     return b"".join([head[:-1], b',"rows":', *rows.json_parts, b"}"])
 
 

@@ -19,6 +19,11 @@ every task; what a crash can lose is the last `linger` seconds of results (whose
 may have reached their clients) and the last `hold` seconds of submissions that had not
 finished (whose senders got no answer either).
 
+Buffers (the function and arguments of a request, the result of a reply) are stored unless
+the recorder was made with store=False or a request's metadata says "store": False: then
+the record keeps everything else (status, timings, output, errors) and `resubmit` and
+`get_result` say the data was not kept.
+
 A task that failed an attempt and runs again (retries, UnmetDependency) keeps one record:
 each failed attempt is listed in its ``result_metadata["failed_attempts"]`` (engine, error,
 time), there as soon as it happens and kept once the task finishes.
@@ -45,8 +50,10 @@ def _keep_text(value, raw):
 
 
 class TaskRecorder:
-    def __init__(self, db, hold=HOLD, linger=LINGER, clock=time.monotonic):
+    def __init__(self, db, hold=HOLD, linger=LINGER, clock=time.monotonic, store=True):
         self.db = db
+        self.store = store  # whether buffers are stored unless a task says otherwise
+        self._unstored = set()  # msg_ids of unfinished tasks whose buffers are not stored
         self.hold = hold
         self.linger = linger
         self._ready_since = None  # clock time of the oldest change waiting only to be written
@@ -63,11 +70,15 @@ class TaskRecorder:
         if now <= self._last_submitted:  # the same microsecond as the task before
             now = self._last_submitted + _TICK
         self._last_submitted = now
+        store = md.get("store", self.store) is not False
+        if not store:
+            self._unstored.add(header["msg_id"])
         self._adds[header["msg_id"]] = {
             "msg_id": header["msg_id"], "header": _keep_text(header, _raw(msg, 1)),
             "metadata": _keep_text(md, _raw(msg, 3)),
             "content": _keep_text(msg["content"], _raw(msg, 4)),
-            "buffers": [bytes(b) for b in msg["buffers"]], "submitted": now,
+            "buffers": [bytes(b) for b in msg["buffers"]] if store else None,
+            "submitted": now,
             "client_uuid": header.get("session"), "queue": queue,
             "label": md.get("label"), "task_group": md.get("task_group"), **extra}
         self._due[header["msg_id"]] = self._clock() + self.hold
@@ -101,13 +112,21 @@ class TaskRecorder:
         self.update(msg_id, result_header=_keep_text(reply["header"], _raw(reply, 1)),
                     result_content=_keep_text(content, _raw(reply, 4)),
                     result_metadata=self._with_failures(msg_id, result_md),
-                    result_buffers=[bytes(b) for b in reply["buffers"]],
+                    result_buffers=None if self._stored_not(msg_id) else
+                    [bytes(b) for b in reply["buffers"]],
                     started=parse_date(md.get("started")),
                     completed=parse_date(md.get("completed")) or now, received=now,
                     stdout=md.get("stdout", ""), stderr=md.get("stderr", ""),
                     status=content.get("status"), error=error)
 
+    def _stored_not(self, msg_id):
+        if msg_id in self._unstored:
+            self._unstored.discard(msg_id)
+            return True
+        return False
+
     def failed(self, msg_id, content, now):
+        self._unstored.discard(msg_id)
         self.update(msg_id, result_content=content, completed=now, received=now,
                     status="error", error=content)
         if msg_id in self._failures:
@@ -116,6 +135,10 @@ class TaskRecorder:
     def _with_failures(self, msg_id, md):
         failures = self._failures.pop(msg_id, None)
         return {**md, "failed_attempts": failures} if failures else md
+
+    def holds(self, msg_id):
+        """Whether task `msg_id` was submitted and is not written yet."""
+        return msg_id in self._adds
 
     @property
     def dirty(self):

@@ -1,13 +1,25 @@
 """Per-task stdout/stderr capture for an engine.
 
 `OutputRouter` replaces sys.stdout/sys.stderr once; while a task runs, whatever any thread
-writes goes to that task's `TaskOutput`, and otherwise to the real streams. The IO thread
-takes unpublished chunks (under the output's lock) to publish them on iopub as they come.
+writes goes to that task's `TaskOutput`, and otherwise to the real streams.
+
+    task thread ── write ──▶ TaskOutput ──┬─ kept: the first `limit` chars per stream, for
+                                          │  the reply's metadata (the task record)
+                                          └─ unpublished ──▶ IO thread ──▶ iopub, in chunks
+                                             of up to CHUNK chars (many writes, one message)
+
+A task that prints faster than iopub drains waits in `write` once MAX_PENDING chars are
+unpublished (backpressure): a flood slows its own task down, not the engine's memory or
+the controller. Other threads never wait there (the IO thread may itself log while a task
+runs), and `release()` ends every wait when the engine stops.
 """
 import sys
 import threading
 from contextlib import contextmanager
 
+OUTPUT_LIMIT = 2**20  # chars per stream kept for the task record unless the hub says other
+CHUNK = 64 * 2**10    # chars per iopub message at most: a flood of lines is a few messages
+MAX_PENDING = 4 * 2**20  # unpublished chars before the task's own writes wait
 
 _ROUTER = None  # the installed OutputRouter: where display() finds the running task
 
@@ -17,12 +29,26 @@ def current_output():
     return _ROUTER.current if _ROUTER is not None else None
 
 
+def truncation_marker(name, dropped, limit):
+    """The line that ends a stream the record keeps only the start of."""
+    return (f"\n[taskhub: {name} truncated: the record keeps its first {limit:,} characters; "
+            f"{dropped:,} more were printed (subscribers to iopub got them all; the "
+            f"controller's --output-limit sets the cap)]\n")
+
+
 class TaskOutput:
-    def __init__(self, parent):
+    def __init__(self, parent, limit=OUTPUT_LIMIT, max_pending=MAX_PENDING):
         self.parent = parent
-        self._lock = threading.Lock()
-        self._chunks = {"stdout": [], "stderr": []}
-        self._unpublished = []
+        self.limit = limit
+        self.max_pending = max_pending
+        self._cond = threading.Condition(threading.Lock())
+        self._kept = {"stdout": [], "stderr": []}
+        self._room = {"stdout": limit, "stderr": limit}  # chars the record may still take
+        self._dropped = {"stdout": 0, "stderr": 0}
+        self._unpublished = []       # (name, text) in the order written
+        self._pending = 0            # chars in _unpublished
+        self._owner = threading.get_ident()  # the task's thread: the one that may wait
+        self._released = False
         self.outputs = []            # display() calls: {"data": mimebundle, "metadata": ...}
         self.execute_result = None   # the value of an execute()'s last expression, formatted
 
@@ -37,18 +63,73 @@ class TaskOutput:
         return md
 
     def write(self, name, text):
-        with self._lock:
-            self._chunks[name].append(text)
+        with self._cond:
+            if self._pending >= self.max_pending and threading.get_ident() == self._owner:
+                self._cond.wait_for(lambda: self._pending < self.max_pending
+                                    or self._released)
+            self._keep(name, text)
             self._unpublished.append((name, text))
+            self._pending += len(text)
 
-    def take_unpublished(self):
-        with self._lock:
-            taken, self._unpublished = self._unpublished, []
-        return taken
+    def _keep(self, name, text):
+        room = self._room[name]
+        if len(text) <= room:
+            self._kept[name].append(text)
+            self._room[name] = room - len(text)
+            return
+        if room:
+            self._kept[name].append(text[:room])
+            self._room[name] = 0
+        self._dropped[name] += len(text) - room
+
+    def take_unpublished(self, max_chars=None):
+        """What was written and not yet published, as (name, text) chunks of up to CHUNK
+        chars (consecutive writes to one stream joined), at most `max_chars` in all (about:
+        at least one chunk); what is left stays for the next call."""
+        with self._cond:
+            taken, size, chunks = 0, 0, []
+            for name, text in self._unpublished:
+                if max_chars is not None and size >= max_chars:
+                    break
+                if chunks and chunks[-1][0] == name and chunks[-1][2] + len(text) <= CHUNK:
+                    chunks[-1][1].append(text)
+                    chunks[-1][2] += len(text)
+                else:
+                    chunks.append([name, [text], len(text)])
+                size += len(text)
+                taken += 1
+            del self._unpublished[:taken]
+            self._pending -= size
+            self._cond.notify_all()
+        return [(name, "".join(parts)) for name, parts, _ in chunks]
+
+    def unpublish(self, chunks):
+        """Put back chunks that could not be sent (iopub is full): they go first next time."""
+        with self._cond:
+            self._unpublished[:0] = chunks
+            self._pending += sum(len(text) for _, text in chunks)
+
+    @property
+    def pending(self):
+        return self._pending
+
+    def release(self):
+        """No write waits any more (the engine is stopping, or the task is done)."""
+        with self._cond:
+            self._released = True
+            self._cond.notify_all()
 
     def text(self, name):
-        with self._lock:
-            return "".join(self._chunks[name])
+        """The stream as the record keeps it: its first `limit` chars, and a marker saying
+        how much more there was."""
+        with self._cond:
+            kept = "".join(self._kept[name])
+            dropped = self._dropped[name]
+        return kept + truncation_marker(name, dropped, self.limit) if dropped else kept
+
+    def truncated(self):
+        """{name: chars printed in all} of the streams the record keeps only the start of."""
+        return {k: self.limit + v for k, v in self._dropped.items() if v}
 
 
 class _Stream:

@@ -55,7 +55,7 @@ from .. import callables, curve, nesting, serialize, strategies, versions
 from ..error import RemoteError
 from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
-from .capture import OutputRouter, TaskOutput
+from .capture import OUTPUT_LIMIT, OutputRouter, TaskOutput
 
 log = logging.getLogger("taskhub.engine")
 
@@ -63,6 +63,11 @@ _get = zmq.backend.Socket.get
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 BATCH_GATHER = 0.0005  # how long a reply may wait for others while more tasks are queued
 BATCH_GATHER_MAX = 64
+IOPUB_HWM = 64  # output messages (of up to capture.CHUNK chars) queued towards the hub; a
+# full queue makes the sender wait instead of dropping (XPUB_NODROP): backpressure
+PUBLISH_PER_TURN = 2**20  # output chars the IO thread publishes per turn, so a flood never
+# keeps it from the control socket and the controller's pings for long
+FINAL_OUTPUT_WAIT = 10.0  # seconds a finished task's last output may wait for room on iopub
 
 
 class RegistrationFailed(RuntimeError):
@@ -106,6 +111,8 @@ class Engine:
         self._heart = None
         self._poller = None          # the IO thread's, over its current sockets
         self._registration_timeout = 30.0
+        self.output_limit = OUTPUT_LIMIT  # chars per stream the reply carries (the hub's)
+        self._output_full = False    # iopub refused output: back off a little (IO thread)
         self.controller_timeout = controller_timeout
         self.context = context
         self._queue = collections.deque()  # (channel, idents, msg, generation) to run
@@ -174,6 +181,7 @@ class Engine:
                                      f"{reply['content'].get('evalue')}")
         self.id = reply["content"]["id"]
         self.heartbeat_period = reply["content"].get("heartbeat_period", 1.0)
+        self.output_limit = reply["content"].get("output_limit", OUTPUT_LIMIT)
         if reply["content"].get("batches") is not True:  # a hub that reads no batches
             self._batch_channels = set()
         self._heart = Heart(self.context, _url(self.info, "hb_ping"),
@@ -259,7 +267,9 @@ class Engine:
         socks["ping"] = self.context.socket(zmq.SUB)
         socks["ping"].subscribe(b"")
         _connect(socks["ping"], self.info, "hb_ping")
-        socks["iopub"] = self.context.socket(zmq.PUB)
+        socks["iopub"] = self.context.socket(zmq.XPUB)  # XPUB: it can refuse, not drop
+        socks["iopub"].sndhwm = IOPUB_HWM
+        socks["iopub"].setsockopt(zmq.XPUB_NODROP, 1)
         _connect(socks["iopub"], self.info, "iopub")
         self._poller = zmq.Poller()
         for sock in (socks["control"], socks["ping"]):
@@ -410,6 +420,8 @@ class Engine:
         batch; 500 when idle."""
         running = self._running
         timeout = 500 if running is None else 100
+        if any(output.pending for output in list(self.outputs.values())):
+            timeout = 10 if self._output_full else 0  # more output to publish
         if running is not None and running[1] is not None and self._timed_out != running[0]:
             timeout = min(timeout, int((running[1] - time.monotonic()) * 1000) + 1)
         if self._held:
@@ -476,13 +488,48 @@ class Engine:
             sock.send_multipart(replies[0], copy=False)
 
     def _publish_output(self, iopub):
+        full = False
         for output in list(self.outputs.values()):
-            self._publish_chunks(iopub, output)
+            full |= not self._publish_chunks(iopub, output, PUBLISH_PER_TURN)
+        self._output_full = full
 
-    def _publish_chunks(self, iopub, output):
-        for name, text in output.take_unpublished():
-            self.session.send(iopub, "stream", {"name": name, "text": text},
-                              parent=output.parent, metadata={"engine_id": self.id})
+    def _publish_chunks(self, iopub, output, max_chars=None):
+        """Send what `output` has not published, up to `max_chars`, without waiting: what
+        iopub has no room for goes back to `output`. Whether iopub took all it was given.
+        The topic is the asking client's session, so the hub's iopub sends it to that
+        client only (publisher-side filtering)."""
+        chunks = output.take_unpublished(max_chars)
+        topic = str(output.parent.get("session", "")).encode()
+        for i, (name, text) in enumerate(chunks):
+            frames, _ = self.session.serialize(
+                "stream", {"name": name, "text": text}, parent=output.parent,
+                metadata={"engine_id": self.id}, idents=[topic])
+            try:
+                iopub.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                output.unpublish(chunks[i:])
+                return False
+        return True
+
+    def _publish_last(self, output):
+        """(main thread) The rest of a finished task's output, before its reply; waits up to
+        FINAL_OUTPUT_WAIT for room on iopub (the hub relays it meanwhile), then drops what
+        is left: the reply's metadata still has the start of it."""
+        output.release()
+        if not output.pending:  # most tasks: the IO thread published it all, or none came
+            return
+        deadline = time.monotonic() + FINAL_OUTPUT_WAIT
+        while True:
+            with self._iopub_lock:
+                if self._closed or self._iopub is None or \
+                        self._publish_chunks(self._iopub, output):  # (None: rejoining)
+                    return
+            if time.monotonic() >= deadline:
+                log.warning("dropped %d chars of output of task %s: iopub stayed full",
+                            output.pending, output.parent.get("msg_id"))
+                return
+            if self._stopping.wait(0.005):  # room comes as the hub reads: no wake-up to
+                return                         # wait on
 
     def _unregister_quietly(self):
         try:
@@ -492,6 +539,8 @@ class Engine:
 
     def _begin_shutdown(self):
         self._stopping.set()
+        for output in list(self.outputs.values()):
+            output.release()  # a task waiting for room on iopub would wait for ever
         _poke(self._main_wake[1])
         with self._cond:
             self._cond.notify_all()
@@ -554,11 +603,10 @@ class Engine:
             if frames is None:  # the IO thread closed the sockets while the task ran
                 return
             reply = (channel, msg.msg_id, generation, self._reply_frames(idents, msg, *frames))
-            output = self.outputs.pop(msg.msg_id, None)
-            if output is not None:
-                with self._iopub_lock:  # the last of its output goes before the reply
-                    if not self._closed:
-                        self._publish_chunks(self._iopub, output)
+            output = self.outputs.get(msg.msg_id)
+            if output is not None:  # the last of its output goes before the reply
+                self._publish_last(output)
+                self.outputs.pop(msg.msg_id, None)
             if not self._held:
                 self._held_until = time.monotonic() + BATCH_GATHER
             self._held.append(reply)
@@ -642,7 +690,7 @@ class Engine:
         if aborted:
             return ({"status": "error", "ename": "TaskAborted", "evalue": "aborted before it ran",
                      "traceback": ""}, {"status": "aborted"}, [])
-        output = TaskOutput(msg["header"])
+        output = TaskOutput(msg["header"], self.output_limit)
         self.outputs[msg.msg_id] = output
         started = utcnow()
         limit = _time_limit(msg["metadata"])
@@ -663,6 +711,8 @@ class Engine:
             if text:
                 md[name] = text
         md.update(output.rich_metadata())
+        if output.truncated():
+            md["output_truncated"] = output.truncated()
         return content, md, buffers
 
     def _call(self, msg, limit):

@@ -190,7 +190,12 @@ class TaskDB(ABC):
 
     Not thread-safe: the hub uses one instance from one thread at a time. Records are
     returned as new dicts with the keys asked for; datetimes always come back UTC-aware.
+
+    `deadline` (a time.monotonic() value, or None) is when a read must give up: the DB
+    worker sets it around each query, and a backend that can stop a query midway raises
+    TimeoutError (or SQLite's "interrupted") once it passes.
     """
+    deadline = None
 
     def open(self):
         """Connect / create storage; return self. `make_db` calls it; constructors do no I/O."""
@@ -244,6 +249,14 @@ class TaskDB(ABC):
     @abstractmethod
     def drop_matching_records(self, query):
         """Delete every record matching `query`; return how many were deleted."""
+
+    def buffer_sizes(self, query):
+        """(msg_id, bytes of its buffers and result buffers) of each record matching
+        `query`, in submission order: what retention by size weighs. This generic version
+        reads the buffers; backends that can ask their store for the sizes do so."""
+        keys = ["msg_id", "buffers", "result_buffers"]
+        return [(r["msg_id"], sum(len(b) for key in keys[1:] for b in r[key] or ()))
+                for r in self.find_records(query, keys)]
 
     def commit(self):
         """Make the writes so far durable. The hub calls it once per event-loop turn."""

@@ -4,6 +4,8 @@ For tests and short sessions; memory grows with every task, so long-running cont
 should use the SQLite backend. Records are stored and returned as shallow copies: the
 dicts and buffer lists inside them are shared, so callers must not mutate them.
 """
+import time
+
 from taskhub.controller.db.base import (
     TaskDB, check_new_ids, new_record, record_changes, submission_order,
 )
@@ -32,16 +34,29 @@ class MemoryDB(TaskDB):
     def find_records(self, query, keys=None, sort=None, limit=None, skip=None):
         test, keys, order = compile_query(query), projection(keys), sort_spec(sort)
         limit, skip = page_bounds(limit, skip)
-        found = _in_order(filter(test, self._records.values()), order)
+        found = _in_order(filter(test, self._watched(self._records.values())), order)
         end = None if limit is None else skip + limit
         return [{key: record[key] for key in keys} for record in found[skip:end]]
 
     def drop_matching_records(self, query):
         test = compile_query(query)
-        doomed = [msg_id for msg_id, record in self._records.items() if test(record)]
+        doomed = [r["msg_id"] for r in self._watched(list(self._records.values())) if test(r)]
         for msg_id in doomed:
             del self._records[msg_id]
         return len(doomed)
+
+    def _watched(self, records):
+        """`records`, raising TimeoutError once `deadline` passes (looked at every 256)."""
+        if self.deadline is None:
+            return records
+        return _until(self.deadline, records)
+
+
+def _until(deadline, records):
+    for i, record in enumerate(records):
+        if not i & 255 and time.monotonic() > deadline:
+            raise TimeoutError("the query ran past its deadline")
+        yield record
 
 
 def _in_order(records, order):

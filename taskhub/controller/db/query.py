@@ -26,6 +26,7 @@ starts from that form. `compile_query` and `match` evaluate it in Python (the me
 `projection`, `sort_spec` and `page_bounds` check the `keys`, `sort`, `limit` and `skip`
 arguments of find_records for every backend.
 """
+import functools
 import operator
 import re
 
@@ -174,6 +175,8 @@ def _check_pattern(key, op, pattern):
         re.compile(glob_to_regex(pattern) if op == "$glob" else pattern)
     except re.error as error:
         raise QueryError(f"invalid {op} pattern {pattern!r} on key {key!r}: {error}") from None
+    if op == "$regex":
+        compile_regex(pattern)  # refuses what could backtrack without bound
     return pattern
 
 
@@ -216,10 +219,62 @@ def _condition_test(key, condition):
 
 def _prepare(op, operand):
     if op == "$regex":
-        return re.compile(operand)
+        return compile_regex(operand)
     if op == "$glob":
-        return re.compile(glob_to_regex(operand))
+        return compile_regex(glob_to_regex(operand, end=GLOB_END))
     return operand
+
+
+try:
+    import re2 as _re2
+    _RE2_OPTIONS = _re2.Options()
+    _RE2_OPTIONS.log_errors = False  # a pattern it cannot take falls back quietly
+except ImportError:  # the package google-re2; then patterns run on re (no linear bound)
+    _re2 = None
+GLOB_END = r"\z" if _re2 is not None else r"\Z"  # the end of the text, in each engine
+
+
+@functools.lru_cache(maxsize=256)
+def compile_regex(pattern):
+    """`pattern` compiled by RE2 (google-re2), whose searches take time linear in the text:
+    a pattern like "(a+)+$" cannot backtrack for minutes. A pattern RE2 cannot take is
+    compiled by re if it is safe there too (only a syntax RE2 spells otherwise, such as
+    \\Z); one with backreferences or lookaround — which RE2 refuses because they can take
+    exponential time, and which no time budget can stop inside one re call — is refused
+    with a QueryError. Without google-re2, re compiles everything."""
+    if _re2 is None:
+        return re.compile(pattern)
+    try:
+        return _re2.compile(pattern, options=_RE2_OPTIONS)
+    except _re2.error:
+        pass
+    if _backtracks(pattern):
+        raise QueryError(f"the pattern {pattern!r} uses backreferences or lookaround, which "
+                         "can take exponential time; the task DB runs patterns on RE2, "
+                         "which has neither: rewrite it without them")
+    return re.compile(pattern)
+
+
+_re_parser = getattr(re, "_parser", None)
+if _re_parser is None:  # Python < 3.11
+    import sre_parse as _re_parser
+_BACKTRACKING = {"GROUPREF", "GROUPREF_EXISTS", "ASSERT", "ASSERT_NOT"}
+
+
+def _backtracks(pattern):
+    """Whether the re pattern has a backreference or a lookaround anywhere in it."""
+    def walk(items):
+        for op, arg in items:
+            if str(op) in _BACKTRACKING:
+                return True
+            for value in (arg if isinstance(arg, (tuple, list)) else (arg,)):
+                if isinstance(value, _re_parser.SubPattern) and walk(value):
+                    return True
+                if isinstance(value, (tuple, list)) and any(
+                        isinstance(v, _re_parser.SubPattern) and walk(v) for v in value):
+                    return True
+        return False
+    return walk(_re_parser.parse(pattern))
 
 
 def match(record, query):

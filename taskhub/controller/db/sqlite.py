@@ -15,6 +15,7 @@ connection see them. Opening a file made by an older version adds the columns it
 """
 import itertools
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -28,9 +29,13 @@ from taskhub.controller.db.base import (
     KEY_KINDS, TASK_RECORD_KEYS, RecordRows, TaskDB, _check_keys, check_new_ids, clean_value,
     record_changes,
 )
+from taskhub.error import CorruptTaskDB
 from taskhub.controller.db.query import (
-    LOGICAL, glob_to_regex, glob_tokens, page_bounds, projection, sort_spec, validate,
+    GLOB_END, LOGICAL, compile_regex, glob_to_regex, glob_tokens, page_bounds, projection,
+    sort_spec, validate,
 )
+
+log = logging.getLogger("taskhub.controller")
 
 _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "datetime": "INTEGER", "dict": "TEXT",
               "buffers": "BLOB"}
@@ -49,6 +54,11 @@ _REPLACED_INDEXES = ("label",)  # single-key indexes of older files, now (key, s
 SORT_INDEX_BUDGET = 0.02
 CHECKPOINT_PERIOD = 0.5  # seconds between checkpoints of the write-ahead log (_Checkpointer)
 WAL_RESTART_BYTES = 64 * 2**20  # a write-ahead log this big is emptied once caught up
+# Free pages (left by purged records) are given back to the file system once they are at
+# least this share of the file and this many bytes, at most VACUUM_STEP_BYTES per
+# checkpoint period, so the write lock is held briefly (see reclaim).
+RECLAIM_SHARE, RECLAIM_BYTES, VACUUM_STEP_BYTES = 1 / 8, 4 * 2**20, 64 * 2**20
+CONVERT_BYTES = 64 * 2**20  # an older file up to this size is converted to auto_vacuum at open
 _PROGRESS_STEPS = 20000  # SQLite VM instructions between looks at the clock
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -230,8 +240,20 @@ class _ByRowid:
 
 
 def _regexp(pattern, value):
-    """SQLite's `value REGEXP pattern`: Python re.search; NULL never matches."""
-    return isinstance(value, str) and re.search(pattern, value) is not None
+    """SQLite's `value REGEXP pattern`: a search in linear time (query.compile_regex);
+    NULL never matches."""
+    return isinstance(value, str) and compile_regex(pattern).search(value) is not None
+
+
+def _file_identity(filename):
+    """(device, inode) of the file at `filename`, or None if there is none."""
+    if filename == ":memory:":
+        return None
+    try:
+        st = os.stat(filename)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def where_clause(query):
@@ -317,7 +339,7 @@ def _in_clause(key, column, operands):
 def _glob_clause(column, pattern):
     tokens = glob_tokens(pattern)
     if any(kind == "set" for kind, _, _ in tokens):
-        return f"{column} REGEXP ?", [glob_to_regex(pattern)]
+        return f"{column} REGEXP ?", [glob_to_regex(pattern, end=GLOB_END)]
     glob = "".join(_GLOB_TEXT.get(text, text) if kind == "text" else text
                    for kind, text, _ in tokens)
     return f"{column} GLOB ?", [glob]
@@ -331,6 +353,22 @@ def checkpoint(conn, restart_frames):
     if log >= restart_frames and log - done <= restart_frames // 16:
         _, log, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return log, done
+
+
+def reclaim(conn):
+    """Give the free pages of the file back to the file system, a step at a time: returns
+    how many pages were freed (0 if too few were free to bother). Needs a file whose
+    auto_vacuum is INCREMENTAL (files made by this version; smaller older ones are
+    converted at open)."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    if free < pages * RECLAIM_SHARE or free * page_size < RECLAIM_BYTES:
+        return 0
+    step = min(free, VACUUM_STEP_BYTES // page_size)
+    # executescript steps the statement to its end; execute() would free one page only
+    conn.executescript(f"PRAGMA incremental_vacuum({step});")
+    return step
 
 
 class _Checkpointer:
@@ -350,7 +388,12 @@ class _Checkpointer:
     So once the log holds WAL_RESTART_BYTES and a PASSIVE round has left little to copy, a
     TRUNCATE checkpoint copies that little while holding the writer off, and empties the
     log. The connection does not wait for locks: if the writer is in a transaction, the
-    TRUNCATE gives up at once and the next period tries again."""
+    TRUNCATE gives up at once and the next period tries again.
+
+    The same thread gives back the space of purged records (`reclaim`): an incremental
+    vacuum step moves pages within the log, and the checkpoint after it shortens the file;
+    the log, grown by the step, is emptied by a TRUNCATE checkpoint as soon as it is
+    copied. The routing loop never waits for any of it."""
 
     def __init__(self, filename):
         self._stop = threading.Event()
@@ -364,7 +407,10 @@ class _Checkpointer:
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             while not self._stop.wait(CHECKPOINT_PERIOD):
                 try:
-                    checkpoint(conn, WAL_RESTART_BYTES // page_size)
+                    restart = WAL_RESTART_BYTES // page_size
+                    if reclaim(conn):
+                        restart = 0  # the log now holds the moved pages: empty it once copied
+                    checkpoint(conn, restart)
                 except sqlite3.Error:  # busy or locked now: the next period tries again
                     pass
         finally:
@@ -378,18 +424,21 @@ class _Checkpointer:
 class SQLiteDB(TaskDB):
     """TaskDB in the table `table` of the SQLite file `filename` (":memory:" for none)."""
 
-    def __init__(self, filename=":memory:", table="tasks"):
+    def __init__(self, filename=":memory:", table="tasks", quick_check=True):
         if not isinstance(table, str) or not _IDENTIFIER.fullmatch(table):
             raise ValueError(f"SQLite table name must be letters, digits and _, not {table!r}")
         self.filename = os.fspath(filename)
         self.table = table
+        self.quick_check = quick_check
         self._conn = None
         self._checkpointer = None
+        self._identity = None
 
     def open(self):
         # one thread at a time (see TaskDB), but not necessarily the one that opened it
-        self._conn = sqlite3.connect(self.filename, check_same_thread=False)
-        self._conn.create_function("REGEXP", 2, _regexp, deterministic=True)
+        self._conn = self._connect()
+        self._refuse_if_corrupt()
+        self._use_incremental_vacuum()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         if self._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":  # a file
@@ -397,6 +446,112 @@ class SQLiteDB(TaskDB):
             self._checkpointer = _Checkpointer(self.filename)
         self._create_table()
         return self
+
+    def _connect(self):
+        conn = sqlite3.connect(self.filename, check_same_thread=False)
+        conn.create_function("REGEXP", 2, _regexp, deterministic=True)
+        conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
+        self._identity = _file_identity(self.filename)
+        return conn
+
+    def _past_deadline(self):
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def _refuse_if_corrupt(self):
+        """At start, `PRAGMA quick_check`: a corrupt file is refused, saying what to do,
+        rather than served until a query touches the bad page and never answers."""
+        if self.filename == ":memory:" or not self.quick_check:
+            return
+        try:
+            rows = [r[0] for r in self._conn.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as error:
+            rows = [str(error)]
+        if rows != ["ok"]:
+            self._conn.close()
+            self._conn = None
+            found = "; ".join(rows).replace("\n", "; ")
+            raise CorruptTaskDB(
+                f"the task DB {self.filename} is corrupt ({found}). Move it aside "
+                f"(mv {self.filename} {self.filename}.corrupt, with its -wal and -shm files) "
+                f"to start with an empty history, or salvage what it holds first: "
+                f"sqlite3 {self.filename} .recover | sqlite3 recovered.db")
+
+    def reader(self):
+        """Another connection to the same file, for reads beside the writer (WAL), or None
+        for an in-memory database (which a second connection would not see)."""
+        if self.filename == ":memory:":
+            return None
+        other = SQLiteDB(self.filename, self.table)
+        other._conn = other._connect()
+        return other
+
+    def value_limit(self):
+        """The most bytes a value may have here (SQLite refuses more with DataError)."""
+        return self._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+
+    def rollback(self):
+        if self._conn is not None:
+            self._conn.rollback()
+
+    def file_replaced(self):
+        """Whether the file at `filename` is no longer the one this connection writes to
+        (deleted, or another file put in its place)."""
+        return self._identity is not None and _file_identity(self.filename) != self._identity
+
+    def reopen(self):
+        """(For a reader) connect again, to the file now at `filename`."""
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._connect()
+
+    def restore_file(self, close_others=lambda: None):
+        """The file was deleted or replaced: copy everything this connection still sees
+        (the open file lives on while open) into a new file at `filename`. A file put in
+        its place is kept beside it as `<filename>.replaced`. `close_others` closes the
+        other connections to the old file first: a last connection to close deletes the
+        write-ahead log by name, which must not be the new file's."""
+        tmp = f"{self.filename}.restoring"
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        target = sqlite3.connect(tmp)
+        try:
+            self._conn.commit()
+            self._conn.backup(target)
+        finally:
+            target.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
+        close_others()
+        self._conn.close()
+        if os.path.exists(self.filename):
+            os.replace(self.filename, f"{self.filename}.replaced")
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.filename + suffix):
+                os.unlink(self.filename + suffix)
+        os.replace(tmp, self.filename)
+        self.open()
+
+    def _use_incremental_vacuum(self):
+        """Make purged space returnable (see reclaim): set on a new file before its first
+        table; an older file is rebuilt so (VACUUM, before WAL mode) if it is small, else
+        told in the log how to do it."""
+        conn = self._conn
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            return
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            return
+        pages, page_size = (conn.execute(f"PRAGMA {name}").fetchone()[0]
+                            for name in ("page_count", "page_size"))
+        if pages * page_size <= CONVERT_BYTES:
+            conn.execute("PRAGMA journal_mode=DELETE")
+            conn.execute("VACUUM")
+        else:
+            log.info("%s was made by an older taskhub: purged records leave its size as it "
+                     "is; to make it shrink, stop the controller and run "
+                     "`sqlite3 %s 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM;'` once",
+                     self.filename, self.filename)
 
     def _create_table(self):
         table = self.table
@@ -568,20 +723,27 @@ class SQLiteDB(TaskDB):
     def _within(self, seconds, sql, params):
         """The rows of `sql`, or None if it takes longer than `seconds` (then abandoned)."""
         deadline = time.perf_counter() + seconds
-        self._conn.set_progress_handler(lambda: time.perf_counter() > deadline,
-                                        _PROGRESS_STEPS)
+        self._conn.set_progress_handler(
+            lambda: time.perf_counter() > deadline or self._past_deadline(), _PROGRESS_STEPS)
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as error:  # a SELECT: the transaction stays open
-            if "interrupted" not in str(error):
+            if "interrupted" not in str(error) or self._past_deadline():
                 raise
             return None
         finally:
-            self._conn.set_progress_handler(None, 0)
+            self._conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
 
     def drop_matching_records(self, query):
         where, params = where_clause(query)
         return self._conn.execute(f'DELETE FROM "{self.table}" WHERE {where}', params).rowcount
+
+    def buffer_sizes(self, query):
+        where, params = where_clause(query)  # the stored blobs' sizes, read off the rows
+        return self._conn.execute(
+            f'SELECT msg_id, coalesce(length(buffers), 0) + coalesce(length(result_buffers), '
+            f'0) FROM {self._source(query)} WHERE {where} ORDER BY {order_clause(None)}',
+            params).fetchall()
 
     def count(self, query=None):
         where, params = where_clause(query or {})

@@ -95,6 +95,12 @@ const taskhub = (() => {
     $("waiting").textContent = t.waiting;
     $("throughput").textContent = `${$("rate").textContent} tasks/s · ` +
       `${t.outstanding} running · ${t.waiting} waiting`;
+    const failing = t.db && t.db.db_state === "failing";  // the task DB cannot be written
+    $("throughput").classList.toggle("db-failing", failing);
+    if (failing) {
+      $("throughput").textContent += ` · TASK DB FAILING: ${t.db.db_error} ` +
+        `(${t.db.db_kept_in_memory + t.db.db_kept_in_spill_file} records kept to write)`;
+    }
     rates.push(rate);
     if (rates.length > SPARK_SAMPLES) rates.shift();
     drawSparkline($("spark"), rates);

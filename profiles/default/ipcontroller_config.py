@@ -225,6 +225,11 @@ c = get_config()  #noqa
 #  Default: 1048576
 # c.IPControllerApp.output_limit = 1048576
 
+## ipyparallel's spelling of the heartbeat period, in milliseconds (0:
+#  heartbeat_period decides).
+#  Default: 0
+# c.IPControllerApp.ping = 0
+
 ## Name of the profile: its directory ($TASKHUB_DIR/profile_<name>) holds config,
 #  connection files, logs and the task DB. Ignored when --profile-dir is given.
 #  See also: BaseApp.profile

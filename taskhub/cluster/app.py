@@ -325,7 +325,7 @@ def _print_ready(cluster, how_long):
                   else f"controller: {cluster.controller.describe()}")
     sys.stdout.write(
         f"ipcluster: {cluster.n} engines ready ({controller}, "
-        f"profile {name}; engines: {cluster.engines.describe()}); {how_long}\n"
+        f"profile {name}; engines: {cluster.engine_set.describe()}); {how_long}\n"
         f"  connect: from taskhub import Client; rc = Client({client_args})\n"
         f"{dashboard.ready_line(cluster.profile_dir)}"
         f"  stop:    ipcluster stop {where}\n")

@@ -261,6 +261,21 @@ class Launcher(LoggingConfigurable, metaclass=_LauncherMeta):
         """One line saying what runs where, for `ipcluster list` and messages."""
         return self.kind
 
+    @property
+    def state(self):
+        """ipyparallel's spelling: "running" while anything runs, else "after"."""
+        return "running" if self.poll() is None else "after"
+
+    def get_output(self):
+        """Everything its processes have written to their logs so far."""
+        texts = []
+        for log in self.log_files():
+            try:
+                texts.append(Path(log).read_text(errors="replace"))
+            except OSError:
+                continue  # not written yet, or removed with a temporary profile
+        return "".join(texts)
+
 
 class ControllerLauncher(Launcher):
     """Starts one controller; says when its connection files are ready to use."""
@@ -271,6 +286,12 @@ class ControllerLauncher(Launcher):
     def pid(self):
         """The controller's local pid, or None when it runs elsewhere (ssh, batch job)."""
         return None
+
+    @property
+    def process(self):
+        """A psutil.Process of the local controller, or None (not started, or elsewhere)."""
+        import psutil  # only when asked: psutil is not needed to launch
+        return None if self.pid is None else psutil.Process(self.pid)
 
     def wait(self, timeout=None):
         """Block until the controller ends; True if it did within `timeout` (None: never

@@ -1,10 +1,12 @@
 """ipyparallel.cluster.launcher: taskhub's launchers under ipyparallel's names."""
 from .._bind import bind
 
-bind(globals(), "taskhub.cluster.launcher", "SIGKILL LocalProcessLauncher ProcessStateError"
-     " ipcontroller_cmd_argv ipengine_cmd_argv find_launcher_class abbreviate_launcher_class"
-     " all_launchers LocalControllerLauncher LocalEngineLauncher LocalEngineSetLauncher"
-     " BaseLauncher=Launcher ControllerLauncher EngineLauncher=EngineSetLauncher")
+bind(globals(), "taskhub.cluster.launcher", "SIGKILL LocalProcessLauncher=LocalLauncher"
+     " ProcessStateError ipcontroller_cmd_argv ipengine_cmd_argv LocalControllerLauncher"
+     " LocalEngineLauncher LocalEngineSetLauncher BaseLauncher=Launcher ControllerLauncher"
+     " EngineLauncher=EngineSetLauncher")
+bind(globals(), "taskhub.cluster.launchernames", "find_launcher_class abbreviate_launcher_class"
+     " all_launchers")
 bind(globals(), "taskhub.cluster.launchers.batch", "BatchControllerLauncher"
      " BatchEngineSetLauncher SlurmControllerLauncher SlurmEngineSetLauncher"
      " PBSControllerLauncher PBSEngineSetLauncher SGEControllerLauncher SGEEngineSetLauncher")

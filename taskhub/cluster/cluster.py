@@ -146,7 +146,9 @@ class Cluster(ClusterAPI):
     ipyparallel's spellings are taken too (see clusterapi.py): `controller=`/`engines=`
     (launcher names or classes, as `controller_launcher`/`engine_launcher`), `config=`
     (as `launcher_config`), `cluster_id=`, `log=`, `log_level=`, `engine_timeout=`,
-    `controller_ip=`, `controller_location=`; `load_profile` and `parent` are accepted.
+    `controller_ip=`, `controller_location=`. Options left at their defaults are taken
+    from `config.Cluster`, then (`load_profile`, default True) from the "Cluster" section
+    of the profile's ipcluster_config.py/.json. `parent` is accepted.
     """
 
     def __init__(self, n=4, profile=None, profile_dir=None, controller_args=(),
@@ -154,15 +156,16 @@ class Cluster(ClusterAPI):
                  engine_launcher="local", launcher_config=None, controller_options=None,
                  engine_options=None, shutdown_atexit=True, *, controller=None, engines=None,
                  cluster_id=None, config=None, log=None, log_level=None, engine_timeout=None,
-                 controller_ip=None, controller_location=None, load_profile=False,
+                 controller_ip=None, controller_location=None, load_profile=True,
                  parent=None):
+        passed = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if profile is not None and profile_dir is not None:
             raise ValueError("give profile or profile_dir, not both")
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative int, not {n!r}")
         self.n = n
         self.profile = profile
-        self.profile_dir = Path(profile_dir) if profile_dir is not None else None
+        self.profile_dir = str(profile_dir) if profile_dir is not None else None
         self.controller_args = list(controller_args)
         self.engine_args = list(engine_args)
         self.timeout = timeout
@@ -183,6 +186,7 @@ class Cluster(ClusterAPI):
         self._shutdown_atexit = shutdown_atexit
         self._init_api(cluster_id, config, launcher_config, log, log_level, engine_timeout,
                        controller_ip, controller_location)
+        self._apply_config_sections(passed, load_profile)
 
     # -- starting ---------------------------------------------------------------------
 
@@ -208,9 +212,9 @@ class Cluster(ClusterAPI):
         if self.profile_dir is not None:
             paths.ensure_profile_dir(self.profile_dir)
         elif self.profile is not None:
-            self.profile_dir = paths.profile_dir(self.profile, create=True)
+            self.profile_dir = str(paths.profile_dir(self.profile, create=True))
         else:
-            self.profile_dir = paths.ensure_profile_dir(tempfile.mkdtemp(prefix="taskhub-"))
+            self.profile_dir = str(paths.ensure_profile_dir(tempfile.mkdtemp(prefix="taskhub-")))
             self._temporary = True
 
     def _tie_to_this_process(self):
@@ -269,7 +273,8 @@ class Cluster(ClusterAPI):
         cls = self.controller_launcher_class
         self.controller = cls(self.profile_dir,
                               [*self.controller_args, *self._controller_address_args()],
-                              config=self.launcher_config, **self.controller_options)
+                              config=self.launcher_config,
+                              **{"cluster_id": self.cluster_id, **self.controller_options})
         self.controller.start()
         self._write_record()
         client_file = paths.security_file(self.profile_dir, "client")
@@ -470,6 +475,9 @@ class Cluster(ClusterAPI):
         if self.profile_dir is not None and self.controller is not None:
             self._remove_record()
         if self._temporary and self.profile_dir is not None:
+            for launcher in (*self.engine_sets(), self.controller):
+                if launcher is not None:
+                    launcher.get_output()  # read before the logs go with the profile
             shutil.rmtree(self.profile_dir, ignore_errors=True)
 
     def __enter__(self):

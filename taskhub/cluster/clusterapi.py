@@ -16,11 +16,15 @@ worker thread and returns an awaitable. `ClusterManager` keeps clusters by
 """
 import asyncio
 import functools
+import inspect
 import logging
 import secrets
 import time
 
+from pathlib import Path
+
 from traitlets.config import Config
+from traitlets.config.loader import JSONFileConfigLoader, PyFileConfigLoader
 
 from .launchernames import abbreviate_launcher_class, find_launcher_class
 
@@ -37,6 +41,35 @@ def _awaitable_twin(sync_name, doc):
     method.__name__ = sync_name[:-len("_sync")]
     method.__doc__ = f"{doc} (awaitable in an event loop; see {sync_name})."
     return method
+
+
+# What a config's "Cluster" section may set: {its name: (attribute, __init__ arguments
+# that set the attribute too, so that one passed wins over the config)}
+CONFIG_OPTIONS = {
+    "n": ("n", ("n",)),
+    "controller_args": ("controller_args", ("controller_args",)),
+    "engine_args": ("engine_args", ("engine_args",)),
+    "timeout": ("timeout", ("timeout",)),
+    "engine_timeout": ("engine_timeout", ("engine_timeout",)),
+    "controller_ip": ("controller_ip", ("controller_ip",)),
+    "controller_location": ("controller_location", ("controller_location",)),
+    "cluster_id": ("cluster_id", ("cluster_id",)),
+    "shutdown_atexit": ("_shutdown_atexit", ("shutdown_atexit",)),
+    "controller_launcher_class": ("controller_launcher", ("controller", "controller_launcher")),
+    "engine_launcher_class": ("engine_launcher", ("engines", "engine_launcher")),
+}
+CONFIG_OPTIONS["controller_launcher"] = CONFIG_OPTIONS["controller_launcher_class"]
+CONFIG_OPTIONS["engine_launcher"] = CONFIG_OPTIONS["engine_launcher_class"]
+
+
+def profile_cluster_options(profile_dir):
+    """The "Cluster" section of a profile's ipcluster_config.py and .json (json wins)."""
+    merged = Config()
+    for loader, name in ((PyFileConfigLoader, "ipcluster_config.py"),
+                         (JSONFileConfigLoader, "ipcluster_config.json")):
+        if (Path(profile_dir) / name).is_file():
+            merged.merge(loader(name, path=str(profile_dir)).load_config())
+    return dict(merged["Cluster"]) if "Cluster" in merged else {}
 
 
 def new_cluster_id():
@@ -62,6 +95,26 @@ class ClusterAPI:
         self.engine_timeout = self.timeout if engine_timeout is None else engine_timeout
         self.controller_ip = controller_ip
         self.controller_location = controller_location
+
+    def _apply_config_sections(self, passed, load_profile):
+        """Options left at their defaults in `passed` (the __init__ arguments) from the
+        profile's "Cluster" section (with `load_profile`), then from config.Cluster."""
+        defaults = {name: p.default
+                    for name, p in inspect.signature(type(self).__init__).parameters.items()}
+        options = {}
+        where = self.profile_dir or (self.profile and str(_profile_path(self.profile)))
+        if load_profile and where and Path(where).is_dir():
+            options.update(profile_cluster_options(where))
+        if "Cluster" in self.config:
+            options.update(self.config["Cluster"])
+        for name, value in options.items():
+            if name not in CONFIG_OPTIONS:
+                self.log.warning("ignoring unknown Cluster option %r in the config", name)
+                continue
+            attr, arguments = CONFIG_OPTIONS[name]
+            if any(passed.get(a, defaults.get(a)) != defaults.get(a) for a in arguments):
+                continue  # given to the constructor: that wins
+            setattr(self, attr, list(value) if attr.endswith("_args") else value)
 
     # -- names -------------------------------------------------------------------------
 
@@ -114,7 +167,7 @@ class ClusterAPI:
             raise KeyError(f"engine set {engine_set_id!r} exists already")
         launcher = self.engine_launcher_class(
             self.profile_dir, self.engine_args, n=self.n if n is None else n,
-            config=self.launcher_config, **self.engine_options)
+            config=self.launcher_config, **{"cluster_id": self.cluster_id, **self.engine_options})
         if engine_set_id is not None:
             launcher.set_id = str(engine_set_id)
         launcher.start()
@@ -267,6 +320,11 @@ class ClusterAPI:
                       **kwargs)
         cluster._take_record(record)
         return cluster
+
+
+def _profile_path(name):
+    from .. import paths
+    return paths.profile_dir(name)
 
 
 class ClusterManager:

@@ -43,7 +43,7 @@ import uuid
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from traitlets import MetaHasTraits
+from traitlets import Dict, MetaHasTraits, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .. import paths
@@ -191,6 +191,13 @@ class Launcher(LoggingConfigurable, metaclass=_LauncherMeta):
     role = None   # "controller" or "engines": which table of LAUNCHERS it belongs in
     kind = None   # its name in that table, e.g. "local"
 
+    cluster_id = Unicode("", help="""The id of the cluster this launcher starts processes
+        of; they find it in $IPP_CLUSTER_ID (ipyparallel's name).""").tag(config=True)
+    environment = Dict(help="""More environment variables for the processes it starts
+        (on this machine).""").tag(config=True)
+    work_dir = Unicode(".", help="""The directory that job scripts written to look at or
+        submit by hand (write_batch_script) go to.""")
+
     def __init__(self, profile_dir, args=(), config=None, **options):
         super().__init__(config=config, **options)
         self.profile_dir = str(profile_dir)
@@ -257,6 +264,12 @@ class Launcher(LoggingConfigurable, metaclass=_LauncherMeta):
     def log_dir(self):
         return Path(self.profile_dir) / "log"
 
+    def get_env(self):
+        """The environment the processes it starts on this machine get: this process's,
+        `environment`, and $IPP_PROFILE_DIR / $IPP_CLUSTER_ID (ipyparallel's names)."""
+        return {**os.environ, **self.environment, "IPP_PROFILE_DIR": self.profile_dir,
+                "IPP_CLUSTER_ID": self.cluster_id}
+
     def describe(self):
         """One line saying what runs where, for `ipcluster list` and messages."""
         return self.kind
@@ -267,14 +280,17 @@ class Launcher(LoggingConfigurable, metaclass=_LauncherMeta):
         return "running" if self.poll() is None else "after"
 
     def get_output(self):
-        """Everything its processes have written to their logs so far."""
+        """Everything its processes have written to their logs so far (or, once the logs
+        are gone with a temporary profile, what they held when last read)."""
         texts = []
         for log in self.log_files():
             try:
                 texts.append(Path(log).read_text(errors="replace"))
             except OSError:
-                continue  # not written yet, or removed with a temporary profile
-        return "".join(texts)
+                continue  # not written yet, or removed
+        if texts or not hasattr(self, "_output_read"):
+            self._output_read = "".join(texts)
+        return self._output_read
 
 
 class ControllerLauncher(Launcher):
@@ -434,7 +450,8 @@ class LocalControllerLauncher(LocalLauncher, ControllerLauncher):
         return self.processes[0].pid if self.processes else None
 
     def start(self):
-        proc = LocalProcess.spawn(self.command(), self.log_dir(), self.log_name)
+        proc = LocalProcess.spawn(self.command(), self.log_dir(), self.log_name,
+                                  env=self.get_env())
         self.processes.append(proc)
 
     def stop(self, timeout=10):
@@ -499,7 +516,8 @@ class LocalEngineSetLauncher(LocalEngineUnits):
         tag = new_tag(self.kind)
         index = len(self.units)
         return LocalProcess.spawn([*self.command(), *self.tag_args(tag)], self.log_dir(),
-                                  f"{self.log_name}-{index}", tag=tag, n=1)
+                                  f"{self.log_name}-{index}", env=self.get_env(), tag=tag,
+                                  n=1)
 
 
 def _file_pid(path):
@@ -514,6 +532,7 @@ def _file_pid(path):
 LAUNCHERS = {
     "controller": {
         "local": "taskhub.cluster.launcher:LocalControllerLauncher",
+        "mpi": "taskhub.cluster.launchers.mpi:MPIControllerLauncher",
         "ssh": "taskhub.cluster.launchers.ssh:SSHControllerLauncher",
         "slurm": "taskhub.cluster.launchers.batch:SlurmControllerLauncher",
         "pbs": "taskhub.cluster.launchers.batch:PBSControllerLauncher",

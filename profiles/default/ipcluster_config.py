@@ -69,6 +69,10 @@ c = get_config()  # noqa
 #  Default: ''
 # c.MPIEngineSetLauncher.cluster_id = ''
 
+## More ipengine options, after those the cluster gives.
+#  Default: []
+# c.MPIEngineSetLauncher.engine_args = []
+
 ## More environment variables for the processes it starts (on this machine).
 #  Default: {}
 # c.MPIEngineSetLauncher.environment = {}
@@ -98,6 +102,10 @@ c = get_config()  # noqa
 #  $IPP_CLUSTER_ID (ipyparallel's name).
 #  Default: ''
 # c.SSHEngineSetLauncher.cluster_id = ''
+
+## More ipengine options, after those the cluster gives.
+#  Default: []
+# c.SSHEngineSetLauncher.engine_args = []
 
 ## More environment variables for the processes it starts (on this machine).
 #  Default: {}
@@ -149,6 +157,10 @@ c = get_config()  # noqa
 #  $IPP_CLUSTER_ID (ipyparallel's name).
 #  Default: ''
 # c.SSHControllerLauncher.cluster_id = ''
+
+## More ipcontroller options, after those the cluster gives.
+#  Default: []
+# c.SSHControllerLauncher.controller_args = []
 
 ## More environment variables for the processes it starts (on this machine).
 #  Default: {}

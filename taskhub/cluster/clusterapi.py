@@ -336,9 +336,10 @@ class ClusterManager:
 
     @staticmethod
     def _cluster_key(cluster):
-        from .cluster import profile_label
-        profile = "" if cluster.profile_dir is None else profile_label(cluster.profile_dir)
-        return f"{profile or cluster.profile or ''}:{cluster.cluster_id}"
+        from .cluster import profile_name
+        name = cluster.profile if cluster.profile_dir is None \
+            else profile_name(cluster.profile_dir)
+        return f"{name or ''}:{cluster.cluster_id}"
 
     def new_cluster(self, **kwargs):
         """Make a Cluster(**kwargs) (not started); return (its key, it). KeyError if a

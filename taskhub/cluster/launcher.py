@@ -43,7 +43,7 @@ import uuid
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from traitlets import Dict, MetaHasTraits, Unicode
+from traitlets import Dict, List, MetaHasTraits, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .. import paths
@@ -190,6 +190,7 @@ class Launcher(LoggingConfigurable, metaclass=_LauncherMeta):
 
     role = None   # "controller" or "engines": which table of LAUNCHERS it belongs in
     kind = None   # its name in that table, e.g. "local"
+    configured_args_name = None  # "controller_args" or "engine_args"
 
     cluster_id = Unicode("", help="""The id of the cluster this launcher starts processes
         of; they find it in $IPP_CLUSTER_ID (ipyparallel's name).""").tag(config=True)
@@ -201,7 +202,12 @@ class Launcher(LoggingConfigurable, metaclass=_LauncherMeta):
     def __init__(self, profile_dir, args=(), config=None, **options):
         super().__init__(config=config, **options)
         self.profile_dir = str(profile_dir)
-        self.args = [str(a) for a in args]
+        # Options configured as controller_args / engine_args (ipyparallel's names) come
+        # after those given; info() records them once, in args.
+        configured = [str(a) for a in getattr(self, self.configured_args_name or "", ())]
+        given = [str(a) for a in args]
+        self.args = given if given[len(given) - len(configured):] == configured and \
+            configured else [*given, *configured]
 
     @abc.abstractmethod
     def start(self):
@@ -241,7 +247,8 @@ class Launcher(LoggingConfigurable, metaclass=_LauncherMeta):
     def options(self):
         """This launcher's configurable options and their values, recorded by `info()` so
         that a launcher rebuilt elsewhere (e.g. to replace a unit) starts the same way."""
-        return {name: getattr(self, name) for name in self.class_trait_names(config=True)}
+        return {name: getattr(self, name) for name in self.class_trait_names(config=True)
+                if name != self.configured_args_name}  # already in args
 
     def base_info(self):
         return {"role": self.role, "kind": self.kind, "profile_dir": self.profile_dir,
@@ -297,6 +304,9 @@ class ControllerLauncher(Launcher):
     """Starts one controller; says when its connection files are ready to use."""
 
     role = "controller"
+    configured_args_name = "controller_args"
+    controller_args = List(Unicode(), help="""More ipcontroller options, after those the
+        cluster gives.""").tag(config=True)
 
     @property
     def pid(self):
@@ -324,10 +334,17 @@ class ControllerLauncher(Launcher):
         return client.exists() and engine.exists()
 
 
-class EngineSetLauncher(Launcher):
-    """Starts `n` engines, in units (see the module docstring)."""
+class EngineLauncher(Launcher):
+    """What every engine launcher takes (ipyparallel's name for the section)."""
 
     role = "engines"
+    configured_args_name = "engine_args"
+    engine_args = List(Unicode(), help="""More ipengine options, after those the cluster
+        gives.""").tag(config=True)
+
+
+class EngineSetLauncher(EngineLauncher):
+    """Starts `n` engines, in units (see the module docstring)."""
 
     # How often the watcher asks whether units ended: cheap for local processes; a batch
     # scheduler's status command costs more (and its answers lag behind anyway).

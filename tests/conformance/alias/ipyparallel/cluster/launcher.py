@@ -4,7 +4,7 @@ from .._bind import bind
 bind(globals(), "taskhub.cluster.launcher", "SIGKILL LocalProcessLauncher=LocalLauncher"
      " ProcessStateError ipcontroller_cmd_argv ipengine_cmd_argv LocalControllerLauncher"
      " LocalEngineLauncher LocalEngineSetLauncher BaseLauncher=Launcher ControllerLauncher"
-     " EngineLauncher=EngineSetLauncher")
+     " EngineLauncher")
 bind(globals(), "taskhub.cluster.launchernames", "find_launcher_class abbreviate_launcher_class"
      " all_launchers")
 bind(globals(), "taskhub.cluster.launchers.batch", "BatchControllerLauncher"

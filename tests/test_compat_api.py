@@ -4,6 +4,7 @@ tests/test_conformance.py runs ipyparallel's own suite as the outside check; the
 """
 import concurrent.futures
 import os
+import tempfile
 import time
 from datetime import datetime
 
@@ -376,3 +377,176 @@ def test_view_get_result(rc):
     wait_recorded(rc, ar)
     assert rc[-1].get_result(ar.msg_ids[0]).get(10) == 5
     assert isinstance(rc[-1].get_result(ar.msg_ids[0], owner=False), AsyncHubResult)
+
+
+# -- Cluster as ipyparallel code drives it (taskhub/cluster/clusterapi.py) ---------------
+
+def mark_and_sleep(folder, seconds):
+    """Sleep, interruptible by SIGUSR1, once a file in `folder` says so."""
+    import os
+    import signal
+    import time
+
+    def interrupt(*_):
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGUSR1, interrupt)
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    time.sleep(seconds)
+
+
+def test_cluster_steps_awaited_engine_sets_by_id_and_stop_is_idempotent():
+    import asyncio
+    import signal as signals
+
+    from traitlets.config import Config
+
+    from taskhub.cluster.cluster import Cluster
+
+    async def steps():
+        config = Config()
+        config.EngineLauncher.engine_args = ["--log-level=10"]
+        cluster = Cluster(n=1, cluster_id="steps", controller="local", engines="local",
+                          controller_args=["--ping=250"], config=config)
+        assert repr(cluster) == "<Cluster(cluster_id='steps')>"
+        try:
+            await cluster.start_controller()
+            with pytest.raises(RuntimeError):
+                await cluster.start_controller()
+            assert cluster.controller.process.is_running()
+            with await cluster.connect_client() as rc:
+                assert rc.queue_status() == {"unassigned": 0} and rc.cluster is cluster
+            first = await cluster.start_engines(2, "first")
+            second = await cluster.start_engines(1)
+            assert list(cluster.engines) == ["first", second] and first == "first"
+            assert cluster.engine_set is cluster.engines["first"]
+            assert repr(cluster).endswith(f"controller=<running>, engine_sets="
+                                          f"['first', '{second}'])>")
+            rc = await cluster.connect_client()
+            try:
+                assert rc.wait_for_engines(3, timeout=30) == [0, 1, 2]
+                before = set(rc[:].apply_sync(os.getpid))
+                # a signal reaches the running task of every engine
+                marks = tempfile.mkdtemp()
+                ar = rc[:].apply_async(mark_and_sleep, marks, 30)
+                wait_until(lambda: len(os.listdir(marks)) == 3, what="sleeps running")
+                await cluster.signal_engines(signals.SIGUSR1)   # every set
+                results = ar.get(timeout=30, return_exceptions=True)
+                assert [type(r).__name__ for r in results] == ["RemoteError"] * 3
+                assert [r.ename for r in results] == ["KeyboardInterrupt"] * 3
+                await cluster.stop_engines(second)
+                wait_until(lambda: len(rc.ids) == 2, what="the engine of that set unregistered")
+                with pytest.raises(KeyError):
+                    await cluster.stop_engines(second)
+                await cluster.restart_engines("first")
+                wait_until(lambda: len(rc.ids) == 2 and not set(rc.ids) & {0, 1, 2},
+                           what="new engines in place of the restarted ones")
+                assert not before & set(rc[:].apply_sync(os.getpid))
+                output = cluster.engines["first"].get_output()   # engines at log level 10
+                assert all(f"Completed registration with id {i}" in output for i in rc.ids)
+            finally:
+                rc.close()
+            await cluster.stop_engines()
+            assert cluster.engines == {}
+            await cluster.stop_controller()
+            assert cluster.controller is None
+            await cluster.stop_controller()      # idempotent
+        finally:
+            cluster.stop_cluster_sync()
+
+    asyncio.run(steps())
+
+
+def test_cluster_sync_twins_config_sections_and_to_from_dict(tmp_path):
+    import json
+
+    from traitlets.config import Config
+
+    import taskhub
+    from taskhub.cluster.cluster import Cluster
+    from taskhub.cluster.launcher import LocalEngineSetLauncher
+    from taskhub.cluster.launchernames import abbreviate_launcher_class, find_launcher_class
+    from taskhub.cluster.launchers.mpi import MPIEngineSetLauncher
+
+    assert find_launcher_class("MPI", "engine") is MPIEngineSetLauncher
+    assert find_launcher_class("MPIEngineSetLauncher", "EngineSet") is MPIEngineSetLauncher
+    assert find_launcher_class("taskhub.cluster.launcher.LocalEngineSetLauncher",
+                               "engine") is LocalEngineSetLauncher
+    assert abbreviate_launcher_class(MPIEngineSetLauncher) == "mpi"
+    assert Cluster(engines="SGE").engine_launcher_class.kind == "sge"
+    assert Cluster().cluster_id != Cluster().cluster_id
+
+    # kwargs win over config.Cluster, which wins over the profile's Cluster section
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    (profile / "ipcluster_config.json").write_text(json.dumps(
+        {"Cluster": {"controller_args": ["--ping=300"], "n": 5, "engine_timeout": 10}}))
+    config = Config()
+    config.Cluster.engine_timeout = 20
+    config.EngineLauncher.engine_args = ["--log-level=10"]
+    cluster = Cluster(profile_dir=str(profile), n=2, config=config)
+    assert (cluster.controller_args, cluster.engine_timeout, cluster.n) == \
+        (["--ping=300"], 20, 2)
+    assert cluster.profile_dir == str(profile) and cluster.config is config
+    try:
+        rc = cluster.start_and_connect_sync()
+        assert sorted(rc.ids) == [0, 1] and rc.cluster is cluster
+        assert cluster.engine_set.args == ["--log-level=10"]
+        assert cluster.controller.config is config
+        d = json.loads(json.dumps(cluster.to_dict()))          # JSON-able
+        again = taskhub.Cluster.from_dict(d)
+        assert not again.shutdown_atexit
+        assert again.controller.process.pid == cluster.controller.process.pid
+        assert list(again.engines) == list(cluster.engines)
+        assert again.engine_set.n == 2
+        assert again.engine_launcher_class is cluster.engine_launcher_class
+        assert taskhub.Cluster.from_file(profile_dir=str(profile)).cluster_id == \
+            cluster.cluster_id
+        rc.close()
+        again.stop_cluster_sync()                              # from the copy
+        # (the copy sees a process gone as its command line empties, a moment before exit)
+        wait_until(lambda: not cluster.any_running(), what="every process stopped")
+    finally:
+        cluster.stop_cluster_sync()                            # and again: no error
+
+
+def test_cluster_manager_finds_running_clusters_and_forgets_stopped_ones():
+    from taskhub.cluster.cluster import Cluster, ClusterManager
+
+    manager = ClusterManager()
+    key, made = manager.new_cluster(cluster_id="made", n=0)
+    assert manager.get_cluster(key) is made
+    with pytest.raises(KeyError):
+        manager.new_cluster(cluster_id="made", n=0)
+    manager.remove_cluster(key)
+    with pytest.raises(KeyError):
+        manager.remove_cluster(key)
+    with pytest.raises(KeyError):
+        manager.get_cluster("nosuchcluster")
+
+    cluster = Cluster(n=1)
+    key = manager._cluster_key(cluster)
+    try:
+        cluster.start_cluster_sync()
+        assert key in manager.load_clusters()
+        assert manager.clusters[key] is not cluster            # rebuilt from its record
+        cluster.stop_cluster_sync()
+        assert key not in manager.load_clusters()
+    finally:
+        cluster.stop_cluster_sync()
+
+
+def test_with_cluster_gives_a_client_knowing_its_cluster():
+    import asyncio
+
+    from taskhub.cluster.cluster import Cluster
+
+    async def use():
+        async with Cluster(n=2, log_level=10) as rc:
+            assert sorted(rc.ids) == [0, 1] and rc.cluster.engines
+            rc[:]["a"] = 5
+            assert rc[:]["a"] == [5, 5]
+            return rc.cluster
+
+    cluster = asyncio.run(use())
+    assert cluster.controller is None and cluster.engines == {}

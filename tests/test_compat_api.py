@@ -550,3 +550,19 @@ def test_with_cluster_gives_a_client_knowing_its_cluster():
 
     cluster = asyncio.run(use())
     assert cluster.controller is None and cluster.engines == {}
+
+
+def test_abort_right_after_direct_applies_reaches_them(rc):
+    """The abort goes on another socket than the direct tasks it names: the controller
+    takes those in first, so the abort is not refused as naming unknown tasks."""
+    from taskhub.error import TaskAborted
+    view = rc[-1]
+    for _ in range(5):
+        running = view.execute("import time; time.sleep(60)", block=False)
+        queued = view.apply_async(lambda: 2)
+        view.abort(queued)
+        view.abort(running.msg_ids)
+        for ar in (queued, running):
+            with pytest.raises(TaskAborted):
+                ar.get(timeout=30)
+    assert view.apply_sync(lambda: 3) == 3      # the engine serves on

@@ -566,3 +566,18 @@ def test_abort_right_after_direct_applies_reaches_them(rc):
             with pytest.raises(TaskAborted):
                 ar.get(timeout=30)
     assert view.apply_sync(lambda: 3) == 3      # the engine serves on
+
+
+def test_direct_view_label_is_recorded(rc):
+    dview = rc[:]
+    with dview.temp_flags(label="direct_map"):
+        amr = dview.map_async(abs, [-1, -2, -3, -4])
+    ar = dview.set_flags(label="direct_apply").apply_async(pid)
+    assert amr.get(30) == [1, 2, 3, 4] and len(ar.get(30)) == len(rc.ids)
+    assert dview.label == "direct_apply"
+    with pytest.raises(TypeError):
+        dview.set_flags(label=3)
+    for done, label in ((amr, "direct_map"), (ar, "direct_apply")):
+        wait_recorded(rc, done)
+        rows = rc.db_query({"label": label}, keys=["msg_id"])
+        assert sorted(r["msg_id"] for r in rows) == sorted(done.msg_ids)

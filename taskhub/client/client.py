@@ -339,8 +339,9 @@ class Client(ClientCompat):
         self._send_prepared("task", frames, header["msg_id"], flush)
         return header["msg_id"]
 
-    def _send_direct(self, uuid, buffers, content, flush=True):
-        frames, header = self._prepare_task(buffers, {}, content, idents=[uuid.encode()])
+    def _send_direct(self, uuid, buffers, content, flush=True, metadata=None):
+        frames, header = self._prepare_task(buffers, dict(metadata or {}), content,
+                                            idents=[uuid.encode()])
         self._send_prepared("mux", frames, header["msg_id"], flush)
         return header["msg_id"]
 

@@ -341,6 +341,8 @@ class LoadBalancedView(View):
 class DirectView(DirectViewCompat, View):
     """Runs each call on every engine in `targets` (an id, or a list of ids)."""
 
+    label = _Flag(_label)
+
     def __init__(self, client, targets, block=False):
         super().__init__(client, block)
         self.targets = targets
@@ -355,7 +357,8 @@ class DirectView(DirectViewCompat, View):
     def _submit(self, f, args, kwargs):
         fbytes = self.client.serializer.serialize_function(f)
         buffers = self.client.serializer.pack_apply(f, args, kwargs, fbytes=fbytes)
-        msg_ids = [self.client._send_direct(u, buffers, {}, flush=False)
+        md = {"label": self.label} if self.label else None
+        msg_ids = [self.client._send_direct(u, buffers, {}, flush=False, metadata=md)
                    for u in self.client._uuids(self._ids)]
         return self.client._track(msg_ids, "single" if self._single else "list",
                                   getattr(f, "__name__", ""))
@@ -365,10 +368,11 @@ class DirectView(DirectViewCompat, View):
         lists = [list(s) for s in sequences]
         parts = [_partition(s, len(self._ids)) for s in lists]
         msg_ids, sizes = [], []
+        md = {"label": self.label} if self.label else None
         for i, uuid in enumerate(self.client._uuids(self._ids)):
             chunk = tuple(p[i] for p in parts)
             buffers = self.client.serializer.pack_apply(f, chunk, {}, fbytes=fbytes)
-            msg_ids.append(self.client._send_direct(uuid, buffers, {"map": True}))
+            msg_ids.append(self.client._send_direct(uuid, buffers, {"map": True}, metadata=md))
             sizes.append(min(len(c) for c in chunk))
         return self.client._track(msg_ids, "map", getattr(f, "__name__", ""), chunk_sizes=sizes)
 

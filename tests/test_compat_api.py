@@ -581,3 +581,19 @@ def test_direct_view_label_is_recorded(rc):
         wait_recorded(rc, done)
         rows = rc.db_query({"label": label}, keys=["msg_id"])
         assert sorted(r["msg_id"] for r in rows) == sorted(done.msg_ids)
+
+
+def test_cluster_made_in_ipython_logs_to_stdout():
+    import sys
+
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
+
+    from taskhub.cluster.cluster import Cluster
+    shell = TerminalInteractiveShell.instance()
+    try:
+        cluster = Cluster(parent=shell, cluster_id="shown")
+        assert cluster.log.name == "taskhub.cluster.cluster.shown"
+        assert [h.stream for h in cluster.log.handlers] == [sys.stdout]
+        assert Cluster(cluster_id="quiet").log.handlers == []
+    finally:
+        TerminalInteractiveShell.clear_instance()

@@ -185,7 +185,7 @@ class Cluster(ClusterAPI):
         self._tied_pid = None     # the process whose end stops the cluster
         self._shutdown_atexit = shutdown_atexit
         self._init_api(cluster_id, config, launcher_config, log, log_level, engine_timeout,
-                       controller_ip, controller_location)
+                       controller_ip, controller_location, parent)
         self._apply_config_sections(passed, load_profile)
 
     # -- starting ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ import functools
 import inspect
 import logging
 import secrets
+import sys
 import time
 
 from pathlib import Path
@@ -81,7 +82,7 @@ class ClusterAPI:
     (_prepare_profile_dir, _start_controller, ...) and adds engine sets by id."""
 
     def _init_api(self, cluster_id, config, launcher_config, log, log_level, engine_timeout,
-                  controller_ip, controller_location):
+                  controller_ip, controller_location, parent=None):
         self.cluster_id = new_cluster_id() if cluster_id is None else str(cluster_id)
         if config is None:
             config = launcher_config if launcher_config is not None else Config()
@@ -91,6 +92,9 @@ class ClusterAPI:
         if log is None:
             log = logging.getLogger(f"{type(self).__module__}.{self.cluster_id}")
             log.setLevel(self.log_level)
+            if parent is not None and type(parent).__name__.endswith("InteractiveShell"):
+                # made in IPython: its messages go where the notebook or terminal shows them
+                log.handlers = [logging.StreamHandler(sys.stdout)]
         self.log = log
         self.engine_timeout = self.timeout if engine_timeout is None else engine_timeout
         self.controller_ip = controller_ip

@@ -13,6 +13,7 @@ _EXPORTS = {
                 "Batch", "Executor", "TaskFuture"),
     ".cluster.cluster": ("Cluster",),
     ".dependency": ("Dependency", "depend", "dependent", "require"),
+    ".reference": ("Reference", "interactive"),
     ".nesting": ("engine_client",),
     ".strategies": ("Serializer", "check_strategies"),
     ".error": ("CompositeError", "EngineError", "RemoteError", "TaskAborted", "TaskhubError",

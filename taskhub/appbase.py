@@ -8,11 +8,12 @@ from pathlib import Path
 from traitlets import Unicode
 from traitlets.config import Application
 
-from . import paths
+from . import __version__, paths
 from .error import ConnectionFileError
 
 
 class BaseApp(Application):
+    version = __version__  # what --version prints
     profile = Unicode("default", help="Name of the profile: its directory "
                       "($TASKHUB_DIR/profile_<name>) holds config, connection files, logs "
                       "and the task DB. Ignored when --profile-dir is given.").tag(config=True)

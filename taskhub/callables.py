@@ -19,13 +19,18 @@ import reprlib
 import sys
 import threading
 
+from .reference import Reference
+
 _NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _FID = re.compile(r"^fn-[0-9a-f]{32}$")
 
 
 def as_callable(f):
     """`f`, or the stand-in for a callable given by name ('pkg.mod:func') or by the id
-    register_function returned. Other values are returned as they are."""
+    register_function returned; a Reference calls the engine's function of that name.
+    Other values are returned as they are."""
+    if isinstance(f, Reference):
+        return f.as_function()
     if isinstance(f, str):
         if _FID.match(f):
             return Registered(f)

@@ -103,7 +103,21 @@ class RemoteError(TaskhubError):
         return f"{where}{self.ename}: {self.evalue}" + (f" (in {call})" if call else "")
 
     def render_traceback(self):
-        return self.traceback or str(self)
+        """The remote traceback as a list of lines (what IPython shows for it)."""
+        return (self.traceback or str(self)).splitlines()
+
+    def _render_traceback_(self):  # IPython shows an exception with this by its lines
+        return self.render_traceback()
+
+    def print_traceback(self, *args):
+        """Print render_traceback()'s lines."""
+        print("\n".join(self.render_traceback(*args)))
+
+    @property
+    def method(self):
+        """'execute' for code run by view.execute, 'apply' for a function call."""
+        return "execute" if str(getattr(self.task, "call", "")).startswith("execute(") \
+            else "apply"
 
 
 class EngineError(RemoteError):
@@ -185,12 +199,41 @@ class ShellCommandFailed(RemoteError):
         return {"shell": {name: getattr(self, name, None) for name in self.FIELDS}}
 
 
-class CompositeError(TaskhubError):
-    """Several tasks of one request failed; ``.errors`` holds each `RemoteError`."""
+class CompositeError(RemoteError):
+    """Several tasks of one request failed; ``.errors`` holds each `RemoteError`.
+
+    A RemoteError itself (ename 'CompositeError'), as in ipyparallel: ``elist`` lists
+    (ename, evalue, traceback, engine_info) per error, ``raise_exception(i)`` raises the
+    i-th, and ``render_traceback()`` shows the first `tb_limit` tracebacks."""
+
+    tb_limit = 4
 
     def __init__(self, message, errors):
-        super().__init__(message)
+        super().__init__("CompositeError", message)
+        self.args = (message,)
         self.errors = list(errors)
+
+    @property
+    def elist(self):
+        return [(e.ename, e.evalue, e.traceback,
+                 {"engine_id": e.engine_id, "method": e.method}) for e in self.errors]
+
+    def raise_exception(self, excid=0):
+        """Raise the `excid`-th error (IndexError if there are not so many)."""
+        if not -len(self.errors) <= excid < len(self.errors):
+            raise IndexError(f"an index in 0..{len(self.errors) - 1}, not {excid}")
+        raise self.errors[excid]
+
+    def render_traceback(self, excid=None):
+        """Lines: the `excid`-th error's traceback, or those of the first tb_limit."""
+        chosen = self.errors if excid is None else [self.errors[excid]]
+        lines = []
+        for e in chosen[:self.tb_limit] if excid is None else chosen:
+            lines.append(f"[{e.engine_id}:{e.method}] {e.ename}: {e.evalue}")
+            lines.extend(e.render_traceback())
+        if excid is None and len(self.errors) > self.tb_limit:
+            lines.append(f"... {len(self.errors) - self.tb_limit} more exceptions ...")
+        return lines
 
     def __str__(self):
         lines = [self.args[0]]

@@ -333,7 +333,7 @@ def test_cluster_context_manager(tmp_path, monkeypatch):
         assert rc.load_balanced_view().map_sync(lambda x: -x, range(3)) == [0, -1, -2]
         pids = cluster.pids()
     assert_all_gone(pids)
-    assert not cluster.profile_dir.exists()
+    assert not Path(cluster.profile_dir).exists()
 
 
 def test_cluster_whose_controller_dies_reports_its_log(tmp_path):

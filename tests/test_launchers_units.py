@@ -146,8 +146,8 @@ def test_launchers_by_name_and_unknown_names():
     with pytest.raises(ValueError, match="unknown engines launcher 'nope'; known: local, mpi, "
                                          "pbs, sge, slurm, ssh"):
         find_launcher("engines", "nope")
-    with pytest.raises(ValueError, match="unknown controller launcher 'mpi'"):
-        find_launcher("controller", "mpi")
+    with pytest.raises(ValueError, match="unknown controller launcher 'pbspro'"):
+        find_launcher("controller", "pbspro")
 
 
 def test_a_package_adds_a_launcher_through_an_entry_point(tmp_path, monkeypatch):

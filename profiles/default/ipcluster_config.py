@@ -59,10 +59,23 @@ c = get_config()  # noqa
 # c.IPCluster.stop_timeout = 10.0
 
 #------------------------------------------------------------------------------
-# MPIEngineSetLauncher(LocalEngineUnits) configuration
+# MPIEngineSetLauncher(MPIOptions, LocalEngineUnits) configuration
 #------------------------------------------------------------------------------
 ## `mpiexec -n N python -m taskhub.engine --mpi ...` on this machine (or, with
 #  `mpi_args` naming a hostfile, wherever mpiexec places the ranks).
+
+## The id of the cluster this launcher starts processes of; they find it in
+#  $IPP_CLUSTER_ID (ipyparallel's name).
+#  Default: ''
+# c.MPIEngineSetLauncher.cluster_id = ''
+
+## More ipengine options, after those the cluster gives.
+#  Default: []
+# c.MPIEngineSetLauncher.engine_args = []
+
+## More environment variables for the processes it starts (on this machine).
+#  Default: {}
+# c.MPIEngineSetLauncher.environment = {}
 
 ## Extra mpiexec options before the program, e.g. ["--hostfile",
 #  "/etc/hosts.mpi"] to place ranks on other machines.
@@ -84,6 +97,19 @@ c = get_config()  # noqa
 # SSHEngineSetLauncher(SSHLauncher, EngineSetLauncher) configuration
 #------------------------------------------------------------------------------
 ## Engines on the hosts of `hosts`, one ssh session (one unit) per engine.
+
+## The id of the cluster this launcher starts processes of; they find it in
+#  $IPP_CLUSTER_ID (ipyparallel's name).
+#  Default: ''
+# c.SSHEngineSetLauncher.cluster_id = ''
+
+## More ipengine options, after those the cluster gives.
+#  Default: []
+# c.SSHEngineSetLauncher.engine_args = []
+
+## More environment variables for the processes it starts (on this machine).
+#  Default: {}
+# c.SSHEngineSetLauncher.environment = {}
 
 ## Where to start engines: "host" or "host:K" (K engines). Engines not placed by
 #  a count are spread over the hosts without one. --ssh-hosts on the ipcluster
@@ -127,6 +153,19 @@ c = get_config()  # noqa
 #  Default: 0.5
 # c.SSHControllerLauncher.check_interval = 0.5
 
+## The id of the cluster this launcher starts processes of; they find it in
+#  $IPP_CLUSTER_ID (ipyparallel's name).
+#  Default: ''
+# c.SSHControllerLauncher.cluster_id = ''
+
+## More ipcontroller options, after those the cluster gives.
+#  Default: []
+# c.SSHControllerLauncher.controller_args = []
+
+## More environment variables for the processes it starts (on this machine).
+#  Default: {}
+# c.SSHControllerLauncher.environment = {}
+
 ## The host to run the controller on (--controller-host). Start it with --ip set
 #  to an address of that host others can reach (or 0.0.0.0 with --location).
 #  Default: ''
@@ -168,10 +207,19 @@ c = get_config()  # noqa
 #  Default: []
 # c.BatchLauncher.batch_options = []
 
+## The id of the cluster this launcher starts processes of; they find it in
+#  $IPP_CLUSTER_ID (ipyparallel's name).
+#  Default: ''
+# c.BatchLauncher.cluster_id = ''
+
 ## The command that cancels jobs (their ids are appended). Empty: `scancel` or
 #  `qdel`.
 #  Default: []
 # c.BatchLauncher.delete_command = []
+
+## More environment variables for the processes it starts (on this machine).
+#  Default: {}
+# c.BatchLauncher.environment = {}
 
 ## Python on the compute nodes, by absolute path. Empty: the one running
 #  ipcluster (right when the nodes share its file system).

@@ -238,6 +238,11 @@ c = get_config()  #noqa
 #  Default: 1048576
 # c.IPControllerApp.output_limit = 1048576
 
+## ipyparallel's spelling of the heartbeat period, in milliseconds (0:
+#  heartbeat_period decides).
+#  Default: 0
+# c.IPControllerApp.ping = 0
+
 ## When tasks leave the hub for an engine. adaptive: each engine gets as many as
 #  cover its next ~50 ms of work, from measured task durations (deep for tiny
 #  tasks, one at a time for long ones), idle engines take back tasks queued on

@@ -7,13 +7,20 @@ the flattened chunks of a map. Iterating over a map yields results in order as t
 import asyncio
 import threading
 import time
+from datetime import datetime, timezone
 from concurrent.futures import Future, InvalidStateError, TimeoutError as _FutureTimeout
 
 from ..error import CompositeError, RemoteError, TimeoutError
+from .arcompat import AsyncResultCompat
 from .interrupt import still_running_text
 
 METADATA_KEYS = ("msg_id", "engine_id", "engine_uuid", "submitted", "started", "completed",
                  "received", "stdout", "stderr", "status", "outputs", "execute_result")
+
+
+def utcnow():
+    """Now, as the tz-aware UTC datetime every timestamp in metadata is."""
+    return datetime.now(timezone.utc)
 
 
 def new_metadata(msg_id, submitted=None):
@@ -23,10 +30,12 @@ def new_metadata(msg_id, submitted=None):
     return md
 
 
-class AsyncResult(Future):
+class AsyncResult(AsyncResultCompat, Future):
     """The pending result of `msg_ids`. `kind` is 'single', 'list' or 'map'."""
 
     starts_running = True  # sent already; False: pending until sent (a batch's futures)
+    _ordered = True  # iteration in submission order; False: as the replies come
+    _return_exceptions = False  # get() and iteration give errors in place of values
 
     def __init__(self, client, msg_ids, kind="single", fname="", chunk_sizes=None):
         super().__init__()
@@ -39,7 +48,8 @@ class AsyncResult(Future):
         self._chunk_sizes = chunk_sizes
         self._values = {}
         self._arrived = threading.Condition()
-        self._metadata = {m: new_metadata(m, time.time()) for m in self.msg_ids}
+        now = utcnow()
+        self._metadata = {m: new_metadata(m, now) for m in self.msg_ids}
         self._streamed = {}  # (msg_id, stream name) -> texts from iopub not yet in _metadata
         self._tails = {}  # (msg_id, stream name) -> chars printed, of output cut in the
         # record whose end may come after the reply
@@ -133,17 +143,27 @@ class AsyncResult(Future):
         return values
 
     # -- the ipyparallel-style API ----------------------------------------------------------
-    def get(self, timeout=None):
-        """The result, waiting up to `timeout` seconds; a remote error is raised here."""
+    def get(self, timeout=None, return_exceptions=None):
+        """The result, waiting up to `timeout` seconds; a remote error is raised here, or
+        with return_exceptions=True put in the result in place of its task's value."""
+        if return_exceptions is None:
+            return_exceptions = self._return_exceptions
         try:
+            if return_exceptions:
+                self.exception(timeout)
+                return self._with_exceptions()
             return self.result(timeout)
         except _FutureTimeout:
             raise TimeoutError(f"{self._progress_text()} after waiting {timeout}s") from None
         except KeyboardInterrupt:  # its tasks go on: say how to stop them (interrupt.py)
             raise KeyboardInterrupt(still_running_text(self)) from None
 
-    def wait(self, timeout=None):
-        """Wait until every reply is in (or `timeout`); True if it is."""
+    def wait(self, timeout=None, return_when=None):
+        """Wait until every reply is in (or `timeout`); True if it is. With `return_when`
+        (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED of concurrent.futures): the
+        (done, not_done) sets of the one-task results of `split()`."""
+        if return_when is not None:
+            return self._wait_until(timeout, return_when)
         try:
             self.exception(timeout)
         except _FutureTimeout:
@@ -152,7 +172,7 @@ class AsyncResult(Future):
             raise KeyboardInterrupt(still_running_text(self)) from None
         return True
 
-    def wait_interactive(self, interval=0.1, timeout=None, widget=None):
+    def wait_interactive(self, interval=0.1, timeout=None, widget=None, return_when=None):
         """Wait like `wait`, showing a progress bar: tasks done / total, rate, elapsed.
 
         On a terminal one line of stderr is redrawn; in Jupyter an ipywidgets bar is shown
@@ -166,6 +186,8 @@ class AsyncResult(Future):
             while not done and (deadline is None or time.monotonic() < deadline):
                 left = interval if deadline is None else min(interval, deadline - time.monotonic())
                 done = self.wait(max(0.0, left))
+                if not done and return_when is not None:
+                    done = bool(self.wait(0, return_when)[0])
                 bar.update(self._items_done(), self.elapsed)
         finally:
             bar.close(self._items_done(), self._wall_time())
@@ -180,11 +202,11 @@ class AsyncResult(Future):
     def _wall_time(self):
         """Seconds from the first submission to the last reply (or to now, if not all in)."""
         mds = self._metadata.values()
-        received = [md["received"] for md in mds if isinstance(md.get("received"), float)]
+        received = [md["received"] for md in mds if md.get("received")]
         submitted = [md["submitted"] for md in mds if md["submitted"]]
         if not self.done() or len(received) < len(mds) or not submitted:
             return self.elapsed
-        return max(received) - min(submitted)
+        return (max(received) - min(submitted)).total_seconds()
 
     def _items_done(self):
         """Tasks done, counting each element of a map's chunks."""
@@ -202,10 +224,11 @@ class AsyncResult(Future):
 
     @property
     def progress(self):
-        return len(self._values)
+        """Items done: tasks, or a map's elements."""
+        return self._items_done()
 
     def _progress_text(self):
-        return f"{self.progress} of {len(self.msg_ids)} tasks done"
+        return f"{self._items_done()} of {len(self)} tasks done"
 
     @property
     def metadata(self):
@@ -223,8 +246,13 @@ class AsyncResult(Future):
 
     @property
     def elapsed(self):
+        """Seconds since the first submission (until done: then the wall time)."""
         started = [md["submitted"] for md in self._metadata.values() if md["submitted"]]
-        return time.time() - min(started) if started else 0.0
+        if not started:
+            return 0.0
+        if self.done() and all(md.get("received") for md in self._metadata.values()):
+            return self._wall_time()
+        return (utcnow() - min(started)).total_seconds()
 
     def __len__(self):
         return sum(self._chunk_sizes) if self._chunk_sizes is not None else len(self.msg_ids)
@@ -234,14 +262,24 @@ class AsyncResult(Future):
         if self.kind == "single":
             yield from self.get()
             return
-        for msg_id in self.msg_ids:
+        sizes = dict(zip(self.msg_ids, self._chunk_sizes or [1] * len(self.msg_ids)))
+        for msg_id in self.msg_ids if self._ordered else self._arrivals():
             value = self._wait_for(msg_id)
-            if isinstance(value, RemoteError):
+            if isinstance(value, RemoteError) and not self._return_exceptions:
                 raise value
-            if self.kind == "map":
+            if isinstance(value, RemoteError) and self.kind == "map":
+                yield from [value] * sizes[msg_id]
+            elif self.kind == "map":
                 yield from value
             else:
                 yield value
+
+    def _arrivals(self):
+        """msg_ids in the order their replies came, each once it has."""
+        for k in range(len(self.msg_ids)):
+            with self._arrived:
+                self._arrived.wait_for(lambda: len(self._values) > k)
+                yield list(self._values)[k]
 
     def _wait_for(self, msg_id):
         with self._arrived:

@@ -7,6 +7,7 @@
       rc.ids                   ◀── notification (engine up/down); iopub streams → metadata
 """
 import collections
+import concurrent.futures as futures
 import logging
 import threading
 import time
@@ -22,7 +23,8 @@ from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable)
 from ..zmqsocket import recv_head_copied, shared_context
 from . import prefixes
-from .asyncresult import AsyncHubResult, AsyncResult
+from .compat import ClientCompat
+from .asyncresult import AsyncHubResult, AsyncResult, utcnow
 from .connection import (ControllerWatch, closed_error, fail_pending, lost_error,
                          seconds_or_none)
 from .throttle import OutstandingLimit
@@ -42,7 +44,7 @@ _SOCKETS = {"query": zmq.DEALER, "task": zmq.DEALER, "mux": zmq.DEALER,
             "control": zmq.DEALER, "iopub": zmq.SUB, "notification": zmq.SUB}
 
 
-class Client:
+class Client(ClientCompat):
     """Connect to the cluster of a profile (default 'default') or of a connection file.
 
     `Client()` reads ``$TASKHUB_DIR/profile_default/security/taskhub-client.json``;
@@ -257,7 +259,7 @@ class Client:
         md = dict(msg["metadata"])
         for key in ("started", "completed"):
             md[key] = parse_date(md.get(key))
-        md["received"] = time.time()
+        md["received"] = utcnow()
         content = msg["content"]
         if content.get("status") == "ok":
             try:
@@ -342,8 +344,9 @@ class Client:
         self._send_prepared("task", frames, header["msg_id"], flush)
         return header["msg_id"]
 
-    def _send_direct(self, uuid, buffers, content, flush=True):
-        frames, header = self._prepare_task(buffers, {}, content, idents=[uuid.encode()])
+    def _send_direct(self, uuid, buffers, content, flush=True, metadata=None):
+        frames, header = self._prepare_task(buffers, dict(metadata or {}), content,
+                                            idents=[uuid.encode()])
         self._send_prepared("mux", frames, header["msg_id"], flush)
         return header["msg_id"]
 
@@ -356,6 +359,7 @@ class Client:
     def _send_prepared(self, channel, frames, msg_id, flush=True):
         """Queue a prepared request, once the bound on outstanding tasks leaves room."""
         self._throttle.admit(msg_id, self._flush)
+        self._note_sent(msg_id)
         self._send(channel, frames, flush)
 
     def _track(self, msg_ids, kind, fname="", chunk_sizes=None, cls=AsyncResult):
@@ -406,8 +410,11 @@ class Client:
         """Ids of the engines registered now, in order."""
         return sorted(self._engines)
 
-    def wait_for_engines(self, n, timeout=None):
-        """Block until at least `n` engines are registered (TimeoutError after `timeout`)."""
+    def wait_for_engines(self, n, timeout=None, block=True):
+        """Block until at least `n` engines are registered (TimeoutError after `timeout`);
+        their ids. block=False: a Future of that instead."""
+        if not block:
+            return self._in_background(self.wait_for_engines, n, timeout)
         with self._engines_changed:
             if not self._engines_changed.wait_for(
                     lambda: len(self._engines) >= n or self._gone is not None, timeout):
@@ -426,15 +433,12 @@ class Client:
         return [engines[i] for i in ids]
 
     def __getitem__(self, key):
-        """rc[i] (one engine), rc[[i, j]], rc[:] or rc[a:b]: a DirectView."""
+        """rc[i] (one engine; negative counts from the end), rc[[i, j]], rc[:] or rc[a:b]:
+        a DirectView (made by direct_view)."""
         if isinstance(key, slice):
-            return DirectView(self, self.ids[key])
-        if isinstance(key, int) and not isinstance(key, bool):
-            self._uuids([key])
-            return DirectView(self, key)
-        if isinstance(key, (list, tuple)) and all(isinstance(k, int) for k in key):
-            self._uuids(key)
-            return DirectView(self, list(key))
+            return self.direct_view(self.ids[key])
+        if isinstance(key, (int, list, tuple)) and not isinstance(key, bool):
+            return self.direct_view(key)
         raise TypeError(f"engines are indexed by int, list of ints or slice, not {key!r}")
 
     def activate(self, targets="all", suffix=""):
@@ -456,13 +460,32 @@ class Client:
     stop_distributed = become_dask
 
     def direct_view(self, targets="all"):
-        return self[:] if targets == "all" else self[targets]
+        """A DirectView of `targets` (an id or a list of ids; negative ones count from the
+        end); "all" (or None) stays "all": engines that register later are used too."""
+        return self._direct_view(targets)
+
+    def _direct_view(self, targets):
+        if targets in ("all", None):
+            return DirectView(self, "all", self.block)
+        if isinstance(targets, int) and not isinstance(targets, bool):
+            key = self._engine_id(targets)
+            self._uuids([key])
+            return DirectView(self, key, self.block)
+        if isinstance(targets, (list, tuple)) and all(
+                isinstance(k, int) and not isinstance(k, bool) for k in targets):
+            keys = [self._engine_id(k) for k in targets]
+            self._uuids(keys)
+            return DirectView(self, keys, self.block)
+        raise TypeError(f"engines are indexed by int, list of ints or slice, not {targets!r}")
 
     def load_balanced_view(self, targets=None):
+        if targets == "all":
+            targets = None
         if targets is not None:
             targets = [targets] if isinstance(targets, int) else list(targets)
+            targets = [self._engine_id(t) for t in targets]
             self._uuids(targets)
-        return LoadBalancedView(self, targets)
+        return LoadBalancedView(self, targets, self.block)
 
     # -- executors, task groups, registered functions ---------------------------------------
     def executor(self, **defaults):
@@ -521,14 +544,15 @@ class Client:
         return set(self._pending)
 
     def wait(self, jobs=None, timeout=None):
-        """Wait for `jobs` (AsyncResults or msg_ids; default: everything outstanding)."""
+        """Wait for `jobs` (AsyncResults, other concurrent.futures Futures, or msg_ids;
+        default: everything outstanding); True if all are done within `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        ars = [j for j in (jobs or []) if isinstance(j, AsyncResult)]
+        ars = [j for j in (jobs or []) if isinstance(j, Future)]
         ids = [j for j in (jobs or []) if isinstance(j, str)] if jobs else list(self._pending)
         ars += [ar for m in ids for ar in self._pending.get(m, [])]
         for ar in ars:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not ar.wait(left):
+            if not futures.wait([ar], left).done:
                 return False
         return True
 
@@ -633,14 +657,17 @@ class Client:
                 raise TypeError(f"{method} takes msg_ids or AsyncResults, not {job!r}")
         return prefixes.full_ids(self, ids)  # a unique prefix names its task
 
-    def get_result(self, msg_ids):
-        """An AsyncHubResult for tasks by msg_id, whoever submitted them."""
-        single = isinstance(msg_ids, str)
-        ids = [msg_ids] if single else list(msg_ids)
+    def get_result(self, msg_ids, block=None, owner=True):
+        """An AsyncResult for tasks by msg_id (or AsyncResult), whoever submitted them;
+        an AsyncHubResult with owner=False. block=True: once they are all done."""
+        single = isinstance(msg_ids, str) or getattr(msg_ids, "kind", None) == "single"
+        ids = [m for job in ([msg_ids] if isinstance(msg_ids, (str, AsyncResult)) else msg_ids)
+               for m in (job.msg_ids if isinstance(job, AsyncResult) else [job])]
         if not all(isinstance(m, str) for m in ids):
             raise TypeError("get_result takes a msg_id or a list of msg_ids (strings)")
         ids = prefixes.full_ids(self, ids)  # "9f3c" names the one task whose id starts so
-        ar = self._track(ids, "single" if single else "list", cls=AsyncHubResult)
+        ar = self._track(ids, "single" if single else "list",
+                         cls=AsyncResult if owner else AsyncHubResult)
         try:
             content = self._hub_request("result_request", {"msg_ids": ids})
         except Exception:
@@ -651,12 +678,15 @@ class Client:
         for msg_id, done in content["completed"].items():
             frames = [next(buffers) for _ in range(done["nbuffers"])]
             self._deliver_stored(msg_id, done, frames)
+        if block:
+            ar.wait()
         return ar
 
     def _deliver_stored(self, msg_id, done, frames):
         content, md = done["content"] or {}, dict(done["metadata"] or {})
-        for key in ("started", "completed"):
-            md[key] = parse_date(md.get(key))
+        for key in ("started", "completed", "submitted", "received"):
+            if key in md:
+                md[key] = parse_date(md.get(key))
         if content.get("status") == "ok":
             value = strategies.loads(frames)
         else:
@@ -725,15 +755,18 @@ class Client:
         return content
 
     # -- ending -----------------------------------------------------------------------------
-    def shutdown(self, targets="all", hub=False, timeout=10.0):
-        """Shut engines down (all by default); with hub=True, the controller too."""
-        ids = self.ids if targets == "all" else ([targets] if isinstance(targets, int)
-                                                   else list(targets))
+    def shutdown(self, targets="all", hub=False, timeout=10.0, block=None):
+        """Shut engines down (all by default); with hub=True, the controller too. Each
+        engine's reply is waited for; block=True waits until they have unregistered too."""
+        ids = self.ids if targets in ("all", None) else (
+            [self._engine_id(targets)] if isinstance(targets, int) else list(targets))
         for uuid in self._uuids(ids):
             try:
                 self._hub_request("shutdown_request", {}, timeout, "control", [uuid.encode()])
             except error.TimeoutError:
                 log.warning("engine %s did not answer the shutdown request", uuid)
+        if block:
+            self._wait_unregistered(ids, timeout)
         if hub:
             self._hub_request("shutdown_request", {}, timeout)
 

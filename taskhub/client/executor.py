@@ -119,6 +119,8 @@ class Executor(futures.Executor):
             self.client, base = target, {}
         self._defaults = {**base, **_options(task_options)}
         self._view = self._view_for({})  # checks the defaults now
+        # the view it was given, or its own: ipyparallel code reads executor.view
+        self.view = target if isinstance(target, LoadBalancedView) else self._view
         self._md = self._view._metadata()
         self.serializer = serializer or self.client.serializer
         if result_serializers is not None:
@@ -182,12 +184,13 @@ class Executor(futures.Executor):
         if task_options:
             return self._with(task_options).map(fn, *iterables, timeout=timeout,
                                                 chunksize=chunksize, buffersize=bound)
+        from .imap import LazyMapIterator, imap
         if bound is not None:
-            from .imap import imap
-            return imap(self, fn, iterables, ordered=True, max_outstanding=bound,
-                        chunksize=chunksize, deadline=deadline) if iterables else iter(())
+            return LazyMapIterator(imap(self, fn, iterables, ordered=True, max_outstanding=bound,
+                                        chunksize=chunksize, deadline=deadline)
+                                   if iterables else iter(()))
         sent = self._send_chunks(fn, iterables, chunksize, self._view, self._md)
-        return _in_order(self.client, sent, deadline)
+        return LazyMapIterator(_in_order(self.client, sent, deadline))
 
     def _with(self, task_options):
         """An executor sharing this one's client, group and strategies, with more defaults;
@@ -257,6 +260,7 @@ class Executor(futures.Executor):
 
     def _watch(self, future, md, sent=True):
         future.may_retry = bool(md.get("retries"))
+        self.view._note_history(future.msg_ids)
         with self._lock:
             self._futures.add(future)
         if sent:

@@ -150,3 +150,24 @@ class _AsCompleted:
 
     def in_flight(self):
         return [f for f in self._futures if not f.done()]
+
+
+class LazyMapIterator:
+    """What view.imap and Executor.map return: an iterator over a running imap whose
+    `cancel()` (or `close()`) stops it, cancelling the tasks no engine started."""
+
+    def __init__(self, results):
+        self._results = results
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._results)
+
+    def cancel(self):
+        close = getattr(self._results, "close", None)
+        if close is not None:
+            close()
+
+    close = cancel

@@ -29,6 +29,7 @@ from ..callables import as_callable
 from ..dependency import Dependency, dependent, msg_ids_of
 from ..engine import ops
 from .interrupt import wait_or_abort
+from .viewcompat import DirectViewCompat, ViewCompat
 
 PURE = "pure"  # the scheme with no Python scheduler (taskhub.controller.schemes.PURE)
 
@@ -140,7 +141,7 @@ def _not_pure(view, what, value):
     return value
 
 
-class View:
+class View(ViewCompat):
     """What every view shares: blocking, flags, abort."""
 
     block = _Flag(_bool, False)
@@ -164,6 +165,7 @@ class View:
                             f"{', '.join(names)}")
         checked = {n: getattr(type(self), n).check(self, n, v) for n, v in flags.items()}
         self.__dict__.update(checked)
+        return self
 
     @contextmanager
     def temp_flags(self, **flags):
@@ -178,13 +180,13 @@ class View:
             self.__dict__.update(saved)
 
     # -- calls ------------------------------------------------------------------------------
-    def apply(self, f, *args, **kwargs):
+    def apply(self, f, /, *args, **kwargs):
         return self._apply(f, args, kwargs, self.block)
 
-    def apply_async(self, f, *args, **kwargs):
+    def apply_async(self, f, /, *args, **kwargs):
         return self._apply(f, args, kwargs, False)
 
-    def apply_sync(self, f, *args, **kwargs):
+    def apply_sync(self, f, /, *args, **kwargs):
         return self._apply(f, args, kwargs, True)
 
     def apply_with_flags(self, f, args=(), kwargs=None, block=None, **flags):
@@ -198,9 +200,12 @@ class View:
         with self.temp_flags(**flags):
             return self._apply(f, tuple(args), kwargs or {}, self.block)
 
-    def map(self, f, *sequences, block=None, chunksize=None, progress=False):
+    def map(self, f, *sequences, block=None, chunksize=None, progress=False, ordered=True,
+            return_exceptions=False):
         """Like the builtin map, in parallel; results in order. progress=True shows a
-        progress bar while a blocking map waits (see AsyncResult.wait_interactive)."""
+        progress bar while a blocking map waits (see AsyncResult.wait_interactive).
+        ordered=False: iterating the result gives each task's results as they come;
+        return_exceptions=True: a failed task's error is given in place of its results."""
         f = as_callable(f)  # 'module:function' or a registered function id
         _check_callable(f, "map")
         if not sequences:
@@ -209,15 +214,17 @@ class View:
             if not hasattr(s, "__iter__"):
                 raise TypeError(f"map arguments must be iterable, got {type(s).__name__}")
         ar = self._watch(self._map(f, sequences, chunksize))
+        ar._ordered, ar._return_exceptions = bool(ordered), bool(return_exceptions)
         if not (self.block if block is None else block):
             return ar
         return wait_or_abort(ar, progress)
 
-    def map_async(self, f, *sequences, chunksize=None):
-        return self.map(f, *sequences, block=False, chunksize=chunksize)
+    def map_async(self, f, *sequences, chunksize=None, **options):
+        return self.map(f, *sequences, block=False, chunksize=chunksize, **options)
 
-    def map_sync(self, f, *sequences, chunksize=None, progress=False):
-        return self.map(f, *sequences, block=True, chunksize=chunksize, progress=progress)
+    def map_sync(self, f, *sequences, chunksize=None, progress=False, **options):
+        return self.map(f, *sequences, block=True, chunksize=chunksize, progress=progress,
+                        **options)
 
     def _apply(self, f, args, kwargs, block):
         f = as_callable(f)
@@ -227,6 +234,7 @@ class View:
         return wait_or_abort(ar) if block else ar
 
     def _watch(self, ar):
+        self._note_history(ar.msg_ids)
         self.outstanding.update(ar.msg_ids)
         ar.add_done_callback(lambda done: self.outstanding.difference_update(done.msg_ids))
         return ar
@@ -310,15 +318,15 @@ class LoadBalancedView(View):
         from .executor import Executor
         return Executor(self)
 
-    def imap(self, f, *iterables, ordered=False, max_outstanding=100, timeout=None,
+    def imap(self, f, *iterables, ordered=True, max_outstanding=100, timeout=None,
              return_exceptions=False, progress=False, chunksize=1):
-        """f over the iterables, yielding results as they complete (or in order), with at
-        most `max_outstanding` tasks of `chunksize` items in flight; see
-        taskhub.client.imap. progress=True draws a bar of results given out (of how many,
-        when the iterables have a len)."""
-        from .imap import imap
-        results = imap(self.executor, f, iterables, ordered, max_outstanding, timeout,
-                       return_exceptions, chunksize)
+        """f over the iterables, yielding results in order (or as they complete, with
+        ordered=False), with at most `max_outstanding` tasks of `chunksize` items in
+        flight; see taskhub.client.imap. `.cancel()` stops it. progress=True draws a bar of
+        results given out (of how many, when the iterables have a len)."""
+        from .imap import LazyMapIterator, imap
+        results = LazyMapIterator(imap(self.executor, f, iterables, ordered, max_outstanding,
+                                       timeout, return_exceptions, chunksize))
         if not progress:
             return results
         from .progress import iterate
@@ -330,8 +338,10 @@ class LoadBalancedView(View):
         return f"<LoadBalancedView targets={self.targets or 'all'}>"
 
 
-class DirectView(View):
+class DirectView(DirectViewCompat, View):
     """Runs each call on every engine in `targets` (an id, or a list of ids)."""
+
+    label = _Flag(_label)
 
     def __init__(self, client, targets, block=False):
         super().__init__(client, block)
@@ -340,12 +350,15 @@ class DirectView(View):
 
     @property
     def _ids(self):
+        if self.targets == "all":
+            return self.client.ids
         return [self.targets] if self._single else list(self.targets)
 
     def _submit(self, f, args, kwargs):
         fbytes = self.client.serializer.serialize_function(f)
         buffers = self.client.serializer.pack_apply(f, args, kwargs, fbytes=fbytes)
-        msg_ids = [self.client._send_direct(u, buffers, {}, flush=False)
+        md = {"label": self.label} if self.label else None
+        msg_ids = [self.client._send_direct(u, buffers, {}, flush=False, metadata=md)
                    for u in self.client._uuids(self._ids)]
         return self.client._track(msg_ids, "single" if self._single else "list",
                                   getattr(f, "__name__", ""))
@@ -355,10 +368,11 @@ class DirectView(View):
         lists = [list(s) for s in sequences]
         parts = [_partition(s, len(self._ids)) for s in lists]
         msg_ids, sizes = [], []
+        md = {"label": self.label} if self.label else None
         for i, uuid in enumerate(self.client._uuids(self._ids)):
             chunk = tuple(p[i] for p in parts)
             buffers = self.client.serializer.pack_apply(f, chunk, {}, fbytes=fbytes)
-            msg_ids.append(self.client._send_direct(uuid, buffers, {"map": True}))
+            msg_ids.append(self.client._send_direct(uuid, buffers, {"map": True}, metadata=md))
             sizes.append(min(len(c) for c in chunk))
         return self.client._track(msg_ids, "map", getattr(f, "__name__", ""), chunk_sizes=sizes)
 
@@ -372,11 +386,14 @@ class DirectView(View):
     def execute(self, code, silent=True, block=None):
         """Run `code` in each engine's namespace — through IPython where the engine has it
         (magics, display(), an ExecuteReply per engine; silent=False keeps the value of the
-        last expression as `execute_result`)."""
+        last expression as `execute_result`). Returns the AsyncResult, with block=True once
+        it is done (an error is raised then)."""
         if not isinstance(code, str):
             raise TypeError(f"execute expects a string of code, got {type(code).__name__}")
-        return self._apply(ops.execute, (code, bool(silent)), {},
-                           self.block if block is None else block)
+        ar = self._apply(ops.execute, (code, bool(silent)), {}, False)
+        if self.block if block is None else block:  # as ipyparallel: waited for, then
+            wait_or_abort(ar)                       # the AsyncResult itself
+        return ar
 
     def push(self, namespace, block=None):
         if not isinstance(namespace, dict):
@@ -388,21 +405,28 @@ class DirectView(View):
             raise TypeError("pull expects a name or a list of names")
         return self._apply(ops.pull, (names,), {}, self.block if block is None else block)
 
-    def scatter(self, name, seq, block=None):
-        """Split `seq` into one contiguous piece per engine, bound to `name` there."""
+    def scatter(self, name, seq, block=None, flatten=False):
+        """Split `seq` into one contiguous piece per engine, bound to `name` there; with
+        flatten=True an engine whose piece has one item gets the item itself."""
         block = self.block if block is None else block
         msg_ids = []
         for i, piece in zip(self._ids, _partition(seq, len(self._ids))):
+            if flatten and len(piece) == 1:
+                piece = piece[0]
             buffers = self.client.serializer.pack_apply(ops.push, ({name: piece},), {})
             msg_ids.append(self.client._send_direct(self.client._uuids([i])[0], buffers, {}))
         ar = self.client._track(msg_ids, "list", "scatter")
         return wait_or_abort(ar) if block else ar
 
     def gather(self, name, block=None):
-        """The pieces of `name` from every engine, concatenated in engine order."""
-        ar = self._apply(ops.pull, (name,), {}, True)
-        pieces = [ar] if self._single else ar
-        return [x for piece in pieces for x in piece]
+        """The pieces of `name` from every engine, concatenated in engine order (an
+        AsyncResult of that list with block=False)."""
+        block = self.block if block is None else block
+        buffers = self.client.serializer.pack_apply(ops.pull, (name,), {})
+        msg_ids = [self.client._send_direct(u, buffers, {})
+                   for u in self.client._uuids(self._ids)]
+        ar = self._watch(self.client._track(msg_ids, "map", "gather"))
+        return wait_or_abort(ar) if block else ar
 
     def __getitem__(self, name):
         return self.pull(name, block=True)

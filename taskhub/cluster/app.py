@@ -30,7 +30,7 @@ from traitlets import Bool, Float, Integer, List, Unicode
 from traitlets.config import Configurable
 from traitlets.config.loader import ConfigFileNotFound, PyFileConfigLoader
 
-from .. import paths
+from .. import __version__, paths
 from ..error import ClusterStateError
 from ..web import dashboard
 from .cluster import (Cluster, profile_label, profile_name, profile_option, read_record,
@@ -118,6 +118,7 @@ def load_options(profile_dir):
 def build_parser():
     parser = argparse.ArgumentParser(prog="ipcluster",
                                      description="Start, stop and list taskhub clusters.")
+    parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     start = commands.add_parser("start", help="start a controller and N engines")
     _add_profile_options(start)
@@ -180,8 +181,18 @@ def _add_profile_options(parser):
     where.add_argument("--profile-dir", help="profile directory (instead of --profile)")
 
 
+def _with_help_all(parser):
+    """--help-all (ipyparallel's spelling) shows --help, on every (sub)command."""
+    parser.add_argument("--help-all", action="help", help="the same as --help")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _with_help_all(sub)
+    return parser
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = _with_help_all(build_parser()).parse_args(argv)
     try:
         return args.func(args)
     except (ClusterStateError, ValueError) as e:
@@ -314,7 +325,7 @@ def _print_ready(cluster, how_long):
                   else f"controller: {cluster.controller.describe()}")
     sys.stdout.write(
         f"ipcluster: {cluster.n} engines ready ({controller}, "
-        f"profile {name}; engines: {cluster.engines.describe()}); {how_long}\n"
+        f"profile {name}; engines: {cluster.engine_set.describe()}); {how_long}\n"
         f"  connect: from taskhub import Client; rc = Client({client_args})\n"
         f"{dashboard.ready_line(cluster.profile_dir)}"
         f"  stop:    ipcluster stop {where}\n")

@@ -37,7 +37,8 @@ from pathlib import Path
 
 from .. import filemodes, paths
 from ..error import ClusterStateError, TimeoutError as TaskhubTimeout
-from .launcher import (Launcher, LocalProcess, find_launcher, is_ours, stop_processes,
+from .clusterapi import ClusterAPI, ClusterManager  # noqa: F401 - ClusterManager: API
+from .launcher import (Launcher, LocalProcess, is_ours, stop_processes,
                        wait_until)
 from .lifetime import Lifeline, forget_cluster, note_cluster
 
@@ -126,7 +127,7 @@ def log_tail(path, lines=LOG_TAIL_LINES):
     return "\n".join(text.splitlines()[-lines:]) or f"(empty log {path})"
 
 
-class Cluster:
+class Cluster(ClusterAPI):
     """A controller and `n` engines on this machine, started and stopped together.
 
     With neither `profile` nor `profile_dir`, the cluster lives in a temporary profile
@@ -142,29 +143,39 @@ class Cluster:
     `shutdown_atexit` (default True): stop the cluster when this Python process ends —
     normally, by an exception, or killed (a lifeline process notices). False: it outlives
     the process, until `ipcluster stop` (also settable after start).
+
+    ipyparallel's spellings are taken too (see clusterapi.py): `controller=`/`engines=`
+    (launcher names or classes, as `controller_launcher`/`engine_launcher`), `config=`
+    (as `launcher_config`), `cluster_id=`, `log=`, `log_level=`, `engine_timeout=`,
+    `controller_ip=`, `controller_location=`. Options left at their defaults are taken
+    from `config.Cluster`, then (`load_profile`, default True) from the "Cluster" section
+    of the profile's ipcluster_config.py/.json. `parent` is accepted.
     """
 
     def __init__(self, n=4, profile=None, profile_dir=None, controller_args=(),
                  engine_args=(), timeout=30, controller_launcher="local",
                  engine_launcher="local", launcher_config=None, controller_options=None,
-                 engine_options=None, shutdown_atexit=True):
+                 engine_options=None, shutdown_atexit=True, *, controller=None, engines=None,
+                 cluster_id=None, config=None, log=None, log_level=None, engine_timeout=None,
+                 controller_ip=None, controller_location=None, load_profile=True,
+                 parent=None):
+        passed = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if profile is not None and profile_dir is not None:
             raise ValueError("give profile or profile_dir, not both")
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative int, not {n!r}")
         self.n = n
         self.profile = profile
-        self.profile_dir = Path(profile_dir) if profile_dir is not None else None
+        self.profile_dir = str(profile_dir) if profile_dir is not None else None
         self.controller_args = list(controller_args)
         self.engine_args = list(engine_args)
         self.timeout = timeout
-        self.controller_launcher = controller_launcher
-        self.engine_launcher = engine_launcher
-        self.launcher_config = launcher_config
+        self.controller_launcher = controller if controller is not None else controller_launcher
+        self.engine_launcher = engines if engines is not None else engine_launcher
         self.controller_options = dict(controller_options or {})
         self.engine_options = dict(engine_options or {})
         self.controller = None
-        self.engines = None
+        self.engine_set = None
         self.added_engines = []   # engine sets of `ipcluster engines add`
         self.watcher = None       # the LocalProcess watching a daemonized cluster
         self.started = None
@@ -174,6 +185,9 @@ class Cluster:
         self._lifeline = None     # see lifetime.py
         self._tied_pid = None     # the process whose end stops the cluster
         self._shutdown_atexit = shutdown_atexit
+        self._init_api(cluster_id, config, launcher_config, log, log_level, engine_timeout,
+                       controller_ip, controller_location, parent)
+        self._apply_config_sections(passed, load_profile)
 
     # -- starting ---------------------------------------------------------------------
 
@@ -187,7 +201,7 @@ class Cluster:
                 self._remove_stale_connection_files()
                 self._start_controller()
                 self._start_engines()
-            self.connect_client()
+            self._own_client()
             self._wait_for_engines()
         except BaseException:
             # Also on KeyboardInterrupt: a half-started cluster must not be left running.
@@ -199,9 +213,9 @@ class Cluster:
         if self.profile_dir is not None:
             paths.ensure_profile_dir(self.profile_dir)
         elif self.profile is not None:
-            self.profile_dir = paths.profile_dir(self.profile, create=True)
+            self.profile_dir = str(paths.profile_dir(self.profile, create=True))
         else:
-            self.profile_dir = paths.ensure_profile_dir(tempfile.mkdtemp(prefix="taskhub-"))
+            self.profile_dir = str(paths.ensure_profile_dir(tempfile.mkdtemp(prefix="taskhub-")))
             self._temporary = True
 
     def _tie_to_this_process(self):
@@ -257,9 +271,11 @@ class Cluster:
             path.unlink(missing_ok=True)
 
     def _start_controller(self):
-        cls = find_launcher("controller", self.controller_launcher)
-        self.controller = cls(self.profile_dir, self.controller_args,
-                              config=self.launcher_config, **self.controller_options)
+        cls = self.controller_launcher_class
+        self.controller = cls(self.profile_dir,
+                              [*self.controller_args, *self._controller_address_args()],
+                              config=self.launcher_config,
+                              **{"cluster_id": self.cluster_id, **self.controller_options})
         self.controller.start()
         self._write_record()
         client_file = paths.security_file(self.profile_dir, "client")
@@ -274,13 +290,9 @@ class Cluster:
                                 f"within {self.timeout} s")
 
     def _start_engines(self):
-        cls = find_launcher("engines", self.engine_launcher)
-        self.engines = cls(self.profile_dir, self.engine_args, n=self.n,
-                           config=self.launcher_config, **self.engine_options)
-        self.engines.start()
-        self._write_record()
+        self.start_engines_sync()
 
-    def connect_client(self):
+    def _own_client(self):
         """Connect (once) a `taskhub.client.Client` to this cluster and return it."""
         if self.client is None:
             from ..client import Client  # imported late: the client pulls in zmq and more
@@ -296,7 +308,7 @@ class Cluster:
                 return self.client.wait_for_engines(
                     self.n, timeout=min(ENGINE_CHECK_INTERVAL, deadline - time.monotonic()))
             except TaskhubTimeout:
-                ended = self.engines.ended_units()  # e.g. refused: its log says why
+                ended = self.engine_set.ended_units()  # e.g. refused: its log says why
                 if ended or time.monotonic() >= deadline:
                     raise self._failure(f"only {len(self.client.ids)} of {self.n} engines "
                                         f"registered {self._why_waiting_ended(ended)}; "
@@ -306,14 +318,14 @@ class Cluster:
     def _why_waiting_ended(self, ended):
         if not ended:
             return f"within {self.timeout} s"
-        if len(ended) == len(self.engines.units):
+        if len(ended) == len(self.engine_set.units):
             return "when every engine had ended"
         return f"when {len(ended)} engine process(es) or job(s) had ended"
 
     def _ended_logs(self, ended):
         """The logs of the units that ended (where they said why), else the first one's."""
         logs = [u.log for u in ended if getattr(u, "log", None)]
-        return logs[:3] or self.engines.log_files()[:1]
+        return logs[:3] or self.engine_set.log_files()[:1]
 
     def _engine_address(self):
         """Where the engines were told to register, for error messages."""
@@ -343,20 +355,21 @@ class Cluster:
     def record(self):
         """What pid/cluster.json says about this cluster."""
         return {
+            "cluster_id": self.cluster_id,
             "profile_dir": str(self.profile_dir),
             "profile": profile_label(self.profile_dir),
             "n": self.n,
             "started": self.started,
             "owner_pid": self.owner_pid,
             "controller": self.controller.info(),
-            "engines": self.engines.info() if self.engines is not None else None,
+            "engines": self.engine_set.info() if self.engine_set is not None else None,
             "added_engines": [s.info() for s in self.added_engines],
             "watcher": self.watcher.info() if self.watcher is not None else None,
         }
 
     def engine_sets(self):
         """Every engine launcher: the one started with the cluster, then those added."""
-        return [s for s in (self.engines, *self.added_engines) if s is not None]
+        return [s for s in (self.engine_set, *self.added_engines) if s is not None]
 
     def engine_count(self):
         return sum(s.engine_count() for s in self.engine_sets())
@@ -380,7 +393,7 @@ class Cluster:
                 own.units = [u for u in own.units if u.tag in tags] + \
                     [u for u in recorded.units if u.tag not in {o.tag for o in own.units}]
             sets.append(own or recorded)
-        self.engines, self.added_engines = (sets[0], sets[1:]) if sets else (None, [])
+        self.engine_set, self.added_engines = (sets[0], sets[1:]) if sets else (None, [])
 
     def _remove_record(self):
         """Remove cluster.json, unless it now describes another cluster."""
@@ -397,15 +410,23 @@ class Cluster:
         record = read_record(profile_dir)
         if record is None:
             raise ClusterStateError(f"no cluster is recorded in {record_path(profile_dir)}")
-        cluster = cls(n=int(record.get("n", 0)), profile_dir=profile_dir)
+        cluster = cls(n=int(record.get("n", 0)), profile_dir=profile_dir,
+                      cluster_id=record.get("cluster_id"))
+        cluster._take_record(record)
+        return cluster
+
+    def _take_record(self, record):
+        """Rebuild the launchers (and when they started) from a cluster.json record."""
+        cluster = self
         cluster.controller = Launcher.from_info(record["controller"])
+        cluster.controller_launcher = cluster.controller.kind
         cluster.started, cluster.owner_pid = record.get("started"), record.get("owner_pid")
         if record.get("engines"):
-            cluster.engines = Launcher.from_info(record["engines"])
+            cluster.engine_set = Launcher.from_info(record["engines"])
+            cluster.engine_launcher = cluster.engine_set.kind
         cluster.added_engines = [Launcher.from_info(i) for i in record.get("added_engines", ())]
         if record.get("watcher"):
             cluster.watcher = LocalProcess.from_info(record["watcher"])
-        return cluster
 
     # -- running and stopping ---------------------------------------------------------
 
@@ -455,18 +476,31 @@ class Cluster:
         if self.profile_dir is not None and self.controller is not None:
             self._remove_record()
         if self._temporary and self.profile_dir is not None:
+            for launcher in (*self.engine_sets(), self.controller):
+                if launcher is not None:
+                    launcher.get_output()  # read before the logs go with the profile
             shutil.rmtree(self.profile_dir, ignore_errors=True)
 
     def __enter__(self):
         self.start()
+        self.client.cluster = self
         return self.client
 
     def __exit__(self, *exc_info):
         self.stop()
 
     def __repr__(self):
-        state = "running" if self.running() else "stopped"
-        return f"<Cluster n={self.n} profile_dir={str(self.profile_dir)!r} {state}>"
+        fields = [f"cluster_id={self.cluster_id!r}"]
+        name = None if self.profile_dir is None else profile_name(self.profile_dir)
+        if name is not None:
+            fields.append(f"profile={name!r}")
+        elif self.profile_dir is not None:
+            fields.append(f"profile_dir={str(self.profile_dir)!r}")
+        if self.controller is not None:
+            fields.append(f"controller=<{self.controller.state}>")
+        if self.engine_sets():
+            fields.append(f"engine_sets={list(self.engines)}")
+        return f"<{type(self).__name__}({', '.join(fields)})>"
 
 
 def recorded_controller_pid(record):

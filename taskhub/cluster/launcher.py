@@ -43,7 +43,7 @@ import uuid
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from traitlets import MetaHasTraits
+from traitlets import Dict, List, MetaHasTraits, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .. import filemodes, paths
@@ -190,11 +190,24 @@ class Launcher(LoggingConfigurable, metaclass=_LauncherMeta):
 
     role = None   # "controller" or "engines": which table of LAUNCHERS it belongs in
     kind = None   # its name in that table, e.g. "local"
+    configured_args_name = None  # "controller_args" or "engine_args"
+
+    cluster_id = Unicode("", help="""The id of the cluster this launcher starts processes
+        of; they find it in $IPP_CLUSTER_ID (ipyparallel's name).""").tag(config=True)
+    environment = Dict(help="""More environment variables for the processes it starts
+        (on this machine).""").tag(config=True)
+    work_dir = Unicode(".", help="""The directory that job scripts written to look at or
+        submit by hand (write_batch_script) go to.""")
 
     def __init__(self, profile_dir, args=(), config=None, **options):
         super().__init__(config=config, **options)
         self.profile_dir = str(profile_dir)
-        self.args = [str(a) for a in args]
+        # Options configured as controller_args / engine_args (ipyparallel's names) come
+        # after those given; info() records them once, in args.
+        configured = [str(a) for a in getattr(self, self.configured_args_name or "", ())]
+        given = [str(a) for a in args]
+        self.args = given if given[len(given) - len(configured):] == configured and \
+            configured else [*given, *configured]
 
     @abc.abstractmethod
     def start(self):
@@ -234,7 +247,8 @@ class Launcher(LoggingConfigurable, metaclass=_LauncherMeta):
     def options(self):
         """This launcher's configurable options and their values, recorded by `info()` so
         that a launcher rebuilt elsewhere (e.g. to replace a unit) starts the same way."""
-        return {name: getattr(self, name) for name in self.class_trait_names(config=True)}
+        return {name: getattr(self, name) for name in self.class_trait_names(config=True)
+                if name != self.configured_args_name}  # already in args
 
     def base_info(self):
         return {"role": self.role, "kind": self.kind, "profile_dir": self.profile_dir,
@@ -257,20 +271,53 @@ class Launcher(LoggingConfigurable, metaclass=_LauncherMeta):
     def log_dir(self):
         return Path(self.profile_dir) / "log"
 
+    def get_env(self):
+        """The environment the processes it starts on this machine get: this process's,
+        `environment`, and $IPP_PROFILE_DIR / $IPP_CLUSTER_ID (ipyparallel's names)."""
+        return {**os.environ, **self.environment, "IPP_PROFILE_DIR": self.profile_dir,
+                "IPP_CLUSTER_ID": self.cluster_id}
+
     def describe(self):
         """One line saying what runs where, for `ipcluster list` and messages."""
         return self.kind
+
+    @property
+    def state(self):
+        """ipyparallel's spelling: "running" while anything runs, else "after"."""
+        return "running" if self.poll() is None else "after"
+
+    def get_output(self):
+        """Everything its processes have written to their logs so far (or, once the logs
+        are gone with a temporary profile, what they held when last read)."""
+        texts = []
+        for log in self.log_files():
+            try:
+                texts.append(Path(log).read_text(errors="replace"))
+            except OSError:
+                continue  # not written yet, or removed
+        if texts or not hasattr(self, "_output_read"):
+            self._output_read = "".join(texts)
+        return self._output_read
 
 
 class ControllerLauncher(Launcher):
     """Starts one controller; says when its connection files are ready to use."""
 
     role = "controller"
+    configured_args_name = "controller_args"
+    controller_args = List(Unicode(), help="""More ipcontroller options, after those the
+        cluster gives.""").tag(config=True)
 
     @property
     def pid(self):
         """The controller's local pid, or None when it runs elsewhere (ssh, batch job)."""
         return None
+
+    @property
+    def process(self):
+        """A psutil.Process of the local controller, or None (not started, or elsewhere)."""
+        import psutil  # only when asked: psutil is not needed to launch
+        return None if self.pid is None else psutil.Process(self.pid)
 
     def wait(self, timeout=None):
         """Block until the controller ends; True if it did within `timeout` (None: never
@@ -287,10 +334,17 @@ class ControllerLauncher(Launcher):
         return client.exists() and engine.exists()
 
 
-class EngineSetLauncher(Launcher):
-    """Starts `n` engines, in units (see the module docstring)."""
+class EngineLauncher(Launcher):
+    """What every engine launcher takes (ipyparallel's name for the section)."""
 
     role = "engines"
+    configured_args_name = "engine_args"
+    engine_args = List(Unicode(), help="""More ipengine options, after those the cluster
+        gives.""").tag(config=True)
+
+
+class EngineSetLauncher(EngineLauncher):
+    """Starts `n` engines, in units (see the module docstring)."""
 
     # How often the watcher asks whether units ended: cheap for local processes; a batch
     # scheduler's status command costs more (and its answers lag behind anyway).
@@ -413,7 +467,8 @@ class LocalControllerLauncher(LocalLauncher, ControllerLauncher):
         return self.processes[0].pid if self.processes else None
 
     def start(self):
-        proc = LocalProcess.spawn(self.command(), self.log_dir(), self.log_name)
+        proc = LocalProcess.spawn(self.command(), self.log_dir(), self.log_name,
+                                  env=self.get_env())
         self.processes.append(proc)
 
     def stop(self, timeout=10):
@@ -478,7 +533,8 @@ class LocalEngineSetLauncher(LocalEngineUnits):
         tag = new_tag(self.kind)
         index = len(self.units)
         return LocalProcess.spawn([*self.command(), *self.tag_args(tag)], self.log_dir(),
-                                  f"{self.log_name}-{index}", tag=tag, n=1)
+                                  f"{self.log_name}-{index}", env=self.get_env(), tag=tag,
+                                  n=1)
 
 
 def _file_pid(path):
@@ -493,6 +549,7 @@ def _file_pid(path):
 LAUNCHERS = {
     "controller": {
         "local": "taskhub.cluster.launcher:LocalControllerLauncher",
+        "mpi": "taskhub.cluster.launchers.mpi:MPIControllerLauncher",
         "ssh": "taskhub.cluster.launchers.ssh:SSHControllerLauncher",
         "slurm": "taskhub.cluster.launchers.batch:SlurmControllerLauncher",
         "pbs": "taskhub.cluster.launchers.batch:PBSControllerLauncher",

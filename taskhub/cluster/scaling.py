@@ -36,12 +36,12 @@ def add_engines(profile_dir, n, kind=None, config=None, options=None, timeout=60
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"-n must be a positive number of engines, not {n!r}")
     cluster = running_cluster(profile_dir)
-    first = cluster.engines
+    first = cluster.engine_set
     kind = kind or (first.kind if first is not None else "local")
     args = first.args if first is not None else []
     options = {**inherited_options(first, kind), **(options or {})}
     launcher = find_launcher("engines", kind)(profile_dir, args, n=n, config=config, **options)
-    client = cluster.connect_client()
+    client = cluster._own_client()
     try:
         before = len(client.ids)
         launcher.start()

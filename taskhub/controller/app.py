@@ -96,6 +96,8 @@ class IPControllerApp(BaseApp):
                     "docs/scheduling.md.").tag(config=True)
     heartbeat_period = Float(1.0, help="Seconds between heartbeats. Shorter notices dead "
                              "engines sooner and costs more messages.").tag(config=True)
+    ping = Integer(0, min=0, help="ipyparallel's spelling of the heartbeat period, in "
+                   "milliseconds (0: heartbeat_period decides).").tag(config=True)
     heartbeat_misses = Integer(10, help="Heartbeat periods an engine may be silent before "
                                "it is declared dead and its tasks fail. Too few and a "
                                "busy machine loses healthy engines.").tag(config=True)
@@ -179,6 +181,7 @@ class IPControllerApp(BaseApp):
                "log-level": "Application.log_level",
                "heartbeat-period": "IPControllerApp.heartbeat_period",
                "heartbeat-misses": "IPControllerApp.heartbeat_misses",
+               "ping": "IPControllerApp.ping",
                "web-port": "IPControllerApp.web_port", "web-ip": "IPControllerApp.web_ip",
                "max-engines": "IPControllerApp.max_engines",
                "query-timeout": "IPControllerApp.query_timeout",
@@ -224,7 +227,8 @@ class IPControllerApp(BaseApp):
         soft, hard = limits.raise_fd_limit()
         controller = Controller(Session(key), self.make_db(), ip=self.ip, scheme=self.scheme,
                                 hwm=self.hwm, prefetch=self.prefetch,
-                                heartbeat_period=self.heartbeat_period,
+                                heartbeat_period=(self.ping / 1000 if self.ping
+                                                  else self.heartbeat_period),
                                 heartbeat_misses=self.heartbeat_misses,
                                 max_engines=self.max_engines, output_limit=self.output_limit,
                                 query_timeout=self.query_timeout,

@@ -488,6 +488,9 @@ class Controller:
                 self._split_batch(idents[0], msg, self._on_task_request)
             return
         if msg.msg_type in TASK_CHANNEL_REQUESTS:
+            # behind the tasks before it on this socket; direct ones come on mux: take in
+            # those already received too (an abort right after a direct apply names it)
+            self._drain(self.sockets["mux"], self._on_mux_request)
             return self._answer(self.sockets["task"], msg, idents)
         if msg.msg_type != "apply_request":
             return

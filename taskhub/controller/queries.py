@@ -503,7 +503,10 @@ def _engine_info(rec, queue, wall_minus_mono):
 def _result_summary(rec):
     return {"header": rec.get("result_header"), "content": rec.get("result_content"),
             "metadata": {**(rec.get("result_metadata") or {}), "stdout": rec.get("stdout"),
-                         "stderr": rec.get("stderr"), "engine_id": rec.get("engine_id")},
+                         "stderr": rec.get("stderr"), "engine_id": rec.get("engine_id"),
+                         # when the hub took the task and its reply (AsyncResult.wall_time)
+                         **{k: rec[k].isoformat() for k in ("submitted", "received")
+                            if hasattr(rec.get(k), "isoformat")}},
             "nbuffers": len(rec.get("result_buffers") or [])}
 
 

@@ -100,7 +100,7 @@ class IPEngineApp(BaseApp):
             raise SystemExit(1)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: _stop(engine))
-        log.info("engine %s registered as %s%s", engine.id, engine.uuid,
+        log.info("Completed registration with id %s (uuid %s)%s", engine.id, engine.uuid,
                  f" (MPI rank {extra['mpi']['rank']} of {extra['mpi']['size']})" if extra else "")
         engine.run()
 

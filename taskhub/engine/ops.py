@@ -29,12 +29,42 @@ def _use_ipython():
 
 
 def push(namespace):
-    _ns().update(namespace)
+    """Bind each name; a dotted one ('a.b') sets the attribute of the object bound there."""
+    ns = _ns()
+    for name, value in namespace.items():
+        head, _, attr = name.rpartition(".")
+        if head:
+            setattr(_lookup(ns, head), attr, value)
+        else:
+            ns[name] = value
 
 
 def pull(names):
+    """The value of each name; a dotted one ('a.b') is the attribute of the object."""
     ns = _ns()
-    missing = [n for n in ([names] if isinstance(names, str) else names) if n not in ns]
-    if missing:
-        raise NameError(f"name {missing[0]!r} is not defined on this engine")
-    return ns[names] if isinstance(names, str) else [ns[n] for n in names]
+    if isinstance(names, str):
+        return _lookup(ns, names)
+    return [_lookup(ns, n) for n in names]
+
+
+def _lookup(ns, name):
+    head, *attrs = name.split(".")
+    if head not in ns:
+        raise NameError(f"name {head!r} is not defined on this engine")
+    value = ns[head]
+    for attr in attrs:
+        value = getattr(value, attr)
+    return value
+
+
+def clear():
+    """Empty the engine's namespace (Client.clear): the user's names go; the module's
+    dunder entries stay, and so do the names IPython keeps there (In, Out, _oh...) when
+    the engine's IPython shell was started."""
+    from . import ipyshell
+    if ipyshell._shell is not None:
+        ipyshell._shell.reset(new_session=False)
+        return
+    ns = _ns()
+    for name in [n for n in ns if not (n.startswith("__") and n.endswith("__"))]:
+        del ns[name]

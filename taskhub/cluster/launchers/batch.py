@@ -125,16 +125,37 @@ class BatchLauncher(Launcher):
         return [self.python_path(), "-m", module, "--profile-dir", self.profile_dir, *self.args,
                 *tag_args]
 
-    def write_script(self, n, tag):
+    def render_script(self, n, tag):
+        """The job script for `n` engines (or the controller) tagged `tag`."""
         fields = {"n": n, "tag": tag, "command": shlex.join(self.program(tag)),
                   "job_name": f"taskhub-{'engines' if self.role == 'engines' else 'controller'}",
                   "directives": self.directives(), "profile_dir": self.profile_dir,
                   "log_dir": str(self.log_dir()), "python": self.python_path()}
+        return render(self.template_text(), fields)
+
+    def write_script(self, n, tag):
         self.log_dir().mkdir(parents=True, exist_ok=True)
         path = self.log_dir() / f"{self.system}-{self.role}-{tag}.sh"
-        path.write_text(render(self.template_text(), fields))
+        path.write_text(self.render_script(n, tag))
         path.chmod(0o755)
         return path
+
+    @property
+    def batch_file_name(self):
+        return self.template_name()
+
+    @property
+    def batch_file(self):
+        """Where `write_batch_script` writes: `batch_file_name` in `work_dir`."""
+        return str(Path(self.work_dir) / self.batch_file_name)
+
+    def write_batch_script(self, n):
+        """Write the job script for `n` engines (or the controller) to `batch_file`, to
+        look at or submit by hand; return its path."""
+        path = Path(self.batch_file)
+        path.write_text(self.render_script(n, new_tag(self.kind)))
+        path.chmod(0o755)
+        return str(path)
 
     # -- the scheduler's commands --------------------------------------------------------
     def submitter(self):

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from traitlets import Float, List, Unicode
+from traitlets import Float, List, Unicode, default
 
 from ... import paths
 from ...appbase import write_connection_file
@@ -103,6 +103,10 @@ class SSHLauncher(Launcher):
 
     def remote_dir(self):
         return self.remote_profile_dir or self.profile_dir
+
+    @default("remote_profile_dir")
+    def _local_profile_dir(self):
+        return self.profile_dir
 
     def ssh_command(self, host, remote_cmd):
         """The local argv that runs the shell command `remote_cmd` on `host`."""

@@ -1,0 +1,5 @@
+"""ipyparallel.client.client."""
+from .._bind import bind
+
+bind(globals(), "taskhub.client.client", "Client")
+bind(globals(), "taskhub.client", "AsyncResult AsyncHubResult")

@@ -1,0 +1,4 @@
+"""ipyparallel.controller.sqlitedb."""
+from .._bind import bind
+
+bind(globals(), "taskhub.controller.db.compat", "SQLiteDB")

@@ -571,8 +571,9 @@ def test_a_running_task_shows_running_and_the_status_filter_finds_it(web, page, 
     ar = lview.apply_async(wait_for_file, str(gate), 60)
     msg_id = ar.msg_ids[0]
     try:
-        wait_until(lambda: web.rc.db_query({"msg_id": msg_id}, keys=["status"])[0]["status"]
-                   == "running", what="the task running")
+        # (the query may overtake the request, which goes on another socket)
+        wait_until(lambda: [r["status"] for r in web.rc.db_query(
+            {"msg_id": msg_id}, keys=["status"])] == ["running"], what="the task running")
         page.goto(f"{web.base}/?label=gated#token={web.server.token}")
         page.select_option("#f-status", "running")
         page.wait_for_function(

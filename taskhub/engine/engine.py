@@ -741,6 +741,9 @@ class Engine:
             self._running = (msg.msg_id, time.monotonic() + limit if limit else None, limit)
             try:
                 f, args, kwargs = strategies.unpack_apply(msg["buffers"], self.fcache)
+                with self._cond:  # an abort between _execute's look and _running being set
+                    if msg.msg_id in self.aborted:  # found no running task to stop
+                        raise _Stop("TaskAborted", "aborted as it started")
                 self._task_env.enter(msg["metadata"])  # TASKHUB_DEPTH, its group, …
                 if msg["content"].get("map"):
                     result = callables.run_map(f, args)

@@ -164,6 +164,10 @@ def _submit_a_run(rc, tmp_path):
                for i in range(2)]
     wait_until(lambda: all((tmp_path / f"m{i}").exists() for i in range(2)), 30,
                what="both engines to be busy")
+    # and their start notices recorded, so nothing changes their records before the kill
+    ids = [m for ar in running for m in ar.msg_ids]
+    wait_until(lambda: len(rc.db_query({"msg_id": {"$in": ids}, "status": "running"},
+                                       keys=["msg_id"])) == 2, 30, what="both running")
     queued = [lview.apply_async(pow, 3, i) for i in range(4)]
     with lview.temp_flags(after=running):
         waiting = [lview.apply_async(pow, 5, i) for i in range(3)]

@@ -116,7 +116,7 @@ def main(argv=None):
         rc = cluster.start().client
         lview = rc.load_balanced_view()
         lview.map_sync(tasks.noop, range(100))
-        pids = {"controller": cluster.controller.pid, "engine 0": cluster.engines.pids()[0],
+        pids = {"controller": cluster.controller.pid, "engine 0": cluster.pids()[1],
                 "client": os.getpid()}
         spies = {name: record(pid, out / f"{name.replace(' ', '')}.txt", args.rate)
                  for name, pid in pids.items()}

@@ -129,7 +129,8 @@ def split_oversized(adds, updates, max_bytes, blob_dir):
     many values it moved."""
     moved = 0
     for msg_id, changes in [*((a["msg_id"], a) for a in adds), *updates]:
-        for key, value in list(changes.items()):
+        for key in _SIZED.intersection(changes):  # (a set operation: this runs per record)
+            value = changes[key]
             if value is None or _size(key, value) <= max_bytes:
                 continue
             moved += 1
@@ -140,6 +141,10 @@ def split_oversized(adds, updates, max_bytes, blob_dir):
                 meta[NOTE] = {**meta.get(NOTE, {}), key: note}
                 changes[meta_key] = meta
     return moved
+
+
+_SIZED = frozenset(k for k, kind in KEY_KINDS.items()
+                   if kind in ("buffers", "str") or k in DICT_KEYS)  # values _size measures
 
 
 def _size(key, value):

@@ -554,6 +554,7 @@ LAUNCHERS = {
         "slurm": "taskhub.cluster.launchers.batch:SlurmControllerLauncher",
         "pbs": "taskhub.cluster.launchers.batch:PBSControllerLauncher",
         "sge": "taskhub.cluster.launchers.batch:SGEControllerLauncher",
+        "winhpc": "taskhub.cluster.launchers.winhpc:WindowsHPCControllerLauncher",
     },
     "engines": {
         "local": "taskhub.cluster.launcher:LocalEngineSetLauncher",
@@ -562,6 +563,7 @@ LAUNCHERS = {
         "slurm": "taskhub.cluster.launchers.batch:SlurmEngineSetLauncher",
         "pbs": "taskhub.cluster.launchers.batch:PBSEngineSetLauncher",
         "sge": "taskhub.cluster.launchers.batch:SGEEngineSetLauncher",
+        "winhpc": "taskhub.cluster.launchers.winhpc:WindowsHPCEngineSetLauncher",
     },
 }
 

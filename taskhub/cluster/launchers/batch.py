@@ -187,12 +187,16 @@ class BatchLauncher(Launcher):
         """Write and submit a job script for `n` engines; the BatchJob."""
         tag = new_tag(self.system)
         script = self.write_script(n, tag)
-        out = self.run([*self.submitter(), str(script)]).stdout
+        out = self.run(self.submit_argv(script)).stdout
         job_id = self.parse_job_id(out)
         if not job_id:
             raise BatchError(f"{self.submitter()[0]} printed no job id: {out!r}")
         self.log.info("submitted %s job %s (%s)", self.system, job_id, script)
         return BatchJob(job_id, tag, n, script)
+
+    def submit_argv(self, script):
+        """The command line that submits job script `script`."""
+        return [*self.submitter(), str(script)]
 
     def parse_job_id(self, output):
         words = output.split()

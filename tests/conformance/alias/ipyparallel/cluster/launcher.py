@@ -16,3 +16,6 @@ bind(globals(), "taskhub.cluster.launchers.mpi", "MPILauncher MPIControllerLaunc
      " MPIEngineSetLauncher")
 bind(globals(), "taskhub.cluster.launchers.winhpc", "WindowsHPCLauncher"
      " WindowsHPCControllerLauncher WindowsHPCEngineSetLauncher")
+bind(globals(), "taskhub.cluster.launchers.lsf_condor", "LSFLauncher LSFControllerLauncher"
+     " LSFEngineSetLauncher HTCondorLauncher HTCondorControllerLauncher"
+     " HTCondorEngineSetLauncher")

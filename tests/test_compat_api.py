@@ -599,3 +599,37 @@ def test_cluster_made_in_ipython_logs_to_stdout():
         assert Cluster(cluster_id="quiet").log.handlers == []
     finally:
         TerminalInteractiveShell.clear_instance()
+
+
+def _mark_then_sleep(marker, seconds):
+    import os
+    import time
+    with open(marker, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+
+
+def test_send_signal_sigint_interrupts_running_tasks_and_engines_carry_on(rc, tmp_path):
+    markers = [tmp_path / f"m{i}" for i in rc.ids]
+    running = [rc[i].apply_async(_mark_then_sleep, str(m), 30) for i, m in zip(rc.ids, markers)]
+    wait_until(lambda: all(m.exists() for m in markers), 10, what="the tasks to start")
+    rc.send_signal("SIGINT", block=True)
+    for ar in running:
+        with pytest.raises(RemoteError, match="KeyboardInterrupt"):
+            ar.get(10)
+    assert rc[:].apply_sync(lambda: 1) == [1] * len(rc.ids)
+    with pytest.raises(ValueError, match="no signal 'SIGNOPE'"):
+        rc.send_signal("SIGNOPE", targets=rc.ids[0], block=True)
+
+
+def test_composite_error_elist_names_engine_uuids(rc):
+    with pytest.raises(CompositeError) as info:
+        rc[:].apply_sync(lambda: 1 / 0)
+    assert [i["engine_uuid"] for *_, i in info.value.elist] == [rc._engines[e] for e in rc.ids]
+
+
+def test_execute_reply_from_client_and_hub_compare_equal(rc):
+    ar = rc[-1].execute("x = 5", block=False)
+    ar.get(10)
+    hub = rc.get_result(ar.msg_ids[0], owner=False)
+    assert hub.get(10) == ar.get()

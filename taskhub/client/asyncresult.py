@@ -124,8 +124,13 @@ class AsyncResult(AsyncResultCompat, Future):
         return len(missing)
 
     def _finish(self):
-        errors = [v for v in (self._values[m] for m in self.msg_ids)
-                  if isinstance(v, RemoteError)]
+        errors = []
+        for msg_id in self.msg_ids:
+            value = self._values[msg_id]
+            if isinstance(value, RemoteError):
+                if value.engine_uuid is None:  # the reply's metadata says where it ran
+                    value.engine_uuid = self._metadata[msg_id].get("engine_uuid")
+                errors.append(value)
         if errors and self.kind == "single":
             self.set_exception(errors[0])
         elif errors:

@@ -55,6 +55,7 @@ from .. import callables, curve, nesting, serialize, strategies, versions
 from ..error import RemoteError
 from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
+from . import signals
 from .capture import OUTPUT_LIMIT, OutputRouter, TaskOutput, iopub_message
 from .startnotice import StartNotices
 
@@ -392,6 +393,9 @@ class Engine:
             content = {"status": "ok"}
         elif kind == "shutdown_request":
             content = {"status": "ok"}
+        elif kind == "signal_request":
+            content = signals.deliver(msg["content"].get("sig"),
+                                      lambda exc: self._stop_running(None, exc))
         else:
             content = {"status": "error", "ename": "ValueError",
                        "evalue": f"unknown control request {kind!r}"}

@@ -164,6 +164,11 @@ def test_sync_imports_and_run(rc, tmp_path, capsys):
         import json  # noqa: F401
     assert "importing json on engine(s)" in capsys.readouterr().out
     assert view.apply_sync(interactive(lambda: "json" in globals()))
+    with view.importer:
+        import re  # noqa: F401
+    assert view.apply_sync(interactive(lambda: "re" in globals()))
+    ar = view.execute("print('out')", block=False)
+    assert ar.wait_for_output(10) and ar.stdout == "out\n"
     script = tmp_path / "defs.py"
     script.write_text("def g():\n    return 5")
     view.run(str(script), block=True)

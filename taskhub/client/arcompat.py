@@ -5,6 +5,7 @@ Mixed into AsyncResult, written from what it keeps: `_values` and `_metadata` pe
 """
 import concurrent.futures
 import sys
+import time
 
 from ..error import RemoteError, TimeoutError
 
@@ -13,6 +14,24 @@ _WAIT_MODES = (concurrent.futures.FIRST_COMPLETED, concurrent.futures.FIRST_EXCE
 
 
 class AsyncResultCompat:
+
+    def wait_for_output(self, timeout=-1):
+        """Wait until every task's output has come (timeout < 0 or None: no limit); whether
+        it did. A task's output is complete when its reply is in — the engine publishes
+        it first and the reply carries the record's copy — except output the record cut
+        (--output-limit), whose end still comes on iopub after the reply."""
+        timeout = None if timeout is None or timeout < 0 else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.wait(timeout):
+            return False
+        with self._arrived:
+            return self._arrived.wait_for(self._output_complete, None if deadline is None
+                                          else max(0.0, deadline - time.monotonic()))
+
+    def _output_complete(self):
+        if self._streamed:
+            self._join_streamed()
+        return not self._tails
 
     def get_dict(self, timeout=None):
         """{engine_id: result}, one entry per task; ValueError when two ran on one engine."""

@@ -83,6 +83,8 @@ class AsyncResult(AsyncResultCompat, Future):
             if md["status"] != "pending" and (msg_id, name) not in self._tails:
                 return
             self._streamed.setdefault((msg_id, name), []).append(text)
+            if (msg_id, name) in self._tails:  # wait_for_output waits for these
+                self._arrived.notify_all()
 
     def _displayed(self, msg_id, content):
         """A display() output of a running task, from iopub: `outputs` grows as they come

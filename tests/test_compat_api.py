@@ -638,3 +638,24 @@ def test_execute_reply_from_client_and_hub_compare_equal(rc):
     ar.get(10)
     hub = rc.get_result(ar.msg_ids[0], owner=False)
     assert hub.get(10) == ar.get()
+
+
+def _publishing_task(n):
+    from taskhub.datapub import publish_data
+    for i in range(n):
+        publish_data({"i": i, f"k{i}": [i] * 3})
+    return n
+
+
+def test_publish_data_reaches_ar_data_and_wait_for_output_waits_for_all_of_it(rc):
+    from taskhub.datapub import publish_data
+    ars = [rc[e].apply_async(_publishing_task, 5) for e in rc.ids]
+    for ar in ars:
+        assert ar.get(10) == 5 and ar.wait_for_output(10)
+        assert ar.data == {"i": 4, **{f"k{i}": [i] * 3 for i in range(5)}}
+    plain = rc[-1].apply_async(lambda: 1)
+    assert plain.get(10) == 1 and plain.wait_for_output(10) and plain.data == {}
+    with pytest.raises(RuntimeError, match="call it in a task on an engine"):
+        publish_data({"here": 1})
+    with pytest.raises(RemoteError, match="TypeError"):
+        rc[-1].apply_sync(lambda: __import__("taskhub.datapub").datapub.publish_data([1]))

@@ -19,7 +19,8 @@ class AsyncResultCompat:
         """Wait until every task's output has come (timeout < 0 or None: no limit); whether
         it did. A task's output is complete when its reply is in — the engine publishes
         it first and the reply carries the record's copy — except output the record cut
-        (--output-limit), whose end still comes on iopub after the reply."""
+        (--output-limit), whose end still comes on iopub after the reply, and the
+        publish_data() messages the reply counts (taskhub.datapub)."""
         timeout = None if timeout is None or timeout < 0 else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.wait(timeout):
@@ -31,7 +32,9 @@ class AsyncResultCompat:
     def _output_complete(self):
         if self._streamed:
             self._join_streamed()
-        return not self._tails
+        return not self._tails and all(
+            self._data_counts.get(m, 0) >= (self._metadata[m].get("data_published") or 0)
+            for m in self.msg_ids)
 
     def get_dict(self, timeout=None):
         """{engine_id: result}, one entry per task; ValueError when two ran on one engine."""

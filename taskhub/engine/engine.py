@@ -522,9 +522,10 @@ class Engine:
         chunks = output.take_unpublished(max_chars)
         topic = str(output.parent.get("session", "")).encode()
         for i, (name, text) in enumerate(chunks):
+            msg_type, content, buffers = iopub_message(name, text)
             frames, _ = self.session.serialize(
-                *iopub_message(name, text), parent=output.parent,
-                metadata={"engine_id": self.id}, idents=[topic])
+                msg_type, content, parent=output.parent, metadata={"engine_id": self.id},
+                idents=[topic], buffers=buffers)
             try:
                 iopub.send_multipart(frames, zmq.NOBLOCK, copy=False)
             except zmq.Again:

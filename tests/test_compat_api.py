@@ -557,8 +557,6 @@ def test_with_cluster_gives_a_client_knowing_its_cluster():
     assert cluster.controller is None and cluster.engines == {}
 
 
-@pytest.mark.xfail(strict=False, reason="known race, open in issue 15's note: under the full "
-                   "suite's load one of the aborted direct tasks sometimes never answers")
 def test_abort_right_after_direct_applies_reaches_them(rc):
     """The abort goes on another socket than the direct tasks it names: the controller
     takes those in first, so the abort is not refused as naming unknown tasks."""

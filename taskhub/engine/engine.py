@@ -382,11 +382,12 @@ class Engine:
         if kind == "abort_request" and msg["content"].get("queued_only"):
             content = {"status": "ok", "aborted": self._abort_queued(ids or [])}
         elif kind == "abort_request":  # no msg_ids: everything queued, but not what runs
-            if ids is not None:
-                self._stop_running(ids, _Stop("TaskAborted", "aborted while it ran"))
             with self._cond:
                 self._read_queued()
                 self.aborted.update(self._queued_ids() if ids is None else ids)
+            if ids is not None:  # marked first: a task starting now either sees the mark
+                # (_call looks under _cond after setting _running) or is seen running here
+                self._stop_running(ids, _Stop("TaskAborted", "aborted while it ran"))
             content = {"status": "ok"}
         elif kind == "interrupt_request":
             self._stop_running(ids, KeyboardInterrupt())

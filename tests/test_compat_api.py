@@ -657,3 +657,25 @@ def test_publish_data_reaches_ar_data_and_wait_for_output_waits_for_all_of_it(rc
         publish_data({"here": 1})
     with pytest.raises(RemoteError, match="TypeError"):
         rc[-1].apply_sync(lambda: __import__("taskhub.datapub").datapub.publish_data([1]))
+
+
+def test_track_says_when_the_buffers_sent_may_be_changed(rc):
+    import zmq
+    view = rc[-1]
+    data = bytearray(b"x" * (2 * 2**20))
+    untracked = view.apply_async(len, data)
+    assert untracked.sent  # untracked requests count as sent
+    with view.temp_flags(track=True):
+        ar = view.apply_async(len, data)
+    assert isinstance(ar._tracker, zmq.MessageTracker)
+    ar.wait_for_send(10)
+    assert ar.sent
+    data[:1] = b"y"  # safe now: zmq is done with the memory
+    assert ar.get(10) == untracked.get(10) == len(data)
+    pushed = rc[:].push({"blob": bytes(data)}, block=False, track=True)
+    scattered = rc[:].scatter("part", list(range(8)), track=True)
+    for done in (pushed, scattered):
+        done.wait_for_send(10)
+        assert done.sent
+        done.get(10)
+    assert sum(rc[:].pull("part", block=True), []) == list(range(8))

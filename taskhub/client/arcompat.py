@@ -7,6 +7,8 @@ import concurrent.futures
 import sys
 import time
 
+import zmq
+
 from ..error import RemoteError, TimeoutError
 
 _WAIT_MODES = (concurrent.futures.FIRST_COMPLETED, concurrent.futures.FIRST_EXCEPTION,
@@ -14,6 +16,25 @@ _WAIT_MODES = (concurrent.futures.FIRST_COMPLETED, concurrent.futures.FIRST_EXCE
 
 
 class AsyncResultCompat:
+
+    # zmq's word on whether the requests' buffers have left (views with track=True set a
+    # tracker of their own; untracked requests count as sent)
+    _tracker = zmq.MessageTracker()
+
+    @property
+    def sent(self):
+        """Whether zmq is done with the requests' buffers (always, unless sent with
+        track=True): until then, changing an array that was sent would change the copy
+        the engine gets."""
+        return self._tracker.done
+
+    def wait_for_send(self, timeout=-1):
+        """Wait until `sent` (timeout < 0 or None: no limit; TimeoutError after it)."""
+        try:
+            self._tracker.wait(-1 if timeout is None or timeout < 0 else timeout)
+        except zmq.NotDone:
+            raise TimeoutError(f"the requests' buffers were still being sent after "
+                               f"{timeout}s") from None
 
     def wait_for_output(self, timeout=-1):
         """Wait until every task's output has come (timeout < 0 or None: no limit); whether

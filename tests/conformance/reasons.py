@@ -53,8 +53,9 @@ REASONS = [
     ("internals", "test_shellcmd.py", "ipyparallel.cluster.shellcmd (its remote shell "
      "protocol); taskhub's SSH launcher runs plain ssh commands"),
     ("internals", "test_util.py::test_disambiguate_ip", "ipyparallel.util.disambiguate_ip_address"),
-    ("internals", "*::test_wait_for_send", "zmq MessageTracker on sends (track=True)"),
-    ("internals", "*::test_*_tracked", "zmq MessageTracker on sends (track=True)"),
+    ("internals", "*::test_wait_for_send", "injects a delay through Client._io_loop "
+     "(ipyparallel's tornado IO loop)"),
+    ("internals", "*::test_scatter_tracked", "waits on AsyncResult._sent_event (private)"),
     ("internals", "test_apps.py::test_bind_kernel", "IPEngine.bind_kernel over ipykernel's "
      "kernel app: the notebook issue"),
     # -- IPython kernel behaviour: the notebook issue ----------------------------------------

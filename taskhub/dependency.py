@@ -52,6 +52,31 @@ class Dependency(set):
             return value if value else None
         return cls(msg_ids_of(value, name)) or None
 
+    def check(self, succeeded, failed=()):
+        """Whether this dependency is met, given the msg_ids that `succeeded` and `failed`
+        so far (the scheduler's judgement, for code that judges one itself)."""
+        if not self:
+            return True
+        done = self._accepted(succeeded, failed)
+        return self.issubset(done) if self.all else not self.isdisjoint(done)
+
+    def unreachable(self, succeeded, failed=()):
+        """Whether this dependency can never be met, given the same."""
+        if not self:
+            return False
+        spoiled = self._accepted(succeeded, failed, want=False)
+        return not self.isdisjoint(spoiled) if self.all else self.issubset(spoiled)
+
+    def _accepted(self, succeeded, failed, want=True):
+        """The finished msg_ids whose outcome this dependency accepts (or, with want=False,
+        does not accept)."""
+        ids = set()
+        if self.success is want:
+            ids.update(succeeded)
+        if self.failure is want:
+            ids.update(failed)
+        return ids
+
     def as_dict(self):
         """The wire form carried in a task's metadata."""
         return {"msg_ids": sorted(self), "all": self.all, "success": self.success,
@@ -144,7 +169,9 @@ def _require(f, modules, names):
     """On the engine: import `modules` and bind them and `names` where `f` looks up globals."""
     while isinstance(f, dependent):
         f = f.f
-    namespace = getattr(f, "__globals__", None) or sys.modules["__main__"].__dict__
+    namespace = getattr(f, "__globals__", None)
+    if namespace is None:  # an empty namespace is still the one f looks names up in
+        namespace = sys.modules["__main__"].__dict__
     for name in modules:
         try:
             importlib.import_module(name)

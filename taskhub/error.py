@@ -86,8 +86,11 @@ class RemoteError(TaskhubError):
 
     Attributes: ``engine_id``, ``ename`` (exception class name), ``evalue`` (its str),
     ``traceback`` (the remote traceback text) and ``task`` (a `TaskRef`: the msg_id, with
-    ``.task.call`` describing the call).
+    ``.task.call`` describing the call); ``engine_uuid`` once the AsyncResult it came to
+    has read the reply's metadata.
     """
+
+    engine_uuid = None
 
     def __init__(self, ename, evalue, traceback="", engine_id=None, task=None):
         super().__init__(ename, evalue)
@@ -216,7 +219,8 @@ class CompositeError(RemoteError):
     @property
     def elist(self):
         return [(e.ename, e.evalue, e.traceback,
-                 {"engine_id": e.engine_id, "method": e.method}) for e in self.errors]
+                 {"engine_id": e.engine_id, "engine_uuid": e.engine_uuid, "method": e.method})
+                for e in self.errors]
 
     def raise_exception(self, excid=0):
         """Raise the `excid`-th error (IndexError if there are not so many)."""

@@ -31,6 +31,19 @@ class ExecuteReply:
     def __getitem__(self, key):
         return getattr(self, key)
 
+    def _fields(self):
+        return (self.execution_count, self.execute_result, self.outputs, self.stdout,
+                self.stderr)
+
+    def __eq__(self, other):
+        """Equal when every field is: the same reply fetched twice (from the client's
+        results and from the task DB) compares equal."""
+        if not isinstance(other, ExecuteReply):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # mutable, compared by value
+
     def _repr_mime(self, mime):
         if mime not in self.data:
             return None

@@ -5,15 +5,20 @@
 A Reference pickles as "look `name` up in the engine's namespace (`__main__`)", so it turns
 into the engine's object wherever it travels: an argument, a map element, or the function
 itself. The name may be any expression over the engine's names: `a.b`, `g[0]`.
+It is a CannedObject too (taskhub.canning): `uncan(Reference("a"), namespace)` looks it up
+in `namespace`, as ipyparallel's does.
 """
 import sys
+import types
+
+from .canning import CannedObject
 
 
 def _resolve(expression):
     return eval(expression, sys.modules["__main__"].__dict__)
 
 
-class Reference:
+class Reference(CannedObject):
     """The value of `name` (an expression) in the namespace of the engine the task runs on."""
 
     def __init__(self, name):
@@ -24,6 +29,10 @@ class Reference:
 
     def __reduce__(self):
         return _resolve, (self.name,)
+
+    def get_object(self, g=None):
+        """The value of the name in namespace `g` (the engine's `__main__` by default)."""
+        return _resolve(self.name) if g is None else eval(self.name, g)
 
     def __call__(self, *args, **kwargs):
         """A Reference may stand for a function (view.apply(Reference('f'), x)); it is
@@ -55,6 +64,17 @@ class CallReference:
 
 def interactive(f):
     """Make `f` run against the engine's namespace, as if defined there (`__main__`): its
-    global names are looked up on the engine, not in the module that defined it."""
+    global names are looked up on the engine, not in the module that defined it.
+
+    A function comes back as a copy whose globals are this process's `__main__` (as
+    ipyparallel's does), so the defining module's names do not travel with it; anything
+    else just gets `__module__ = "__main__"`."""
+    if isinstance(f, types.FunctionType):
+        g = types.FunctionType(f.__code__, sys.modules["__main__"].__dict__, f.__name__,
+                               f.__defaults__, f.__closure__)
+        g.__kwdefaults__, g.__annotations__ = f.__kwdefaults__, f.__annotations__
+        g.__qualname__, g.__doc__ = f.__qualname__, f.__doc__
+        g.__dict__.update(f.__dict__)
+        f = g
     f.__module__ = "__main__"
     return f

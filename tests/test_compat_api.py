@@ -164,6 +164,11 @@ def test_sync_imports_and_run(rc, tmp_path, capsys):
         import json  # noqa: F401
     assert "importing json on engine(s)" in capsys.readouterr().out
     assert view.apply_sync(interactive(lambda: "json" in globals()))
+    with view.importer:
+        import re  # noqa: F401
+    assert view.apply_sync(interactive(lambda: "re" in globals()))
+    ar = view.execute("print('out')", block=False)
+    assert ar.wait_for_output(10) and ar.stdout == "out\n"
     script = tmp_path / "defs.py"
     script.write_text("def g():\n    return 5")
     view.run(str(script), block=True)
@@ -552,8 +557,6 @@ def test_with_cluster_gives_a_client_knowing_its_cluster():
     assert cluster.controller is None and cluster.engines == {}
 
 
-@pytest.mark.xfail(strict=False, reason="known race, open in issue 15's note: under the full "
-                   "suite's load one of the aborted direct tasks sometimes never answers")
 def test_abort_right_after_direct_applies_reaches_them(rc):
     """The abort goes on another socket than the direct tasks it names: the controller
     takes those in first, so the abort is not refused as naming unknown tasks."""
@@ -599,3 +602,80 @@ def test_cluster_made_in_ipython_logs_to_stdout():
         assert Cluster(cluster_id="quiet").log.handlers == []
     finally:
         TerminalInteractiveShell.clear_instance()
+
+
+def _mark_then_sleep(marker, seconds):
+    import os
+    import time
+    with open(marker, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+
+
+def test_send_signal_sigint_interrupts_running_tasks_and_engines_carry_on(rc, tmp_path):
+    markers = [tmp_path / f"m{i}" for i in rc.ids]
+    running = [rc[i].apply_async(_mark_then_sleep, str(m), 30) for i, m in zip(rc.ids, markers)]
+    wait_until(lambda: all(m.exists() for m in markers), 10, what="the tasks to start")
+    rc.send_signal("SIGINT", block=True)
+    for ar in running:
+        with pytest.raises(RemoteError, match="KeyboardInterrupt"):
+            ar.get(10)
+    assert rc[:].apply_sync(lambda: 1) == [1] * len(rc.ids)
+    with pytest.raises(ValueError, match="no signal 'SIGNOPE'"):
+        rc.send_signal("SIGNOPE", targets=rc.ids[0], block=True)
+
+
+def test_composite_error_elist_names_engine_uuids(rc):
+    with pytest.raises(CompositeError) as info:
+        rc[:].apply_sync(lambda: 1 / 0)
+    assert [i["engine_uuid"] for *_, i in info.value.elist] == [rc._engines[e] for e in rc.ids]
+
+
+def test_execute_reply_from_client_and_hub_compare_equal(rc):
+    ar = rc[-1].execute("x = 5", block=False)
+    ar.get(10)
+    hub = rc.get_result(ar.msg_ids[0], owner=False)
+    assert hub.get(10) == ar.get()
+
+
+def _publishing_task(n):
+    from taskhub.datapub import publish_data
+    for i in range(n):
+        publish_data({"i": i, f"k{i}": [i] * 3})
+    return n
+
+
+def test_publish_data_reaches_ar_data_and_wait_for_output_waits_for_all_of_it(rc):
+    from taskhub.datapub import publish_data
+    ars = [rc[e].apply_async(_publishing_task, 5) for e in rc.ids]
+    for ar in ars:
+        assert ar.get(10) == 5 and ar.wait_for_output(10)
+        assert ar.data == {"i": 4, **{f"k{i}": [i] * 3 for i in range(5)}}
+    plain = rc[-1].apply_async(lambda: 1)
+    assert plain.get(10) == 1 and plain.wait_for_output(10) and plain.data == {}
+    with pytest.raises(RuntimeError, match="call it in a task on an engine"):
+        publish_data({"here": 1})
+    with pytest.raises(RemoteError, match="TypeError"):
+        rc[-1].apply_sync(lambda: __import__("taskhub.datapub").datapub.publish_data([1]))
+
+
+def test_track_says_when_the_buffers_sent_may_be_changed(rc):
+    import zmq
+    view = rc[-1]
+    data = bytearray(b"x" * (2 * 2**20))
+    untracked = view.apply_async(len, data)
+    assert untracked.sent  # untracked requests count as sent
+    with view.temp_flags(track=True):
+        ar = view.apply_async(len, data)
+    assert isinstance(ar._tracker, zmq.MessageTracker)
+    ar.wait_for_send(10)
+    assert ar.sent
+    data[:1] = b"y"  # safe now: zmq is done with the memory
+    assert ar.get(10) == untracked.get(10) == len(data)
+    pushed = rc[:].push({"blob": bytes(data)}, block=False, track=True)
+    scattered = rc[:].scatter("part", list(range(8)), track=True)
+    for done in (pushed, scattered):
+        done.wait_for_send(10)
+        assert done.sent
+        done.get(10)
+    assert sum(rc[:].pull("part", block=True), []) == list(range(8))

@@ -109,8 +109,9 @@ def test_a_flood_is_recorded_capped_reaches_its_client_whole_and_stops_nobody(
         assert x == 7 and lb_answer[1] == 8
         assert printed >= LINES
         full = "".join(f"line {i:07d} {LINE}\n" for i in range(printed))
-        # the end of the stream may come just after the reply (another socket)
-        wait_until(lambda: len(ar.stdout) >= len(full), 60, what="the whole stream")
+        # the end of the stream may come just after the reply (another socket):
+        # wait_for_output waits for it
+        assert ar.wait_for_output(60)
         assert ar.stdout == full
 
         [rec] = flooder.db_query({"msg_id": ar.msg_id}, keys=["stdout", "completed"])

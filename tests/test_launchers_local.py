@@ -115,8 +115,8 @@ def test_engines_add_and_remove_on_a_running_cluster(profile):
 def test_unknown_launcher_fails_before_anything_starts(profile):
     done = profile.ipcluster("start", "-n", "1", "--engines", "nope", "--daemonize")
     assert done.returncode == 1
-    assert "unknown engines launcher 'nope'; known: local, mpi, pbs, sge, slurm, ssh" \
-        in done.stderr
+    assert "unknown engines launcher 'nope'; known: htcondor, local, lsf, mpi, pbs, sge, " \
+        "slurm, ssh, winhpc" in done.stderr
     assert read_record(profile.dir) is None
     # a start that fails leaves no empty profile behind; one that existed stays
     failed = profile.ipcluster("start", "-n", "1", "--engines", "nope", "--profile", "x")

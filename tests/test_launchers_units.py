@@ -143,8 +143,8 @@ def test_units_to_remove_are_the_newest_whole_ones():
 def test_launchers_by_name_and_unknown_names():
     assert find_launcher("engines", "sge") is SGEEngineSetLauncher
     assert find_launcher("controller", "slurm") is SlurmControllerLauncher
-    with pytest.raises(ValueError, match="unknown engines launcher 'nope'; known: local, mpi, "
-                                         "pbs, sge, slurm, ssh"):
+    with pytest.raises(ValueError, match="unknown engines launcher 'nope'; known: htcondor, "
+                                         "local, lsf, mpi, pbs, sge, slurm, ssh, winhpc"):
         find_launcher("engines", "nope")
     with pytest.raises(ValueError, match="unknown controller launcher 'pbspro'"):
         find_launcher("controller", "pbspro")

@@ -77,10 +77,10 @@ def test_display_calls_are_published_one_message_each_between_the_stream_chunks(
     out.unpublish(chunks[1:])  # iopub refused the display: it goes first next time
     chunks = out.take_unpublished()
     assert [iopub_message(*c) for c in chunks] == [
-        ("display_data", {"data": {"text/plain": "1"}, "metadata": {}}),
+        ("display_data", {"data": {"text/plain": "1"}, "metadata": {}}, []),
         ("display_data", {"data": {"text/plain": "2", "image/png": "iVBOR"},
-                          "metadata": {"image/png": {"width": 4}}}),
-        ("stream", {"name": "stdout", "text": "b\n"})]
+                          "metadata": {"image/png": {"width": 4}}}, []),
+        ("stream", {"name": "stdout", "text": "b\n"}, [])]
     assert out.pending == 0 and len(out.rich_metadata()["outputs"]) == 2  # the reply's
 
 

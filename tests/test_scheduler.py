@@ -189,6 +189,35 @@ def test_a_retried_task_fails_with_the_last_error_once_no_engine_is_left_to_try(
         FailTask("t", "E", "bad (failed on all 1 engines tried)")]
 
 
+def test_a_retried_task_with_a_timeout_waits_for_a_new_engine_then_times_out():
+    s = two_engines()
+    s.handle(TaskSubmitted("t", retries=5, timeout=10, now=0),
+             TaskSubmitted("u", retries=5, timeout=10, now=0))
+    while s.assigned:  # each fails on each engine it is sent to, once
+        msg_id, engine = next(iter(s.assigned.items()))
+        s.handle(TaskFinished(msg_id, engine, ok=False, ename="E", evalue="bad"))
+    assert sorted(s.tasks) == ["t", "u"]  # parked, not failed: a new engine may come
+    assert s.handle(Tick(5)) == []
+    assert s.handle(EngineUp("c")) == [SendTask("t", "c"), SendTask("u", "c")]
+    assert s.handle(TaskFinished("t", "c")) == [DeliverReply("t")]
+    [again] = s.handle(TaskFinished("u", "c", ok=False, ename="E", evalue="worse"))
+    assert again == Requeued("u", "c", "E", "worse")
+    [timeout] = s.handle(Tick(10))
+    assert timeout.msg_id == "u" and timeout.ename == "TaskTimeout"
+    assert "all 3 engines" in timeout.evalue and "E: worse" in timeout.evalue
+    assert not s.tasks
+
+
+def test_a_retried_task_past_its_timeout_fails_at_once_when_no_engine_is_left():
+    s = two_engines()
+    s.handle(TaskSubmitted("t", retries=5, timeout=0.1, now=0), Tick(1))
+    first = s.tasks["t"].engine
+    s.handle(TaskFinished("t", first, ok=False, ename="E", evalue="bad"))
+    [fail] = s.handle(TaskFinished("t", s.tasks["t"].engine, ok=False, ename="E",
+                                   evalue="bad"))
+    assert fail.ename == "TaskTimeout" and not s.tasks
+
+
 # -- functional dependencies ---------------------------------------------------------------
 def test_unmet_dependency_moves_the_task_and_never_back_then_gives_up():
     s = two_engines()

@@ -5,6 +5,9 @@ Mixed into AsyncResult, written from what it keeps: `_values` and `_metadata` pe
 """
 import concurrent.futures
 import sys
+import time
+
+import zmq
 
 from ..error import RemoteError, TimeoutError
 
@@ -13,6 +16,46 @@ _WAIT_MODES = (concurrent.futures.FIRST_COMPLETED, concurrent.futures.FIRST_EXCE
 
 
 class AsyncResultCompat:
+
+    # zmq's word on whether the requests' buffers have left (views with track=True set a
+    # tracker of their own; untracked requests count as sent)
+    _tracker = zmq.MessageTracker()
+
+    @property
+    def sent(self):
+        """Whether zmq is done with the requests' buffers (always, unless sent with
+        track=True): until then, changing an array that was sent would change the copy
+        the engine gets."""
+        return self._tracker.done
+
+    def wait_for_send(self, timeout=-1):
+        """Wait until `sent` (timeout < 0 or None: no limit; TimeoutError after it)."""
+        try:
+            self._tracker.wait(-1 if timeout is None or timeout < 0 else timeout)
+        except zmq.NotDone:
+            raise TimeoutError(f"the requests' buffers were still being sent after "
+                               f"{timeout}s") from None
+
+    def wait_for_output(self, timeout=-1):
+        """Wait until every task's output has come (timeout < 0 or None: no limit); whether
+        it did. A task's output is complete when its reply is in — the engine publishes
+        it first and the reply carries the record's copy — except output the record cut
+        (--output-limit), whose end still comes on iopub after the reply, and the
+        publish_data() messages the reply counts (taskhub.datapub)."""
+        timeout = None if timeout is None or timeout < 0 else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.wait(timeout):
+            return False
+        with self._arrived:
+            return self._arrived.wait_for(self._output_complete, None if deadline is None
+                                          else max(0.0, deadline - time.monotonic()))
+
+    def _output_complete(self):
+        if self._streamed:
+            self._join_streamed()
+        return not self._tails and all(
+            self._data_counts.get(m, 0) >= (self._metadata[m].get("data_published") or 0)
+            for m in self.msg_ids)
 
     def get_dict(self, timeout=None):
         """{engine_id: result}, one entry per task; ValueError when two ran on one engine."""

@@ -11,11 +11,13 @@ from datetime import datetime, timezone
 from concurrent.futures import Future, InvalidStateError, TimeoutError as _FutureTimeout
 
 from ..error import CompositeError, RemoteError, TimeoutError
+from ..serialize import deserialize
 from .arcompat import AsyncResultCompat
 from .interrupt import still_running_text
 
 METADATA_KEYS = ("msg_id", "engine_id", "engine_uuid", "submitted", "started", "completed",
-                 "received", "stdout", "stderr", "status", "outputs", "execute_result")
+                 "received", "stdout", "stderr", "status", "outputs", "execute_result",
+                 "data")
 
 
 def utcnow():
@@ -26,7 +28,7 @@ def utcnow():
 def new_metadata(msg_id, submitted=None):
     md = dict.fromkeys(METADATA_KEYS)
     md.update(msg_id=msg_id, submitted=submitted, stdout="", stderr="", status="pending",
-              outputs=[])
+              outputs=[], data={})
     return md
 
 
@@ -53,6 +55,7 @@ class AsyncResult(AsyncResultCompat, Future):
         self._streamed = {}  # (msg_id, stream name) -> texts from iopub not yet in _metadata
         self._tails = {}  # (msg_id, stream name) -> chars printed, of output cut in the
         # record whose end may come after the reply
+        self._data_counts = {}  # msg_id -> publish_data() messages received (datapub.py)
         if not self.msg_ids:
             self.set_result([])
 
@@ -83,6 +86,8 @@ class AsyncResult(AsyncResultCompat, Future):
             if md["status"] != "pending" and (msg_id, name) not in self._tails:
                 return
             self._streamed.setdefault((msg_id, name), []).append(text)
+            if (msg_id, name) in self._tails:  # wait_for_output waits for these
+                self._arrived.notify_all()
 
     def _displayed(self, msg_id, content):
         """A display() output of a running task, from iopub: `outputs` grows as they come
@@ -94,6 +99,20 @@ class AsyncResult(AsyncResultCompat, Future):
             if md["status"] == "pending":
                 md["outputs"] = md["outputs"] + [{"data": content.get("data", {}),
                                                   "metadata": content.get("metadata", {})}]
+
+    def _data_published(self, msg_id, frames):
+        """A publish_data() dict of a task, from iopub: merged into its metadata["data"]."""
+        md = self._metadata.get(msg_id)
+        if md is None:
+            return
+        try:
+            data = deserialize(frames)
+        except Exception:  # noqa: BLE001 - counted, so wait_for_output does not hang
+            data = {}
+        with self._arrived:
+            md["data"] = {**md["data"], **data}
+            self._data_counts[msg_id] = self._data_counts.get(msg_id, 0) + 1
+            self._arrived.notify_all()
 
     def _join_streamed(self):
         """Add the output that came on iopub to the metadata: when it is read, or the reply
@@ -124,8 +143,13 @@ class AsyncResult(AsyncResultCompat, Future):
         return len(missing)
 
     def _finish(self):
-        errors = [v for v in (self._values[m] for m in self.msg_ids)
-                  if isinstance(v, RemoteError)]
+        errors = []
+        for msg_id in self.msg_ids:
+            value = self._values[msg_id]
+            if isinstance(value, RemoteError):
+                if value.engine_uuid is None:  # the reply's metadata says where it ran
+                    value.engine_uuid = self._metadata[msg_id].get("engine_uuid")
+                errors.append(value)
         if errors and self.kind == "single":
             self.set_exception(errors[0])
         elif errors:

@@ -281,7 +281,7 @@ class Client(ClientCompat):
                 if msg_id not in self._abandoned:
                     self._early[msg_id] = (value, md)
                 return
-        if md.get("output_truncated"):
+        if md.get("output_truncated") or md.get("data_published"):
             self._tails[msg_id] = waiting
             while len(self._tails) > MAX_TAILS:
                 self._tails.popitem(last=False)
@@ -332,6 +332,9 @@ class Client(ClientCompat):
         elif msg.msg_type == "display_data":  # the reply has them all: only while pending
             for ar in self._pending.get(msg.parent_id, ()):
                 ar._displayed(msg.parent_id, msg["content"])
+        elif msg.msg_type == "data_pub":  # taskhub.datapub: may come after the reply
+            for ar in self._pending.get(msg.parent_id) or self._tails.get(msg.parent_id, ()):
+                ar._data_published(msg.parent_id, msg["buffers"])
 
     def _set_engines(self, engines):
         with self._engines_changed:

@@ -64,6 +64,18 @@ class ClientCompat:
             return None
         return ar
 
+    def send_signal(self, sig, targets=None, block=None):
+        """Send signal `sig` (a number or a name, "SIGINT") to engines `targets` (default:
+        all). SIGINT interrupts their running tasks (KeyboardInterrupt), as in an IPython
+        kernel; any other signal goes to the engine processes. Each engine's answer is
+        waited for (block=False: a Future of that instead)."""
+        if not (getattr(self, "block", True) if block is None else block):
+            return self._in_background(self.send_signal, sig, targets, True)
+        ids = self.ids if targets in ("all", None) else (
+            [self._engine_id(targets)] if isinstance(targets, int) else list(targets))
+        for uuid in self._uuids(ids):
+            self._hub_request("signal_request", {"sig": sig}, None, "control", [uuid.encode()])
+
     def broadcast_view(self, targets="all", is_coalescing=False, **flags):
         """ipyparallel's BroadcastView runs each call on every target through a broadcast
         scheduler; taskhub sends to each engine directly, with the same results: this is

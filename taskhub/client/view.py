@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from itertools import islice
 from numbers import Real
 
+import zmq
+
 from ..callables import as_callable
 from ..dependency import Dependency, dependent, msg_ids_of
 from ..engine import ops
@@ -141,10 +143,28 @@ def _not_pure(view, what, value):
     return value
 
 
+def _tracked(buffers, track):
+    """(`buffers`, None), or with `track` (buffers as zmq Frames that know when zmq is done
+    with their memory, their MessageTracker): the caller may then change, say, an array it
+    sent once `ar.wait_for_send()` returns, not before."""
+    if not track:
+        return buffers, None
+    frames = [zmq.Frame(b, copy=False, track=True) for b in buffers]
+    return frames, zmq.MessageTracker(*frames)
+
+
+def _with_tracker(ar, trackers):
+    trackers = [t for t in trackers if t is not None]
+    if trackers:
+        ar._tracker = zmq.MessageTracker(*trackers)
+    return ar
+
+
 class View(ViewCompat):
     """What every view shares: blocking, flags, abort."""
 
     block = _Flag(_bool, False)
+    track = _Flag(_bool, False)  # requests' buffers tracked until sent: ar.wait_for_send()
 
     def __init__(self, client, block=False):
         self.client = client
@@ -293,9 +313,11 @@ class LoadBalancedView(View):
 
     def _submit(self, f, args, kwargs):
         self._check_function(f)
-        buffers = self.client.serializer.pack_apply(f, args, kwargs)
+        buffers, tracker = _tracked(self.client.serializer.pack_apply(f, args, kwargs),
+                                    self.track)
         msg_id = self.client._send_task(buffers, self._metadata(), {}, flush=False)
-        return self.client._track([msg_id], "single", getattr(f, "__name__", ""))
+        return _with_tracker(self.client._track([msg_id], "single", getattr(f, "__name__", "")),
+                             [tracker])
 
     def _map(self, f, sequences, chunksize):
         self._check_function(f)
@@ -303,13 +325,16 @@ class LoadBalancedView(View):
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be a positive integer, not {chunksize!r}")
         fbytes = self.client.serializer.serialize_function(f)
-        md, chunks, msg_ids = self._metadata(), _chunks(sequences, chunksize), []
+        md, chunks, msg_ids, trackers = self._metadata(), _chunks(sequences, chunksize), [], []
         for chunk in chunks:
-            buffers = self.client.serializer.pack_apply(f, chunk, {}, fbytes=fbytes)
+            buffers, tracker = _tracked(
+                self.client.serializer.pack_apply(f, chunk, {}, fbytes=fbytes), self.track)
+            trackers.append(tracker)
             msg_ids.append(self.client._send_task(buffers, md, {"map": True}, flush=False))
         self.client._flush()
-        return self.client._track(msg_ids, "map", getattr(f, "__name__", ""),
-                                  chunk_sizes=[len(c[0]) for c in chunks])
+        return _with_tracker(self.client._track(msg_ids, "map", getattr(f, "__name__", ""),
+                                                chunk_sizes=[len(c[0]) for c in chunks]),
+                             trackers)
 
     # -- futures ----------------------------------------------------------------------------
     @property
@@ -356,25 +381,29 @@ class DirectView(DirectViewCompat, View):
 
     def _submit(self, f, args, kwargs):
         fbytes = self.client.serializer.serialize_function(f)
-        buffers = self.client.serializer.pack_apply(f, args, kwargs, fbytes=fbytes)
+        buffers, tracker = _tracked(
+            self.client.serializer.pack_apply(f, args, kwargs, fbytes=fbytes), self.track)
         md = {"label": self.label} if self.label else None
         msg_ids = [self.client._send_direct(u, buffers, {}, flush=False, metadata=md)
                    for u in self.client._uuids(self._ids)]
-        return self.client._track(msg_ids, "single" if self._single else "list",
-                                  getattr(f, "__name__", ""))
+        return _with_tracker(self.client._track(msg_ids, "single" if self._single else "list",
+                                                getattr(f, "__name__", "")), [tracker])
 
     def _map(self, f, sequences, chunksize):
         fbytes = self.client.serializer.serialize_function(f)
         lists = [list(s) for s in sequences]
         parts = [_partition(s, len(self._ids)) for s in lists]
-        msg_ids, sizes = [], []
+        msg_ids, sizes, trackers = [], [], []
         md = {"label": self.label} if self.label else None
         for i, uuid in enumerate(self.client._uuids(self._ids)):
             chunk = tuple(p[i] for p in parts)
-            buffers = self.client.serializer.pack_apply(f, chunk, {}, fbytes=fbytes)
+            buffers, tracker = _tracked(
+                self.client.serializer.pack_apply(f, chunk, {}, fbytes=fbytes), self.track)
+            trackers.append(tracker)
             msg_ids.append(self.client._send_direct(uuid, buffers, {"map": True}, metadata=md))
             sizes.append(min(len(c) for c in chunk))
-        return self.client._track(msg_ids, "map", getattr(f, "__name__", ""), chunk_sizes=sizes)
+        return _with_tracker(self.client._track(msg_ids, "map", getattr(f, "__name__", ""),
+                                                chunk_sizes=sizes), trackers)
 
     def activate(self, suffix=""):
         """Register the %px magics for this view in the running IPython (taskhub.magics)."""
@@ -395,27 +424,34 @@ class DirectView(DirectViewCompat, View):
             wait_or_abort(ar)                       # the AsyncResult itself
         return ar
 
-    def push(self, namespace, block=None):
+    def push(self, namespace, block=None, track=None):
+        """Bind `namespace`'s names on the engines (track=True: see the `track` flag)."""
         if not isinstance(namespace, dict):
             raise TypeError(f"push expects a dict, got {type(namespace).__name__}")
-        return self._apply(ops.push, (namespace,), {}, self.block if block is None else block)
+        with self.temp_flags(track=self.track if track is None else track):
+            return self._apply(ops.push, (namespace,), {},
+                               self.block if block is None else block)
 
     def pull(self, names, block=None):
         if not (isinstance(names, str) or all(isinstance(n, str) for n in names)):
             raise TypeError("pull expects a name or a list of names")
         return self._apply(ops.pull, (names,), {}, self.block if block is None else block)
 
-    def scatter(self, name, seq, block=None, flatten=False):
+    def scatter(self, name, seq, block=None, flatten=False, track=None):
         """Split `seq` into one contiguous piece per engine, bound to `name` there; with
-        flatten=True an engine whose piece has one item gets the item itself."""
+        flatten=True an engine whose piece has one item gets the item itself
+        (track=True: see the `track` flag)."""
         block = self.block if block is None else block
-        msg_ids = []
+        track = self.track if track is None else track
+        msg_ids, trackers = [], []
         for i, piece in zip(self._ids, _partition(seq, len(self._ids))):
             if flatten and len(piece) == 1:
                 piece = piece[0]
-            buffers = self.client.serializer.pack_apply(ops.push, ({name: piece},), {})
+            buffers, tracker = _tracked(
+                self.client.serializer.pack_apply(ops.push, ({name: piece},), {}), track)
+            trackers.append(tracker)
             msg_ids.append(self.client._send_direct(self.client._uuids([i])[0], buffers, {}))
-        ar = self.client._track(msg_ids, "list", "scatter")
+        ar = _with_tracker(self.client._track(msg_ids, "list", "scatter"), trackers)
         return wait_or_abort(ar) if block else ar
 
     def gather(self, name, block=None):

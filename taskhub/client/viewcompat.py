@@ -114,6 +114,11 @@ class DirectViewCompat:
             code = f.read()
         return self.execute(code if code.endswith("\n") else code + "\n", block=block)
 
+    @property
+    def importer(self):
+        """`with view.importer: import re`: sync_imports() as a property."""
+        return self.sync_imports(True)
+
     @contextlib.contextmanager
     def sync_imports(self, local=True, quiet=False):
         """`with view.sync_imports(): import numpy` imports here and on the engines, which

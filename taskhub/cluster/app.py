@@ -6,6 +6,7 @@
                     [--restart-engines]
     ipcluster stop  [--profile P | --profile-dir D]
     ipcluster list
+    ipcluster clean [--profile P | --profile-dir D]
     ipcluster engines add -n K | remove -n K | list   [--profile P | --profile-dir D]
     ipcluster tasks [--profile P | --profile-dir D] [--query JSON] [--keys k1,k2] [--limit N]
     ipcluster dashboard [--profile P | --profile-dir D] [--no-browser]
@@ -20,6 +21,7 @@ Defaults come from the profile's ipcluster_config.py (the `IPCluster` options be
 command-line options win.
 """
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -167,6 +169,10 @@ def build_parser():
     listing = commands.add_parser("list", help="list the clusters recorded under "
                                   "$TASKHUB_DIR, and those run from profile dirs elsewhere")
     listing.set_defaults(func=cmd_list)
+    clean = commands.add_parser("clean", help="remove the logs, the stale cluster record and "
+                                "the connection files of a profile with no cluster running")
+    _add_profile_options(clean)
+    clean.set_defaults(func=cmd_clean)
     _add_engines_parser(commands)
     tasks.add_parser(commands, _add_profile_options,
                      lambda args: tasks.cmd_tasks(args, _profile_dir(args, create=False)))
@@ -401,6 +407,41 @@ def _list_row(profile_dir):
     controller = recorded_controller_pid(record) if cluster.controller.pid is not None \
         or cluster.controller.kind == "local" else cluster.controller.describe()
     return (profile_label(profile_dir), controller, f"{alive}/{cluster.engine_count()}", state)
+
+
+# -- ipcluster clean ------------------------------------------------------------------
+
+def cmd_clean(args):
+    """Remove what a stopped cluster left in its profile: log/, pid/cluster.json and the
+    connection files. Configuration and the task database stay. Refused while a cluster
+    (or a controller started by hand) runs from the profile."""
+    profile_dir = _profile_dir(args, create=False)
+    if not profile_dir.is_dir():
+        _error(f"no profile directory {profile_dir}")
+        return 1
+    cluster = recorded_cluster(profile_dir)
+    running = cluster is not None and cluster.any_running()
+    connection = [paths.security_file(profile_dir, w) for w in ("client", "engine")]
+    controller = [_connection_pid(f) for f in connection if f.exists()]
+    if running or any(is_ours(pid) for pid in controller if pid):
+        _error(f"a cluster is running from profile '{profile_label(profile_dir)}': "
+               f"`ipcluster stop` it first")
+        return 1
+    removed = [p for p in (profile_dir / "log").glob("*") if p.is_file()]
+    removed += [p for p in [record_path(profile_dir), *connection] if p.exists()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    sys.stdout.write(f"ipcluster: removed {len(removed)} files from profile "
+                     f"'{profile_label(profile_dir)}' (logs, cluster record, connection "
+                     f"files)\n")
+    return 0
+
+
+def _connection_pid(path):
+    try:
+        return int(json.loads(path.read_text()).get("pid"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 # -- ipcluster engines add / remove / list --------------------------------------------

@@ -554,6 +554,9 @@ LAUNCHERS = {
         "slurm": "taskhub.cluster.launchers.batch:SlurmControllerLauncher",
         "pbs": "taskhub.cluster.launchers.batch:PBSControllerLauncher",
         "sge": "taskhub.cluster.launchers.batch:SGEControllerLauncher",
+        "winhpc": "taskhub.cluster.launchers.winhpc:WindowsHPCControllerLauncher",
+        "lsf": "taskhub.cluster.launchers.lsf_condor:LSFControllerLauncher",
+        "htcondor": "taskhub.cluster.launchers.lsf_condor:HTCondorControllerLauncher",
     },
     "engines": {
         "local": "taskhub.cluster.launcher:LocalEngineSetLauncher",
@@ -562,6 +565,9 @@ LAUNCHERS = {
         "slurm": "taskhub.cluster.launchers.batch:SlurmEngineSetLauncher",
         "pbs": "taskhub.cluster.launchers.batch:PBSEngineSetLauncher",
         "sge": "taskhub.cluster.launchers.batch:SGEEngineSetLauncher",
+        "winhpc": "taskhub.cluster.launchers.winhpc:WindowsHPCEngineSetLauncher",
+        "lsf": "taskhub.cluster.launchers.lsf_condor:LSFEngineSetLauncher",
+        "htcondor": "taskhub.cluster.launchers.lsf_condor:HTCondorEngineSetLauncher",
     },
 }
 

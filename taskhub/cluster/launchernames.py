@@ -15,6 +15,7 @@ from .launcher import Launcher, find_launcher, known_launchers
 _ROLES = {"controller": "controller", "engine": "engines", "engines": "engines",
           "engineset": "engines"}
 _SUFFIXES = ("EngineSetLauncher", "ControllerLauncher", "Launcher")
+_SPELLINGS = {"windowshpc": "winhpc"}  # ipyparallel's short names that differ from ours
 
 
 def _role(kind):
@@ -42,7 +43,7 @@ def find_launcher_class(name, kind):
         if short.endswith(suffix) and short != suffix:
             short = short[:-len(suffix)]
             break
-    return find_launcher(role, short.lower())
+    return find_launcher(role, _SPELLINGS.get(short.lower(), short.lower()))
 
 
 def abbreviate_launcher_class(cls):
@@ -57,7 +58,7 @@ def abbreviate_launcher_class(cls):
     return f"{cls.__module__}.{cls.__name__}"
 
 
-def all_launchers():
+def _all_launchers():
     """Every launcher class that can be loaded, controllers first."""
     found = []
     for role in ("controller", "engines"):
@@ -67,3 +68,11 @@ def all_launchers():
             except ValueError:
                 continue  # an entry point that does not load
     return [cls for cls in found if issubclass(cls, Launcher)]
+
+
+def __getattr__(name):
+    # `all_launchers` is a list, as ipyparallel's is, made on first use: building it
+    # imports every launcher module and reads the entry points
+    if name == "all_launchers":
+        return _all_launchers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,9 @@ An engine is named by its uuid; a task by its msg_id. A task's life:
 READY tasks go out highest `priority` first, then in submission order. A task never goes
 twice to an engine that failed it (retries) or lacked its functional dependencies
 (UnmetDependency); when no engine is left to try, it fails with its last error or, for
-unmet dependencies, with ImpossibleDependency. Nothing waits forever on what cannot
+unmet dependencies, with ImpossibleDependency — but a task with a `timeout` that every
+registered engine has failed waits, until that long after its submission, for an engine
+that registers later, then fails with TaskTimeout (as ipyparallel's do). Nothing waits forever on what cannot
 happen: dependencies that failed, engines that are gone, tasks that never existed. A
 dependency on a msg_id nobody knows gets `grace` seconds to show up (a direct task sent on
 another socket at the same moment may arrive later) before InvalidDependency.
@@ -255,6 +257,7 @@ class _Task:
     retries: int = 0
     timeout: Optional[float] = None
     deadline: Optional[float] = None     # until it is first sent; then None
+    expires: Optional[float] = None      # submission + timeout, kept once it is sent
     known: dict = field(default_factory=dict)   # dependency msg_id -> Outcome
     where: Optional[frozenset] = None    # engines its follow= allows, once met
     tried: set = field(default_factory=set)     # engines it failed on or could not run on
@@ -342,7 +345,8 @@ class SchedulerState(StateMachine):
             out += self._attempt_failed(task, ev.engine, "EngineError",
                                         f"{ev.reason} while running this task", replied=False)
         for task in [t for t in self.tasks.values() if t.state != RUNNING]:
-            if not self._placeable(task) and task.msg_id in self.tasks:
+            if not self._placeable(task) and task.msg_id in self.tasks and \
+                    not (task.deadline is not None and self._may_wait_for_engine(task)):
                 out += self._conclude(task, False, None, self._give_up(task))
         return out + self._drain()
 
@@ -356,7 +360,7 @@ class SchedulerState(StateMachine):
                      ev.follow, ev.retries, ev.timeout)
         self.tasks[task.msg_id] = task
         if ev.timeout:
-            task.deadline = ev.now + ev.timeout
+            task.deadline = task.expires = ev.now + ev.timeout
             heapq.heappush(self._deadlines, (task.deadline, task.msg_id))
         if self._link_dependencies(task, ev):
             return self._conclude(task, False, None, FailTask(
@@ -524,6 +528,9 @@ class SchedulerState(StateMachine):
             task = self.tasks.get(m)
             if task is None or task.deadline != deadline:
                 continue  # finished, or sent to an engine in time
+            if task.tried and task.last_error and task.last_error[0] != "UnmetDependency":
+                out += self._conclude(task, False, None, self._timed_out(task))
+                continue
             why = ("its dependencies were not met" if task.state == BLOCKED
                    else "no engine could take it")
             out += self._conclude(task, False, None, FailTask(
@@ -554,11 +561,29 @@ class SchedulerState(StateMachine):
         task.tried.add(engine)
         task.retries -= 0 if unmet else 1
         task.last_error = (ename, evalue)
-        if not self._placeable(task):
+        if not unmet and not self._placeable(task) and self._may_wait_for_engine(task):
+            if task.expires <= self.now:
+                return self._conclude(task, False, engine, self._timed_out(task))
+            task.deadline = task.expires  # parked: an engine that registers may take it
+            heapq.heappush(self._deadlines, (task.deadline, task.msg_id))
+        elif not self._placeable(task):
             return self._conclude(task, False, engine,
                                   self._give_up(task) if unmet else final)
         self._make_ready(task)
         return [Requeued(task.msg_id, engine, ename, evalue)]
+
+    @staticmethod
+    def _may_wait_for_engine(task):
+        """Whether a task every registered engine has failed may wait for another: it has a
+        timeout, and no targets or follow= that a new engine could never be in."""
+        return task.expires is not None and task.targets is None and task.where is None
+
+    @staticmethod
+    def _timed_out(task):
+        ename, evalue = task.last_error
+        return FailTask(task.msg_id, "TaskTimeout", f"it failed on all {len(task.tried)} "
+                        f"engines it was tried on (the last: {ename}: {evalue}) and no other "
+                        f"engine took it within its timeout of {task.timeout:g}s")
 
     def _give_up(self, task):
         """The FailTask for a task that no engine, now or later, can run."""

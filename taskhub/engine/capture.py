@@ -29,17 +29,25 @@ _ROUTER = None  # the installed OutputRouter: where display() finds the running 
 
 
 DISPLAY = "display_data"  # the name a display() call's chunk has among the stream chunks
+DATA = "data_pub"  # and a publish_data() call's (taskhub.datapub): its frames, pickled
+WHOLE = (DISPLAY, DATA)  # chunks published one per call, never joined
 
 
 def iopub_message(name, payload):
-    """(msg_type, content) of the iopub message for one chunk of `take_unpublished`."""
+    """(msg_type, content, buffers) of the iopub message for one chunk of
+    `take_unpublished`."""
     if name == DISPLAY:
-        return DISPLAY, payload
-    return "stream", {"name": name, "text": payload}
+        return DISPLAY, payload, []
+    if name == DATA:
+        return DATA, {}, payload
+    return "stream", {"name": name, "text": payload}, []
 
 
 def _size(name, payload):
-    """What a chunk counts for against MAX_PENDING: its chars (a display, its text data)."""
+    """What a chunk counts for against MAX_PENDING: its chars (a display, its text data;
+    published data, its bytes)."""
+    if name == DATA:
+        return 1 + sum(memoryview(f).nbytes for f in payload)
     if name != DISPLAY:
         return len(payload)
     return 1 + sum(len(v) for v in payload["data"].values() if isinstance(v, (str, bytes)))
@@ -72,6 +80,7 @@ class TaskOutput:
         self._released = False
         self.outputs = []            # display() calls: {"data": mimebundle, "metadata": ...}
         self.execute_result = None   # the value of an execute()'s last expression, formatted
+        self.data_published = 0      # publish_data() calls
 
     def rich_metadata(self):
         """What a reply's metadata carries besides stdout/stderr: display outputs and an
@@ -81,6 +90,8 @@ class TaskOutput:
             md["outputs"] = list(self.outputs)
         if self.execute_result is not None:
             md["execute_result"] = self.execute_result
+        if self.data_published:  # the client's wait_for_output waits for as many on iopub
+            md["data_published"] = self.data_published
         return md
 
     def write(self, name, text):
@@ -100,6 +111,15 @@ class TaskOutput:
             self.outputs.append(content)
             self._unpublished.append((DISPLAY, content))
             self._pending += _size(DISPLAY, content)
+
+    def publish_data(self, frames):
+        """A publish_data() call of the task (its dict, serialized): published on iopub
+        only (the reply counts them, so the client knows when it has all)."""
+        with self._cond:
+            self._wait_for_room()
+            self.data_published += 1
+            self._unpublished.append((DATA, frames))
+            self._pending += _size(DATA, frames)
 
     def _wait_for_room(self):
         if self._pending >= self.max_pending and threading.get_ident() == self._owner:
@@ -126,8 +146,9 @@ class TaskOutput:
             for name, payload in self._unpublished:
                 if max_chars is not None and size >= max_chars:
                     break
-                n = len(payload) if name != DISPLAY else _size(name, payload)
-                if chunks and chunks[-1][0] == name != DISPLAY and chunks[-1][2] + n <= CHUNK:
+                n = _size(name, payload) if name in WHOLE else len(payload)
+                if chunks and chunks[-1][0] == name and name not in WHOLE and \
+                        chunks[-1][2] + n <= CHUNK:
                     chunks[-1][1].append(payload)
                     chunks[-1][2] += n
                 else:
@@ -137,7 +158,7 @@ class TaskOutput:
             del self._unpublished[:taken]
             self._pending -= size
             self._cond.notify_all()
-        return [(name, parts[0] if name == DISPLAY else "".join(parts))
+        return [(name, parts[0] if name in WHOLE else "".join(parts))
                 for name, parts, _ in chunks]
 
     def unpublish(self, chunks):

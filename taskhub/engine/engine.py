@@ -55,6 +55,7 @@ from .. import callables, curve, nesting, serialize, strategies, versions
 from ..error import RemoteError
 from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
+from . import signals
 from .capture import OUTPUT_LIMIT, OutputRouter, TaskOutput, iopub_message
 from .startnotice import StartNotices
 
@@ -381,17 +382,21 @@ class Engine:
         if kind == "abort_request" and msg["content"].get("queued_only"):
             content = {"status": "ok", "aborted": self._abort_queued(ids or [])}
         elif kind == "abort_request":  # no msg_ids: everything queued, but not what runs
-            if ids is not None:
-                self._stop_running(ids, _Stop("TaskAborted", "aborted while it ran"))
             with self._cond:
                 self._read_queued()
                 self.aborted.update(self._queued_ids() if ids is None else ids)
+            if ids is not None:  # marked first: a task starting now either sees the mark
+                # (_call looks under _cond after setting _running) or is seen running here
+                self._stop_running(ids, _Stop("TaskAborted", "aborted while it ran"))
             content = {"status": "ok"}
         elif kind == "interrupt_request":
             self._stop_running(ids, KeyboardInterrupt())
             content = {"status": "ok"}
         elif kind == "shutdown_request":
             content = {"status": "ok"}
+        elif kind == "signal_request":
+            content = signals.deliver(msg["content"].get("sig"),
+                                      lambda exc: self._stop_running(None, exc))
         else:
             content = {"status": "error", "ename": "ValueError",
                        "evalue": f"unknown control request {kind!r}"}
@@ -518,9 +523,10 @@ class Engine:
         chunks = output.take_unpublished(max_chars)
         topic = str(output.parent.get("session", "")).encode()
         for i, (name, text) in enumerate(chunks):
+            msg_type, content, buffers = iopub_message(name, text)
             frames, _ = self.session.serialize(
-                *iopub_message(name, text), parent=output.parent,
-                metadata={"engine_id": self.id}, idents=[topic])
+                msg_type, content, parent=output.parent, metadata={"engine_id": self.id},
+                idents=[topic], buffers=buffers)
             try:
                 iopub.send_multipart(frames, zmq.NOBLOCK, copy=False)
             except zmq.Again:

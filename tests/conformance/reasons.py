@@ -48,54 +48,45 @@ REASONS = [
      "patches ipyparallel.util / socket lookups of the connection-file hostname check"),
     ("internals", "test_client.py::TestClient::test_local_ip_true*",
      "patches ipyparallel.util / socket lookups of the connection-file hostname check"),
-    ("internals", "test_canning.py", "ipyparallel's canning layer (can/uncan, CannedArray): "
-     "taskhub serializes with dill and pickle protocol 5 instead"),
-    ("internals", "test_serialize.py", "ipyparallel's canning layer (see test_canning)"),
-    ("internals", "test_dependency.py", "imports can/uncan (ipyparallel's canning layer)"),
     ("internals", "test_async.py", "ipyparallel._async.AsyncFirst (its sync/async method "
      "machinery)"),
     ("internals", "test_shellcmd.py", "ipyparallel.cluster.shellcmd (its remote shell "
      "protocol); taskhub's SSH launcher runs plain ssh commands"),
     ("internals", "test_util.py::test_disambiguate_ip", "ipyparallel.util.disambiguate_ip_address"),
-    ("internals", "*::test_wait_for_send", "zmq MessageTracker on sends (track=True)"),
-    ("internals", "*::test_*_tracked", "zmq MessageTracker on sends (track=True)"),
+    ("internals", "*::test_wait_for_send", "injects a delay through Client._io_loop "
+     "(ipyparallel's tornado IO loop)"),
+    ("internals", "*::test_scatter_tracked", "waits on AsyncResult._sent_event (private)"),
     ("internals", "test_apps.py::test_bind_kernel", "IPEngine.bind_kernel over ipykernel's "
      "kernel app: the notebook issue"),
     # -- IPython kernel behaviour: the notebook issue ----------------------------------------
-    ("notebook", "*::test_data_pub*", "ipyparallel.datapub.publish_data / ar.data"),
-    ("notebook", "*::test_await_data", "ipyparallel.datapub.publish_data / ar.data"),
-    ("notebook", "*::test_*displaypub", "display() outputs of apply'd functions as "
-     "ipyparallel shapes them"),
     ("notebook", "test_client.py::TestClient::test_activate*", "%px magics registered "
      "when the Client is made in IPython"),
     ("notebook", "*::test_execute_magic", "IPython magics in execute on the engine"),
     ("notebook", "*::test_magic_pylab", "IPython %pylab on the engine"),
+    ("deliberate", "test_launcher.py::test_entrypoints*", "taskhub's launchers are entry "
+     "points of the taskhub.controller_launchers / taskhub.engine_launchers groups; under "
+     "ipyparallel's group names an installed ipyparallel would load them as its own"),
+    ("deliberate", "test_apps.py::test_ipcluster_start_stop*", "taskhub's profiles live "
+     "under $TASKHUB_DIR, not in IPython's profile directories: the test looks for the "
+     "cluster file in $IPYTHONDIR/profile_default"),
+    ("deliberate", "test_apps.py::test_ipcluster_clean", "taskhub's profiles live under "
+     "$TASKHUB_DIR, not in IPython's profile directories ('ipcluster clean' cleans "
+     "taskhub's: its logs, record and connection files)"),
+    ("deliberate", "test_apps.py::test_ipcluster_list", "'ipcluster list' shows profile, "
+     "controller, engines alive/recorded and running|stale (ipyparallel: cluster id, "
+     "running, engine count, launcher) and has no '-o json'"),
+    ("internals", "test_launcher.py::test_ssh_waitpid", "ipyparallel's remote shell "
+     "protocol helpers (ssh_waitpid); taskhub's SSH launcher runs plain ssh commands"),
+    ("notebook", "test_cluster.py::test_wait_for_engines_crash", "crashes the engines "
+     "through PYTHONSTARTUP, which IPython kernels run and taskhub's engines (plain Python "
+     "processes) do not, so no engine crashes"),
     # -- missing features --------------------------------------------------------------------
-    ("missing", "test_cluster.py::test_wait_for_engines_crash", "wait_for_engines raising "
-     "EngineError when every engine process has ended (the Client does not know the "
-     "cluster's processes; Cluster.start_and_connect does)"),
     ("internals", "test_slurm.py", "puts the IPython dir under /data/ (upstream CI's shared "
      "file system), which this machine has not"),
     ("internals", "test_ssh.py", "needs upstream CI's ssh server container (port 2222, "
      "/opt/conda/bin/python3)"),
-    ("internals", "test_launcher.py", "collects ipyparallel's WindowsHPCLauncher at import "
-     "(taskhub has no Windows HPC launcher)"),
-    ("missing", "test_apps.py::test_ipcluster_*", "ipcluster subcommands and options as "
-     "ipyparallel spells them (clean, --cluster-id, list -o json)"),
     ("missing", "*::test_compositeerror_truncate", "get_result of direct tasks the hub has "
      "not recorded yet (UnknownTaskError)"),
-    ("missing", "*::test_signal_engines", "Client.send_signal"),
-    ("missing", "*::test_display_output_error", "AsyncResult.wait_for_output (stdout and "
-     "stderr of a task may arrive after its reply; taskhub has no end-of-output marker)"),
-    ("missing", "*::test_owner_pop", "AsyncResult.wait_for_output (see above)"),
-    ("missing", "*::test_importer", "DirectView.importer (imports sent on to the engines)"),
-    ("missing", "test_asyncresult.py::*::test_error_engine_info_*",
-     "CompositeError.elist's engine_info lacks engine_uuid"),
-    ("missing", "test_client.py::TestClient::test_get_execute_result",
-     "ExecuteReply has no value equality: the same result fetched twice gives two unequal "
-     "objects"),
-    ("missing", "test_lbview.py::TestLoadBalancedView::test_retries",
-     "retries never returning to an engine that failed the task"),
 ]
 
 

@@ -75,6 +75,7 @@ class BatchLauncher(Launcher):
     directive = None       # the script prefix of scheduler options, e.g. "#SBATCH"
     queue_option = None    # the option naming a queue/partition, e.g. "--partition="
     SUBMIT = DELETE = STATUS = ()  # the scheduler's own commands, when not configured
+    script_suffix = ".sh"  # HTCondor's job scripts are submit description files
 
     submit_command = List(Unicode(), [], help="""The command that submits a job script (its
         path is appended). Empty: `sbatch --parsable`, `qsub` (PBS) or `qsub -terse`
@@ -103,7 +104,8 @@ class BatchLauncher(Launcher):
 
     # -- the job script ------------------------------------------------------------------
     def template_name(self):
-        return f"{self.system}_{'engines' if self.role == 'engines' else 'controller'}.sh"
+        role = "engines" if self.role == "engines" else "controller"
+        return f"{self.system}_{role}{self.script_suffix}"
 
     def template_text(self):
         if self.template:
@@ -127,15 +129,18 @@ class BatchLauncher(Launcher):
 
     def render_script(self, n, tag):
         """The job script for `n` engines (or the controller) tagged `tag`."""
-        fields = {"n": n, "tag": tag, "command": shlex.join(self.program(tag)),
-                  "job_name": f"taskhub-{'engines' if self.role == 'engines' else 'controller'}",
-                  "directives": self.directives(), "profile_dir": self.profile_dir,
-                  "log_dir": str(self.log_dir()), "python": self.python_path()}
-        return render(self.template_text(), fields)
+        return render(self.template_text(), self.script_fields(n, tag))
+
+    def script_fields(self, n, tag):
+        """The {fields} a template may use (see the module's docstring)."""
+        return {"n": n, "tag": tag, "command": shlex.join(self.program(tag)),
+                "job_name": f"taskhub-{'engines' if self.role == 'engines' else 'controller'}",
+                "directives": self.directives(), "profile_dir": self.profile_dir,
+                "log_dir": str(self.log_dir()), "python": self.python_path()}
 
     def write_script(self, n, tag):
         self.log_dir().mkdir(parents=True, exist_ok=True)
-        path = self.log_dir() / f"{self.system}-{self.role}-{tag}.sh"
+        path = self.log_dir() / f"{self.system}-{self.role}-{tag}{self.script_suffix}"
         path.write_text(self.render_script(n, tag))
         path.chmod(0o755)
         return path
@@ -187,12 +192,16 @@ class BatchLauncher(Launcher):
         """Write and submit a job script for `n` engines; the BatchJob."""
         tag = new_tag(self.system)
         script = self.write_script(n, tag)
-        out = self.run([*self.submitter(), str(script)]).stdout
+        out = self.run(self.submit_argv(script)).stdout
         job_id = self.parse_job_id(out)
         if not job_id:
             raise BatchError(f"{self.submitter()[0]} printed no job id: {out!r}")
         self.log.info("submitted %s job %s (%s)", self.system, job_id, script)
         return BatchJob(job_id, tag, n, script)
+
+    def submit_argv(self, script):
+        """The command line that submits job script `script`."""
+        return [*self.submitter(), str(script)]
 
     def parse_job_id(self, output):
         words = output.split()
@@ -228,7 +237,7 @@ class BatchLauncher(Launcher):
     def log_files(self):
         """The jobs' output files (the default templates name them after the system)."""
         return sorted(str(p) for p in self.log_dir().glob(f"*{self.system}*")
-                      if p.suffix != ".sh")
+                      if p.suffix != self.script_suffix)
 
     # -- info ----------------------------------------------------------------------------
     def info(self):

@@ -14,3 +14,8 @@ bind(globals(), "taskhub.cluster.launchers.ssh", "SSHLauncher SSHControllerLaunc
      " SSHEngineSetLauncher SSHEngineLauncher ssh_waitpid _ssh_outputs")
 bind(globals(), "taskhub.cluster.launchers.mpi", "MPILauncher MPIControllerLauncher"
      " MPIEngineSetLauncher")
+bind(globals(), "taskhub.cluster.launchers.winhpc", "WindowsHPCLauncher"
+     " WindowsHPCControllerLauncher WindowsHPCEngineSetLauncher")
+bind(globals(), "taskhub.cluster.launchers.lsf_condor", "LSFLauncher LSFControllerLauncher"
+     " LSFEngineSetLauncher HTCondorLauncher HTCondorControllerLauncher"
+     " HTCondorEngineSetLauncher")

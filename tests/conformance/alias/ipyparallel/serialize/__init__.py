@@ -1,5 +1,6 @@
 """ipyparallel.serialize."""
 from .._bind import bind
 
-bind(globals(), "taskhub.serialize", "serialize_object=serialize deserialize_object=deserialize"
-     " pack_apply_message=pack_apply unpack_apply_message=unpack_apply can uncan")
+bind(globals(), "taskhub.canning", "can can_map uncan uncan_map serialize_object"
+     " deserialize_object pack_apply_message unpack_apply_message")
+bind(globals(), "taskhub.reference", "Reference")

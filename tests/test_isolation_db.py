@@ -11,13 +11,14 @@ import time
 import warnings
 
 import pytest
-from conftest import LoopbackCluster, wait_until
+from conftest import LoopbackCluster, wait_for_file, wait_until
 
 from taskhub.controller import app as controller_app
 from taskhub.controller.backlog import WriteBacklog, split_oversized
 from taskhub.controller.db import make_db
 from taskhub.controller.db.memory import MemoryDB
 from taskhub.controller.dbworker import DBWorker, QueryTimeout
+from taskhub.controller.recentids import RecentIds
 from taskhub.error import CorruptTaskDB, QueryError, RemoteError, TaskDBWarning, TaskhubError
 
 
@@ -175,40 +176,88 @@ def test_a_corrupt_db_is_refused_at_start_with_what_to_do(tmp_path):
         app.make_db()
 
 
-def test_a_duplicate_msg_id_is_refused_and_not_written(cluster):
+def _resend(client, rec, msg_id):
+    """Send task `rec` again as `client`, under `msg_id`, signed afresh by a key holder (a
+    replay of the recorded header itself is refused earlier, by the session's replay guard:
+    tests/test_security_sign.py); its AsyncResult."""
+    header = {**rec["header"], **client.session.header("apply_request", msg_id)}
+    frames, _ = client.session.serialize("apply_request", rec["content"],
+                                         metadata=rec["metadata"], buffers=rec["buffers"],
+                                         header=header)
+    dup = client._track([msg_id], "single")
+    client._send("task", frames)
+    return dup
+
+
+def marked(path, x):
+    """(Runs on an engine.) Append a line to `path`: how many times this task ran."""
+    with open(path, "a") as f:
+        f.write(f"{x}\n")
+    return x
+
+
+def test_a_duplicate_msg_id_is_refused_and_not_run(cluster, tmp_path):
+    runs = tmp_path / "runs"
     with cluster.client() as rc, cluster.client() as other:
         view = rc.load_balanced_view()
-        ar = view.apply_async(_echo, "original")
+        ar = view.apply_async(marked, str(runs), "original")
         assert ar.get(10) == "original"
         wait_until(lambda: rc.db_count({"msg_id": ar.msg_ids[0]}) == 1, what="written")
         [rec] = rc.db_query({"msg_id": ar.msg_ids[0]},
                             keys=["header", "content", "metadata", "buffers"])
-        # a task still running, and then its msg_id sent again: refused at once
-        slow = view.apply_async(time.sleep, 1)
-        wait_until(lambda: rc.stats()["outstanding"] == 1, what="the slow task arrived")
-        for msg_id in (slow.msg_ids[0], ar.msg_ids[0]):
-            # signed afresh by a key holder (a replay of the recorded header itself is
-            # refused earlier, by the session's replay guard: tests/test_security_sign.py)
-            header = {**rec["header"], **other.session.header("apply_request", msg_id)}
-            frames, _ = other.session.serialize("apply_request", rec["content"],
-                                                metadata=rec["metadata"],
-                                                buffers=rec["buffers"], header=header)
-            dup = other._track([msg_id], "single")
-            other._send("task", frames)
-            if msg_id == slow.msg_ids[0]:
-                with pytest.raises(RemoteError, match="already in use"):
-                    dup.get(10)
-            else:  # an old task's msg_id: it may run, but its record stays the original
-                try:
-                    dup.get(10)
-                except RemoteError:
-                    pass
-        slow.get(10)
-        wait_until(lambda: _db_state(rc)["duplicate msg_id"] >= 1, what="duplicate counted")
-        [after] = rc.db_query({"msg_id": ar.msg_ids[0]}, keys=["client_uuid", "result_content"])
+        gate = tmp_path / "gate"
+        pending = view.apply_async(wait_for_file, str(gate))
+        wait_until(lambda: rc.stats()["outstanding"] == 1, what="the pending task arrived")
+        # the msg_id of a pending task, then of a finished one: each refused at once
+        for msg_id in (pending.msg_ids[0], ar.msg_ids[0]):
+            with pytest.raises(RemoteError, match="already used by another task"):
+                _resend(other, rec, msg_id).get(10)
+        gate.touch()
+        pending.get(10)
+        assert runs.read_text() == "original\n"  # the finished task did not run again
+        assert rc.stats()["outstanding"] == 0
+        [after] = rc.db_query({"msg_id": ar.msg_ids[0]},
+                              keys=["client_uuid", "result_content", "completed"])
         assert after["client_uuid"] == rc.session.session
-        assert rc.db_count({"msg_id": slow.msg_ids[0]}) == 1
+        assert after["result_content"]["status"] == "ok"
+        assert rc.db_count({"msg_id": pending.msg_ids[0]}) == 1
         _serving(cluster, rc)
+
+
+def test_a_restarted_controller_refuses_the_msg_ids_its_db_holds(tmp_path):
+    profile, runs = tmp_path / "profile", tmp_path / "runs"
+    c = LoopbackCluster(profile, n=1).start()
+    try:
+        with c.client() as rc:
+            ar = rc.load_balanced_view().apply_async(marked, str(runs), "original")
+            ar.get(10)
+            wait_until(lambda: rc.db_count({"msg_id": ar.msg_ids[0]}) == 1, what="written")
+            [rec] = rc.db_query({"msg_id": ar.msg_ids[0]},
+                                keys=["header", "content", "metadata", "buffers"])
+    finally:
+        c.stop()
+    c = LoopbackCluster(profile, n=1).start()  # the same DB file, a new controller
+    try:
+        with c.client() as other:
+            with pytest.raises(RemoteError, match="already used by another task"):
+                _resend(other, rec, ar.msg_ids[0]).get(10)
+            assert other.load_balanced_view().apply_sync(_echo, 1) == 1
+        assert runs.read_text() == "original\n"
+    finally:
+        c.stop()
+
+
+def test_recent_ids_forget_the_oldest_past_their_capacity():
+    recent = RecentIds(capacity=3)
+    for msg_id in "abcd":
+        recent.add(msg_id)
+    recent.add("c")  # already there: not added twice, and "b" is not forgotten for it
+    assert [m in recent for m in "abcd"] == [False, True, True, True] and len(recent) == 3
+    db = MemoryDB()
+    db.add_records([{"msg_id": f"m{i}", "submitted": None} for i in range(3)])
+    seeded = RecentIds(capacity=2)
+    seeded.seed(db)
+    assert len(seeded) == 2
 
 
 def test_a_catastrophic_regex_answers_while_others_are_served(cluster):

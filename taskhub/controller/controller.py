@@ -45,6 +45,7 @@ from .dbworker import QUERY_TIMEOUT, DBWorker, blob_dir_for, reader_for, spill_p
 from .heartbeat import HeartMonitor
 from .pure import PureDevice
 from .queries import Deferred, QueryService, cull_once
+from .recentids import RecentIds
 from .recorder import TaskRecorder
 from .schemes import PURE
 from .taskoptions import task_options
@@ -108,6 +109,7 @@ class Controller:
         self.queued = {}       # msg_id -> (client ident, raw frames) of unfinished LB tasks
         self.outstanding = {}  # msg_id -> (client ident, header, queue) until the reply
         self.watchers = {}     # msg_id -> client idents that asked for it via get_result
+        self.recent_ids = RecentIds()  # msg_ids taken in lately: a reuse is refused
         self.engine_ids = {}   # uuid -> id of every engine that was ever up
         self._replies = {}     # msg_id -> engine reply the scheduler is deciding about
         self._steals = {}      # request msg_id -> (engine, msg_ids) of a steal unanswered
@@ -205,6 +207,7 @@ class Controller:
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
         self._running = True
+        self._seed_recent_ids()
         self.dbworker.start(self.context, self._wake_url)
         next_beat = time.monotonic()
         try:
@@ -235,6 +238,13 @@ class Controller:
             self._flush_to_engines()
             self._flush_to_clients()
             self.recorder.flush()
+
+    def _seed_recent_ids(self):
+        try:
+            self.recent_ids.seed(self.db)
+        except Exception as error:  # a DB failing at start is the writer's to report
+            log.warning("task DB: cannot read the newest msg_ids (%s); a request reusing an "
+                        "older one is refused only by the DB's unique key", error)
 
     def cull(self, retention, then=None):
         """Apply `retention` to the task DB once (see retention.py), on the DB writer after
@@ -540,16 +550,16 @@ class Controller:
             msg_id, **options, now=time.monotonic(), outcomes=outcomes, external=external)))
 
     def _refuse_duplicate(self, client, msg, queue):
-        """A request reusing the msg_id of a task this controller has not finished (or not
-        yet written) is a bad request: refused, not routed, not written. (One reusing an
-        older task's msg_id is not written either: see DBWorker._without_duplicates.)"""
+        """A request reusing the msg_id of a task taken in lately (pending or finished:
+        recentids.py) is a bad request: refused, not routed, not written."""
         msg_id = msg.msg_id
-        if msg_id not in self.outstanding and not self.recorder.holds(msg_id):
+        if msg_id not in self.recent_ids and msg_id not in self.outstanding:
             return False
         self.session.dropped["duplicate msg_id"] += 1
         content = {"status": "error", "ename": "ValueError", "traceback": "",
-                   "evalue": f"msg_id {msg_id!r} is already in use by another task; every "
-                             "request needs a new msg_id (this one was not run)"}
+                   "evalue": f"msg_id {msg_id!r} is already used by another task (pending or "
+                             "finished); every request needs a new msg_id (this one was not "
+                             "run, and the other task's record is unchanged)"}
         frames, _ = self.session.serialize("apply_reply", content, parent=msg["header"],
                                            metadata={"status": "error"}, idents=[client])
         self._to_client(self._client_socket_name(queue), client, frames[1:])
@@ -557,6 +567,7 @@ class Controller:
 
     def _accept(self, client, msg, queue, **extra):
         self.outstanding[msg.msg_id] = (client, msg["header"], queue)
+        self.recent_ids.add(msg.msg_id)
         self.recorder.submitted(msg, queue, utcnow(), **extra)
 
     def _reject(self, client, msg, queue, ename, evalue):

@@ -4,9 +4,11 @@ Each hostile scenario asserts what the user sees, that the controller keeps serv
 apply answers), that the engines stay registered, and that every result a client received is
 in the DB once it works again. Failures are made the way they happen where that works as
 root too: a full disk by SQLite's max_page_count, a read-only DB by query_only (root writes
-through chmod), a deleted file by unlinking it, corruption by overwriting pages."""
+through chmod), a read-only -shm by its mode and by a read-only bind mount over it (which
+refuses root too), a deleted file by unlinking it, corruption by overwriting pages."""
 import os
 import sqlite3
+import subprocess
 import time
 import warnings
 
@@ -122,6 +124,77 @@ def test_a_read_only_db_is_a_state_and_records_are_written_after_it(cluster):
     # database"), for root too, whom chmod does not stop
     _fail_then_recover(cluster, "PRAGMA query_only = 1", "PRAGMA query_only = 0",
                        "readonly")
+
+
+def _read_only_by_mode(path):
+    os.chmod(path, 0o400)
+    return lambda: os.chmod(path, 0o600)
+
+
+def _read_only_by_mount(path):
+    """A read-only bind mount of the file over itself: refuses root's writes too (EROFS),
+    where a mode does not."""
+    try:
+        subprocess.run(["mount", "--bind", path, path], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"cannot bind-mount here (needs CAP_SYS_ADMIN): {error}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", path], check=True,
+                       capture_output=True)
+    except subprocess.CalledProcessError:
+        subprocess.run(["umount", path], check=True)
+        raise
+    return lambda: subprocess.run(["umount", path], check=True)
+
+
+@pytest.mark.parametrize("make_read_only", [_read_only_by_mode, _read_only_by_mount],
+                         ids=["chmod", "read-only-mount"])
+def test_a_read_only_shm_is_a_state_and_records_are_written_after_it(cluster,
+                                                                     make_read_only):
+    shm = str(cluster.profile_dir / "tasks.db-shm")
+    with cluster.client() as rc:
+        before = rc.load_balanced_view().map_async(_echo, range(5))
+        before.get(30)
+        wait_until(lambda: rc.db_count({"msg_id": {"$in": before.msg_ids}}) == 5,
+                   what="the first tasks written")
+        undo = make_read_only(shm)
+        try:
+            assert not os.access(shm, os.W_OK) or os.getuid() == 0
+            wait_until(lambda: _db_state(rc)["db_state"] == "failing", what="db failing")
+            assert "tasks.db-shm is" in _db_state(rc)["db_error"]
+            ar = rc.load_balanced_view().map_async(_echo, range(20), chunksize=1)
+            assert ar.get(30) == list(range(20))  # delivered while the DB fails
+            wait_until(lambda: _db_state(rc)["db_kept_in_memory"] >= 20, what="kept")
+            with pytest.warns(TaskDBWarning, match="cannot be written"):
+                rc.db_query({"msg_id": {"$in": ar.msg_ids}}, keys=["msg_id"])
+            _serving(cluster, rc)
+        finally:
+            undo()
+        wait_until(lambda: _db_state(rc)["db_state"] == "ok", timeout=20, what="recovered")
+        assert rc.db_count({"msg_id": {"$in": ar.msg_ids}, "status": "ok"}) == 20
+        assert _db_state(rc)["db_kept_in_memory"] == 0
+        _serving(cluster, rc)
+    assert _in_file(cluster.profile_dir / "tasks.db", before.msg_ids + ar.msg_ids) == \
+        set(before.msg_ids + ar.msg_ids)
+
+
+def test_a_shm_cut_shorter_is_noticed_before_anything_touches_it(tmp_path, monkeypatch):
+    # the stat is what is faked: cutting the mapped file in this process would be the
+    # SIGBUS itself, the next time SQLite (or its checkpoint thread) touches the index
+    with make_db("sqlite", filename=str(tmp_path / "t.db")) as db:
+        db.add_records([{"msg_id": f"m{i}"} for i in range(100)])
+        db.commit()
+        assert db.shm_problem() is None
+        shm, real_stat = str(tmp_path / "t.db-shm"), os.stat
+        assert real_stat(shm).st_size > 0
+
+        def cut(path, *args, **kw):
+            st = real_stat(path, *args, **kw)
+            return os.stat_result((*st[:6], 0, *st[7:])) if str(path) == shm else st
+        monkeypatch.setattr(os, "stat", cut)
+        assert "was cut to 0 bytes" in db.shm_problem()
+        monkeypatch.undo()
+        assert db.shm_problem() is None
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])

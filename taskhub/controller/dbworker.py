@@ -241,6 +241,10 @@ class DBWorker:
         if not self.backlog.failing and not self.backlog.has_spill():
             return
         self._next_retry = time.monotonic() + RETRY_PERIOD
+        problem = self._file_problem()
+        if problem is not None:
+            self.backlog.still_failing(problem)
+            return
         for adds, updates in self.backlog.batches():
             error = self._try_write(adds, updates)
             if error is not None:
@@ -333,8 +337,21 @@ class DBWorker:
         except sqlite3.Error:
             pass
 
+    def _file_problem(self):
+        """Why the DB's files must not be written through now (sqlite's shm_problem)."""
+        check = getattr(self.db, "shm_problem", None)
+        return check() if check is not None else None
+
     def _check_file(self):
-        """A deleted or replaced DB file is made again from what the writer still holds."""
+        """A DB file unfit to write through makes the DB failing (writes are kept until it
+        is fit again); a deleted or replaced one is made again from what the writer holds."""
+        problem = self._file_problem()
+        if problem is not None:
+            if self.backlog.failed(problem):
+                log.error("task DB: %s; keeping records (in memory up to %d MB, then in %s) "
+                          "until it is writable again", problem,
+                          self.backlog.memory_bytes // 2**20, self.backlog.spill_path)
+            return
         check = getattr(self.db, "file_replaced", None)
         if check is None or not check():
             return

@@ -43,6 +43,7 @@ from . import scheduler as sc
 from .backlog import WriteBacklog
 from .dbworker import QUERY_TIMEOUT, DBWorker, blob_dir_for, reader_for, spill_path_for
 from .heartbeat import HeartMonitor
+from .peers import PeerWatch
 from .pure import PureDevice
 from .queries import Deferred, QueryService, cull_once
 from .recentids import RecentIds
@@ -124,6 +125,7 @@ class Controller:
         self._taken_in = 0  # frame bytes received since the loop last gave memory back
         self._device = None
         self.heart = None  # the HeartMonitor: pings and pongs, on its own thread
+        self.peers = None  # the query socket's PeerWatch (peers.py), once bound
         self.queries = QueryService(self)
         self._running = False
         self._wake_url = f"inproc://taskhub-controller-{id(self)}"
@@ -159,6 +161,7 @@ class Controller:
             self.ports[name] = sock.bind_to_random_port(f"tcp://{self.ip}")
             self.sockets[name] = sock
         self.sockets["e_iopub"].subscribe(b"")
+        self.peers = PeerWatch(self.sockets["query"], self.queries.forget_client)
         self._wake = ctx.socket(zmq.PULL)
         self._wake.bind(self._wake_url)
         return self
@@ -203,6 +206,7 @@ class Controller:
             ("capture", self._on_pure_copy),
             ("submit", lambda frames: None)) if n in self.sockets}
         handlers[self._wake] = lambda frames: self.dbworker.deliver()  # answers to send
+        handlers[self.peers.monitor] = self.peers.on_event  # clients gone without goodbye
         poller = zmq.Poller()
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
@@ -260,10 +264,11 @@ class Controller:
         when messages are big. At least one message is read; the rest waits in the socket
         for the next turn."""
         start, taken = self._handled, 0
+        recv = self.peers.recv if sock is self.peers.sock else sock.recv_multipart
         while self._handled - start < MAX_PER_TURN and taken < MAX_BYTES_PER_TURN:
             self._handled += 1
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
             taken += sum(map(len, frames))
@@ -298,6 +303,8 @@ class Controller:
             self._device.stop()
         if self.heart is not None:
             self.heart.stop()
+        if self.peers is not None:
+            self.peers.close()
         for name, sock in self.sockets.items():  # let those TaskLost replies go out
             sock.close(linger=500 if name in ("task", "mux") else 0)
         self._wake.close(linger=0)

@@ -258,6 +258,15 @@ class QueryService:
     def _q_goodbye(self, msg, ident):
         """A client closing: forget what the hub kept for it, so clients that come and go
         leave nothing behind (its tasks still run and are recorded)."""
+        self.forget_client(ident)
+        return {"status": "ok"}, []
+
+    def forget_client(self, ident):
+        """What the hub kept for client `ident` (its batch flag, the tasks it watched):
+        dropped when it says goodbye, or when its connection closes without one
+        (peers.py). An engine's own entries are the hub's to drop, when it dies."""
+        if ident.decode("utf8", "replace") in self.c.hub.by_uuid:
+            return
         self.c.batch_peers.discard(ident)
         watchers = self.c.watchers
         for msg_id in [m for m, idents in watchers.items() if ident in idents]:
@@ -266,7 +275,6 @@ class QueryService:
                 watchers[msg_id] = left
             else:
                 del watchers[msg_id]
-        return {"status": "ok"}, []
 
     def _q_result_status(self, msg, ident):
         """Which of msg_ids are pending and which completed (unknown ids are an error)."""

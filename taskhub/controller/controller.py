@@ -264,7 +264,8 @@ class Controller:
         when messages are big. At least one message is read; the rest waits in the socket
         for the next turn."""
         start, taken = self._handled, 0
-        recv = self.peers.recv if sock is self.peers.sock else sock.recv_multipart
+        watched = self.peers is not None and sock is self.peers.sock
+        recv = self.peers.recv if watched else sock.recv_multipart
         while self._handled - start < MAX_PER_TURN and taken < MAX_BYTES_PER_TURN:
             self._handled += 1
             try:

@@ -9,6 +9,7 @@ refuses root too), a deleted file by unlinking it, corruption by overwriting pag
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 import warnings
 
@@ -487,4 +488,40 @@ def test_a_query_over_its_budget_reaches_the_client_as_a_clear_error(tmp_path):
             assert isinstance(info.value, TaskhubError)
             _serving_one(c, rc)
     finally:
+        c.stop()
+
+
+def test_a_slow_query_does_not_hold_up_another_clients_quick_one(tmp_path, monkeypatch):
+    """One client's query held inside the DB (its REGEXP waits for the test's gate): another
+    client's db_query, sent after it, is answered while it is still held."""
+    from taskhub.controller.db import sqlite as sqlite_module
+    entered, gate = threading.Event(), threading.Event()
+    plain = sqlite_module._regexp
+
+    def held(pattern, value):  # runs on a reader thread of the controller
+        if pattern == "held":
+            entered.set()
+            assert gate.wait(60), "the test never opened the gate"
+            return False
+        return plain(pattern, value)
+    monkeypatch.setattr(sqlite_module, "_regexp", held)  # before the connections are made
+    c = LoopbackCluster(tmp_path / "profile", n=1, query_timeout=120).start()
+    try:
+        with c.client() as slow_asker, c.client() as quick_asker:
+            ar = slow_asker.load_balanced_view().apply_async(_echo, "x")
+            ar.get(10)
+            slow = []
+            asking = threading.Thread(target=lambda: slow.append(
+                slow_asker.db_query({"label": {"$regex": "held"}}, keys=["msg_id"])))
+            asking.start()
+            assert entered.wait(30), "the slow query never reached the DB"
+            found = quick_asker.db_query({"msg_id": ar.msg_ids[0]}, keys=["msg_id"])
+            assert [r["msg_id"] for r in found] == ar.msg_ids
+            assert quick_asker.db_count({}) >= 1
+            assert not slow and asking.is_alive()  # answered while the slow one was held
+            gate.set()
+            asking.join(30)
+            assert slow == [[]]
+    finally:
+        gate.set()
         c.stop()

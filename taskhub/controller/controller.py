@@ -535,7 +535,7 @@ class Controller:
         for m in old:
             self._looked_up.setdefault(m, [0, None])[0] += 1
         self.dbworker.read(lambda db: _outcomes(db, old), lambda ok, outcomes: self._looked_up_deps(
-            msg.msg_id, options, outcomes if ok else {}, external, old))
+            msg.msg_id, options, outcomes if ok else {}, external, old), key="dependencies")
 
     def _looked_up_deps(self, msg_id, options, outcomes, external, old):
         """A direct task sent just before this one is read after it (its socket comes later
@@ -750,7 +750,8 @@ class Controller:
     def _answer(self, sock, msg, idents):
         replies = self.queries.handle(msg, idents[0])
         if isinstance(replies, Deferred):  # the task DB answers later, off this thread
-            return self.queries.run(replies, lambda r: self._send_answer(sock, msg, idents, r))
+            return self.queries.run(replies, lambda r: self._send_answer(sock, msg, idents, r),
+                                    key=idents[0])
         self._send_answer(sock, msg, idents, replies)
 
     def _send_answer(self, sock, msg, idents, replies):

@@ -60,8 +60,9 @@ class QueryService:
             return reply
         return iter([reply]) if isinstance(reply, tuple) else _refusing(reply)
 
-    def run(self, deferred, send):
-        """Start `deferred` on the DB worker; send(replies) once it is answered."""
+    def run(self, deferred, send, key=None):
+        """Start `deferred` on the DB worker; send(replies) once it is answered. Reads of
+        one `key` (the asking client) are answered in the order asked."""
         worker = self.c.dbworker
 
         def done(ok, value):
@@ -77,8 +78,10 @@ class QueryService:
         self.c.recorder.flush()
         if deferred.stream:  # each reply sent as the reader makes it
             return worker.read_stream(deferred.job, lambda ok, reply: send(
-                iter([reply if ok else self._failure(reply)])))
-        (worker.read if deferred.on == "reader" else worker.on_writer)(deferred.job, done)
+                iter([reply if ok else self._failure(reply)])), key=key)
+        if deferred.on == "reader":
+            return worker.read(deferred.job, done, key=key)
+        worker.on_writer(deferred.job, done)
 
     def _failure(self, error):
         if not isinstance(error, _REFUSALS):  # the DB failed: the asker learns how

@@ -10,7 +10,6 @@ import os
 import sqlite3
 import subprocess
 import threading
-import time
 import warnings
 
 import pytest

@@ -6,6 +6,7 @@ in the DB once it works again. Failures are made the way they happen where that 
 root too: a full disk by SQLite's max_page_count, a read-only DB by query_only (root writes
 through chmod), a read-only -shm by its mode and by a read-only bind mount over it (which
 refuses root too), a deleted file by unlinking it, corruption by overwriting pages."""
+import logging
 import os
 import sqlite3
 import subprocess
@@ -149,8 +150,9 @@ def _read_only_by_mount(path):
 
 @pytest.mark.parametrize("make_read_only", [_read_only_by_mode, _read_only_by_mount],
                          ids=["chmod", "read-only-mount"])
-def test_a_read_only_shm_is_a_state_and_records_are_written_after_it(cluster,
+def test_a_read_only_shm_is_a_state_and_records_are_written_after_it(cluster, caplog,
                                                                      make_read_only):
+    caplog.set_level(logging.WARNING, logger="taskhub.controller")
     shm = str(cluster.profile_dir / "tasks.db-shm")
     with cluster.client() as rc:
         before = rc.load_balanced_view().map_async(_echo, range(5))
@@ -174,6 +176,9 @@ def test_a_read_only_shm_is_a_state_and_records_are_written_after_it(cluster,
         assert rc.db_count({"msg_id": {"$in": ar.msg_ids}, "status": "ok"}) == 20
         assert _db_state(rc)["db_kept_in_memory"] == 0
         _serving(cluster, rc)
+    logged = caplog.text
+    assert "tasks.db-shm is" in logged and "keeping records" in logged
+    assert "writable again" in logged
     assert _in_file(cluster.profile_dir / "tasks.db", before.msg_ids + ar.msg_ids) == \
         set(before.msg_ids + ar.msg_ids)
 

@@ -11,9 +11,9 @@ forget when it closes:
          └─ monitor PAIR ── DISCONNECTED(fd) ──▶ on_event(): forget(by_fd.pop(fd))
 
 A closed descriptor may be reused at once by a new connection. The monitor's events are
-read before each message (recv), and the I/O thread posts a connection's DISCONNECTED
-before it can accept the next one on that descriptor, so an event is never applied to a
-message that came after it.
+read before each message (recv), and libzmq's I/O thread (one: the context's default)
+posts a connection's DISCONNECTED before it can accept the next one on that descriptor, so
+an event is never applied to a message that came after it.
 
 Only the query socket is read this way (copy=False, to see the descriptor): the task path
 keeps its plain reads.

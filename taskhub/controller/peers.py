@@ -15,9 +15,9 @@ read before each message (recv), and libzmq's I/O thread (one: the context's def
 posts a connection's DISCONNECTED before it can accept the next one on that descriptor, so
 an event is never applied to a message that came after it. (The other way round is left
 open: a message still queued when its client's close was read maps a descriptor that
-will report no more closes, so the little that message made the hub keep stays, until
-another connection reuses the descriptor and closes. It takes a client killed with a
-request in flight.)
+will report no more closes for that client, so what that message made the hub keep (a
+batch flag, a watch: a few hundred bytes) stays. It takes a client killed with a request
+in flight.)
 
 Only the query socket is read this way (copy=False, to see the descriptor): the task path
 keeps its plain reads.

@@ -194,7 +194,8 @@ def test_db_query_rows_come_in_many_replies_and_a_late_refusal_ends_them(cluster
     assert rc.db_query(query, keys=keys) == whole and len(whole) == 7
     assert rc.db_query({"label": "no such label"}) == []
 
-    db = cluster.controller.dbworker.reader_db  # queries run on the DB worker's reader
+    # an idle DB worker gives a query to its first reader (dbworker.py)
+    db = cluster.controller.dbworker.reader_db
     def failing(*args, **kwargs):
         chunks = iter(type(db).find_rows(db, *args, **kwargs))
         yield next(chunks)

@@ -529,3 +529,46 @@ def test_a_slow_query_does_not_hold_up_another_clients_quick_one(tmp_path, monke
     finally:
         gate.set()
         c.stop()
+
+
+def test_reads_go_to_the_least_busy_reader_and_one_keys_reads_stay_in_order(tmp_path):
+    import zmq
+    db = make_db("sqlite", filename=str(tmp_path / "t.db"))
+    worker = DBWorker(db, reader_db=db.reader(), readers=2)
+    context = zmq.Context()
+    wake = context.socket(zmq.PULL)
+    wake.bind("inproc://test-readers")
+    worker.start(context, "inproc://test-readers")
+    gate, answers = threading.Event(), []
+
+    def job(name, wait=False):
+        def run(db):
+            if wait:
+                assert gate.wait(30)
+            return name, threading.current_thread().name
+        return run
+
+    def answered(n):
+        wake.poll(100)
+        worker.deliver()
+        return len(answers) >= n
+    try:
+        note = lambda ok, value: answers.append(value)  # noqa: E731
+        worker.read(job("held", wait=True), note, key="a")
+        worker.read(job("other asker"), note, key="b")   # the idle reader takes it
+        worker.read(job("after held"), note, key="a")    # behind "held", same reader
+        wait_until(lambda: answered(1), what="the other asker answered")
+        assert answers == [("other asker", "taskhub-db-reader-1")]
+        gate.set()
+        wait_until(lambda: answered(3), what="the held reads answered")
+        assert answers[1:] == [("held", "taskhub-db-reader-0"),
+                               ("after held", "taskhub-db-reader-0")]
+        wait_until(lambda: answered(3) and not worker._lanes and
+                   [r.load for r in worker._readers] == [0, 0], what="every job let go")
+    finally:
+        gate.set()
+        worker.stop()
+        worker.reader_db.close()
+        db.close()
+        wake.close(0)
+        context.term()

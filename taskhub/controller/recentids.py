@@ -30,12 +30,13 @@ class RecentIds:
         return len(self._ids)
 
     def add(self, msg_id):
-        if msg_id in self._ids or not self.capacity:
+        ids, order = self._ids, self._order
+        if msg_id in ids:
             return
-        self._ids.add(msg_id)
-        self._order.append(msg_id)
-        if len(self._order) > self.capacity:
-            self._ids.discard(self._order.popleft())
+        ids.add(msg_id)
+        order.append(msg_id)
+        if len(order) > self.capacity:  # capacity 0: forgotten at once
+            ids.discard(order.popleft())
 
     def seed(self, db):
         """Remember the newest `capacity` msg_ids in `db` (oldest first, as if taken in)."""

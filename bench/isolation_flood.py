@@ -8,7 +8,8 @@ so its VmRSS is its own) and prints:
   - another client's apply_sync latency (median and max, ms) to the idle engine, quiet and
     while a task on the other engine prints `--lines` lines of 100 chars;
   - the controller's VmRSS before and after the flood, and its peak;
-  - the controller's VmRSS before and after `--cycles` client connect/close cycles.
+  - the controller's VmRSS before and after `--cycles` client connect/close cycles,
+    with their goodbye and without it (as killed clients).
 """
 import argparse
 import os
@@ -63,15 +64,25 @@ def _flood_figures(d, rc, pid, args):
         other.close()
 
 
-def _cycle_figures(d, pid, cycles):
-    Client(profile_dir=d).close()
-    before = _status(pid, "VmRSS")
-    for _ in range(cycles):
+def _cycle_figures(d, pid, cycles, goodbye=True):
+    """RSS over `cycles` clients that connect, ask once and close, saying goodbye or (as a
+    killed client would) not."""
+    say_goodbye = Client._say_goodbye
+    if not goodbye:
+        Client._say_goodbye = lambda self, query: None
+    try:
         Client(profile_dir=d).close()
-    time.sleep(1)
-    after = _status(pid, "VmRSS")
-    print(f"controller RSS over {cycles:,} client connect/close cycles: {before:.1f} -> "
-          f"{after:.1f} MiB ({(after - before) * 1024 / cycles:.1f} KiB per connection)")
+        before = _status(pid, "VmRSS")
+        for _ in range(cycles):
+            Client(profile_dir=d).close()
+        time.sleep(1)  # a bench, not a test: let the last closes reach the controller
+        after = _status(pid, "VmRSS")
+    finally:
+        Client._say_goodbye = say_goodbye
+    how = "with" if goodbye else "without"
+    print(f"controller RSS over {cycles:,} client connect/close cycles ({how} goodbye): "
+          f"{before:.1f} -> {after:.1f} MiB ({(after - before) * 1024 / cycles:.1f} KiB per "
+          "connection)")
 
 
 def main(argv=None):
@@ -86,6 +97,7 @@ def main(argv=None):
             pid = controller_pid(d)
             _flood_figures(d, rc, pid, args)
             _cycle_figures(d, pid, args.cycles)
+            _cycle_figures(d, pid, args.cycles, goodbye=False)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

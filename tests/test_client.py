@@ -5,7 +5,7 @@ import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import wait_until
+from conftest import wait_for_file, wait_until
 
 from taskhub.client import AsyncResult, Client
 from taskhub.error import (CompositeError, ConnectionFileError, QueryError, RemoteError,
@@ -194,7 +194,8 @@ def test_db_query_rows_come_in_many_replies_and_a_late_refusal_ends_them(cluster
     assert rc.db_query(query, keys=keys) == whole and len(whole) == 7
     assert rc.db_query({"label": "no such label"}) == []
 
-    db = cluster.controller.dbworker.reader_db  # queries run on the DB worker's reader
+    # an idle DB worker gives a query to its first reader (dbworker.py)
+    db = cluster.controller.dbworker.reader_db
     def failing(*args, **kwargs):
         chunks = iter(type(db).find_rows(db, *args, **kwargs))
         yield next(chunks)
@@ -218,12 +219,15 @@ def test_get_result_from_another_client_and_resubmit(cluster, rc):
     assert old["resubmitted"] == again.msg_ids[0]
 
 
-def test_get_result_of_a_pending_task_resolves_when_it_finishes(cluster, rc):
-    import time
-    ar = rc.load_balanced_view().apply_async(time.sleep, 0.5)
+def test_get_result_of_a_pending_task_resolves_when_it_finishes(cluster, rc, tmp_path):
+    gate = tmp_path / "gate"
+    ar = rc.load_balanced_view().apply_async(wait_for_file, str(gate))
+    wait_until(lambda: ar.msg_ids[0] in rc.hub_history(), what="the hub to record the task")
     with cluster.client() as other:
         hub_ar = other.get_result(ar.msg_ids[0])
-        assert hub_ar.get(10) is None
+        assert not hub_ar.done()  # asked while the task was pending
+        gate.touch()
+        assert hub_ar.get(10) == ar.get(10)
 
 
 def test_unknown_ids_are_clear_errors(rc):
@@ -265,21 +269,23 @@ def test_the_demo_history_table_shows_short_ids_that_differ(rc, capsys):
     assert any(ln.startswith("== 5. Run a recorded task again: rc.resubmit('") for ln in lines)
 
 
-def test_resubmitting_a_running_task_is_refused(rc):
-    import time
-    ar = rc.load_balanced_view().apply_async(time.sleep, 1)
+def test_resubmitting_a_running_task_is_refused(rc, tmp_path):
+    gate = tmp_path / "gate"
+    ar = rc.load_balanced_view().apply_async(wait_for_file, str(gate))
     wait_until(lambda: ar.msg_ids[0] in rc.hub_history(), what="the hub to record the task")
     with pytest.raises(ValueError, match="not finished"):
         rc.resubmit(ar.msg_ids)
+    gate.touch()
     ar.get(10)
 
 
-def test_timeout_on_get(rc):
-    import time
-    ar = rc.load_balanced_view().apply_async(time.sleep, 0.5)
+def test_timeout_on_get(rc, tmp_path):
+    gate = tmp_path / "gate"
+    ar = rc.load_balanced_view().apply_async(wait_for_file, str(gate))
     with pytest.raises(TimeoutError, match="0 of 1 tasks done"):
         ar.get(0.01)
     assert not ar.wait(0.01)
+    gate.touch()
     assert ar.wait(10)
 
 
@@ -321,12 +327,12 @@ def test_a_controller_that_never_answers_times_out(tmp_path):
         Client(tmp_path / "c.json", timeout=0.3)
 
 
-def test_result_status_and_queue_status_verbose(rc):
-    import time
+def test_result_status_and_queue_status_verbose(rc, tmp_path):
+    gate = tmp_path / "gate"
     lview = rc.load_balanced_view()
     done = lview.apply_async(square, 4)
     done.get(10)
-    slow = lview.apply_async(time.sleep, 0.5)
+    slow = lview.apply_async(wait_for_file, str(gate))
     wait_until(lambda: slow.msg_ids[0] in rc.hub_history(), what="the hub to see the task")
     status = rc.result_status(done.msg_ids + slow.msg_ids)
     assert status == {"pending": slow.msg_ids, "completed": done.msg_ids}
@@ -336,6 +342,7 @@ def test_result_status_and_queue_status_verbose(rc):
     engine = next(i for i in rc.ids if slow.msg_ids[0] in verbose[i]["tasks"])
     assert done.msg_ids[0] in verbose[done.engine_id]["completed"]
     assert rc.queue_status(targets=engine)["tasks"] == 1
+    gate.touch()
     slow.get(10)
     with pytest.raises(UnknownTaskError, match="nope"):
         rc.result_status(["nope"])

@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 
 import pytest
-from conftest import wait_until
+from conftest import wait_for_file, wait_until
 
 from taskhub import Reference, interactive
 from taskhub.client import AsyncResult
@@ -83,13 +83,16 @@ def test_metadata_timestamps_are_tz_aware_datetimes(rc):
     assert ar.elapsed == ar.wall_time
 
 
-def test_wall_time_is_unknown_until_done(rc):
-    ar = rc.load_balanced_view().apply_async(time.sleep, 1)
+def test_wall_time_is_unknown_until_done(rc, tmp_path):
+    gate = tmp_path / "gate"
+    ar = rc.load_balanced_view().apply_async(wait_for_file, str(gate))
     with pytest.raises(TimeoutError):
         ar.wall_time
     with pytest.raises(TimeoutError):
         ar.serial_time
+    gate.touch()
     ar.get(10)
+    assert ar.wall_time > 0
 
 
 def test_get_dict_split_join_and_progress(rc):
@@ -175,14 +178,16 @@ def test_sync_imports_and_run(rc, tmp_path, capsys):
     assert view.apply_sync(Reference("g")) == 5
 
 
-def test_local_results_metadata_and_purges(rc):
+def test_local_results_metadata_and_purges(rc, tmp_path):
     rc.results["asdf"] = 5
     assert rc.metadata["asdf"]["msg_id"] == "asdf"
     rc.purge_local_results("asdf")
     assert "asdf" not in rc.results and "asdf" not in rc.metadata
-    ar = rc[-1].apply_async(time.sleep, 0.5)
+    gate = tmp_path / "gate"
+    ar = rc[-1].apply_async(wait_for_file, str(gate))
     with pytest.raises(RuntimeError):
         rc.purge_local_results("all")
+    gate.touch()
     ar.get(10)
     wait_until(lambda: not rc.outstanding, what="nothing outstanding")
     rc.purge_local_results("all")

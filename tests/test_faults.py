@@ -5,7 +5,7 @@ import time
 
 import pytest
 import zmq
-from conftest import LoopbackCluster, wait_until
+from conftest import LoopbackCluster, wait_for_file, wait_until
 
 from taskhub.error import CompositeError, EngineError, RemoteError, TaskAborted
 from taskhub.session import DELIM, Session
@@ -108,19 +108,21 @@ def test_direct_task_on_a_dying_engine_fails_with_engine_error(fast_cluster):
             ar.get(15)
 
 
-def test_engine_shutdown_and_abort_through_control(fast_cluster):
+def test_engine_shutdown_and_abort_through_control(fast_cluster, tmp_path):
     with fast_cluster.client() as rc:
         target = rc.ids[0]
         dview = rc[target]
         proc = next(p for p in fast_cluster.engines if p.pid == dview.apply_sync(os.getpid))
-        busy = dview.apply_async(time.sleep, 1)
+        gate = tmp_path / "gate"
+        busy = dview.apply_async(wait_for_file, str(gate))
         queued = dview.apply_async(pow, 2, 5)
         wait_until(lambda: rc.queue_status()[target]["queue"] == 2, what="both to be queued")
         rc._hub_request("abort_request", {"msg_ids": queued.msg_ids}, 5, "control",
                         [rc._engines[target].encode()])
+        gate.touch()  # the aborted request is answered when the engine comes to it
         with pytest.raises(TaskAborted):
             queued.get(10)
-        assert busy.get(10) is None
+        assert busy.get(10) == proc.pid
         rc.shutdown(targets=[target])
         wait_until(lambda: target not in rc.ids, what="the engine to unregister")
         assert proc.wait(10) == 0

@@ -4,20 +4,24 @@ Each hostile scenario asserts what the user sees, that the controller keeps serv
 apply answers), that the engines stay registered, and that every result a client received is
 in the DB once it works again. Failures are made the way they happen where that works as
 root too: a full disk by SQLite's max_page_count, a read-only DB by query_only (root writes
-through chmod), a deleted file by unlinking it, corruption by overwriting pages."""
+through chmod), a read-only -shm by its mode and by a read-only bind mount over it (which
+refuses root too), a deleted file by unlinking it, corruption by overwriting pages."""
+import logging
 import os
 import sqlite3
-import time
+import subprocess
+import threading
 import warnings
 
 import pytest
-from conftest import LoopbackCluster, wait_until
+from conftest import LoopbackCluster, wait_for_file, wait_until
 
 from taskhub.controller import app as controller_app
 from taskhub.controller.backlog import WriteBacklog, split_oversized
 from taskhub.controller.db import make_db
 from taskhub.controller.db.memory import MemoryDB
 from taskhub.controller.dbworker import DBWorker, QueryTimeout
+from taskhub.controller.recentids import RecentIds
 from taskhub.error import CorruptTaskDB, QueryError, RemoteError, TaskDBWarning, TaskhubError
 
 
@@ -123,6 +127,81 @@ def test_a_read_only_db_is_a_state_and_records_are_written_after_it(cluster):
                        "readonly")
 
 
+def _read_only_by_mode(path):
+    os.chmod(path, 0o400)
+    return lambda: os.chmod(path, 0o600)
+
+
+def _read_only_by_mount(path):
+    """A read-only bind mount of the file over itself: refuses root's writes too (EROFS),
+    where a mode does not."""
+    try:
+        subprocess.run(["mount", "--bind", path, path], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"cannot bind-mount here (needs CAP_SYS_ADMIN): {error}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", path], check=True,
+                       capture_output=True)
+    except subprocess.CalledProcessError:
+        subprocess.run(["umount", path], check=True)
+        raise
+    return lambda: subprocess.run(["umount", path], check=True)
+
+
+@pytest.mark.parametrize("make_read_only", [_read_only_by_mode, _read_only_by_mount],
+                         ids=["chmod", "read-only-mount"])
+def test_a_read_only_shm_is_a_state_and_records_are_written_after_it(cluster, caplog,
+                                                                     make_read_only):
+    caplog.set_level(logging.WARNING, logger="taskhub.controller")
+    shm = str(cluster.profile_dir / "tasks.db-shm")
+    with cluster.client() as rc:
+        before = rc.load_balanced_view().map_async(_echo, range(5))
+        before.get(30)
+        wait_until(lambda: rc.db_count({"msg_id": {"$in": before.msg_ids}}) == 5,
+                   what="the first tasks written")
+        undo = make_read_only(shm)
+        try:
+            assert not os.access(shm, os.W_OK) or os.getuid() == 0
+            wait_until(lambda: _db_state(rc)["db_state"] == "failing", what="db failing")
+            assert "tasks.db-shm is" in _db_state(rc)["db_error"]
+            ar = rc.load_balanced_view().map_async(_echo, range(20), chunksize=1)
+            assert ar.get(30) == list(range(20))  # delivered while the DB fails
+            wait_until(lambda: _db_state(rc)["db_kept_in_memory"] >= 20, what="kept")
+            with pytest.warns(TaskDBWarning, match="cannot be written"):
+                rc.db_query({"msg_id": {"$in": ar.msg_ids}}, keys=["msg_id"])
+            _serving(cluster, rc)
+        finally:
+            undo()
+        wait_until(lambda: _db_state(rc)["db_state"] == "ok", timeout=20, what="recovered")
+        assert rc.db_count({"msg_id": {"$in": ar.msg_ids}, "status": "ok"}) == 20
+        assert _db_state(rc)["db_kept_in_memory"] == 0
+        _serving(cluster, rc)
+    logged = caplog.text
+    assert "tasks.db-shm is" in logged and "keeping records" in logged
+    assert "writable again" in logged
+    assert _in_file(cluster.profile_dir / "tasks.db", before.msg_ids + ar.msg_ids) == \
+        set(before.msg_ids + ar.msg_ids)
+
+
+def test_a_shm_cut_shorter_is_noticed_before_anything_touches_it(tmp_path, monkeypatch):
+    # the stat is what is faked: cutting the mapped file in this process would be the
+    # SIGBUS itself, the next time SQLite (or its checkpoint thread) touches the index
+    with make_db("sqlite", filename=str(tmp_path / "t.db")) as db:
+        db.add_records([{"msg_id": f"m{i}"} for i in range(100)])
+        db.commit()
+        assert db.shm_problem() is None
+        shm, real_stat = str(tmp_path / "t.db-shm"), os.stat
+        assert real_stat(shm).st_size > 0
+
+        def cut(path, *args, **kw):
+            st = real_stat(path, *args, **kw)
+            return os.stat_result((*st[:6], 0, *st[7:])) if str(path) == shm else st
+        monkeypatch.setattr(os, "stat", cut)
+        assert "was cut to 0 bytes" in db.shm_problem()
+        monkeypatch.undo()
+        assert db.shm_problem() is None
+
+
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_deleted_or_replaced_db_file_is_noticed_and_restored(cluster, how):
     db_file = cluster.profile_dir / "tasks.db"
@@ -175,40 +254,88 @@ def test_a_corrupt_db_is_refused_at_start_with_what_to_do(tmp_path):
         app.make_db()
 
 
-def test_a_duplicate_msg_id_is_refused_and_not_written(cluster):
+def _resend(client, rec, msg_id):
+    """Send task `rec` again as `client`, under `msg_id`, signed afresh by a key holder (a
+    replay of the recorded header itself is refused earlier, by the session's replay guard:
+    tests/test_security_sign.py); its AsyncResult."""
+    header = {**rec["header"], **client.session.header("apply_request", msg_id)}
+    frames, _ = client.session.serialize("apply_request", rec["content"],
+                                         metadata=rec["metadata"], buffers=rec["buffers"],
+                                         header=header)
+    dup = client._track([msg_id], "single")
+    client._send("task", frames)
+    return dup
+
+
+def marked(path, x):
+    """(Runs on an engine.) Append a line to `path`: how many times this task ran."""
+    with open(path, "a") as f:
+        f.write(f"{x}\n")
+    return x
+
+
+def test_a_duplicate_msg_id_is_refused_and_not_run(cluster, tmp_path):
+    runs = tmp_path / "runs"
     with cluster.client() as rc, cluster.client() as other:
         view = rc.load_balanced_view()
-        ar = view.apply_async(_echo, "original")
+        ar = view.apply_async(marked, str(runs), "original")
         assert ar.get(10) == "original"
         wait_until(lambda: rc.db_count({"msg_id": ar.msg_ids[0]}) == 1, what="written")
         [rec] = rc.db_query({"msg_id": ar.msg_ids[0]},
                             keys=["header", "content", "metadata", "buffers"])
-        # a task still running, and then its msg_id sent again: refused at once
-        slow = view.apply_async(time.sleep, 1)
-        wait_until(lambda: rc.stats()["outstanding"] == 1, what="the slow task arrived")
-        for msg_id in (slow.msg_ids[0], ar.msg_ids[0]):
-            # signed afresh by a key holder (a replay of the recorded header itself is
-            # refused earlier, by the session's replay guard: tests/test_security_sign.py)
-            header = {**rec["header"], **other.session.header("apply_request", msg_id)}
-            frames, _ = other.session.serialize("apply_request", rec["content"],
-                                                metadata=rec["metadata"],
-                                                buffers=rec["buffers"], header=header)
-            dup = other._track([msg_id], "single")
-            other._send("task", frames)
-            if msg_id == slow.msg_ids[0]:
-                with pytest.raises(RemoteError, match="already in use"):
-                    dup.get(10)
-            else:  # an old task's msg_id: it may run, but its record stays the original
-                try:
-                    dup.get(10)
-                except RemoteError:
-                    pass
-        slow.get(10)
-        wait_until(lambda: _db_state(rc)["duplicate msg_id"] >= 1, what="duplicate counted")
-        [after] = rc.db_query({"msg_id": ar.msg_ids[0]}, keys=["client_uuid", "result_content"])
+        gate = tmp_path / "gate"
+        pending = view.apply_async(wait_for_file, str(gate))
+        wait_until(lambda: rc.stats()["outstanding"] == 1, what="the pending task arrived")
+        # the msg_id of a pending task, then of a finished one: each refused at once
+        for msg_id in (pending.msg_ids[0], ar.msg_ids[0]):
+            with pytest.raises(RemoteError, match="already used by another task"):
+                _resend(other, rec, msg_id).get(10)
+        gate.touch()
+        pending.get(10)
+        assert runs.read_text() == "original\n"  # the finished task did not run again
+        assert rc.stats()["outstanding"] == 0
+        [after] = rc.db_query({"msg_id": ar.msg_ids[0]},
+                              keys=["client_uuid", "result_content", "completed"])
         assert after["client_uuid"] == rc.session.session
-        assert rc.db_count({"msg_id": slow.msg_ids[0]}) == 1
+        assert after["result_content"]["status"] == "ok"
+        assert rc.db_count({"msg_id": pending.msg_ids[0]}) == 1
         _serving(cluster, rc)
+
+
+def test_a_restarted_controller_refuses_the_msg_ids_its_db_holds(tmp_path):
+    profile, runs = tmp_path / "profile", tmp_path / "runs"
+    c = LoopbackCluster(profile, n=1).start()
+    try:
+        with c.client() as rc:
+            ar = rc.load_balanced_view().apply_async(marked, str(runs), "original")
+            ar.get(10)
+            wait_until(lambda: rc.db_count({"msg_id": ar.msg_ids[0]}) == 1, what="written")
+            [rec] = rc.db_query({"msg_id": ar.msg_ids[0]},
+                                keys=["header", "content", "metadata", "buffers"])
+    finally:
+        c.stop()
+    c = LoopbackCluster(profile, n=1).start()  # the same DB file, a new controller
+    try:
+        with c.client() as other:
+            with pytest.raises(RemoteError, match="already used by another task"):
+                _resend(other, rec, ar.msg_ids[0]).get(10)
+            assert other.load_balanced_view().apply_sync(_echo, 1) == 1
+        assert runs.read_text() == "original\n"
+    finally:
+        c.stop()
+
+
+def test_recent_ids_forget_the_oldest_past_their_capacity():
+    recent = RecentIds(capacity=3)
+    for msg_id in "abcd":
+        recent.add(msg_id)
+    recent.add("c")  # already there: not added twice, and "b" is not forgotten for it
+    assert [m in recent for m in "abcd"] == [False, True, True, True] and len(recent) == 3
+    db = MemoryDB()
+    db.add_records([{"msg_id": f"m{i}", "submitted": None} for i in range(3)])
+    seeded = RecentIds(capacity=2)
+    seeded.seed(db)
+    assert len(seeded) == 2
 
 
 def test_a_catastrophic_regex_answers_while_others_are_served(cluster):
@@ -366,3 +493,82 @@ def test_a_query_over_its_budget_reaches_the_client_as_a_clear_error(tmp_path):
             _serving_one(c, rc)
     finally:
         c.stop()
+
+
+def test_a_slow_query_does_not_hold_up_another_clients_quick_one(tmp_path, monkeypatch):
+    """One client's query held inside the DB (its REGEXP waits for the test's gate): another
+    client's db_query, sent after it, is answered while it is still held."""
+    from taskhub.controller.db import sqlite as sqlite_module
+    entered, gate = threading.Event(), threading.Event()
+    plain = sqlite_module._regexp
+
+    def held(pattern, value):  # runs on a reader thread of the controller
+        if pattern == "held":
+            entered.set()
+            assert gate.wait(60), "the test never opened the gate"
+            return False
+        return plain(pattern, value)
+    monkeypatch.setattr(sqlite_module, "_regexp", held)  # before the connections are made
+    c = LoopbackCluster(tmp_path / "profile", n=1, query_timeout=120).start()
+    try:
+        with c.client() as slow_asker, c.client() as quick_asker:
+            ar = slow_asker.load_balanced_view().apply_async(_echo, "x")
+            ar.get(10)
+            slow = []
+            asking = threading.Thread(target=lambda: slow.append(
+                slow_asker.db_query({"label": {"$regex": "held"}}, keys=["msg_id"])))
+            asking.start()
+            assert entered.wait(30), "the slow query never reached the DB"
+            found = quick_asker.db_query({"msg_id": ar.msg_ids[0]}, keys=["msg_id"])
+            assert [r["msg_id"] for r in found] == ar.msg_ids
+            assert quick_asker.db_count({}) >= 1
+            assert not slow and asking.is_alive()  # answered while the slow one was held
+            gate.set()
+            asking.join(30)
+            assert slow == [[]]
+    finally:
+        gate.set()
+        c.stop()
+
+
+def test_reads_go_to_the_least_busy_reader_and_one_keys_reads_stay_in_order(tmp_path):
+    import zmq
+    db = make_db("sqlite", filename=str(tmp_path / "t.db"))
+    worker = DBWorker(db, reader_db=db.reader(), readers=2)
+    context = zmq.Context()
+    wake = context.socket(zmq.PULL)
+    wake.bind("inproc://test-readers")
+    worker.start(context, "inproc://test-readers")
+    gate, answers = threading.Event(), []
+
+    def job(name, wait=False):
+        def run(db):
+            if wait:
+                assert gate.wait(30)
+            return name, threading.current_thread().name
+        return run
+
+    def answered(n):
+        wake.poll(100)
+        worker.deliver()
+        return len(answers) >= n
+    try:
+        note = lambda ok, value: answers.append(value)  # noqa: E731
+        worker.read(job("held", wait=True), note, key="a")
+        worker.read(job("other asker"), note, key="b")   # the idle reader takes it
+        worker.read(job("after held"), note, key="a")    # behind "held", same reader
+        wait_until(lambda: answered(1), what="the other asker answered")
+        assert answers == [("other asker", "taskhub-db-reader-1")]
+        gate.set()
+        wait_until(lambda: answered(3), what="the held reads answered")
+        assert answers[1:] == [("held", "taskhub-db-reader-0"),
+                               ("after held", "taskhub-db-reader-0")]
+        wait_until(lambda: answered(3) and not worker._lanes and
+                   [r.load for r in worker._readers] == [0, 0], what="every job let go")
+    finally:
+        gate.set()
+        worker.stop()
+        worker.reader_db.close()
+        db.close()
+        wake.close(0)
+        context.term()

@@ -6,12 +6,15 @@ Order, not timing: the flood prints until the test opens a gate, which it does o
 another client's apply_sync came back, so that reply came while the flood was printing.
 """
 import os
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 from conftest import LoopbackCluster, wait_for_file, wait_until
 
+from taskhub.client import Client
 from taskhub.engine.capture import CHUNK, TaskOutput, truncation_marker
 
 pytestmark = pytest.mark.timeout(300)
@@ -198,3 +201,47 @@ def test_clients_that_connect_and_close_leave_no_per_client_state(flood_cluster,
         gate.touch()
         assert ar.get(30) in [p.pid for p in c.engines]   # the task itself was not touched
         assert per_client_state(c.controller) == baseline
+
+
+# a client process that connects, watches a task, says so, and waits to be killed
+VANISHING_CLIENT = """
+import pathlib, sys, threading
+from taskhub import Client
+rc = Client(profile_dir=sys.argv[1])
+rc.get_result(sys.argv[2])
+pathlib.Path(sys.argv[3]).touch()
+threading.Event().wait()
+"""
+
+
+def test_clients_that_vanish_without_goodbye_leave_no_per_client_state(
+        flood_cluster, tmp_path, monkeypatch):
+    c, gate = flood_cluster, tmp_path / "gate"
+    with c.client() as owner:
+        baseline = per_client_state(c.controller)
+        ar = owner.load_balanced_view().apply_async(wait_for_file, str(gate))
+        ready = [tmp_path / f"ready-{i}" for i in range(3)]
+        killed = [subprocess.Popen([sys.executable, "-c", VANISHING_CLIENT,
+                                    str(c.profile_dir), ar.msg_id, str(path)])
+                  for path in ready]
+        try:
+            wait_until(lambda: all(p.exists() for p in ready), 60, what="clients watching")
+            assert per_client_state(c.controller)["watchers"] >= 3
+            assert per_client_state(c.controller)["batch peers"] >= baseline["batch peers"] + 3
+        finally:
+            for proc in killed:
+                proc.kill()  # SIGKILL: no goodbye, no close; the kernel shuts its sockets
+                proc.wait(10)
+        # and clients of this process closing without their goodbye
+        monkeypatch.setattr(Client, "_say_goodbye", lambda self, query: None)
+        for i in range(100):
+            with c.client() as passer_by:
+                if i % 10 == 0:
+                    passer_by.get_result(ar.msg_id)
+        wait_until(lambda: per_client_state(c.controller) == baseline, 30,
+                   what=f"per-client state back to {baseline}")
+        assert c.controller.peers.gone >= 103
+        gate.touch()
+        assert ar.get(30) in [p.pid for p in c.engines]   # the task itself was not touched
+        assert per_client_state(c.controller) == baseline
+        assert owner.load_balanced_view().apply_sync(whoami, 1)[1] == 1  # still served

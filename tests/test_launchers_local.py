@@ -57,9 +57,13 @@ def test_foreground_start_unregisters_a_dead_engine_and_does_not_replace_it(prof
         assert "engines ready" in ready, ready + start.stderr.read()
         rc = profile.client()
         wait_engines(rc, 2, 30, "start")
-        os.kill(profile.engine_pids()[1], signal.SIGKILL)
+        survivor, victim = profile.engine_pids()
+        os.kill(victim, signal.SIGKILL)
         wait_engines(rc, 1, NOTICED_WITHIN, "the killed engine unregistered")
-        time.sleep(1.0)  # and no replacement comes
+        # the watcher has decided: it recorded the set without the dead engine, and no
+        # replacement (a restart would have recorded the new engine's pid instead)
+        wait_for(lambda: profile.engine_pids() == [survivor], NOTICED_WITHIN,
+                 "the record to list the survivor alone")
         assert len(rc.ids) == 1
         engines_used = squares_on_all_engines(rc, 1, tasks=10)
         assert engines_used == {rc.ids[0]}

@@ -43,8 +43,10 @@ from . import scheduler as sc
 from .backlog import WriteBacklog
 from .dbworker import QUERY_TIMEOUT, DBWorker, blob_dir_for, reader_for, spill_path_for
 from .heartbeat import HeartMonitor
+from .peers import PeerWatch
 from .pure import PureDevice
 from .queries import Deferred, QueryService, cull_once
+from .recentids import RecentIds
 from .recorder import TaskRecorder
 from .schemes import PURE
 from .taskoptions import task_options
@@ -108,6 +110,7 @@ class Controller:
         self.queued = {}       # msg_id -> (client ident, raw frames) of unfinished LB tasks
         self.outstanding = {}  # msg_id -> (client ident, header, queue) until the reply
         self.watchers = {}     # msg_id -> client idents that asked for it via get_result
+        self.recent_ids = RecentIds()  # msg_ids taken in lately: a reuse is refused
         self.engine_ids = {}   # uuid -> id of every engine that was ever up
         self._replies = {}     # msg_id -> engine reply the scheduler is deciding about
         self._steals = {}      # request msg_id -> (engine, msg_ids) of a steal unanswered
@@ -122,6 +125,7 @@ class Controller:
         self._taken_in = 0  # frame bytes received since the loop last gave memory back
         self._device = None
         self.heart = None  # the HeartMonitor: pings and pongs, on its own thread
+        self.peers = None  # the query socket's PeerWatch (peers.py), once bound
         self.queries = QueryService(self)
         self._running = False
         self._wake_url = f"inproc://taskhub-controller-{id(self)}"
@@ -157,6 +161,7 @@ class Controller:
             self.ports[name] = sock.bind_to_random_port(f"tcp://{self.ip}")
             self.sockets[name] = sock
         self.sockets["e_iopub"].subscribe(b"")
+        self.peers = PeerWatch(self.sockets["query"], self.queries.forget_client)
         self._wake = ctx.socket(zmq.PULL)
         self._wake.bind(self._wake_url)
         return self
@@ -201,10 +206,12 @@ class Controller:
             ("capture", self._on_pure_copy),
             ("submit", lambda frames: None)) if n in self.sockets}
         handlers[self._wake] = lambda frames: self.dbworker.deliver()  # answers to send
+        handlers[self.peers.monitor] = self.peers.on_event  # clients gone without goodbye
         poller = zmq.Poller()
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
         self._running = True
+        self._seed_recent_ids()
         self.dbworker.start(self.context, self._wake_url)
         next_beat = time.monotonic()
         try:
@@ -236,6 +243,13 @@ class Controller:
             self._flush_to_clients()
             self.recorder.flush()
 
+    def _seed_recent_ids(self):
+        try:
+            self.recent_ids.seed(self.db)
+        except Exception as error:  # a DB failing at start is the writer's to report
+            log.warning("task DB: cannot read the newest msg_ids (%s); a request reusing an "
+                        "older one is refused only by the DB's unique key", error)
+
     def cull(self, retention, then=None):
         """Apply `retention` to the task DB once (see retention.py), on the DB writer after
         the writes reported so far; then(ok, count or error) runs on the loop after."""
@@ -250,10 +264,12 @@ class Controller:
         when messages are big. At least one message is read; the rest waits in the socket
         for the next turn."""
         start, taken = self._handled, 0
+        watched = self.peers is not None and sock is self.peers.sock
+        recv = self.peers.recv if watched else sock.recv_multipart
         while self._handled - start < MAX_PER_TURN and taken < MAX_BYTES_PER_TURN:
             self._handled += 1
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
             taken += sum(map(len, frames))
@@ -288,6 +304,8 @@ class Controller:
             self._device.stop()
         if self.heart is not None:
             self.heart.stop()
+        if self.peers is not None:
+            self.peers.close()
         for name, sock in self.sockets.items():  # let those TaskLost replies go out
             sock.close(linger=500 if name in ("task", "mux") else 0)
         self._wake.close(linger=0)
@@ -517,7 +535,7 @@ class Controller:
         for m in old:
             self._looked_up.setdefault(m, [0, None])[0] += 1
         self.dbworker.read(lambda db: _outcomes(db, old), lambda ok, outcomes: self._looked_up_deps(
-            msg.msg_id, options, outcomes if ok else {}, external, old))
+            msg.msg_id, options, outcomes if ok else {}, external, old), key="dependencies")
 
     def _looked_up_deps(self, msg_id, options, outcomes, external, old):
         """A direct task sent just before this one is read after it (its socket comes later
@@ -540,16 +558,16 @@ class Controller:
             msg_id, **options, now=time.monotonic(), outcomes=outcomes, external=external)))
 
     def _refuse_duplicate(self, client, msg, queue):
-        """A request reusing the msg_id of a task this controller has not finished (or not
-        yet written) is a bad request: refused, not routed, not written. (One reusing an
-        older task's msg_id is not written either: see DBWorker._without_duplicates.)"""
+        """A request reusing the msg_id of a task taken in lately (pending or finished:
+        recentids.py) is a bad request: refused, not routed, not written."""
         msg_id = msg.msg_id
-        if msg_id not in self.outstanding and not self.recorder.holds(msg_id):
+        if msg_id not in self.recent_ids and msg_id not in self.outstanding:
             return False
         self.session.dropped["duplicate msg_id"] += 1
         content = {"status": "error", "ename": "ValueError", "traceback": "",
-                   "evalue": f"msg_id {msg_id!r} is already in use by another task; every "
-                             "request needs a new msg_id (this one was not run)"}
+                   "evalue": f"msg_id {msg_id!r} is already used by another task (pending or "
+                             "finished); every request needs a new msg_id (this one was not "
+                             "run, and the other task's record is unchanged)"}
         frames, _ = self.session.serialize("apply_reply", content, parent=msg["header"],
                                            metadata={"status": "error"}, idents=[client])
         self._to_client(self._client_socket_name(queue), client, frames[1:])
@@ -557,6 +575,7 @@ class Controller:
 
     def _accept(self, client, msg, queue, **extra):
         self.outstanding[msg.msg_id] = (client, msg["header"], queue)
+        self.recent_ids.add(msg.msg_id)
         self.recorder.submitted(msg, queue, utcnow(), **extra)
 
     def _reject(self, client, msg, queue, ename, evalue):
@@ -731,7 +750,8 @@ class Controller:
     def _answer(self, sock, msg, idents):
         replies = self.queries.handle(msg, idents[0])
         if isinstance(replies, Deferred):  # the task DB answers later, off this thread
-            return self.queries.run(replies, lambda r: self._send_answer(sock, msg, idents, r))
+            return self.queries.run(replies, lambda r: self._send_answer(sock, msg, idents, r),
+                                    key=idents[0])
         self._send_answer(sock, msg, idents, replies)
 
     def _send_answer(self, sock, msg, idents, replies):

@@ -1,12 +1,17 @@
-"""The task DB off the routing thread: a writer thread and a reader thread.
+"""The task DB off the routing thread: a writer thread and READERS reader threads.
 
     controller loop ── batches (recorder.commit) ──▶ writes ─▶ WRITER thread (own connection)
           │                                                    │ fails? kept (backlog.py)
-          ├── read jobs (queries) ──▶ reads ─▶ READER thread, own connection (SQLite WAL lets
-          │                                    it read beside the writer); a job first waits
-          │                                    until the writer has taken every batch sent
-          │                                    before it, so a query sees every task
+          ├── read jobs (queries) ──▶ READER threads, each its own connection (SQLite WAL
+          │                           lets them read beside the writer); a job first waits
+          │                           until the writer has taken every batch sent before
+          │                           it, so a query sees every task
           ◀── answers (done queue) + one wake-up frame on the controller's inproc socket
+
+A job goes to the reader with the fewest jobs in hand, so one client's slow query (up to
+`query_timeout`) does not hold up another's quick one; jobs with the same `key` (one
+client's queries, the scheduler's dependency look-ups) go to the same reader while one of
+them is in hand, so they are answered in the order they were asked.
 
 The loop never waits on either: a write is put on a queue, a read's answer comes back as a
 callback the loop runs when woken (`deliver`). A backend with no second connection (memory,
@@ -18,6 +23,7 @@ What the writer decides when a write fails is `backlog.WriteBacklog`'s, without 
 batch (memory, then a spill file), retry, report the state. The reader gives each job
 `query_timeout` seconds (the backends' `deadline`), so no query holds the reader for long.
 """
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -33,6 +39,7 @@ from .db.base import TaskDB
 log = logging.getLogger("taskhub.controller")
 
 QUERY_TIMEOUT = 10.0  # seconds a query may run before it is refused
+READERS = 2  # reader threads (and connections): a slow query holds up only its own
 RETRY_PERIOD = 1.0  # seconds between attempts to write to a failing DB
 STREAM_AHEAD = 4  # answers of a streamed query (db_reply chunks) made before the loop sends
 CHECK_FILE_PERIOD = 1.0  # seconds between looks at whether the DB file was deleted/replaced
@@ -62,27 +69,39 @@ class WriteProxy:
             self._worker.write(adds, updates)
 
 
+class _Reader:
+    """One reader thread's connection, job queue and bookkeeping."""
+
+    def __init__(self, db):
+        self.db = db
+        self.jobs = queue.SimpleQueue()
+        self.pause = threading.Lock()  # held by a read; taken to restore the file
+        self.ahead = threading.Semaphore(STREAM_AHEAD)  # streamed answers not yet sent
+        self.load = 0  # jobs given and not yet answered (the loop's thread only)
+
+
 class DBWorker:
-    """Runs the task DB's writes and reads on two threads of their own (module docstring)."""
+    """Runs the task DB's writes and reads on threads of their own (module docstring)."""
 
     def __init__(self, db, reader_db=None, query_timeout=QUERY_TIMEOUT, backlog=None,
-                 max_value_bytes=None, blob_dir=None):
+                 max_value_bytes=None, blob_dir=None, readers=READERS):
         self.db = db
         self.reader_db = reader_db or db
         self._lock = threading.Lock() if reader_db is None else None
+        # a shared connection (under _lock) gains nothing from more threads
+        self._n_readers = max(1, readers) if reader_db is not None else 1
+        self._readers = [_Reader(self.reader_db)]
+        self._lanes = {}  # key -> (reader, jobs of that key in hand): the loop's thread
         self.query_timeout = query_timeout
         self.backlog = backlog or WriteBacklog()
         self.max_value_bytes = max_value_bytes
         self.blob_dir = blob_dir
         self.proxy = WriteProxy(self)
-        self._writes, self._reads, self._done = queue.SimpleQueue(), queue.SimpleQueue(), \
-            queue.SimpleQueue()
+        self._writes, self._done = queue.SimpleQueue(), queue.SimpleQueue()
         self._sent = 0      # batches handed to the writer (loop thread only)
         self._taken = 0     # batches the writer took: written or kept (under _cond)
         self._cond = threading.Condition()
-        self._ahead = threading.Semaphore(STREAM_AHEAD)  # streamed answers not yet sent
         self._stopping = False
-        self._reader_pause = threading.Lock()  # held by a read; taken to restore the file
         self._threads = []
         self._wake_url = None
         self._context = None
@@ -96,8 +115,13 @@ class DBWorker:
     def start(self, context, wake_url):
         """Start the threads; each answer wakes the loop with a frame on `wake_url`."""
         self._context, self._wake_url = context, wake_url
-        for name, target in (("writer", self._write_loop), ("reader", self._read_loop)):
-            thread = threading.Thread(target=target, name=f"taskhub-db-{name}", daemon=True)
+        while len(self._readers) < self._n_readers:
+            self._readers.append(_Reader(reader_for(self.db)))
+        loops = [("writer", self._write_loop, ())] + [
+            (f"reader-{i}", self._read_loop, (reader,)) for i, reader in enumerate(self._readers)]
+        for name, target, args in loops:  # the writer first: see _writer_alive
+            thread = threading.Thread(target=target, args=args, name=f"taskhub-db-{name}",
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
@@ -114,22 +138,21 @@ class DBWorker:
             return
         self._writes.put((self._sent, adds, updates))
 
-    def read(self, job, then):
-        """Run job(db) on the reader once the writer has taken every write sent so far; the
-        loop then runs then(ok, value), value being the result or the exception raised."""
-        entry = (self._sent, job, then)
+    def read(self, job, then, key=None):
+        """Run job(db) on a reader once the writer has taken every write sent so far; the
+        loop then runs then(ok, value), value being the result or the exception raised.
+        Jobs of one `key` are answered in order (module docstring)."""
         if not self.started:
-            then(*self._run_read(job))
+            then(*self._run_read(self._readers[0], job))
             return
-        self._reads.put(entry)
+        self._give(key, (self._sent, job, then))
 
-    def read_stream(self, job, each):
+    def read_stream(self, job, each, key=None):
         """As `read`, for a job(db) returning an iterator: each(ok, item) runs on the loop
         for every item as the reader makes it (at most STREAM_AHEAD made ahead of the loop),
         and each(False, error) if making one raises (the last call then)."""
-        entry = (self._sent, job, each)
         if not self.started:
-            ok, items = self._run_read(job)
+            ok, items = self._run_read(self._readers[0], job)
             if not ok:
                 return each(False, items)
             try:
@@ -138,7 +161,27 @@ class DBWorker:
             except Exception as error:
                 each(False, self._explained(error))
             return
-        self._reads.put((*entry, "stream"))
+        self._give(key, (self._sent, job, each, "stream"))
+
+    def _give(self, key, entry):
+        """Hand a job to the reader its key is with, else to the least busy one."""
+        lane = self._lanes.get(key) if key is not None else None
+        reader = lane[0] if lane else min(self._readers, key=lambda r: r.load)
+        reader.load += 1
+        if key is not None:
+            self._lanes[key] = (reader, lane[1] + 1 if lane else 1)
+        reader.jobs.put((key, *entry))
+
+    def _answered(self, reader, key):
+        """(On the loop's thread, after the job's last answer.)"""
+        reader.load -= 1
+        if key is None:
+            return
+        lane = self._lanes[key]
+        if lane[1] == 1:
+            del self._lanes[key]
+        else:
+            self._lanes[key] = (lane[0], lane[1] - 1)
 
     def on_writer(self, job, then=None):
         """Run job(db) on the writer thread, in order with the writes (purges, tests)."""
@@ -172,10 +215,14 @@ class DBWorker:
             return
         self._stopping = True
         self._writes.put(_STOP)
-        self._reads.put(_STOP)
+        for reader in self._readers:
+            reader.jobs.put(_STOP)
         for thread in self._threads:
             thread.join(30)
         self._threads = []
+        for reader in self._readers[1:]:  # the first is the owner's to close
+            reader.db.close()
+        del self._readers[1:]
 
     # -- the writer thread ------------------------------------------------------------------
     def _write_loop(self):
@@ -241,6 +288,10 @@ class DBWorker:
         if not self.backlog.failing and not self.backlog.has_spill():
             return
         self._next_retry = time.monotonic() + RETRY_PERIOD
+        problem = self._file_problem()
+        if problem is not None:
+            self.backlog.still_failing(problem)
+            return
         for adds, updates in self.backlog.batches():
             error = self._try_write(adds, updates)
             if error is not None:
@@ -333,20 +384,34 @@ class DBWorker:
         except sqlite3.Error:
             pass
 
+    def _file_problem(self):
+        """Why the DB's files must not be written through now (sqlite's shm_problem)."""
+        check = getattr(self.db, "shm_problem", None)
+        return check() if check is not None else None
+
     def _check_file(self):
-        """A deleted or replaced DB file is made again from what the writer still holds."""
+        """A DB file unfit to write through makes the DB failing (writes are kept until it
+        is fit again); a deleted or replaced one is made again from what the writer holds."""
+        problem = self._file_problem()
+        if problem is not None:
+            if self.backlog.failed(problem):
+                log.error("task DB: %s; keeping records (in memory up to %d MB, then in %s) "
+                          "until it is writable again", problem,
+                          self.backlog.memory_bytes // 2**20, self.backlog.spill_path)
+            return
         check = getattr(self.db, "file_replaced", None)
         if check is None or not check():
             return
         log.error("task DB: the file %s was deleted or replaced while in use; restoring it "
                   "from the controller's open copy", self.db.filename)
-        separate = self.reader_db is not self.db
+        separate = [r.db for r in self._readers if r.db is not self.db]
         try:
-            with self._reader_pause:  # its connection closes first, and opens the new file
-                self.db.restore_file(close_others=self.reader_db.close if separate
-                                     else lambda: None)
-                if separate:
-                    self.reader_db.reopen()
+            with contextlib.ExitStack() as paused:  # readers close first, then reopen
+                for reader in self._readers:
+                    paused.enter_context(reader.pause)
+                self.db.restore_file(close_others=lambda: [db.close() for db in separate])
+                for db in separate:
+                    db.reopen()
         except (sqlite3.Error, OSError) as error:
             self.backlog.failed(f"cannot restore {self.db.filename}: {error}")
             log.error("task DB: cannot restore %s: %s", self.db.filename, error)
@@ -354,53 +419,54 @@ class DBWorker:
         log.warning("task DB: %s restored (every record it held, and new ones go on being "
                     "written)", self.db.filename)
 
-    # -- the reader thread ------------------------------------------------------------------
-    def _read_loop(self):
+    # -- the reader threads -----------------------------------------------------------------
+    def _read_loop(self, reader):
         try:
-            self._read_until_stopped()
+            self._read_until_stopped(reader)
         finally:
             self._close_wake()
 
-    def _read_until_stopped(self):
+    def _read_until_stopped(self, reader):
         while True:
-            item = self._reads.get()
+            item = reader.jobs.get()
             if item is _STOP:
                 return
-            seq, job, then = item[:3]
+            key, seq, job, then = item[:4]
             with self._cond:
                 self._cond.wait_for(lambda: self._taken >= seq or not self._writer_alive())
-            if len(item) > 3:
-                self._stream(job, then)
-                continue
-            self._done.put((then, *self._run_read(job)))
+            if len(item) > 4:
+                self._stream(reader, job, then)
+            else:
+                self._done.put((then, *self._run_read(reader, job)))
+            self._done.put((lambda ok, value: self._answered(reader, key), True, None))
             self._wake()
 
-    def _stream(self, job, each):
+    def _stream(self, reader, job, each):
         """Hand the loop each item of job(db) as it is made, within the query's budget."""
-        db = self.reader_db
+        db = reader.db
         db.deadline = time.monotonic() + self.query_timeout
         try:
-            with self._reader_pause:
+            with reader.pause:
                 ok, items = self._guarded(job, db)
                 if not ok:
-                    return self._hand(each, False, self._explained(items))
+                    return self._hand(reader, each, False, self._explained(items))
                 try:
                     for item in items:
-                        if not self._hand(each, True, item):
+                        if not self._hand(reader, each, True, item):
                             return
                 except Exception as error:
-                    self._hand(each, False, self._explained(error))
+                    self._hand(reader, each, False, self._explained(error))
         finally:
             db.deadline = None
 
-    def _hand(self, each, ok, value):
+    def _hand(self, reader, each, ok, value):
         """Give the loop one answer, once fewer than STREAM_AHEAD wait; False if stopping."""
-        while not self._ahead.acquire(timeout=0.1):
+        while not reader.ahead.acquire(timeout=0.1):
             if self._stopping:
                 return False
 
         def run(ok, value):
-            self._ahead.release()
+            reader.ahead.release()
             each(ok, value)
         self._done.put((run, ok, value))
         self._wake()
@@ -409,11 +475,11 @@ class DBWorker:
     def _writer_alive(self):
         return self._threads and self._threads[0].is_alive()
 
-    def _run_read(self, job):
-        db = self.reader_db
+    def _run_read(self, reader, job):
+        db = reader.db
         db.deadline = time.monotonic() + self.query_timeout
         try:
-            with self._reader_pause:
+            with reader.pause:
                 ok, value = self._guarded(job, db)
         finally:
             db.deadline = None

@@ -60,8 +60,9 @@ class QueryService:
             return reply
         return iter([reply]) if isinstance(reply, tuple) else _refusing(reply)
 
-    def run(self, deferred, send):
-        """Start `deferred` on the DB worker; send(replies) once it is answered."""
+    def run(self, deferred, send, key=None):
+        """Start `deferred` on the DB worker; send(replies) once it is answered. Reads of
+        one `key` (the asking client) are answered in the order asked."""
         worker = self.c.dbworker
 
         def done(ok, value):
@@ -77,8 +78,10 @@ class QueryService:
         self.c.recorder.flush()
         if deferred.stream:  # each reply sent as the reader makes it
             return worker.read_stream(deferred.job, lambda ok, reply: send(
-                iter([reply if ok else self._failure(reply)])))
-        (worker.read if deferred.on == "reader" else worker.on_writer)(deferred.job, done)
+                iter([reply if ok else self._failure(reply)])), key=key)
+        if deferred.on == "reader":
+            return worker.read(deferred.job, done, key=key)
+        worker.on_writer(deferred.job, done)
 
     def _failure(self, error):
         if not isinstance(error, _REFUSALS):  # the DB failed: the asker learns how
@@ -258,6 +261,15 @@ class QueryService:
     def _q_goodbye(self, msg, ident):
         """A client closing: forget what the hub kept for it, so clients that come and go
         leave nothing behind (its tasks still run and are recorded)."""
+        self.forget_client(ident)
+        return {"status": "ok"}, []
+
+    def forget_client(self, ident):
+        """What the hub kept for client `ident` (its batch flag, the tasks it watched):
+        dropped when it says goodbye, or when its connection closes without one
+        (peers.py). An engine's own entries are the hub's to drop, when it dies."""
+        if ident.decode("utf8", "replace") in self.c.hub.by_uuid:
+            return
         self.c.batch_peers.discard(ident)
         watchers = self.c.watchers
         for msg_id in [m for m, idents in watchers.items() if ident in idents]:
@@ -266,7 +278,6 @@ class QueryService:
                 watchers[msg_id] = left
             else:
                 del watchers[msg_id]
-        return {"status": "ok"}, []
 
     def _q_result_status(self, msg, ident):
         """Which of msg_ids are pending and which completed (unknown ids are an error)."""

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import struct
 import threading
 import time
@@ -434,6 +435,7 @@ class SQLiteDB(TaskDB):
         self._conn = None
         self._checkpointer = None
         self._identity = None
+        self._shm_size = None  # the -shm file's largest size seen (shm_problem)
 
     def open(self):
         if self.filename != ":memory:":  # SQLite gives -wal and -shm the file's mode
@@ -449,6 +451,7 @@ class SQLiteDB(TaskDB):
         if self._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":  # a file
             self._conn.execute("PRAGMA wal_autocheckpoint=0")
             self._checkpointer = _Checkpointer(self.filename)
+            self._shm_size = 0
         self._create_table()
         return self
 
@@ -502,6 +505,33 @@ class SQLiteDB(TaskDB):
         """Whether the file at `filename` is no longer the one this connection writes to
         (deleted, or another file put in its place)."""
         return self._identity is not None and _file_identity(self.filename) != self._identity
+
+    def shm_problem(self):
+        """Why the write-ahead index (`<filename>-shm`, which SQLite maps into memory) is
+        not fit to write through, or None. A file made read-only (its mode, or a read-only
+        mount over it) does not stop this process's open mapping, but any new connection
+        would find the DB read-only; a file cut shorter than what SQLite mapped faults
+        (SIGBUS) at the next access beyond its end, killing the controller with nothing
+        logged. Both are states the writer holds its writes for (dbworker.py)."""
+        if self._shm_size is None:
+            return None
+        path = self.filename + "-shm"
+        try:
+            st = os.stat(path)
+            mount_read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        except FileNotFoundError:
+            return None  # no index yet, or between connections: SQLite makes it again
+        except OSError as error:
+            return f"cannot look at {path}: {error}"
+        if mount_read_only or not st.st_mode & stat.S_IWUSR:
+            how = "on a read-only mount" if mount_read_only else \
+                f"read-only (mode {stat.filemode(st.st_mode)})"
+            return f"the write-ahead index {path} is {how}"
+        if st.st_size < self._shm_size:
+            return (f"the write-ahead index {path} was cut to {st.st_size} bytes "
+                    f"(SQLite maps {self._shm_size})")
+        self._shm_size = st.st_size
+        return None
 
     def reopen(self):
         """(For a reader) connect again, to the file now at `filename`."""

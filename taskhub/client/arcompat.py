@@ -24,6 +24,11 @@ class AsyncResultCompat:
                              f"{sorted(repeated)[0]}")
         return {e: self._values[m] for e, m in zip(engine_ids, self.msg_ids)}
 
+    def wait_for_output(self, timeout=-1):
+        """Whether all output is in: it travels in each reply (what streamed before is part
+        of it), so once the tasks are done. timeout < 0 or None: as long as it takes."""
+        return self.wait(None if timeout is None or timeout < 0 else timeout)
+
     def __getitem__(self, key):
         """ar['engine_id'] (metadata by name) or ar[i] / ar[a:b] (results)."""
         if isinstance(key, str):

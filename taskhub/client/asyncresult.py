@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timezone
 from concurrent.futures import Future, InvalidStateError, TimeoutError as _FutureTimeout
 
+from .. import displays
 from ..error import CompositeError, RemoteError, TimeoutError
 from .arcompat import AsyncResultCompat
 from .interrupt import still_running_text
@@ -84,16 +85,29 @@ class AsyncResult(AsyncResultCompat, Future):
                 return
             self._streamed.setdefault((msg_id, name), []).append(text)
 
-    def _displayed(self, msg_id, content):
-        """A display() output of a running task, from iopub: `outputs` grows as they come
-        (the reply's metadata then replaces the list with all of them, in the same order)."""
+    def _displayed(self, msg_id, content, kind=displays.DISPLAY):
+        """A display message of a running task, from iopub (display_data, and
+        update_display_data / clear_output): `outputs` follows them as they come (the
+        reply's metadata then replaces it with the same list). Each is kept too, with how
+        much stdout/stderr had come before it, for a streaming cell to show in order."""
         md = self._metadata.get(msg_id)
         if md is None:
             return
         with self._arrived:
             if md["status"] == "pending":
-                md["outputs"] = md["outputs"] + [{"data": content.get("data", {}),
-                                                  "metadata": content.get("metadata", {})}]
+                self._join_streamed()
+                events = self.__dict__.setdefault("_display_log", {})
+                clear_pending = self.__dict__.setdefault("_clear_pending", {})
+                md["outputs"], clear_pending[msg_id] = displays.apply(
+                    md["outputs"], kind, content, clear_pending.get(msg_id, False))
+                events.setdefault(msg_id, []).append(
+                    (kind, content, len(md["stdout"] or ""), len(md["stderr"] or "")))
+
+    def _display_events(self, msg_id):
+        """The display messages of task `msg_id` that came on iopub: (kind, content,
+        stdout chars before it, stderr chars before it), in order."""
+        with self._arrived:
+            return list(self.__dict__.get("_display_log", {}).get(msg_id, ()))
 
     def _join_streamed(self):
         """Add the output that came on iopub to the metadata: when it is read, or the reply

@@ -79,7 +79,7 @@ def run(workdir, files, keyword):
     env.pop("PYTEST_ADDOPTS", None)
     args = [sys.executable, "-m", "pytest", "-c", str(workdir / "pytest.ini"),
             "--rootdir", str(workdir)]
-    args += [f"--ignore={tests / name}" for name in EXCLUDED]
+    args += [f"--ignore={tests / name}" for name in EXCLUDED if name not in files]
     if keyword:
         args += ["-k", keyword]
     args += [str(tests / f) for f in files] if files else [str(tests)]

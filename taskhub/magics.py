@@ -35,6 +35,7 @@ from .error import CompositeError, RemoteError, TaskhubError
 
 GROUPINGS = ("type", "engine", "order")
 PROGRESS_AFTER = 2.0  # seconds a blocking cell waits before it shows a progress bar
+LATE_OUTPUT_WAIT = 2.0  # seconds a done cell waits for display messages its replies overtook
 
 
 class AlreadyDisplayedError(RemoteError):
@@ -313,7 +314,10 @@ class _Streamer:
         # many display messages; (msg_id, "final") once its reply's leftovers were shown
         self.errors_shown = 0
 
-    def pump(self):
+    def pump(self, force=False):
+        """Show what came since the last pump. A finished task whose reply counts display
+        messages that have not come yet (the reply overtook them) is finished later, or
+        now with `force` (the reply's outputs stand in for the missing ones)."""
         self.ar._join_streamed()
         for i, msg_id in enumerate(self.ar.msg_ids):
             if (msg_id, "final") in self.shown:
@@ -321,15 +325,34 @@ class _Streamer:
             md = self.ar._metadata[msg_id]
             finished = md.get("status") != "pending"  # first: no display message after it
             engine = _engine_of(md, self.engines[i])
+            # text read before the display log came on iopub before the messages not read
+            before = {name: md.get(name) or "" for name in ("stdout", "stderr")}
             events = self.ar._display_events(msg_id)
-            new = events[self.shown.get((msg_id, "events"), 0):]
-            for kind, content, n_stdout, n_stderr in new:
+            self.ar._join_streamed()  # what came before each message read is in md now
+            for kind, content, n_stdout, n_stderr in \
+                    events[self.shown.get((msg_id, "events"), 0):]:
                 self._text(msg_id, md, engine, {"stdout": n_stdout, "stderr": n_stderr})
                 show_display(engine, kind, content, self.out)
             self.shown[(msg_id, "events")] = len(events)
-            self._text(msg_id, md, engine, None, finished)
-            if finished:
+            # the events read above are all the reply counts (more may have come since)
+            missing = finished and len(events) < (md.get("display_messages") or 0)
+            if not missing or force:  # else the text waits: a late message may come first
+                self._text(msg_id, before, engine, None, finished)
+            if finished and (force or not missing):
                 self._finish(msg_id, md, engine, events)
+
+    def settled(self):
+        """Every task finished and shown to its end."""
+        return all((m, "final") in self.shown for m in self.ar.msg_ids)
+
+    def drain(self, timeout=LATE_OUTPUT_WAIT, poll=0.02):
+        """Once the tasks are done: pump until the display messages their replies count
+        have all come and been shown (at most `timeout` s), then show what is left."""
+        deadline = time.monotonic() + timeout
+        while self.ar.done() and not self.settled() and time.monotonic() < deadline:
+            self.pump()
+            time.sleep(poll)
+        self.pump(force=self.ar.done())
 
     def _text(self, msg_id, md, engine, upto, finished=False):
         for name in ("stdout", "stderr"):
@@ -349,7 +372,7 @@ class _Streamer:
     def _finish(self, msg_id, md, engine, events):
         self.shown[(msg_id, "final")] = True
         if all(kind == displays.DISPLAY for kind, *_ in events):
-            # displays the reply has that iopub did not bring (a client not listening yet)
+            # displays the reply has that iopub did not bring (dropped: iopub was full)
             for o in (md.get("outputs") or [])[len(events):]:
                 show_display(engine, displays.DISPLAY, o, self.out)
         error = self.ar._values.get(msg_id)
@@ -368,7 +391,7 @@ def stream_output(ar, engines=None, poll=0.05):
         while not stop.is_set():
             done = ar.done()
             streamer.pump()
-            if done:  # that pump had the replies: nothing more will come
+            if done and streamer.settled():  # nothing more will come
                 return
             stop.wait(poll)
     thread = threading.Thread(target=follow, name="taskhub-stream-output", daemon=True)
@@ -378,7 +401,7 @@ def stream_output(ar, engines=None, poll=0.05):
     finally:
         stop.set()
         thread.join()
-        streamer.pump()
+        streamer.drain()
 
 
 class CellWait:
@@ -397,6 +420,8 @@ class CellWait:
             while not self.ar.wait(poll):
                 self._turn(time.monotonic() - start)
             self._turn(time.monotonic() - start)
+            if self.streamer is not None:
+                self.streamer.drain()
         finally:
             if self.bar is not None:
                 self.bar.close(self.ar.progress, time.monotonic() - start)

@@ -371,3 +371,124 @@ def test_joblib_parallel_runs_on_the_engines_and_is_recorded(rc):
     records = rc.db_query({"submitted": {"$gte": since}}, keys=["msg_id", "engine_uuid"])
     batches = rc.get_result([r["msg_id"] for r in records]).get(timeout=30)
     assert sorted(x for batch in batches for x in batch) == squares  # every call recorded
+
+
+# -- update_display and clear_output from the engines ---------------------------------------
+def test_display_messages_leave_the_outputs_a_notebook_would_show():
+    from taskhub import displays
+    p = {"data": {"text/plain": "0%"}, "transient": {"display_id": "p"}}
+    steps = [(displays.DISPLAY, {"data": {"text/plain": "first"}}),
+             (displays.DISPLAY, p),
+             (displays.UPDATE, dict(p, data={"text/plain": "50%"})),
+             (displays.UPDATE, {"data": {"text/plain": "no such id"},
+                                "transient": {"display_id": "q"}}),
+             (displays.CLEAR, {"wait": True}),   # waits for the next output
+             (displays.UPDATE, dict(p, data={"text/plain": "100%"}))]
+    outputs, pending = [], False
+    for kind, content in steps:
+        outputs, pending = displays.apply(outputs, kind, content, pending)
+    assert [o["data"]["text/plain"] for o in outputs] == ["first", "100%"] and pending
+    assert outputs[1]["transient"] == {"display_id": "p"}
+    outputs, pending = displays.apply(outputs, displays.DISPLAY, {"data": {"text/plain": "x"}},
+                                      pending)
+    assert [o["data"]["text/plain"] for o in outputs] == ["x"] and not pending
+    assert displays.apply(outputs, displays.CLEAR, {"wait": False}) == ([], False)
+    with pytest.raises(ValueError):
+        displays.apply(outputs, "stream", {})
+
+
+def test_engine_publishes_update_display_and_clear_output_in_order():
+    from taskhub.engine.capture import TaskOutput, iopub_message
+    out = TaskOutput({"msg_id": "m"})
+    out.display({"text/plain": "0%"}, transient={"display_id": "p"})
+    out.write("stdout", "a\n")
+    out.display({"text/plain": "50%"}, transient={"display_id": "p"}, update=True)
+    out.clear_output(wait=False)
+    out.write("stdout", "b\n")
+    assert [iopub_message(*c)[0] for c in out.take_unpublished()] == [
+        "display_data", "stream", "update_display_data", "clear_output", "stream"]
+    assert out.rich_metadata() == {"outputs": [], "display_messages": 3}  # cleared: so said
+
+
+_PROGRESS_CELL = """
+from IPython.display import display, update_display, clear_output
+display('0%', display_id='progress')
+print('working', flush=True)
+update_display('100%', display_id='progress')
+display('old')
+clear_output(wait=True)
+display('final')
+"""
+
+
+def test_update_display_and_clear_output_reach_the_client_and_the_record(rc):
+    ar = rc[rc.ids[0]].execute(_PROGRESS_CELL, block=False)
+    ar.get(timeout=30)
+    assert [o["data"]["text/plain"] for o in ar.outputs] == ["'final'"]  # the reply's
+    assert ar.wait_for_output(30)  # and the iopub messages the reply may have overtaken
+    kinds = [kind for kind, *_ in ar._display_events(ar.msg_ids[0])]
+    assert kinds == ["display_data", "update_display_data", "display_data", "clear_output",
+                     "display_data"]  # each as the engine sent it, while the task ran
+    record = rc.db_query({"msg_id": ar.msg_ids[0]}, keys=["metadata"])
+    assert record  # the task DB has the task; its reply's outputs are what is displayed
+    stored = rc.get_result(ar.msg_ids[0], owner=False)
+    stored.get(timeout=30)
+    assert [o["data"]["text/plain"] for o in stored.outputs] == ["'final'"]
+
+
+def test_px_in_ipython_shows_an_update_under_the_engine_s_header(rc, ip):
+    rc.activate(suffix="upd")
+    with capture_output(display=False) as io:  # the terminal's display publisher prints
+        ip.run_cell_magic("pxupd", "--targets 0", _PROGRESS_CELL)
+    # a terminal prints each display message's text as it comes, in order with the text
+    lines = io.stdout.splitlines()
+    assert lines == ["[output:0]", "'0%'", "[stdout:0] working", "[output:0]", "'100%'",
+                     "[output:0]", "'old'", "[output:0]", "'final'"], io.stdout
+
+
+def _iopub_of_cell(kc, code, timeout=60):
+    """[(msg_type, content)] the kernel published for one cell, until it is idle."""
+    msg_id, seen = kc.execute(code), []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return seen
+        if msg["msg_type"] != "status":
+            seen.append((msg["msg_type"], msg["content"]))
+
+
+def test_a_jupyter_cell_updates_and_clears_engine_displays_in_place(cluster):
+    jupyter_client = pytest.importorskip("jupyter_client")
+    km, kc = jupyter_client.manager.start_new_kernel(
+        kernel_name="python3", env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        conn = security_file(cluster.profile_dir, "client")
+        _, errors = _run_in_kernel(kc, f"import taskhub\nrc = taskhub.Client({str(conn)!r})\n"
+                                       f"rc.wait_for_engines(2, timeout=30)\nrc.activate()")
+        assert errors == []
+        seen = _iopub_of_cell(kc, "%%px --targets 0 --progress-after -1\n" + _PROGRESS_CELL)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert not [c for kind, c in seen if kind == "error"], seen
+    shown = []
+    for kind, content in seen:
+        if kind in ("display_data", "update_display_data"):
+            shown.append((kind, content["data"]["text/plain"],
+                          content.get("transient", {}).get("display_id")))
+        elif kind == "clear_output":
+            shown.append((kind, content["wait"]))
+        elif kind == "stream":
+            shown += [("stream", line) for line in content["text"].splitlines()]
+    # the notebook gets the engine's display_id (made the engine's own), so the update
+    # replaces the "0%" output in place, and the clear_output clears the cell's output
+    assert [s for s in shown if s[0] != "stream"] == [
+        ("display_data", "'0%'", "progress@engine0"),
+        ("update_display_data", "'100%'", "progress@engine0"),
+        ("display_data", "'old'", None),
+        ("clear_output", True),
+        ("display_data", "'final'", None)], shown
+    assert shown.index(("stream", "[stdout:0] working")) < \
+        shown.index(("update_display_data", "'100%'", "progress@engine0"))

@@ -5,6 +5,7 @@ Mixed into AsyncResult, written from what it keeps: `_values` and `_metadata` pe
 """
 import concurrent.futures
 import sys
+import time
 
 from ..error import RemoteError, TimeoutError
 
@@ -25,9 +26,17 @@ class AsyncResultCompat:
         return {e: self._values[m] for e, m in zip(engine_ids, self.msg_ids)}
 
     def wait_for_output(self, timeout=-1):
-        """Whether all output is in: it travels in each reply (what streamed before is part
-        of it), so once the tasks are done. timeout < 0 or None: as long as it takes."""
-        return self.wait(None if timeout is None or timeout < 0 else timeout)
+        """Wait until the tasks are done and every display message their replies count has
+        come on iopub too (a reply may overtake the last of them; its outputs are final
+        either way); whether it did within `timeout` (< 0 or None: as long as it takes)."""
+        timeout = None if timeout is None or timeout < 0 else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.wait(timeout):
+            return False
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with self._arrived:
+            return self._arrived.wait_for(
+                lambda: not any(self._display_events_missing(m) for m in self.msg_ids), left)
 
     def __getitem__(self, key):
         """ar['engine_id'] (metadata by name) or ar[i] / ar[a:b] (results)."""

@@ -81,6 +81,8 @@ class AsyncResult(AsyncResultCompat, Future):
         if md is None:
             return
         with self._arrived:
+            came = self.__dict__.setdefault("_iopub_chars", {})  # where display messages
+            came[(msg_id, name)] = came.get((msg_id, name), 0) + len(text)  # fall in it
             if md["status"] != "pending" and (msg_id, name) not in self._tails:
                 return
             self._streamed.setdefault((msg_id, name), []).append(text)
@@ -94,14 +96,25 @@ class AsyncResult(AsyncResultCompat, Future):
         if md is None:
             return
         with self._arrived:
+            events = self.__dict__.setdefault("_display_log", {}).setdefault(msg_id, [])
             if md["status"] == "pending":
                 self._join_streamed()
-                events = self.__dict__.setdefault("_display_log", {})
                 clear_pending = self.__dict__.setdefault("_clear_pending", {})
                 md["outputs"], clear_pending[msg_id] = displays.apply(
                     md["outputs"], kind, content, clear_pending.get(msg_id, False))
-                events.setdefault(msg_id, []).append(
-                    (kind, content, len(md["stdout"] or ""), len(md["stderr"] or "")))
+            elif len(events) >= md.get("display_messages", 0):
+                return  # not one the reply says is still to come
+            # (one that came after the reply: the reply's outputs are final already)
+            came = self.__dict__.get("_iopub_chars", {})  # (not the reply's: it may be in)
+            events.append((kind, content, came.get((msg_id, "stdout"), 0),
+                           came.get((msg_id, "stderr"), 0)))
+            self._arrived.notify_all()  # wait_for_output may wait for it
+
+    def _display_events_missing(self, msg_id):
+        """Whether display messages the reply of `msg_id` counts have not come yet."""
+        with self._arrived:
+            got = len(self.__dict__.get("_display_log", {}).get(msg_id, ()))
+            return got < (self._metadata[msg_id].get("display_messages") or 0)
 
     def _display_events(self, msg_id):
         """The display messages of task `msg_id` that came on iopub: (kind, content,

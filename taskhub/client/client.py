@@ -284,8 +284,8 @@ class Client(ClientCompat):
                 if msg_id not in self._abandoned:
                     self._early[msg_id] = (value, md)
                 return
-        if md.get("output_truncated"):
-            self._tails[msg_id] = waiting
+        if md.get("output_truncated") or md.get("display_messages"):
+            self._tails[msg_id] = waiting  # its last iopub messages may come after it
             while len(self._tails) > MAX_TAILS:
                 self._tails.popitem(last=False)
         for ar in waiting:  # outside the lock: resolving runs the futures' callbacks
@@ -332,8 +332,8 @@ class Client(ClientCompat):
         if msg.msg_type == "stream":
             for ar in self._pending.get(msg.parent_id) or self._tails.get(msg.parent_id, ()):
                 ar._stream(msg.parent_id, msg["content"].get("name"), msg["content"].get("text"))
-        elif msg.msg_type in DISPLAY_KINDS:  # the reply has them all: only while pending
-            for ar in self._pending.get(msg.parent_id, ()):
+        elif msg.msg_type in DISPLAY_KINDS:  # the reply has the outputs they leave
+            for ar in self._pending.get(msg.parent_id) or self._tails.get(msg.parent_id, ()):
                 ar._displayed(msg.parent_id, msg["content"], msg.msg_type)
 
     def _set_engines(self, engines):

@@ -77,7 +77,7 @@ class TaskOutput:
         self._owner = threading.get_ident()  # the task's thread: the one that may wait
         self._released = False
         self.outputs = []            # what is displayed: {"data": mimebundle, "metadata": ...}
-        self._displayed = False      # any display message at all (outputs may be cleared)
+        self._displayed = 0          # display messages sent (outputs may be cleared)
         self._clear_pending = False  # a clear_output(wait=True) waits for the next output
         self.execute_result = None   # the value of an execute()'s last expression, formatted
 
@@ -87,6 +87,8 @@ class TaskOutput:
         md = {}
         if self.outputs or self._displayed:
             md["outputs"] = list(self.outputs)
+        if self._displayed:  # how many the client is to get on iopub (the reply may
+            md["display_messages"] = self._displayed  # overtake the last ones)
         if self.execute_result is not None:
             md["execute_result"] = self.execute_result
         return md
@@ -117,7 +119,7 @@ class TaskOutput:
             self._wait_for_room()
             self.outputs, self._clear_pending = displays.apply(self.outputs, kind, content,
                                                                self._clear_pending)
-            self._displayed = True
+            self._displayed += 1
             self._unpublished.append((kind, content))
             self._pending += _size(kind, content)
 

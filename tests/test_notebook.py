@@ -492,3 +492,58 @@ def test_a_jupyter_cell_updates_and_clears_engine_displays_in_place(cluster):
         ("display_data", "'final'", None)], shown
     assert shown.index(("stream", "[stdout:0] working")) < \
         shown.index(("update_display_data", "'100%'", "progress@engine0"))
+
+
+# -- what the magics take from the view, and Ctrl-C in a cell --------------------------------
+def test_px_follows_the_view_s_block_and_targets_and_pxconfig_sets_them(rc, ip):
+    view = rc[rc.ids[-1:]]
+    view.activate(suffix="vw")
+    view.block = False
+    ar = ip.run_line_magic("pxvw", "v = 1")
+    assert ar is not None and ar.get(timeout=30) is not None  # not blocking: the view's
+    view.block = True
+    assert ip.run_line_magic("pxvw", "v = 2") is None  # blocking now, read per cell
+    ip.run_line_magic("pxconfigvw", "-t ::2 --noblock")
+    assert (view.targets, view.block) == (rc.ids[::2], False)
+    ip.run_line_magic("pxconfigvw", "-t -1 --block")
+    assert (view.targets, view.block) == (rc.ids[-1], True)
+    ip.user_ns["x"] = "client"
+    view["x"] = "engine"
+    ip.run_line_magic("pxvw", 'y = f"{x}"')  # the engines' code, not expanded here
+    assert view["y"] == "engine"
+
+
+@pytest.mark.parametrize("sig, ename", [("SIGINT", "KeyboardInterrupt"),
+                                        ("SIGTERM", "TaskAborted")])
+def test_ctrl_c_in_a_px_cell_does_what_signal_on_interrupt_says(rc, ip, tmp_path, sig, ename):
+    import signal
+    rc.activate(suffix="int")
+    gate = tmp_path / "gate"  # never opened: only the interrupt ends the task
+
+    def press_ctrl_c_once_running(stream, main):
+        wait_until(lambda: "[stdout:0] waiting" in stream.getvalue(), timeout=30,
+                   what="the cell's task to run")
+        signal.pthread_kill(main, signal.SIGINT)  # what Ctrl-C does to IPython
+
+    with capture_output() as io:
+        presser = threading.Thread(target=press_ctrl_c_once_running,
+                                   args=(sys.stdout, threading.get_ident()))
+        presser.start()
+        ip.run_cell_magic("pxint", f"--targets 0 --signal-on-interrupt {sig} -o res",
+                          _gated(gate, "print('waiting', flush=True)", "print('after')"))
+        presser.join()
+    assert f"Received Keyboard Interrupt. Sending signal {sig} to engines..." in io.stderr
+    with pytest.raises(RemoteError) as info:
+        ip.user_ns["res"].get(timeout=30)  # the interrupted cell's task
+    assert info.value.ename == ename and "after" not in io.stdout
+    with capture_output() as io:  # the cluster goes on serving
+        ip.run_line_magic("pxint", "print('still here')")
+    assert io.stdout.count("still here") == len(rc.ids)
+
+
+def test_signal_on_interrupt_names_a_signal():
+    from taskhub.magics import interrupt_action
+    assert [interrupt_action(s) for s in ("SIGINT", "2", "int", "0", "SIGKILL", "9")] == \
+        ["interrupt", "interrupt", "interrupt", "none", "abort", "abort"]
+    with pytest.raises(ValueError, match="--signal-on-interrupt takes a signal"):
+        Options().parse("--signal-on-interrupt SIGNOPE")

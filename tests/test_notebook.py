@@ -547,3 +547,40 @@ def test_signal_on_interrupt_names_a_signal():
         ["interrupt", "interrupt", "interrupt", "none", "abort", "abort"]
     with pytest.raises(ValueError, match="--signal-on-interrupt takes a signal"):
         Options().parse("--signal-on-interrupt SIGNOPE")
+
+
+# -- publish_data ---------------------------------------------------------------------------
+def test_publish_data_reaches_ar_data_while_the_task_runs_and_stays_in_the_record(rc, tmp_path):
+    gate = tmp_path / "gate"
+
+    def train(gate):
+        import os
+        import time
+        from taskhub.datapub import publish_data
+        publish_data({"epoch": 0, "weights": [0.5]})
+        for _ in range(6000):
+            if os.path.exists(gate):
+                break
+            time.sleep(0.01)
+        publish_data({"epoch": 1})
+        return "trained"
+
+    ar = rc[rc.ids[0]].apply(train, str(gate))
+    wait_until(lambda: ar.data, timeout=30, what="the first publish_data on iopub")
+    assert ar.data == {"epoch": 0, "weights": [0.5]} and not ar.done()
+    gate.touch()
+    assert ar.get(timeout=30) == "trained"
+    assert ar.data == {"epoch": 1, "weights": [0.5]}  # each call updates the dict
+    stored = rc.get_result(ar.msg_ids[0], owner=False)  # from the task DB
+    assert stored.get(timeout=30) == "trained" and stored.data == ar.data
+
+    def not_a_dict():
+        from taskhub.datapub import publish_data
+        publish_data([1])
+
+    with pytest.raises(RemoteError) as info:
+        rc[rc.ids[0]].apply_sync(not_a_dict)
+    assert info.value.ename == "TypeError"
+    from taskhub.datapub import publish_data
+    with pytest.raises(RuntimeError, match="call it in a task on an engine"):
+        publish_data({"here": "in the client"})

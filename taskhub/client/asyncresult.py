@@ -10,13 +10,14 @@ import time
 from datetime import datetime, timezone
 from concurrent.futures import Future, InvalidStateError, TimeoutError as _FutureTimeout
 
-from .. import displays
+from .. import datapub, displays
 from ..error import CompositeError, RemoteError, TimeoutError
 from .arcompat import AsyncResultCompat
 from .interrupt import still_running_text
 
 METADATA_KEYS = ("msg_id", "engine_id", "engine_uuid", "submitted", "started", "completed",
-                 "received", "stdout", "stderr", "status", "outputs", "execute_result")
+                 "received", "stdout", "stderr", "status", "outputs", "execute_result",
+                 "data")
 
 
 def utcnow():
@@ -27,7 +28,7 @@ def utcnow():
 def new_metadata(msg_id, submitted=None):
     md = dict.fromkeys(METADATA_KEYS)
     md.update(msg_id=msg_id, submitted=submitted, stdout="", stderr="", status="pending",
-              outputs=[])
+              outputs=[], data={})
     return md
 
 
@@ -67,6 +68,8 @@ class AsyncResult(AsyncResultCompat, Future):
                 self._join_streamed()
             md = self._metadata[msg_id]
             md.update(_keep_streamed(md, metadata))
+            if "data_pub" in md:  # what the task published with publish_data, in all
+                md["data"] = datapub.loads(md.pop("data_pub"))
             for name, printed in (metadata.get("output_truncated") or {}).items():
                 kept_streamed = md.get(name) != metadata.get(name)
                 if kept_streamed and len(md[name]) < printed:
@@ -109,6 +112,16 @@ class AsyncResult(AsyncResultCompat, Future):
             events.append((kind, content, came.get((msg_id, "stdout"), 0),
                            came.get((msg_id, "stderr"), 0)))
             self._arrived.notify_all()  # wait_for_output may wait for it
+
+    def _data_published(self, msg_id, content):
+        """publish_data() of a running task, from iopub: `data` is updated with it."""
+        md = self._metadata.get(msg_id)
+        if md is None:
+            return
+        data = datapub.loads(content["data"])
+        with self._arrived:
+            if md["status"] == "pending":
+                md["data"] = {**(md["data"] or {}), **data}
 
     def _display_events_missing(self, msg_id):
         """Whether display messages the reply of `msg_id` counts have not come yet."""

@@ -335,6 +335,9 @@ class Client(ClientCompat):
         elif msg.msg_type in DISPLAY_KINDS:  # the reply has the outputs they leave
             for ar in self._pending.get(msg.parent_id) or self._tails.get(msg.parent_id, ()):
                 ar._displayed(msg.parent_id, msg["content"], msg.msg_type)
+        elif msg.msg_type == "data_message":  # publish_data: the reply has it all too
+            for ar in self._pending.get(msg.parent_id, ()):
+                ar._data_published(msg.parent_id, msg["content"])
 
     def _set_engines(self, engines):
         with self._engines_changed:

@@ -23,7 +23,7 @@ import sys
 import threading
 from contextlib import contextmanager
 
-from .. import displays
+from .. import datapub, displays
 
 OUTPUT_LIMIT = 2**20  # chars per stream kept for the task record unless the hub says other
 CHUNK = 64 * 2**10    # chars per iopub message at most: a flood of lines is a few messages
@@ -38,6 +38,8 @@ STREAMS = ("stdout", "stderr")  # the other chunks are display messages (display
 
 def iopub_message(name, payload):
     """(msg_type, content) of the iopub message for one chunk of `take_unpublished`."""
+    if name == datapub.MSG_TYPE:
+        return name, {"data": payload}  # pickled when published: the values as they were
     if name not in STREAMS:
         return name, payload
     return "stream", {"name": name, "text": payload}
@@ -47,6 +49,8 @@ def _size(name, payload):
     """What a chunk counts for against MAX_PENDING: its chars (a display, its text data)."""
     if name in STREAMS:
         return len(payload)
+    if name == datapub.MSG_TYPE:
+        return 1 + len(payload)  # (its text)
     return 1 + sum(len(v) for v in (payload.get("data") or {}).values()
                    if isinstance(v, (str, bytes)))
 
@@ -79,6 +83,7 @@ class TaskOutput:
         self.outputs = []            # what is displayed: {"data": mimebundle, "metadata": ...}
         self._displayed = 0          # display messages sent (outputs may be cleared)
         self._clear_pending = False  # a clear_output(wait=True) waits for the next output
+        self.data = {}               # publish_data() calls, merged (taskhub.datapub)
         self.execute_result = None   # the value of an execute()'s last expression, formatted
 
     def rich_metadata(self):
@@ -91,6 +96,8 @@ class TaskOutput:
             md["display_messages"] = self._displayed  # overtake the last ones)
         if self.execute_result is not None:
             md["execute_result"] = self.execute_result
+        if self.data:
+            md["data_pub"] = datapub.dumps(self.data)
         return md
 
     def write(self, name, text):
@@ -109,6 +116,14 @@ class TaskOutput:
         if transient:
             content["transient"] = dict(transient)
         self._display_message(displays.UPDATE if update else DISPLAY, content)
+
+    def publish_data(self, data):
+        """publish_data() in the task: merged into `data` and sent as it comes."""
+        with self._cond:
+            self._wait_for_room()
+            self.data.update(data)
+            self._unpublished.append((datapub.MSG_TYPE, datapub.dumps(data)))
+            self._pending += _size(datapub.MSG_TYPE, data)
 
     def clear_output(self, wait=False):
         """clear_output() in the task: the outputs so far are no longer displayed."""

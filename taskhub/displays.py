@@ -51,3 +51,23 @@ def apply(outputs, kind, content, clear_pending=False):
     if kind == DISPLAY:
         return ([] if clear_pending else list(outputs)) + [output_of(content)], False
     raise ValueError(f"not a display message: {kind!r}")
+
+
+def log_event(log, kind, content, seq, *where):
+    """Append display message `kind` (number `seq`, after `where`: the stdout/stderr chars
+    that came before it) to `log`, a list of (seq, kind, content, *where) that a streaming
+    cell replays in seq order, and keep the log as short as what it shows allows, so that
+    a task that updates a progress display a million times holds no million messages:
+    an update right after an update of the same display_id replaces it (a new seq: one
+    shown already is shown again), and what came before the clear_output before this one
+    is dropped (cleared from the notebook by then)."""
+    last = log[-1] if log else None
+    if kind == UPDATE and last is not None and last[1] == UPDATE and \
+            display_id(last[2]) == display_id(content) is not None:
+        log[-1] = (seq, kind, content, *where)
+        return
+    if kind == CLEAR:
+        clears = [i for i, entry in enumerate(log) if entry[1] == CLEAR]
+        if clears:
+            del log[:clears[-1]]
+    log.append((seq, kind, content, *where))

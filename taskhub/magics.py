@@ -327,19 +327,22 @@ class _Streamer:
             engine = _engine_of(md, self.engines[i])
             # text read before the display log came on iopub before the messages not read
             before = {name: md.get(name) or "" for name in ("stdout", "stderr")}
-            events = self.ar._display_events(msg_id)
+            got, events = self.ar._display_events(msg_id)
             self.ar._join_streamed()  # what came before each message read is in md now
-            for kind, content, n_stdout, n_stderr in \
-                    events[self.shown.get((msg_id, "events"), 0):]:
-                self._text(msg_id, md, engine, {"stdout": n_stdout, "stderr": n_stderr})
-                show_display(engine, kind, content, self.out)
-            self.shown[(msg_id, "events")] = len(events)
+            last = self.shown.get((msg_id, "events"), 0)
+            for seq, kind, content, n_stdout, n_stderr in events:
+                if seq > last:
+                    self._text(msg_id, md, engine, {"stdout": n_stdout, "stderr": n_stderr})
+                    show_display(engine, kind, content, self.out)
+            self.shown[(msg_id, "events")] = got
+            self.shown[(msg_id, "plain")] = self.shown.get((msg_id, "plain"), True) and \
+                all(e[1] == displays.DISPLAY for e in events)
             # the events read above are all the reply counts (more may have come since)
-            missing = finished and len(events) < (md.get("display_messages") or 0)
+            missing = finished and got < (md.get("display_messages") or 0)
             if not missing or force:  # else the text waits: a late message may come first
                 self._text(msg_id, before, engine, None, finished)
             if finished and (force or not missing):
-                self._finish(msg_id, md, engine, events)
+                self._finish(msg_id, md, engine, got)
 
     def settled(self):
         """Every task finished and shown to its end."""
@@ -369,11 +372,11 @@ class _Streamer:
                              f"[{name}:{engine}]", text[done:cut])
                 self.shown[(msg_id, name)] = cut
 
-    def _finish(self, msg_id, md, engine, events):
+    def _finish(self, msg_id, md, engine, got):
         self.shown[(msg_id, "final")] = True
-        if all(kind == displays.DISPLAY for kind, *_ in events):
+        if self.shown.get((msg_id, "plain"), True):
             # displays the reply has that iopub did not bring (dropped: iopub was full)
-            for o in (md.get("outputs") or [])[len(events):]:
+            for o in (md.get("outputs") or [])[got:]:
                 show_display(engine, displays.DISPLAY, o, self.out)
         error = self.ar._values.get(msg_id)
         if self.show_errors and isinstance(error, RemoteError):

@@ -397,6 +397,21 @@ def test_display_messages_leave_the_outputs_a_notebook_would_show():
         displays.apply(outputs, "stream", {})
 
 
+def test_the_display_log_stays_as_short_as_what_it_shows():
+    from taskhub.displays import CLEAR, DISPLAY, UPDATE, log_event
+    p = {"data": {}, "transient": {"display_id": "p"}}
+    log = []
+    log_event(log, DISPLAY, p, 1)
+    for seq in range(2, 1002):  # a progress display updated a thousand times
+        log_event(log, UPDATE, p, seq)
+    assert [(seq, kind) for seq, kind, _ in log] == [(1, DISPLAY), (1001, UPDATE)]
+    for seq in range(1002, 1202, 2):  # clear_output(wait=True); display(frame), in a loop
+        log_event(log, CLEAR, {"wait": True}, seq)
+        log_event(log, DISPLAY, {"data": {}}, seq + 1)
+    assert [(seq, kind) for seq, kind, _ in log] == [(1198, CLEAR), (1199, DISPLAY),
+                                                     (1200, CLEAR), (1201, DISPLAY)]
+
+
 def test_engine_publishes_update_display_and_clear_output_in_order():
     from taskhub.engine.capture import TaskOutput, iopub_message
     out = TaskOutput({"msg_id": "m"})
@@ -426,7 +441,8 @@ def test_update_display_and_clear_output_reach_the_client_and_the_record(rc):
     ar.get(timeout=30)
     assert [o["data"]["text/plain"] for o in ar.outputs] == ["'final'"]  # the reply's
     assert ar.wait_for_output(30)  # and the iopub messages the reply may have overtaken
-    kinds = [kind for kind, *_ in ar._display_events(ar.msg_ids[0])]
+    got, log = ar._display_events(ar.msg_ids[0])
+    kinds = [kind for _, kind, *_ in log]
     assert kinds == ["display_data", "update_display_data", "display_data", "clear_output",
                      "display_data"]  # each as the engine sent it, while the task ran
     record = rc.db_query({"msg_id": ar.msg_ids[0]}, keys=["metadata"])
@@ -434,6 +450,25 @@ def test_update_display_and_clear_output_reach_the_client_and_the_record(rc):
     stored = rc.get_result(ar.msg_ids[0], owner=False)
     stored.get(timeout=30)
     assert [o["data"]["text/plain"] for o in stored.outputs] == ["'final'"]
+
+
+def test_a_task_updating_a_display_fast_keeps_client_and_record_small(rc, ip):
+    cell = ("from IPython.display import display, update_display\n"
+            "display('step 0', display_id='p')\n"
+            "for i in range(1, 20001):\n"
+            "    update_display(f'step {i}', display_id='p')\n")
+    rc.activate(suffix="flood")
+    with capture_output(display=False) as io:
+        ip.run_cell_magic("pxflood", "--targets 0 -o flood", cell)
+    ar = ip.user_ns["flood"]
+    assert ar.wait_for_output(30)
+    got, log = ar._display_events(ar.msg_ids[0])
+    assert got == 20001 and len(log) <= 2  # every message came; few are kept
+    assert [o["data"]["text/plain"] for o in ar.outputs] == ["'step 20000'"]
+    shown = [line for line in io.stdout.splitlines() if line.startswith("'step ")]
+    assert shown[0] == "'step 0'" and shown[-1] == "'step 20000'"  # the last state, and
+    assert shown == sorted(shown, key=lambda line: int(line[6:-1]))  # in order
+    assert rc[0].apply_sync(lambda: "still serving") == "still serving"
 
 
 def test_px_in_ipython_shows_an_update_under_the_engine_s_header(rc, ip):

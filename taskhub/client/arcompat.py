@@ -9,6 +9,7 @@ import time
 
 from ..error import RemoteError, TimeoutError
 
+LATE_OUTPUT_WAIT = 10.0  # s wait_for_output() waits, once the tasks are done, for late ones
 _WAIT_MODES = (concurrent.futures.FIRST_COMPLETED, concurrent.futures.FIRST_EXCEPTION,
                concurrent.futures.ALL_COMPLETED)
 
@@ -28,12 +29,14 @@ class AsyncResultCompat:
     def wait_for_output(self, timeout=-1):
         """Wait until the tasks are done and every display message their replies count has
         come on iopub too (a reply may overtake the last of them; its outputs are final
-        either way); whether it did within `timeout` (< 0 or None: as long as it takes)."""
+        either way); whether it did within `timeout` (< 0 or None: the tasks as long as
+        they take, then the late messages LATE_OUTPUT_WAIT s at most: an engine whose
+        iopub stayed full drops what it could not send, and says so in its log)."""
         timeout = None if timeout is None or timeout < 0 else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.wait(timeout):
             return False
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        left = LATE_OUTPUT_WAIT if deadline is None else max(0.0, deadline - time.monotonic())
         with self._arrived:
             return self._arrived.wait_for(
                 lambda: not any(self._display_events_missing(m) for m in self.msg_ids), left)

@@ -105,12 +105,14 @@ class AsyncResult(AsyncResultCompat, Future):
                 clear_pending = self.__dict__.setdefault("_clear_pending", {})
                 md["outputs"], clear_pending[msg_id] = displays.apply(
                     md["outputs"], kind, content, clear_pending.get(msg_id, False))
-            elif len(events) >= md.get("display_messages", 0):
+            elif self._display_got(msg_id) >= md.get("display_messages", 0):
                 return  # not one the reply says is still to come
             # (one that came after the reply: the reply's outputs are final already)
             came = self.__dict__.get("_iopub_chars", {})  # (not the reply's: it may be in)
-            events.append((kind, content, came.get((msg_id, "stdout"), 0),
-                           came.get((msg_id, "stderr"), 0)))
+            counts = self.__dict__.setdefault("_display_count", {})
+            counts[msg_id] = counts.get(msg_id, 0) + 1
+            displays.log_event(events, kind, content, counts[msg_id],
+                               came.get((msg_id, "stdout"), 0), came.get((msg_id, "stderr"), 0))
             self._arrived.notify_all()  # wait_for_output may wait for it
 
     def _data_published(self, msg_id, content):
@@ -123,17 +125,23 @@ class AsyncResult(AsyncResultCompat, Future):
             if md["status"] == "pending":
                 md["data"] = {**(md["data"] or {}), **data}
 
+    def _display_got(self, msg_id):
+        """How many display messages of task `msg_id` came on iopub."""
+        return self.__dict__.get("_display_count", {}).get(msg_id, 0)
+
     def _display_events_missing(self, msg_id):
         """Whether display messages the reply of `msg_id` counts have not come yet."""
         with self._arrived:
-            got = len(self.__dict__.get("_display_log", {}).get(msg_id, ()))
-            return got < (self._metadata[msg_id].get("display_messages") or 0)
+            return self._display_got(msg_id) < \
+                (self._metadata[msg_id].get("display_messages") or 0)
 
     def _display_events(self, msg_id):
-        """The display messages of task `msg_id` that came on iopub: (kind, content,
-        stdout chars before it, stderr chars before it), in order."""
+        """(how many display messages of task `msg_id` came on iopub, those a streaming
+        cell replays: (seq, kind, content, stdout chars before it, stderr chars before
+        it) in seq order — taskhub.displays.log_event keeps them few)."""
         with self._arrived:
-            return list(self.__dict__.get("_display_log", {}).get(msg_id, ()))
+            return (self._display_got(msg_id),
+                    list(self.__dict__.get("_display_log", {}).get(msg_id, ())))
 
     def _join_streamed(self):
         """Add the output that came on iopub to the metadata: when it is read, or the reply

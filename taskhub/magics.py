@@ -6,7 +6,8 @@
     %autopx                          every cell after this one runs on the engines, until
                                      the next %autopx
     %pxresult                        the outputs of the last %px that did not block
-    %pxconfig --verbose --noblock    defaults for later %px
+    %pxconfig --verbose --noblock    defaults for later %px (--block and -t set the view's
+                                     own block and targets, which every %px reads)
 
 What the engines print is shown per engine, while the cell runs (--stream, the default) or
 when it ends (--no-stream):
@@ -19,8 +20,11 @@ when it ends (--no-stream):
                 HTML) as soon as the engine calls it; elsewhere its text>
     Out[0:3]: 5                      the value of the last expression (engine:count)
 
+An engine's update_display() updates its output in place and its clear_output() clears
+the cell (taskhub.displays), in order with its text, even when the reply overtakes them.
 A remote error is printed once per engine, with its traceback, and the cell then raises
 `AlreadyDisplayedError`, which IPython shows as one line: the tracebacks are not repeated.
+Ctrl-C interrupts the cell's tasks (--signal-on-interrupt: or leaves or aborts them).
 The magics need IPython in the client; engines run the code through IPython when they
 have it (see taskhub.engine.ipyshell).
 """

@@ -652,15 +652,22 @@ def load_ipython_extension(shell):
 
 
 class _LazyView:
-    """A DirectView on all engines of the default cluster, made when first used."""
-
-    block = True
+    """A DirectView on all engines of the default cluster, made when first used (reading
+    or setting any of its attributes: %pxconfig sets the real view's block and targets)."""
 
     def __init__(self):
-        self._view = None
+        object.__setattr__(self, "_view", None)
 
-    def __getattr__(self, name):
+    def _real(self):
         if self._view is None:
             from .client import Client
-            self._view = Client()[:]
-        return getattr(self._view, name)
+            view = Client()[:]
+            view.block = True  # as rc.activate() makes it
+            object.__setattr__(self, "_view", view)
+        return self._view
+
+    def __getattr__(self, name):
+        return getattr(self._real(), name)
+
+    def __setattr__(self, name, value):
+        setattr(self._real(), name, value)

@@ -619,3 +619,21 @@ def test_publish_data_reaches_ar_data_while_the_task_runs_and_stays_in_the_recor
     from taskhub.datapub import publish_data
     with pytest.raises(RuntimeError, match="call it in a task on an engine"):
         publish_data({"here": "in the client"})
+
+
+def test_load_ext_connects_on_first_use_and_pxconfig_reaches_the_real_view(rc, ip,
+                                                                           monkeypatch):
+    import taskhub.client
+    from taskhub.magics import load_ipython_extension
+    made = []
+    monkeypatch.setattr(taskhub.client, "Client", lambda: made.append(rc) or rc)
+    load_ipython_extension(ip)  # what %load_ext taskhub does
+    assert made == []  # no connection until a magic needs one
+    ip.run_line_magic("pxconfig", f"-t {rc.ids[0]} --noblock")
+    assert len(made) == 1
+    ar = ip.run_line_magic("px", "import os; os.getpid()")  # not blocking, on engine 0 only
+    assert ar.get(timeout=30) is not None and len(ar.msg_ids) == 1
+    ip.run_line_magic("pxconfig", "-t all --block")
+    with capture_output() as io:
+        ip.run_line_magic("px", "print('lazy')")
+    assert io.stdout.count("lazy") == len(rc.ids) and len(made) == 1

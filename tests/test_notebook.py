@@ -103,7 +103,8 @@ def test_a_remote_error_shows_each_engine_s_traceback_once(rc, ip):
     with capture_output() as io, pytest.raises(AlreadyDisplayedError) as info:
         ip.run_line_magic("pxerr", "1/0")
     assert io.stderr.count("ZeroDivisionError: division by zero") == len(rc.ids)
-    assert info.value.render_traceback() == [f"{len(rc.ids)} remote errors (shown above)"]
+    assert info.value.render_traceback() == [f"{len(rc.ids)} errors"]
+    assert isinstance(info.value, RemoteError)  # `except RemoteError` catches it too
 
 
 def test_px_streams_output_while_the_cell_runs(rc, ip, tmp_path):
@@ -225,12 +226,14 @@ def test_a_long_px_cell_shows_a_progress_bar(rc, ip, tmp_path):
         ip.run_cell_magic("pxprog", "--targets 1 --progress-after 0",
                           _gated(gate, "print('waiting', flush=True)", "print('done')"))
         opener.join()
-    # not a terminal: the text bar writes its line when the cell ends
-    assert "%px [##############################] 1/1 tasks" in io.stderr
+    # not a terminal: the text bar writes its line when the cell ends, on stdout (where
+    # ipyparallel draws it: a cell's stderr has only what the engines printed there)
+    assert "%px [##############################] 1/1 tasks" in io.stdout
+    assert io.stderr == ""
     with capture_output() as io:
         ip.run_cell_magic("pxprog", "--targets 0 --progress-after -1",
                           _gated(gate, "pass", "print('done')"))
-    assert "[stdout:0] done" in io.stdout and "%px [" not in io.stderr
+    assert "[stdout:0] done" in io.stdout and "%px [" not in io.stdout
     with pytest.raises(ValueError, match="--progress-after takes seconds"):
         Options().parse("--progress-after soon")
 
@@ -368,3 +371,269 @@ def test_joblib_parallel_runs_on_the_engines_and_is_recorded(rc):
     records = rc.db_query({"submitted": {"$gte": since}}, keys=["msg_id", "engine_uuid"])
     batches = rc.get_result([r["msg_id"] for r in records]).get(timeout=30)
     assert sorted(x for batch in batches for x in batch) == squares  # every call recorded
+
+
+# -- update_display and clear_output from the engines ---------------------------------------
+def test_display_messages_leave_the_outputs_a_notebook_would_show():
+    from taskhub import displays
+    p = {"data": {"text/plain": "0%"}, "transient": {"display_id": "p"}}
+    steps = [(displays.DISPLAY, {"data": {"text/plain": "first"}}),
+             (displays.DISPLAY, p),
+             (displays.UPDATE, dict(p, data={"text/plain": "50%"})),
+             (displays.UPDATE, {"data": {"text/plain": "no such id"},
+                                "transient": {"display_id": "q"}}),
+             (displays.CLEAR, {"wait": True}),   # waits for the next output
+             (displays.UPDATE, dict(p, data={"text/plain": "100%"}))]
+    outputs, pending = [], False
+    for kind, content in steps:
+        outputs, pending = displays.apply(outputs, kind, content, pending)
+    assert [o["data"]["text/plain"] for o in outputs] == ["first", "100%"] and pending
+    assert outputs[1]["transient"] == {"display_id": "p"}
+    outputs, pending = displays.apply(outputs, displays.DISPLAY, {"data": {"text/plain": "x"}},
+                                      pending)
+    assert [o["data"]["text/plain"] for o in outputs] == ["x"] and not pending
+    assert displays.apply(outputs, displays.CLEAR, {"wait": False}) == ([], False)
+    with pytest.raises(ValueError):
+        displays.apply(outputs, "stream", {})
+
+
+def test_the_display_log_stays_as_short_as_what_it_shows():
+    from taskhub.displays import CLEAR, DISPLAY, UPDATE, log_event
+    p = {"data": {}, "transient": {"display_id": "p"}}
+    log = []
+    log_event(log, DISPLAY, p, 1)
+    for seq in range(2, 1002):  # a progress display updated a thousand times
+        log_event(log, UPDATE, p, seq)
+    assert [(seq, kind) for seq, kind, _ in log] == [(1, DISPLAY), (1001, UPDATE)]
+    for seq in range(1002, 1202, 2):  # clear_output(wait=True); display(frame), in a loop
+        log_event(log, CLEAR, {"wait": True}, seq)
+        log_event(log, DISPLAY, {"data": {}}, seq + 1)
+    assert [(seq, kind) for seq, kind, _ in log] == [(1198, CLEAR), (1199, DISPLAY),
+                                                     (1200, CLEAR), (1201, DISPLAY)]
+
+
+def test_engine_publishes_update_display_and_clear_output_in_order():
+    from taskhub.engine.capture import TaskOutput, iopub_message
+    out = TaskOutput({"msg_id": "m"})
+    out.display({"text/plain": "0%"}, transient={"display_id": "p"})
+    out.write("stdout", "a\n")
+    out.display({"text/plain": "50%"}, transient={"display_id": "p"}, update=True)
+    out.clear_output(wait=False)
+    out.write("stdout", "b\n")
+    assert [iopub_message(*c)[0] for c in out.take_unpublished()] == [
+        "display_data", "stream", "update_display_data", "clear_output", "stream"]
+    assert out.rich_metadata() == {"outputs": [], "display_messages": 3}  # cleared: so said
+
+
+_PROGRESS_CELL = """
+from IPython.display import display, update_display, clear_output
+display('0%', display_id='progress')
+print('working', flush=True)
+update_display('100%', display_id='progress')
+display('old')
+clear_output(wait=True)
+display('final')
+"""
+
+
+def test_update_display_and_clear_output_reach_the_client_and_the_record(rc):
+    ar = rc[rc.ids[0]].execute(_PROGRESS_CELL, block=False)
+    ar.get(timeout=30)
+    assert [o["data"]["text/plain"] for o in ar.outputs] == ["'final'"]  # the reply's
+    assert ar.wait_for_output(30)  # and the iopub messages the reply may have overtaken
+    got, log = ar._display_events(ar.msg_ids[0])
+    kinds = [kind for _, kind, *_ in log]
+    assert kinds == ["display_data", "update_display_data", "display_data", "clear_output",
+                     "display_data"]  # each as the engine sent it, while the task ran
+    record = rc.db_query({"msg_id": ar.msg_ids[0]}, keys=["metadata"])
+    assert record  # the task DB has the task; its reply's outputs are what is displayed
+    stored = rc.get_result(ar.msg_ids[0], owner=False)
+    stored.get(timeout=30)
+    assert [o["data"]["text/plain"] for o in stored.outputs] == ["'final'"]
+
+
+def test_a_task_updating_a_display_fast_keeps_client_and_record_small(rc, ip):
+    cell = ("from IPython.display import display, update_display\n"
+            "display('step 0', display_id='p')\n"
+            "for i in range(1, 20001):\n"
+            "    update_display(f'step {i}', display_id='p')\n")
+    rc.activate(suffix="flood")
+    with capture_output(display=False) as io:
+        ip.run_cell_magic("pxflood", "--targets 0 -o flood", cell)
+    ar = ip.user_ns["flood"]
+    assert ar.wait_for_output(30)
+    got, log = ar._display_events(ar.msg_ids[0])
+    assert got == 20001 and len(log) <= 2  # every message came; few are kept
+    assert [o["data"]["text/plain"] for o in ar.outputs] == ["'step 20000'"]
+    shown = [line for line in io.stdout.splitlines() if line.startswith("'step ")]
+    assert shown[0] == "'step 0'" and shown[-1] == "'step 20000'"  # the last state, and
+    assert shown == sorted(shown, key=lambda line: int(line[6:-1]))  # in order
+    assert rc[0].apply_sync(lambda: "still serving") == "still serving"
+
+
+def test_px_in_ipython_shows_an_update_under_the_engine_s_header(rc, ip):
+    rc.activate(suffix="upd")
+    with capture_output(display=False) as io:  # the terminal's display publisher prints
+        ip.run_cell_magic("pxupd", "--targets 0", _PROGRESS_CELL)
+    # a terminal prints each display message's text as it comes, in order with the text
+    lines = io.stdout.splitlines()
+    assert lines == ["[output:0]", "'0%'", "[stdout:0] working", "[output:0]", "'100%'",
+                     "[output:0]", "'old'", "[output:0]", "'final'"], io.stdout
+
+
+def _iopub_of_cell(kc, code, timeout=60):
+    """[(msg_type, content)] the kernel published for one cell, until it is idle."""
+    msg_id, seen = kc.execute(code), []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return seen
+        if msg["msg_type"] != "status":
+            seen.append((msg["msg_type"], msg["content"]))
+
+
+def test_a_jupyter_cell_updates_and_clears_engine_displays_in_place(cluster):
+    jupyter_client = pytest.importorskip("jupyter_client")
+    km, kc = jupyter_client.manager.start_new_kernel(
+        kernel_name="python3", env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        conn = security_file(cluster.profile_dir, "client")
+        _, errors = _run_in_kernel(kc, f"import taskhub\nrc = taskhub.Client({str(conn)!r})\n"
+                                       f"rc.wait_for_engines(2, timeout=30)\nrc.activate()")
+        assert errors == []
+        seen = _iopub_of_cell(kc, "%%px --targets 0 --progress-after -1\n" + _PROGRESS_CELL)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert not [c for kind, c in seen if kind == "error"], seen
+    shown = []
+    for kind, content in seen:
+        if kind in ("display_data", "update_display_data"):
+            shown.append((kind, content["data"]["text/plain"],
+                          content.get("transient", {}).get("display_id")))
+        elif kind == "clear_output":
+            shown.append((kind, content["wait"]))
+        elif kind == "stream":
+            shown += [("stream", line) for line in content["text"].splitlines()]
+    # the notebook gets the engine's display_id (made the engine's own), so the update
+    # replaces the "0%" output in place, and the clear_output clears the cell's output
+    assert [s for s in shown if s[0] != "stream"] == [
+        ("display_data", "'0%'", "progress@engine0"),
+        ("update_display_data", "'100%'", "progress@engine0"),
+        ("display_data", "'old'", None),
+        ("clear_output", True),
+        ("display_data", "'final'", None)], shown
+    assert shown.index(("stream", "[stdout:0] working")) < \
+        shown.index(("update_display_data", "'100%'", "progress@engine0"))
+
+
+# -- what the magics take from the view, and Ctrl-C in a cell --------------------------------
+def test_px_follows_the_view_s_block_and_targets_and_pxconfig_sets_them(rc, ip):
+    view = rc[rc.ids[-1:]]
+    view.activate(suffix="vw")
+    view.block = False
+    ar = ip.run_line_magic("pxvw", "v = 1")
+    assert ar is not None and ar.get(timeout=30) is not None  # not blocking: the view's
+    view.block = True
+    assert ip.run_line_magic("pxvw", "v = 2") is None  # blocking now, read per cell
+    ip.run_line_magic("pxconfigvw", "-t ::2 --noblock")
+    assert (view.targets, view.block) == (rc.ids[::2], False)
+    ip.run_line_magic("pxconfigvw", "-t -1 --block")
+    assert (view.targets, view.block) == (rc.ids[-1], True)
+    ip.user_ns["x"] = "client"
+    view["x"] = "engine"
+    ip.run_line_magic("pxvw", 'y = f"{x}"')  # the engines' code, not expanded here
+    assert view["y"] == "engine"
+
+
+@pytest.mark.parametrize("sig, ename", [("SIGINT", "KeyboardInterrupt"),
+                                        ("SIGTERM", "TaskAborted")])
+def test_ctrl_c_in_a_px_cell_does_what_signal_on_interrupt_says(rc, ip, tmp_path, sig, ename):
+    import signal
+    rc.activate(suffix="int")
+    gate = tmp_path / "gate"  # never opened: only the interrupt ends the task
+
+    def press_ctrl_c_once_running(stream, main):
+        wait_until(lambda: "[stdout:0] waiting" in stream.getvalue(), timeout=30,
+                   what="the cell's task to run")
+        signal.pthread_kill(main, signal.SIGINT)  # what Ctrl-C does to IPython
+
+    with capture_output() as io:
+        presser = threading.Thread(target=press_ctrl_c_once_running,
+                                   args=(sys.stdout, threading.get_ident()))
+        presser.start()
+        ip.run_cell_magic("pxint", f"--targets 0 --signal-on-interrupt {sig} -o res",
+                          _gated(gate, "print('waiting', flush=True)", "print('after')"))
+        presser.join()
+    assert f"Received Keyboard Interrupt. Sending signal {sig} to engines..." in io.stderr
+    with pytest.raises(RemoteError) as info:
+        ip.user_ns["res"].get(timeout=30)  # the interrupted cell's task
+    assert info.value.ename == ename and "after" not in io.stdout
+    with capture_output() as io:  # the cluster goes on serving
+        ip.run_line_magic("pxint", "print('still here')")
+    assert io.stdout.count("still here") == len(rc.ids)
+
+
+def test_signal_on_interrupt_names_a_signal():
+    from taskhub.magics import interrupt_action
+    assert [interrupt_action(s) for s in ("SIGINT", "2", "int", "0", "SIGKILL", "9")] == \
+        ["interrupt", "interrupt", "interrupt", "none", "abort", "abort"]
+    with pytest.raises(ValueError, match="--signal-on-interrupt takes a signal"):
+        Options().parse("--signal-on-interrupt SIGNOPE")
+
+
+# -- publish_data ---------------------------------------------------------------------------
+def test_publish_data_reaches_ar_data_while_the_task_runs_and_stays_in_the_record(rc, tmp_path):
+    gate = tmp_path / "gate"
+
+    def train(gate):
+        import os
+        import time
+        from taskhub.datapub import publish_data
+        publish_data({"epoch": 0, "weights": [0.5]})
+        for _ in range(6000):
+            if os.path.exists(gate):
+                break
+            time.sleep(0.01)
+        publish_data({"epoch": 1})
+        return "trained"
+
+    ar = rc[rc.ids[0]].apply(train, str(gate))
+    wait_until(lambda: ar.data, timeout=30, what="the first publish_data on iopub")
+    assert ar.data == {"epoch": 0, "weights": [0.5]} and not ar.done()
+    gate.touch()
+    assert ar.get(timeout=30) == "trained"
+    assert ar.data == {"epoch": 1, "weights": [0.5]}  # each call updates the dict
+    stored = rc.get_result(ar.msg_ids[0], owner=False)  # from the task DB
+    assert stored.get(timeout=30) == "trained" and stored.data == ar.data
+
+    def not_a_dict():
+        from taskhub.datapub import publish_data
+        publish_data([1])
+
+    with pytest.raises(RemoteError) as info:
+        rc[rc.ids[0]].apply_sync(not_a_dict)
+    assert info.value.ename == "TypeError"
+    from taskhub.datapub import publish_data
+    with pytest.raises(RuntimeError, match="call it in a task on an engine"):
+        publish_data({"here": "in the client"})
+
+
+def test_load_ext_connects_on_first_use_and_pxconfig_reaches_the_real_view(rc, ip,
+                                                                           monkeypatch):
+    import taskhub.client
+    from taskhub.magics import load_ipython_extension
+    made = []
+    monkeypatch.setattr(taskhub.client, "Client", lambda: made.append(rc) or rc)
+    load_ipython_extension(ip)  # what %load_ext taskhub does
+    assert made == []  # no connection until a magic needs one
+    ip.run_line_magic("pxconfig", f"-t {rc.ids[0]} --noblock")
+    assert len(made) == 1
+    ar = ip.run_line_magic("px", "import os; os.getpid()")  # not blocking, on engine 0 only
+    assert ar.get(timeout=30) is not None and len(ar.msg_ids) == 1
+    ip.run_line_magic("pxconfig", "-t all --block")
+    with capture_output() as io:
+        ip.run_line_magic("px", "print('lazy')")
+    assert io.stdout.count("lazy") == len(rc.ids) and len(made) == 1

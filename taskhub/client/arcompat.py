@@ -11,6 +11,7 @@ import zmq
 
 from ..error import RemoteError, TimeoutError
 
+LATE_OUTPUT_WAIT = 10.0  # s wait_for_output() waits, once the tasks are done, for late ones
 _WAIT_MODES = (concurrent.futures.FIRST_COMPLETED, concurrent.futures.FIRST_EXCEPTION,
                concurrent.futures.ALL_COMPLETED)
 
@@ -36,27 +37,6 @@ class AsyncResultCompat:
             raise TimeoutError(f"the requests' buffers were still being sent after "
                                f"{timeout}s") from None
 
-    def wait_for_output(self, timeout=-1):
-        """Wait until every task's output has come (timeout < 0 or None: no limit); whether
-        it did. A task's output is complete when its reply is in — the engine publishes
-        it first and the reply carries the record's copy — except output the record cut
-        (--output-limit), whose end still comes on iopub after the reply, and the
-        publish_data() messages the reply counts (taskhub.datapub)."""
-        timeout = None if timeout is None or timeout < 0 else timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.wait(timeout):
-            return False
-        with self._arrived:
-            return self._arrived.wait_for(self._output_complete, None if deadline is None
-                                          else max(0.0, deadline - time.monotonic()))
-
-    def _output_complete(self):
-        if self._streamed:
-            self._join_streamed()
-        return not self._tails and all(
-            self._data_counts.get(m, 0) >= (self._metadata[m].get("data_published") or 0)
-            for m in self.msg_ids)
-
     def get_dict(self, timeout=None):
         """{engine_id: result}, one entry per task; ValueError when two ran on one engine."""
         self.get(timeout)
@@ -66,6 +46,28 @@ class AsyncResultCompat:
             raise ValueError(f"cannot build a dict: several tasks ran on engine "
                              f"{sorted(repeated)[0]}")
         return {e: self._values[m] for e, m in zip(engine_ids, self.msg_ids)}
+
+    def wait_for_output(self, timeout=-1):
+        """Wait until the tasks are done and all their output has come; whether it did
+        within `timeout` (< 0 or None: the tasks as long as they take, then the late
+        messages LATE_OUTPUT_WAIT s at most). A task's output is complete when its reply is
+        in — the engine publishes it first and the reply carries the record's copy — except
+        output the record cut (--output-limit), whose end still comes on iopub after the
+        reply, and display messages the reply counts, which may come after it (an engine
+        whose iopub stayed full drops what it could not send, and says so in its log)."""
+        timeout = None if timeout is None or timeout < 0 else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.wait(timeout):
+            return False
+        left = LATE_OUTPUT_WAIT if deadline is None else max(0.0, deadline - time.monotonic())
+        with self._arrived:
+            return self._arrived.wait_for(self._output_complete, left)
+
+    def _output_complete(self):
+        if self._streamed:
+            self._join_streamed()
+        return not self._tails and \
+            not any(self._display_events_missing(m) for m in self.msg_ids)
 
     def __getitem__(self, key):
         """ar['engine_id'] (metadata by name) or ar[i] / ar[a:b] (results)."""

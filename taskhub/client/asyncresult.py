@@ -10,8 +10,8 @@ import time
 from datetime import datetime, timezone
 from concurrent.futures import Future, InvalidStateError, TimeoutError as _FutureTimeout
 
+from .. import datapub, displays
 from ..error import CompositeError, RemoteError, TimeoutError
-from ..serialize import deserialize
 from .arcompat import AsyncResultCompat
 from .interrupt import still_running_text
 
@@ -55,7 +55,6 @@ class AsyncResult(AsyncResultCompat, Future):
         self._streamed = {}  # (msg_id, stream name) -> texts from iopub not yet in _metadata
         self._tails = {}  # (msg_id, stream name) -> chars printed, of output cut in the
         # record whose end may come after the reply
-        self._data_counts = {}  # msg_id -> publish_data() messages received (datapub.py)
         if not self.msg_ids:
             self.set_result([])
 
@@ -69,6 +68,8 @@ class AsyncResult(AsyncResultCompat, Future):
                 self._join_streamed()
             md = self._metadata[msg_id]
             md.update(_keep_streamed(md, metadata))
+            if "data_pub" in md:  # what the task published with publish_data, in all
+                md["data"] = datapub.loads(md.pop("data_pub"))
             for name, printed in (metadata.get("output_truncated") or {}).items():
                 kept_streamed = md.get(name) != metadata.get(name)
                 if kept_streamed and len(md[name]) < printed:
@@ -83,36 +84,66 @@ class AsyncResult(AsyncResultCompat, Future):
         if md is None:
             return
         with self._arrived:
+            came = self.__dict__.setdefault("_iopub_chars", {})  # where display messages
+            came[(msg_id, name)] = came.get((msg_id, name), 0) + len(text)  # fall in it
             if md["status"] != "pending" and (msg_id, name) not in self._tails:
                 return
             self._streamed.setdefault((msg_id, name), []).append(text)
             if (msg_id, name) in self._tails:  # wait_for_output waits for these
                 self._arrived.notify_all()
 
-    def _displayed(self, msg_id, content):
-        """A display() output of a running task, from iopub: `outputs` grows as they come
-        (the reply's metadata then replaces the list with all of them, in the same order)."""
+    def _displayed(self, msg_id, content, kind=displays.DISPLAY):
+        """A display message of a running task, from iopub (display_data, and
+        update_display_data / clear_output): `outputs` follows them as they come (the
+        reply's metadata then replaces it with the same list). Each is kept too, with how
+        much stdout/stderr had come before it, for a streaming cell to show in order."""
         md = self._metadata.get(msg_id)
         if md is None:
             return
+        with self._arrived:
+            events = self.__dict__.setdefault("_display_log", {}).setdefault(msg_id, [])
+            if md["status"] == "pending":
+                self._join_streamed()
+                clear_pending = self.__dict__.setdefault("_clear_pending", {})
+                md["outputs"], clear_pending[msg_id] = displays.apply(
+                    md["outputs"], kind, content, clear_pending.get(msg_id, False))
+            elif self._display_got(msg_id) >= md.get("display_messages", 0):
+                return  # not one the reply says is still to come
+            # (one that came after the reply: the reply's outputs are final already)
+            came = self.__dict__.get("_iopub_chars", {})  # (not the reply's: it may be in)
+            counts = self.__dict__.setdefault("_display_count", {})
+            counts[msg_id] = counts.get(msg_id, 0) + 1
+            displays.log_event(events, kind, content, counts[msg_id],
+                               came.get((msg_id, "stdout"), 0), came.get((msg_id, "stderr"), 0))
+            self._arrived.notify_all()  # wait_for_output may wait for it
+
+    def _data_published(self, msg_id, content):
+        """publish_data() of a running task, from iopub: `data` is updated with it."""
+        md = self._metadata.get(msg_id)
+        if md is None:
+            return
+        data = datapub.loads(content["data"])
         with self._arrived:
             if md["status"] == "pending":
-                md["outputs"] = md["outputs"] + [{"data": content.get("data", {}),
-                                                  "metadata": content.get("metadata", {})}]
+                md["data"] = {**(md["data"] or {}), **data}
 
-    def _data_published(self, msg_id, frames):
-        """A publish_data() dict of a task, from iopub: merged into its metadata["data"]."""
-        md = self._metadata.get(msg_id)
-        if md is None:
-            return
-        try:
-            data = deserialize(frames)
-        except Exception:  # noqa: BLE001 - counted, so wait_for_output does not hang
-            data = {}
+    def _display_got(self, msg_id):
+        """How many display messages of task `msg_id` came on iopub."""
+        return self.__dict__.get("_display_count", {}).get(msg_id, 0)
+
+    def _display_events_missing(self, msg_id):
+        """Whether display messages the reply of `msg_id` counts have not come yet."""
         with self._arrived:
-            md["data"] = {**md["data"], **data}
-            self._data_counts[msg_id] = self._data_counts.get(msg_id, 0) + 1
-            self._arrived.notify_all()
+            return self._display_got(msg_id) < \
+                (self._metadata[msg_id].get("display_messages") or 0)
+
+    def _display_events(self, msg_id):
+        """(how many display messages of task `msg_id` came on iopub, those a streaming
+        cell replays: (seq, kind, content, stdout chars before it, stderr chars before
+        it) in seq order — taskhub.displays.log_event keeps them few)."""
+        with self._arrived:
+            return (self._display_got(msg_id),
+                    list(self.__dict__.get("_display_log", {}).get(msg_id, ())))
 
     def _join_streamed(self):
         """Add the output that came on iopub to the metadata: when it is read, or the reply

@@ -19,6 +19,7 @@ import zmq
 
 from .. import callables, curve, error, filemodes, nesting, paths, strategies, versions
 from ..cluster.profiles import read_client_file
+from ..displays import KINDS as DISPLAY_KINDS
 from ..jsonutil import dates_in_record, parse_date, records_from_rows, tag_dates
 from ..session import (BATCH, TASK_CHANNEL_REQUESTS, Session, new_id, pack_frames, packable)
 from ..zmqsocket import recv_head_copied, shared_context
@@ -98,6 +99,8 @@ class Client(ClientCompat):
         self._throttle = OutstandingLimit()
         self._versions = versions.Checker()  # warns when an engine runs other versions
         self._connect(timeout)
+        from ..magics import activate_first_client
+        activate_first_client(self)  # in IPython, the first client gets %px (as ipyparallel)
 
     # -- connection and the IO thread -------------------------------------------------------
     def _url(self, name):
@@ -281,8 +284,8 @@ class Client(ClientCompat):
                 if msg_id not in self._abandoned:
                     self._early[msg_id] = (value, md)
                 return
-        if md.get("output_truncated") or md.get("data_published"):
-            self._tails[msg_id] = waiting
+        if md.get("output_truncated") or md.get("display_messages"):
+            self._tails[msg_id] = waiting  # its last iopub messages may come after it
             while len(self._tails) > MAX_TAILS:
                 self._tails.popitem(last=False)
         for ar in waiting:  # outside the lock: resolving runs the futures' callbacks
@@ -329,12 +332,12 @@ class Client(ClientCompat):
         if msg.msg_type == "stream":
             for ar in self._pending.get(msg.parent_id) or self._tails.get(msg.parent_id, ()):
                 ar._stream(msg.parent_id, msg["content"].get("name"), msg["content"].get("text"))
-        elif msg.msg_type == "display_data":  # the reply has them all: only while pending
-            for ar in self._pending.get(msg.parent_id, ()):
-                ar._displayed(msg.parent_id, msg["content"])
-        elif msg.msg_type == "data_pub":  # taskhub.datapub: may come after the reply
+        elif msg.msg_type in DISPLAY_KINDS:  # the reply has the outputs they leave
             for ar in self._pending.get(msg.parent_id) or self._tails.get(msg.parent_id, ()):
-                ar._data_published(msg.parent_id, msg["buffers"])
+                ar._displayed(msg.parent_id, msg["content"], msg.msg_type)
+        elif msg.msg_type == "data_message":  # publish_data: the reply has it all too
+            for ar in self._pending.get(msg.parent_id, ()):
+                ar._data_published(msg.parent_id, msg["content"])
 
     def _set_engines(self, engines):
         with self._engines_changed:

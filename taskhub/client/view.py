@@ -371,7 +371,10 @@ class DirectView(DirectViewCompat, View):
     def __init__(self, client, targets, block=False):
         super().__init__(client, block)
         self.targets = targets
-        self._single = isinstance(targets, int)
+
+    @property
+    def _single(self):  # read each time: %pxconfig -t may set targets later
+        return isinstance(self.targets, int)
 
     @property
     def _ids(self):

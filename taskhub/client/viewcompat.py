@@ -31,8 +31,14 @@ class ViewCompat:
         """Wait for `jobs` (default: what this view has outstanding); True if all done."""
         return self.client.wait(sorted(self.outstanding) if jobs is None else jobs, timeout)
 
-    def get_result(self, msg_ids, block=None, owner=True):
-        """Results of tasks by msg_id (see Client.get_result)."""
+    def get_result(self, msg_ids=-1, block=None, owner=True):
+        """Results of tasks by msg_id (see Client.get_result), or by their index in this
+        view's history (-1: the last task sent)."""
+        history = self.history
+        if isinstance(msg_ids, int) and not isinstance(msg_ids, bool):
+            msg_ids = history[msg_ids]
+        elif isinstance(msg_ids, (list, tuple)):
+            msg_ids = [history[m] if isinstance(m, int) else m for m in msg_ids]
         return self.client.get_result(msg_ids, block=block, owner=owner)
 
     def _use(self, serializer):

@@ -7,9 +7,11 @@ writes goes to that task's `TaskOutput`, and otherwise to the real streams.
                                           │  the reply's metadata (the task record)
                                           └─ unpublished ──▶ IO thread ──▶ iopub, in chunks
                                              of up to CHUNK chars (many writes, one message)
-    display() ── display ──▶ TaskOutput ──┬─ outputs: every call, for the reply's metadata
+    display() ── display ──▶ TaskOutput ──┬─ outputs: what is displayed, for the reply's
+    update_display(), clear_output()      │  metadata (taskhub.displays applies each call)
                                           └─ unpublished ──▶ IO thread ──▶ iopub, one
-                                             display_data message each, in order with the
+                                             display_data / update_display_data /
+                                             clear_output message each, in order with the
                                              stream chunks around it
 
 A task that prints faster than iopub drains waits in `write` once MAX_PENDING chars are
@@ -21,6 +23,8 @@ import sys
 import threading
 from contextlib import contextmanager
 
+from .. import datapub, displays
+
 OUTPUT_LIMIT = 2**20  # chars per stream kept for the task record unless the hub says other
 CHUNK = 64 * 2**10    # chars per iopub message at most: a flood of lines is a few messages
 MAX_PENDING = 4 * 2**20  # unpublished chars before the task's own writes wait
@@ -28,29 +32,28 @@ MAX_PENDING = 4 * 2**20  # unpublished chars before the task's own writes wait
 _ROUTER = None  # the installed OutputRouter: where display() finds the running task
 
 
-DISPLAY = "display_data"  # the name a display() call's chunk has among the stream chunks
-DATA = "data_pub"  # and a publish_data() call's (taskhub.datapub): its frames, pickled
-WHOLE = (DISPLAY, DATA)  # chunks published one per call, never joined
+DISPLAY = displays.DISPLAY  # the name a display() call's chunk has among the stream chunks
+STREAMS = ("stdout", "stderr")  # the other chunks are display messages (displays.KINDS)
 
 
 def iopub_message(name, payload):
     """(msg_type, content, buffers) of the iopub message for one chunk of
-    `take_unpublished`."""
-    if name == DISPLAY:
-        return DISPLAY, payload, []
-    if name == DATA:
-        return DATA, {}, payload
+    `take_unpublished` (no buffers today: published data travels pickled in the content)."""
+    if name == datapub.MSG_TYPE:
+        return name, {"data": payload}, []  # pickled when published: the values as they were
+    if name not in STREAMS:
+        return name, payload, []
     return "stream", {"name": name, "text": payload}, []
 
 
 def _size(name, payload):
-    """What a chunk counts for against MAX_PENDING: its chars (a display, its text data;
-    published data, its bytes)."""
-    if name == DATA:
-        return 1 + sum(memoryview(f).nbytes for f in payload)
-    if name != DISPLAY:
+    """What a chunk counts for against MAX_PENDING: its chars (a display, its text data)."""
+    if name in STREAMS:
         return len(payload)
-    return 1 + sum(len(v) for v in payload["data"].values() if isinstance(v, (str, bytes)))
+    if name == datapub.MSG_TYPE:
+        return 1 + len(payload)  # (its text)
+    return 1 + sum(len(v) for v in (payload.get("data") or {}).values()
+                   if isinstance(v, (str, bytes)))
 
 
 def current_output():
@@ -78,20 +81,24 @@ class TaskOutput:
         self._pending = 0            # chars in _unpublished
         self._owner = threading.get_ident()  # the task's thread: the one that may wait
         self._released = False
-        self.outputs = []            # display() calls: {"data": mimebundle, "metadata": ...}
+        self.outputs = []            # what is displayed: {"data": mimebundle, "metadata": ...}
+        self._displayed = 0          # display messages sent (outputs may be cleared)
+        self._clear_pending = False  # a clear_output(wait=True) waits for the next output
+        self.data = {}               # publish_data() calls, merged (taskhub.datapub)
         self.execute_result = None   # the value of an execute()'s last expression, formatted
-        self.data_published = 0      # publish_data() calls
 
     def rich_metadata(self):
         """What a reply's metadata carries besides stdout/stderr: display outputs and an
         execute result (left out when empty, as stdout/stderr are)."""
         md = {}
-        if self.outputs:
+        if self.outputs or self._displayed:
             md["outputs"] = list(self.outputs)
+        if self._displayed:  # how many the client is to get on iopub (the reply may
+            md["display_messages"] = self._displayed  # overtake the last ones)
         if self.execute_result is not None:
             md["execute_result"] = self.execute_result
-        if self.data_published:  # the client's wait_for_output waits for as many on iopub
-            md["data_published"] = self.data_published
+        if self.data:
+            md["data_pub"] = datapub.dumps(self.data)
         return md
 
     def write(self, name, text):
@@ -102,24 +109,35 @@ class TaskOutput:
             self._unpublished.append((name, text))
             self._pending += len(text)
 
-    def display(self, data, metadata=None):
-        """A display() call of the task: kept for the reply and published as it comes (the
-        client's copy grows while the task runs; the reply's full list then replaces it)."""
+    def display(self, data, metadata=None, transient=None, update=False):
+        """A display() call of the task (update=True: update_display() of the outputs with
+        transient's display_id): kept for the reply and published as it comes (the
+        client's copy follows while the task runs; the reply's list then replaces it)."""
         content = {"data": dict(data), "metadata": dict(metadata or {})}
-        with self._cond:
-            self._wait_for_room()
-            self.outputs.append(content)
-            self._unpublished.append((DISPLAY, content))
-            self._pending += _size(DISPLAY, content)
+        if transient:
+            content["transient"] = dict(transient)
+        self._display_message(displays.UPDATE if update else DISPLAY, content)
 
-    def publish_data(self, frames):
-        """A publish_data() call of the task (its dict, serialized): published on iopub
-        only (the reply counts them, so the client knows when it has all)."""
+    def publish_data(self, data):
+        """publish_data() in the task: merged into `data` and sent as it comes."""
         with self._cond:
             self._wait_for_room()
-            self.data_published += 1
-            self._unpublished.append((DATA, frames))
-            self._pending += _size(DATA, frames)
+            self.data.update(data)
+            self._unpublished.append((datapub.MSG_TYPE, datapub.dumps(data)))
+            self._pending += _size(datapub.MSG_TYPE, data)
+
+    def clear_output(self, wait=False):
+        """clear_output() in the task: the outputs so far are no longer displayed."""
+        self._display_message(displays.CLEAR, {"wait": bool(wait)})
+
+    def _display_message(self, kind, content):
+        with self._cond:
+            self._wait_for_room()
+            self.outputs, self._clear_pending = displays.apply(self.outputs, kind, content,
+                                                               self._clear_pending)
+            self._displayed += 1
+            self._unpublished.append((kind, content))
+            self._pending += _size(kind, content)
 
     def _wait_for_room(self):
         if self._pending >= self.max_pending and threading.get_ident() == self._owner:
@@ -146,8 +164,8 @@ class TaskOutput:
             for name, payload in self._unpublished:
                 if max_chars is not None and size >= max_chars:
                     break
-                n = _size(name, payload) if name in WHOLE else len(payload)
-                if chunks and chunks[-1][0] == name and name not in WHOLE and \
+                n = _size(name, payload)
+                if chunks and chunks[-1][0] == name and name in STREAMS and \
                         chunks[-1][2] + n <= CHUNK:
                     chunks[-1][1].append(payload)
                     chunks[-1][2] += n
@@ -158,7 +176,7 @@ class TaskOutput:
             del self._unpublished[:taken]
             self._pending -= size
             self._cond.notify_all()
-        return [(name, parts[0] if name in WHOLE else "".join(parts))
+        return [(name, "".join(parts) if name in STREAMS else parts[0])
                 for name, parts, _ in chunks]
 
     def unpublish(self, chunks):

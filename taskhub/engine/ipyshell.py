@@ -3,7 +3,8 @@
     view.execute("%whos")  ─▶ ops.execute ─▶ EngineShell.run_cell: magics, !shell, `_`,
                                              display() and rich reprs, as in a kernel
        display(x)          ─▶ DisplayCollector.publish ─▶ the running task's `outputs`,
-                              and iopub as it is called (see capture.py)
+       update_display(x)      and iopub as it is called (see capture.py, displays.py)
+       clear_output()      ─▶ DisplayCollector.clear_output ─▶ the same way
        last expression     ─▶ ResultHook ─▶ the task's `execute_result` (silent=False)
                               both travel in the reply's metadata (ar.outputs,
                               ar.execute_result) and the call returns an ExecuteReply
@@ -63,7 +64,13 @@ def _make_shell():
             if output is None:  # outside a task: the engine's log, as text
                 sys.__stdout__.write(str(data.get("text/plain", data)) + "\n")
                 return
-            output.display(data, metadata)
+            output.display(data, metadata, transient, update)
+
+        def clear_output(self, wait=False):
+            """clear_output() in a task: forwarded, as display() is (taskhub.displays)."""
+            output = current_output()
+            if output is not None:
+                output.clear_output(wait)
 
     class EngineShell(InteractiveShell):
         """An InteractiveShell whose errors are the task's error, not printed text."""

@@ -33,18 +33,28 @@ def _rec(msg_id, queue="task", engine=None, buffers=(b"f", b"args"), engine_id=N
             "buffers": list(buffers) if buffers is not None else None}
 
 
-def test_tasks_never_sent_are_requeued_at_once_and_unstored_ones_lost():
-    book = rs.ResumeBook([_rec("a"), _rec("b", buffers=None), _rec("c", engine="e1")],
-                         now=0.0, wait=10.0)
+def test_with_no_engine_to_wait_for_tasks_are_requeued_at_once_and_unstored_ones_lost():
+    book = rs.ResumeBook([_rec("a"), _rec("b", buffers=None)], now=0.0, wait=10.0)
     first = book.start()
-    assert first[0] == rs.Requeue("a")
-    assert isinstance(first[1], rs.Lose) and first[1].msg_id == "b"
-    assert "its request is not stored" in first[1].reason
-    assert len(first) == 2 and book.pending == 1  # c waits for its engine
+    assert isinstance(first[0], rs.Lose) and first[0].msg_id == "b"
+    assert "its request is not stored" in first[0].reason
+    assert first[1:] == [rs.Requeue("a")] and book.pending == 0
+
+
+def test_tasks_not_recorded_as_sent_wait_for_every_engine_the_records_name():
+    book = rs.ResumeBook([_rec("a"), _rec("b"), _rec("c", engine="e1"),
+                          _rec("d", engine="e2")], now=0.0, wait=10.0)
+    assert book.start() == []
+    assert book.handle(rs.EngineBack("e1", frozenset({"b", "c"}))) == []
+    assert book.claimed_by("b") == "e1" and book.claimed_by("c") == "e1"
+    # the last engine named is back: what nobody claimed is queued again
+    assert book.handle(rs.EngineBack("e2", frozenset())) == [rs.Requeue("a"),
+                                                           rs.Requeue("d", "e2")]
 
 
 def test_the_pure_scheme_loses_every_load_balanced_task_with_its_reason():
-    book = rs.ResumeBook([_rec("a"), _rec("b", engine="e1")], now=0.0, wait=10.0, pure=True)
+    book = rs.ResumeBook([_rec("a"), _rec("b", engine="e1")], now=0.0, wait=10.0,
+                         pure=True)
     lost = book.start()
     assert [type(i) for i in lost] == [rs.Lose, rs.Lose]
     assert all("pure scheme" in i.reason for i in lost)
@@ -152,7 +162,13 @@ def slow_square(x):
     return x * x
 
 
-def _resume_a_killed_map(profile, *start_args):
+def _recorded_controller(profile):
+    from taskhub.cluster.cluster import read_record
+    record = read_record(profile.dir)
+    return record["controller"]["processes"][0]["pid"] if record else None
+
+
+def _resume_a_killed_map(profile, *start_args, by_watcher=False):
     from taskhub.client import Client
     profile.start("-n", "2", *start_args)
     rc = Client(profile_dir=str(profile.dir), reconnect_timeout=120)
@@ -166,7 +182,11 @@ def _resume_a_killed_map(profile, *start_args):
         wait_until(lambda: not is_ours(old_pid), 10, what="the controller to die")
         assert not ar.done()
         restarted = time.monotonic()
-        profile.start("-n", "2", *start_args)
+        if by_watcher:  # --restart-controller: the background watcher starts it again
+            wait_until(lambda: _recorded_controller(profile) not in (None, old_pid), 60,
+                       what="the watcher to start the controller again")
+        else:
+            profile.start("-n", "2", *start_args)
         results = ar.get(240)
         took = time.monotonic() - restarted
         assert results == [x * x for x in range(TASKS)]
@@ -200,3 +220,7 @@ def test_a_map_survives_a_sigkilled_controller_started_again_on_mongodb(profile,
     profile.dir.joinpath("ipcontroller_config.py").write_text(
         f"c = get_config()\nc.IPControllerApp.mongodb_database = {database!r}\n")
     _resume_a_killed_map(profile, "--db", "mongodb", "--mongodb-url", mongod_url)
+
+
+def test_the_watcher_starts_a_killed_controller_again_and_the_map_goes_on(profile):
+    _resume_a_killed_map(profile, "--restart-controller", by_watcher=True)

@@ -263,11 +263,13 @@ def _start(args, profile_dir):
         cluster.close_client()
         ready = True
         if args.daemonize:
-            start_background_watcher(cluster, restart, options.restart_limit)
+            start_background_watcher(cluster, restart, options.restart_limit,
+                                     restart_controller)
             _print_ready(cluster, "it keeps running in the background")
             return 0
         _print_ready(cluster, "press Ctrl-C to stop it")
-        status = Watcher(cluster, restart, options.restart_limit).run()
+        status = Watcher(cluster, restart, options.restart_limit,
+                         restart_controller=restart_controller).run()
         _error(f"the controller exited (status {status}); stopping the engines")
         return 1
     except KeyboardInterrupt:

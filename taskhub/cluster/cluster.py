@@ -298,6 +298,17 @@ class Cluster(ClusterAPI):
                     f"'{profile_label(self.profile_dir)}'; stop it first")
             path.unlink(missing_ok=True)
 
+    def restart_controller(self):
+        """Start the controller again after it died, on its ports and keys, resuming its
+        tasks; the engines reconnect by themselves (the watcher's --restart-controller)."""
+        client_file = paths.security_file(self.profile_dir, "client")
+        if not self.controller_args and self.controller is not None:
+            # a cluster rebuilt from its record (the background watcher): the args the
+            # dead controller was started with (its --db, --scheme, ...)
+            self.controller_args = [a for a in self.controller.args if a != "--resume"]
+        with _start_lock(self.profile_dir):
+            self._start_controller(["--resume"], stale_pid=_file_pid(client_file))
+
     def _start_controller(self, extra_args=(), stale_pid=None):
         cls = self.controller_launcher_class
         self.controller = cls(self.profile_dir,

@@ -8,11 +8,13 @@ A controller started again on the profile (same ports, same keys: see app.py) fi
 task the dead one had not finished. An engine that outlived it reconnects and says what it
 still holds (running, queued, or finished with a reply the dead controller may never have
 read): those tasks are *claimed* — their answer comes from that engine, nothing runs twice.
-Everything else:
+Any engine that reconnects may claim any task still waiting (the DB lags behind what
+was sent where by a moment). Everything else:
 
-  load-balanced, request stored, never sent to an engine  ─▶ Requeue at once
   load-balanced, request stored, sent to engine E         ─▶ wait for E (`wait` seconds):
-        E back and holds it: claimed; E back without it, or E not back in time: Requeue
+        E back without it, or E not back in time: Requeue
+  load-balanced, request stored, not recorded as sent     ─▶ wait until every engine the
+        records name is back (or `wait` seconds): Requeue — at once if they name none
   direct (mux) to engine E                                ─▶ wait for E the same way:
         claimed, else Lose (a direct task runs on its engine or nowhere)
   request not stored (store=False, culled), or the pure scheme  ─▶ Lose at once
@@ -82,6 +84,9 @@ class ResumeBook(StateMachine):
         self._first = []
         for rec in records:
             self._plan(rec, now + wait, pure)
+        self.expected = {e.engine for e in self.entries.values() if e.engine is not None}
+        if not self.expected:  # nobody can be holding them: queue them now
+            self._first += [self._release(m, "") for m in list(self.entries)]
         self._handlers = {EngineBack: self._back, EngineGone: self._gone,
                           Answered: self._answered, Tick: self._tick}
 
@@ -93,9 +98,7 @@ class ResumeBook(StateMachine):
                    "cannot be queued again")
             self._first.append(Lose(msg_id, f"the controller stopped before this task "
                                             f"finished and {why}; resubmit it"))
-        elif queue == "task" and engine is None:
-            self._first.append(Requeue(msg_id))
-        elif queue in ("task", "mux") and engine is not None:
+        elif queue == "task" or (queue == "mux" and engine is not None):
             self.entries[msg_id] = _Entry(queue, engine, rec.get("engine_id"), deadline)
         else:
             self._first.append(Lose(msg_id, "the controller stopped before this task "
@@ -124,19 +127,26 @@ class ResumeBook(StateMachine):
 
     def _back(self, ev):
         out = []
+        self.expected.discard(ev.uuid)
         for msg_id, entry in list(self.entries.items()):
-            if entry.engine != ev.uuid or entry.state != WAITING:
+            if entry.state != WAITING:
                 continue
             if msg_id in ev.holding:
-                entry.state = CLAIMED
-            else:
+                entry.state, entry.engine = CLAIMED, ev.uuid
+            elif entry.engine == ev.uuid or (entry.engine is None and not self.expected):
                 out.append(self._release(msg_id, "came back after the controller restart "
                                                   "without it"))
         return out
 
     def _gone(self, ev):
-        return [self._release(m, "went away before it finished")
-                for m, e in list(self.entries.items()) if e.engine == ev.uuid]
+        out = [self._release(m, "went away before it finished")
+               for m, e in list(self.entries.items()) if e.engine == ev.uuid]
+        if ev.uuid in self.expected:  # it will not claim anything: stop waiting for it
+            self.expected.discard(ev.uuid)
+            if not self.expected:
+                out += [self._release(m, "") for m, e in list(self.entries.items())
+                        if e.engine is None]
+        return out
 
     def _answered(self, ev):
         self.entries.pop(ev.msg_id, None)

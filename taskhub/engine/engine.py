@@ -225,10 +225,11 @@ class Engine:
         while not self._stopping.is_set():
             ping = self._io_turn(socks)
             if ping is not None and clock.pinged(ping, time.monotonic()):
-                if not reconnect.reconnect(self, socks):
-                    clock.incarnation = None  # the next ping tries again
-            elif ping is not None:
+                clock.unregistered = True
+            elif ping is not None and not clock.unregistered:
                 self.reply_log.prune(clock.last_ping)
+            if ping is not None and clock.unregistered and reconnect.reconnect(self, socks):
+                clock.unregistered = False  # else the next ping tries again
             if self._rejoin_asked and not self._stopping.is_set():
                 socks = self._rejoin(socks)
                 clock.last_ping = time.monotonic()

@@ -39,6 +39,7 @@ class ControllerClock:
         self.grace = grace        # how much longer a gone controller may take to come back
         self.incarnation = None
         self.last_ping = now
+        self.unregistered = False  # a controller started again has not taken us back yet
 
     def pinged(self, payload, now):
         """Whether this ping comes from a controller started again since the last one."""
@@ -113,6 +114,8 @@ def reconnect(engine, socks):
     """(IO thread) Register again with the controller started again; whether it worked
     (if not, the next ping of the new incarnation tries again)."""
     if not engine._take_sockets(timeout=10.0):
+        log.error("the controller was started again, but the main thread did not lend the "
+                  "task sockets to reconnect; trying again")
         return False
     try:
         held = holding(engine)

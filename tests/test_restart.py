@@ -143,6 +143,9 @@ def test_the_engine_notices_a_new_controller_incarnation_and_waits_out_its_grace
     assert clock.silent_too_long(2.0 + 90.5)
     assert clock.pinged(b"bb:9.0", 95.0) is True  # started again
     assert clock.pinged(b"bb:9.5", 95.5) is False
+    assert clock.unregistered == 95.0  # until reconnect() succeeds, which clears it
+    assert not clock.silent_too_long(95.0 + 60.0)
+    assert clock.silent_too_long(95.0 + 60.5)  # pinged, but never taken back
 
 
 def test_the_reply_log_keeps_recent_replies_within_its_byte_bound():

@@ -123,6 +123,8 @@ def fail_pending(client, error_for):
     with client._lock:
         client._gone = error_for
         pending, client._pending = client._pending, {}
+        if client._unanswered is not None:  # nothing will be sent again
+            client._unanswered.clear()
         client._abandoned.update(pending)  # a controller that was only frozen may still
         # answer them once reconnected: nobody waits for those replies any more
     failed = 0

@@ -224,17 +224,14 @@ class Engine:
                                           time.monotonic())
         while not self._stopping.is_set():
             ping = self._io_turn(socks)
-            if ping is not None and clock.pinged(ping, time.monotonic()):
-                clock.unregistered = True
-            elif ping is not None and not clock.unregistered:
-                self.reply_log.prune(clock.last_ping)
-            if ping is not None and clock.unregistered and reconnect.reconnect(self, socks):
-                clock.unregistered = False  # else the next ping tries again
+            if ping is not None:
+                reconnect.on_ping(self, clock, ping, socks)
             if self._rejoin_asked and not self._stopping.is_set():
                 socks = self._rejoin(socks)
                 clock.last_ping = time.monotonic()
             elif clock.silent_too_long(time.monotonic()):
-                log.error("no heartbeat from the controller for %.0fs; shutting down",
+                log.error("no heartbeat from the controller for %.0fs, or no answer to "
+                          "registering again; shutting down",
                           self.controller_timeout + self.reconnect_grace)
                 self._begin_shutdown()
         self._unregister_quietly()

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 from .. import versions
 from ..session import Session
@@ -39,7 +40,8 @@ class ControllerClock:
         self.grace = grace        # how much longer a gone controller may take to come back
         self.incarnation = None
         self.last_ping = now
-        self.unregistered = False  # a controller started again has not taken us back yet
+        self.unregistered = None  # since when a controller started again has not taken
+        # this engine back (None: it has)
 
     def pinged(self, payload, now):
         """Whether this ping comes from a controller started again since the last one."""
@@ -49,9 +51,14 @@ class ControllerClock:
             self.incarnation = incarnation
             return False
         self.incarnation = incarnation
+        self.unregistered = now
         return True
 
     def silent_too_long(self, now):
+        """Past the grace: the controller did not come back, or came back and never took
+        this engine back (it refused it, or never answered its registration)."""
+        if self.unregistered is not None and now - self.unregistered > self.grace:
+            return True
         return now - self.last_ping > self.timeout + self.grace
 
     def gone(self, now):
@@ -95,6 +102,16 @@ class ReplyLog:
         """[(channel, frames)] in the order they were sent."""
         with self._lock:
             return [(channel, frames) for _, channel, frames, _ in self._entries.values()]
+
+
+def on_ping(engine, clock, ping, socks):
+    """(IO thread) A ping came: reconnect if it is from a controller started again (or an
+    earlier try failed), else forget the replies it has had time to read."""
+    if clock.pinged(ping, time.monotonic()) or clock.unregistered is not None:
+        if reconnect(engine, socks):
+            clock.unregistered = None  # else the next ping tries again
+    else:
+        engine.reply_log.prune(clock.last_ping)
 
 
 def holding(engine):

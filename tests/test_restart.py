@@ -134,6 +134,49 @@ def test_a_reconnecting_engine_gets_its_old_id_once_and_new_ones_follow():
     assert hub.register("e3", {}, 0.0).id == 5
 
 
+# -- the controller's shell: records in, requests rebuilt, guard seeded -----------------
+def test_resume_rebuilds_stored_requests_seeds_the_guard_and_fails_the_unstored(tmp_path):
+    from datetime import datetime, timezone
+
+    from taskhub.controller import restart
+    from taskhub.controller.controller import Controller
+    from taskhub.controller.db import make_db
+    from taskhub.session import Session, new_key
+
+    now = datetime.now(timezone.utc)
+    client = Session(new_key())
+    header = client.header("apply_request")
+    store = make_db("sqlite", filename=str(tmp_path / "tasks.db"))
+    store.add_records([
+        {"msg_id": header["msg_id"], "header": header, "metadata": {}, "content": {},
+         "buffers": [b"f", b"a"], "submitted": now, "queue": "task",
+         "client_uuid": header["session"], "engine_id": 4},
+        {"msg_id": "gone", "header": {"msg_id": "gone"}, "submitted": now, "queue": "task",
+         "buffers": None},
+        {"msg_id": "done", "header": {"msg_id": "done", "sender": header["sender"],
+                                      "seq": header["seq"] + 5},
+         "submitted": now, "completed": now, "engine_id": 4}])
+    store.commit()
+    c = Controller(Session(client.key), store)
+    restart.resume(c, now=0.0, wait=10.0)
+    assert c.resumer is None  # nothing waits for an engine: all settled at once
+    client_ident, raw = c.queued[header["msg_id"]]
+    assert client_ident == header["session"].encode()
+    assert header["msg_id"] in c.scheduler.tasks  # queued again, the same msg_id
+    requeued = c.session.decode(raw)
+    assert requeued["header"]["msg_id"] == header["msg_id"]
+    assert requeued["header"]["sender"] == c.session.header("x")["sender"]  # signed anew
+    assert c.hub.next_id == c.hub.resumable_below == 5
+    # the client's recorded messages are replays now; what it sends next is not
+    guard = c.session.replay_guard
+    assert guard.accept(header["sender"], header["seq"] + 5) == "replayed"
+    assert guard.accept(header["sender"], header["seq"] + 6) is None
+    c.recorder.flush()
+    [lost] = store.find_records({"msg_id": "gone"}, ["status", "error"])
+    assert lost["status"] == "lost" and "not stored" in lost["error"]["evalue"]
+    store.close()
+
+
 # -- the engine's side -------------------------------------------------------------------
 def test_the_engine_notices_a_new_controller_incarnation_and_waits_out_its_grace():
     clock = ControllerClock(timeout=30.0, grace=60.0, now=0.0)

@@ -57,7 +57,8 @@ class Client(ClientCompat):
     pending result and hub request with ControllerLost — after `reconnect_timeout`
     seconds, during which a controller started again on the profile (`ipcluster start`
     after a crash) may come back: the client reconnects and its pending results resolve
-    (docs/taskdb.md, "Restart"). A hub request (db_query, stats…)
+    (docs/taskdb.md, "Restart"); meanwhile the client keeps each unanswered request's
+    frames, to send again any the dead controller never recorded. A hub request (db_query, stats…)
     raises TimeoutError after `request_timeout` seconds (None: waits as long as it takes).
     """
 

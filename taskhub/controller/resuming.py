@@ -37,7 +37,8 @@ class Resumer:
         client = str(rec.get("client_uuid") or "").encode()
         header = rec.get("header") or {"msg_id": msg_id}
         c.outstanding[msg_id] = (client, header, rec.get("queue") or "task")
-        c.engine_ids.setdefault(rec.get("engine_uuid"), rec.get("engine_id"))
+        if rec.get("engine_uuid") is not None:
+            c.engine_ids.setdefault(rec["engine_uuid"], rec.get("engine_id"))
         failures = (rec.get("result_metadata") or {}).get("failed_attempts")
         c.recorder.carry_failures(msg_id, failures)
         if rec.get("queue") != "task" or c.pure or not rec.get("buffers"):
@@ -107,6 +108,7 @@ class Resumer:
                     "the controller stopped before this task finished and its request "
                     "could not be queued again; resubmit it")
                 c._fail_task(ins.msg_id, "TaskLost", reason)
+                c._direct_finished(ins.msg_id, None, False)  # tasks waiting for it
         if not self.book.pending and c.resumer is self:
             log.warning("resumed the dead controller's tasks: %d claimed by engines that "
                         "reconnected, %d queued again, %d lost", self.claimed,

@@ -58,8 +58,9 @@ class Client(ClientCompat):
     seconds, during which a controller started again on the profile (`ipcluster start`
     after a crash) may come back: the client reconnects and its pending results resolve
     (docs/taskdb.md, "Restart"); meanwhile the client keeps each unanswered request's
-    frames, to send again any the dead controller never recorded. A hub request (db_query, stats…)
-    raises TimeoutError after `request_timeout` seconds (None: waits as long as it takes).
+    frames, to send again any the dead controller never recorded. A hub request
+    (db_query, stats…) raises TimeoutError after `request_timeout` seconds (None: waits as
+    long as it takes).
     """
 
     def __init__(self, url_or_file=None, profile="default", profile_dir=None, timeout=10.0,

@@ -214,7 +214,7 @@ def _recorded_controller(profile):
     return record["controller"]["processes"][0]["pid"] if record else None
 
 
-def _resume_a_killed_map(profile, *start_args, by_watcher=False):
+def _resume_a_killed_map(profile, *start_args, by_watcher=False, kill_engine=False):
     from taskhub.client import Client
     profile.start("-n", "2", *start_args)
     rc = Client(profile_dir=str(profile.dir), reconnect_timeout=120)
@@ -225,6 +225,9 @@ def _resume_a_killed_map(profile, *start_args, by_watcher=False):
         wait_until(lambda: ar.progress >= TASKS // 10, 120, what="a tenth of the map done")
         old_pid = profile.controller_pid()
         os.kill(old_pid, signal.SIGKILL)
+        if kill_engine:  # it dies too: what it held is queued again, on a new engine
+            os.kill(engines_before[0], signal.SIGKILL)
+            wait_until(lambda: not is_ours(engines_before[0]), 10, what="the engine to die")
         wait_until(lambda: not is_ours(old_pid), 10, what="the controller to die")
         assert not ar.done()
         restarted = time.monotonic()
@@ -236,10 +239,13 @@ def _resume_a_killed_map(profile, *start_args, by_watcher=False):
         results = ar.get(240)
         took = time.monotonic() - restarted
         assert results == [x * x for x in range(TASKS)]
-        assert sorted(profile.engine_pids()) == engines_before  # the same processes
-        assert all(is_ours(pid) for pid in engines_before)
+        survivors = engines_before[1:] if kill_engine else engines_before
+        assert set(survivors) <= set(profile.engine_pids())  # the same processes
+        assert all(is_ours(pid) for pid in survivors)
+        assert len([p for p in profile.engine_pids() if is_ours(p)]) == 2
         assert profile.controller_pid() != old_pid
-        wait_until(lambda: sorted(rc.ids) == ids_before, 30, what="the engines' old ids")
+        if not kill_engine:
+            wait_until(lambda: sorted(rc.ids) == ids_before, 30, what="the engines' old ids")
         records = rc.db_query({"msg_id": {"$in": ar.msg_ids}},
                               keys=["status", "completed", "result_metadata"])
         assert sorted(r["msg_id"] for r in records) == sorted(ar.msg_ids)
@@ -252,7 +258,7 @@ def _resume_a_killed_map(profile, *start_args, by_watcher=False):
             assert [a["ename"] for a in attempts] == ["ControllerRestart"]
         print(f"\nrestart to the map's end: {took:.2f}s "
               f"({len(requeued)} tasks queued again)")
-        return took
+        return requeued
     finally:
         rc.close()
 
@@ -270,3 +276,10 @@ def test_a_map_survives_a_sigkilled_controller_started_again_on_mongodb(profile,
 
 def test_the_watcher_starts_a_killed_controller_again_and_the_map_goes_on(profile):
     _resume_a_killed_map(profile, "--restart-controller", by_watcher=True)
+
+
+def test_what_an_engine_that_died_with_the_controller_held_runs_again_elsewhere(profile):
+    profile.dir.joinpath("ipcontroller_config.py").write_text(
+        "c = get_config()\nc.IPControllerApp.resume_wait = 3.0\n")
+    requeued = _resume_a_killed_map(profile, kill_engine=True)
+    assert requeued  # its queue and running task: each with the interrupted attempt

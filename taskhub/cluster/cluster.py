@@ -286,6 +286,9 @@ class Cluster(ClusterAPI):
             self._start_engines()
             return
         self.engine_set, self.added_engines = survivor.engine_set, survivor.added_engines
+        missing = self.n - self.running_engine_count()  # some died with the controller
+        if missing > 0:
+            self.start_engines_sync(missing)
         self._write_record()
 
     def _remove_stale_connection_files(self):

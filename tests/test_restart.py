@@ -191,6 +191,13 @@ def test_the_engine_notices_a_new_controller_incarnation_and_waits_out_its_grace
     assert clock.silent_too_long(95.0 + 60.5)  # pinged, but never taken back
 
 
+def test_the_incarnation_from_registration_counts_before_any_ping():
+    # the controller died before its first ping reached the engine: the first ping the
+    # engine ever hears is from the one started again
+    clock = ControllerClock(timeout=30.0, grace=60.0, now=0.0, incarnation="aa")
+    assert clock.pinged(b"bb:1.0", 1.0) is True
+
+
 def test_the_reply_log_keeps_recent_replies_within_its_byte_bound():
     log = ReplyLog(keep=10.0, max_bytes=100)
     log.add("a", "task", [b"x" * 40], now=0.0)

@@ -83,6 +83,9 @@ class Controller:
         self.session = session
         self.fixed_ports = dict(ports or {})  # name -> port: a controller started again
         self.resumer = None  # a resuming.Resumer while a dead predecessor's tasks settle
+        # in front of every ping and in the registration reply: engines tell a controller
+        # started again from this one by it (engine/reconnect.py)
+        self.incarnation = os.urandom(6).hex()
         self.max_message_size = max_message_size  # (other sockets, task/mux): msglimits
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
@@ -142,7 +145,7 @@ class Controller:
             self.zap = _curve.ZapHandler(ctx, self.curve).start()
         self.heart = HeartMonitor(ctx, self.ip, self.heartbeat_period, self._secure,
                                   ports=self._fixed("hb_ping", "hb_pong"),
-                                  incarnation=os.urandom(6).hex().encode() + b":").start()
+                                  incarnation=self.incarnation.encode() + b":").start()
         self.ports.update(self.heart.ports)
         if self.pure:
             del kinds["task"], kinds["e_task"]

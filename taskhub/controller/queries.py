@@ -107,7 +107,8 @@ class QueryService:
         if info.get("batches") is True:  # it reads batch messages (docs/messages.md)
             self.c.batch_peers.add(str(rec.uuid).encode())
         return {"status": "ok", "id": rec.id, "heartbeat_period": self.c.heartbeat_period,
-                "batches": True, "output_limit": self.c.output_limit}, []
+                "batches": True, "output_limit": self.c.output_limit,
+                "incarnation": self.c.incarnation}, []
 
     def _q_unregistration(self, msg, ident):
         self.c._apply(self.c.hub.handle(hs.Unregister(msg["content"].get("uuid", ""))))

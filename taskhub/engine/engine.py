@@ -102,6 +102,7 @@ class Engine:
                  extra_info=None, reconnect_grace=0.0):
         self.info = info
         self.reconnect_grace = reconnect_grace  # see reconnect.py
+        self.incarnation = None  # the hub's, from the registration reply
         self.reply_log = reconnect.ReplyLog()
         # requests reach an engine in the scheduler's order, not their senders': a wide window
         self.session = Session(key, replay_window=1 << 22)
@@ -189,6 +190,7 @@ class Engine:
         self.id = reply["content"]["id"]
         self.heartbeat_period = reply["content"].get("heartbeat_period", 1.0)
         self.output_limit = reply["content"].get("output_limit", OUTPUT_LIMIT)
+        self.incarnation = reply["content"].get("incarnation")  # see reconnect.py
         if reply["content"].get("batches") is not True:  # a hub that reads no batches
             self._batch_channels = set()
         self._heart = Heart(self.context, _url(self.info, "hb_ping"),
@@ -221,7 +223,7 @@ class Engine:
         socks = self._io_sockets()
         ready.set()
         clock = reconnect.ControllerClock(self.controller_timeout, self.reconnect_grace,
-                                          time.monotonic())
+                                          time.monotonic(), self.incarnation)
         while not self._stopping.is_set():
             ping = self._io_turn(socks)
             if ping is not None:

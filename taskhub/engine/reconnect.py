@@ -35,10 +35,12 @@ class ControllerClock:
     """Which controller incarnation pings this engine, and how long it has been silent.
     No I/O: events in (`pinged`, `silent_too_long`), verdicts out."""
 
-    def __init__(self, timeout, grace, now):
+    def __init__(self, timeout, grace, now, incarnation=None):
         self.timeout = timeout    # silence that makes the controller "gone"
         self.grace = grace        # how much longer a gone controller may take to come back
-        self.incarnation = None
+        # the registration reply says it: a controller killed before its first ping reached
+        # this engine is still told apart from the one started after it
+        self.incarnation = incarnation.encode() if isinstance(incarnation, str) else None
         self.last_ping = now
         self.unregistered = None  # since when a controller started again has not taken
         # this engine back (None: it has)

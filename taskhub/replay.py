@@ -110,6 +110,16 @@ class ReplayGuard:
         stream.mark(seq, self.window)
         return None
 
+    def seed(self, sender, floor):
+        """Refuse `sender`'s seqs up to `floor` from now on (what a controller started again
+        knows its dead predecessor took in: taskhub/controller/resume.py)."""
+        stream = self._streams.get(sender)
+        if stream is None:
+            self._streams[sender] = _Stream(floor)
+        elif floor > stream.floor:
+            stream.top = max(stream.top, floor)
+            stream._raise_floor(floor)
+
     def tracked_bytes(self):
         """Bytes held by the bitmaps (for tests and stats)."""
         return sum(len(s.bits) for s in self._streams.values())

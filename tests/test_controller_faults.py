@@ -1,7 +1,8 @@
 """Issue 7, controller faults: a controller SIGKILLed mid-run and started again on its profile.
 
 The end-to-end test runs the real `ipcluster start --daemonize` twice on one profile: the
-second start finds the first controller dead, stops its engines and starts fresh ones. What
+second start (--no-resume) finds the first controller dead, stops its engines and starts
+fresh ones. What
 the first controller recorded must all still be in SQLite, and the tasks it left waiting or
 running must come back failed with TaskLost naming it — never pending forever. The steps
 behind that (`Controller.fail_lost_tasks`, `IPControllerApp.fail_lost_tasks`) are tested
@@ -204,7 +205,9 @@ def test_a_sigkilled_controller_loses_nothing_recorded_and_fails_what_was_in_fli
     unfinished_ids = [ar.msg_ids[0] for ar in unfinished]
     assert [m for m in unfinished_ids if on_disk[m]["completed"] is not None] == []
 
-    profile.start("-n", "2")  # the same profile: a stale record, stale engines
+    # the same profile: a stale record, stale engines; --no-resume: they are stopped and
+    # what was in flight is marked lost (resuming it instead: tests/test_restart.py)
+    profile.start("-n", "2", "--no-resume")
     assert not any(is_ours(pid) for pid in old_engines)
     rc = profile.client()
     try:

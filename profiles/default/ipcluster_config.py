@@ -36,6 +36,13 @@ c = get_config()  # noqa
 #  Default: 4
 # c.IPCluster.n = 4
 
+## A foreground `ipcluster start` (or the watcher of a daemonized one) starts the
+#  controller again, resuming, when it dies, instead of stopping the cluster.
+#  Keeps a cluster serving through a controller crash at the price of a crash
+#  loop if the controller cannot start.
+#  Default: False
+# c.IPCluster.restart_controller = False
+
 ## Replace engines whose process or job ends (same launcher, same place). Keeps
 #  the pool its size through crashes and batch time limits; a task that crashes
 #  its engine then costs an engine start each time.
@@ -46,6 +53,16 @@ c = get_config()  # noqa
 #  ended (a crash loop must not resubmit jobs forever).
 #  Default: 10
 # c.IPCluster.restart_limit = 10
+
+## Started on a profile whose controller died (killed, OOM, a reboot of its host)
+#  with engines still running: start the controller again on the same ports and
+#  keys, keep those engines (they reconnect, keep their ids and finish what they
+#  hold), let connected clients reconnect, and queue again the unfinished load-
+#  balanced tasks (at-least-once: one that was running may run twice). False
+#  (--no-resume): stop the engines, start new ones, and fail the unfinished tasks
+#  with TaskLost. See docs/taskdb.md, "Restart".
+#  Default: True
+# c.IPCluster.resume = True
 
 ## Seconds to wait for the controller's connection file, then again for all
 #  engines to register, before giving up and stopping everything. Raise it on

@@ -272,6 +272,24 @@ c = get_config()  #noqa
 #  Default: 10.0
 # c.IPControllerApp.query_timeout = 10.0
 
+## Started on a profile whose controller died (its pid file left behind, its
+#  process gone): come back on the same ports with the same keys (from the
+#  profile's connection files), let the engines and clients that outlived it
+#  reconnect, and resume its unfinished tasks — those the engines still hold are
+#  answered by them, load-balanced ones whose request is stored are queued again
+#  (a task that was running may run twice), the rest fail with TaskLost. Off:
+#  they all fail with TaskLost, and new ports and keys are made. `ipcluster
+#  start` turns it on (see its --no-resume).
+#  Default: False
+# c.IPControllerApp.resume = False
+
+## Seconds a resumed task that was on an engine waits for that engine to
+#  reconnect before it is queued again (or, direct, lost). Longer spares work
+#  engines slow to notice the restart still hold; shorter ends a map sooner when
+#  they are gone.
+#  Default: 10.0
+# c.IPControllerApp.resume_wait = 10.0
+
 ## Most bytes of arguments and results the task DB keeps over finished tasks (0:
 #  no bound); the oldest go first.
 #  Default: 0

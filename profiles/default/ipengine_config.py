@@ -161,6 +161,14 @@ c = get_config()  #noqa
 #  See also: BaseApp.profile_dir
 # c.IPEngineApp.profile_dir = ''
 
+## Seconds past --controller-timeout an engine whose controller went silent waits
+#  for it to be started again on its profile (same ports and keys) before it
+#  exits; if it comes back, the engine reconnects, keeps its id and finishes its
+#  tasks. Longer rides out a slower restart; 0 exits at --controller-timeout as
+#  an orphan.
+#  Default: 120.0
+# c.IPEngineApp.reconnect_grace = 120.0
+
 ## Seconds to wait for the controller to answer registration before giving up.
 #  Default: 30.0
 # c.IPEngineApp.registration_timeout = 30.0

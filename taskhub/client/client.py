@@ -26,7 +26,8 @@ from ..zmqsocket import recv_head_copied, shared_context
 from . import prefixes
 from .compat import ClientCompat
 from .asyncresult import AsyncHubResult, AsyncResult, utcnow
-from .connection import (ControllerWatch, closed_error, fail_pending, lost_error,
+from .connection import (LOST_GRACE, ControllerWatch, LinkState, resubscribe,
+                         closed_error, fail_pending, lost_error,
                          seconds_or_none)
 from .throttle import OutstandingLimit
 from .view import DirectView, LoadBalancedView
@@ -54,13 +55,26 @@ class Client(ClientCompat):
 
     A controller that dies or goes silent (no answer to the connection's heartbeats for
     `controller_timeout` seconds; None: only a closed connection counts) fails every
-    pending result and hub request with ControllerLost. A hub request (db_query, stats…)
-    raises TimeoutError after `request_timeout` seconds (None: waits as long as it takes).
+    pending result and hub request with ControllerLost — after `reconnect_timeout`
+    seconds, during which a controller started again on the profile (`ipcluster start`
+    after a crash) may come back: the client reconnects and its pending results resolve
+    (docs/taskdb.md, "Restart"); meanwhile the client keeps each unanswered request's
+    frames, to send again any the dead controller never recorded. A hub request
+    (db_query, stats…) raises TimeoutError after `request_timeout` seconds (None: waits as
+    long as it takes).
     """
 
     def __init__(self, url_or_file=None, profile="default", profile_dir=None, timeout=10.0,
-                 context=None, request_timeout=30.0, controller_timeout=10.0):
+                 context=None, request_timeout=30.0, controller_timeout=10.0,
+                 reconnect_timeout=0.0):
         self.request_timeout = seconds_or_none("request_timeout", request_timeout)
+        # seconds a dropped controller has to come back (started again on its profile)
+        # before pending results fail: see client/connection.py
+        self.reconnect_timeout = seconds_or_none("reconnect_timeout",
+                                                 reconnect_timeout or None) or 0.0
+        # msg_id -> (channel, frames) of each task sent and not answered, kept only with a
+        # reconnect window: what a controller that died before recording it never had
+        self._unanswered = {} if self.reconnect_timeout else None
         self.controller_timeout = seconds_or_none("controller_timeout", controller_timeout)
         if url_or_file is not None:
             path = Path(url_or_file)
@@ -139,7 +153,8 @@ class Client(ClientCompat):
                 sock.subscribe(b"" if name == "notification" else self.session.bsession)
             curve.secure_client(sock, self._info)
             if name == "query":  # heartbeats and monitor are set before connecting
-                watch = ControllerWatch(sock, self.controller_timeout)
+                watch = ControllerWatch(sock, self.controller_timeout, LinkState(
+                    max(LOST_GRACE, self.reconnect_timeout)))
             sock.connect(self._url(name))
         wake = self._context.socket(zmq.PULL)
         wake.bind(self._wake_url)
@@ -181,7 +196,11 @@ class Client(ClientCompat):
         query.linger = GOODBYE_LINGER
 
     def _on_link_event(self, watch):
+        was = watch.state.state
         watch.read_events()
+        if was == "down" and watch.state.state == "up" and self._pending:
+            threading.Thread(target=resubscribe, args=(self, list(self._pending)),
+                             name="taskhub-client-resubscribe", daemon=True).start()
         if watch.state.state == "up" and self._gone is not None and not self._closed:
             self._gone = None  # connected again: new requests may go
 
@@ -278,6 +297,8 @@ class Client(ClientCompat):
 
     def _deliver(self, msg_id, value, md):
         self._throttle.release(msg_id)
+        if self._unanswered is not None:
+            self._unanswered.pop(msg_id, None)
         with self._lock:
             waiting = self._pending.pop(msg_id, None)
             if waiting is None:
@@ -366,6 +387,8 @@ class Client(ClientCompat):
         """Queue a prepared request, once the bound on outstanding tasks leaves room."""
         self._throttle.admit(msg_id, self._flush)
         self._note_sent(msg_id)
+        if self._unanswered is not None:
+            self._unanswered[msg_id] = (channel, frames)
         self._send(channel, frames, flush)
 
     def _track(self, msg_ids, kind, fname="", chunk_sizes=None, cls=AsyncResult):

@@ -24,6 +24,7 @@ that could still arrive. LOST_GRACE lets replies already received on the other s
 `LinkState` decides, with no I/O (tests drive it event by event); `ControllerWatch` is the
 thin shell around the monitor socket; `fail_pending` settles what a client waits for.
 """
+import logging
 import time
 from concurrent.futures import InvalidStateError
 from pathlib import Path
@@ -32,9 +33,12 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from .. import error
+from ..session import Session
 
 LOST_GRACE = 0.25  # s between a drop and failing what is pending (see above)
 HEARTBEAT_IVL = 1.0  # s between heartbeats (at most; less for a short controller_timeout)
+
+log = logging.getLogger("taskhub.client")
 
 _WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
@@ -119,6 +123,8 @@ def fail_pending(client, error_for):
     with client._lock:
         client._gone = error_for
         pending, client._pending = client._pending, {}
+        if client._unanswered is not None:  # nothing will be sent again
+            client._unanswered.clear()
         client._abandoned.update(pending)  # a controller that was only frozen may still
         # answer them once reconnected: nobody waits for those replies any more
     failed = 0
@@ -175,3 +181,70 @@ def closed_error(client):
     text = (f"the client of {client.connection_file} was closed before this reply came; "
             "a task still runs on the cluster: another Client can get_result(msg_id) it")
     return error_for
+
+
+# -- reconnecting to a controller started again -------------------------------------------
+
+def resubscribe(client, msg_ids, settle=1.0):
+    """(a thread of its own) The controller came back within `reconnect_timeout`: a
+    controller started again on the profile (controller/restart.py) answers the tasks it
+    resumed to this client's session by itself; what it cannot send is the reply the dead
+    one had already recorded but not delivered, and the tasks it took in without writing
+    them down. So ask the task DB which of `msg_ids` (pending when the link dropped)
+    finished, and fetch those; send again, signed anew, those it has no record of (after
+    `settle` seconds for requests still on their way to be taken in); a task still unknown
+    then fails with TaskLost."""
+    try:
+        unknown = _fetch_finished(client, msg_ids)
+        if unknown:
+            time.sleep(settle)  # a request flushed on another socket: see the docstring
+            unknown = _fetch_finished(client, unknown)
+        if unknown:
+            unknown = _send_again(client, unknown)
+            time.sleep(settle)
+            unknown = _fetch_finished(client, unknown)
+    except error.TaskhubError as e:  # lost again, closed, or the hub refused: nothing to add
+        return log.warning("could not check the pending tasks after reconnecting: "
+                                   "%s", e)
+    for msg_id in unknown:
+        client._deliver(msg_id, error.TaskLost(
+            "TaskLost", "the controller died before it recorded this task, and the one "
+                        "started again on the profile has no trace of it: submit it again",
+            task=msg_id), {"status": "error"})
+
+
+def _fetch_finished(client, msg_ids):
+    """Deliver the stored results of those of `msg_ids` that finished; the unknown ones."""
+    msg_ids = [m for m in msg_ids if m in client._pending]
+    if not msg_ids:
+        return []
+    records = client.db_query({"msg_id": {"$in": msg_ids}}, keys=["completed"])
+    done = [r["msg_id"] for r in records if r.get("completed") is not None]
+    known = {r["msg_id"] for r in records}
+    if done:
+        client.get_result(done)  # delivers to every AsyncResult waiting for them
+    return [m for m in msg_ids if m not in known]
+
+
+def _send_again(client, msg_ids):
+    """Send the kept requests of `msg_ids` again, under the same msg_id with a new
+    sequence number (the new controller's replay guard refuses the old one's); the ids
+    of those not kept."""
+    missing = []
+    for msg_id in msg_ids:
+        kept = (client._unanswered or {}).get(msg_id)
+        if kept is None:
+            missing.append(msg_id)
+            continue
+        channel, frames = kept
+        idents, msg_frames = Session.split(frames)
+        msg = client.session.decode(msg_frames)
+        fresh = client.session.header("apply_request", msg_id=msg_id)
+        header = {**msg["header"], **{k: fresh[k] for k in ("sender", "seq", "date")}}
+        again, _ = client.session.serialize(
+            "apply_request", bytes(msg_frames[4]), metadata=msg["metadata"],
+            buffers=msg_frames[5:], idents=idents, header=header)
+        client._send(channel, again)
+    log.warning("sent %d tasks again that the controller started again had no record of",
+                len(msg_ids) - len(missing))
+    return missing

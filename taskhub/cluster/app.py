@@ -64,6 +64,17 @@ class IPCluster(Configurable):
         launcher, same place). Keeps the pool its size through crashes and batch time
         limits; a task that crashes its engine then costs an engine start each time.
         """).tag(config=True)
+    resume = Bool(True, help="""Started on a profile whose controller died (killed, OOM,
+        a reboot of its host) with engines still running: start the controller again on
+        the same ports and keys, keep those engines (they reconnect, keep their ids and
+        finish what they hold), let connected clients reconnect, and queue again the
+        unfinished load-balanced tasks (at-least-once: one that was running may run twice).
+        False (--no-resume): stop the engines, start new ones, and fail the unfinished
+        tasks with TaskLost. See docs/taskdb.md, "Restart".""").tag(config=True)
+    restart_controller = Bool(False, help="""A foreground `ipcluster start` (or the watcher
+        of a daemonized one) starts the controller again, resuming, when it dies, instead of
+        stopping the cluster. Keeps a cluster serving through a controller crash at the
+        price of a crash loop if the controller cannot start.""").tag(config=True)
     restart_limit = Integer(10, help="""Most engine units replaced in a cluster's life;
         beyond it, ended units stay ended (a crash loop must not resubmit jobs forever).
         """).tag(config=True)
@@ -157,6 +168,11 @@ def build_parser():
                        help="with --controller=ssh: the host the controller runs on")
     start.add_argument("--restart-engines", action="store_true", default=None,
                        help="replace engines whose process or job ends")
+    start.add_argument("--no-resume", dest="resume", action="store_false", default=None,
+                       help="on a profile whose controller died: stop its engines and fail "
+                            "its unfinished tasks (TaskLost) instead of resuming them")
+    start.add_argument("--restart-controller", action="store_true", default=None,
+                       help="start the controller again (resuming) when it dies")
     start.add_argument("--log-level", help="log level of the controller and engines")
     start.add_argument("--work-dir", metavar="DIR",
                        help="directory the engines run tasks in and import modules from "
@@ -240,6 +256,9 @@ def _start(args, profile_dir):
     options = load_options(profile_dir)
     cluster = _cluster_from(args, profile_dir, options)
     restart = options.restart_engines if args.restart_engines is None else True
+    cluster.resume = options.resume if args.resume is None else args.resume
+    restart_controller = options.restart_controller if args.restart_controller is None \
+        else True
     # SIGTERM, like Ctrl-C, must stop what was started. SIGINT is set explicitly because
     # Python leaves it ignored when started in the background by a non-interactive shell.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -250,11 +269,13 @@ def _start(args, profile_dir):
         cluster.close_client()
         ready = True
         if args.daemonize:
-            start_background_watcher(cluster, restart, options.restart_limit)
+            start_background_watcher(cluster, restart, options.restart_limit,
+                                     restart_controller)
             _print_ready(cluster, "it keeps running in the background")
             return 0
         _print_ready(cluster, "press Ctrl-C to stop it")
-        status = Watcher(cluster, restart, options.restart_limit).run()
+        status = Watcher(cluster, restart, options.restart_limit,
+                         restart_controller=restart_controller).run()
         _error(f"the controller exited (status {status}); stopping the engines")
         return 1
     except KeyboardInterrupt:

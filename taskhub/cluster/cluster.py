@@ -178,6 +178,10 @@ class Cluster(ClusterAPI):
         self.engine_set = None
         self.added_engines = []   # engine sets of `ipcluster engines add`
         self.watcher = None       # the LocalProcess watching a daemonized cluster
+        # on a profile whose controller died: start the controller again on its ports and
+        # keys and keep the engines that outlived it (`ipcluster start` sets it; see
+        # docs/taskdb.md, "Restart"); else they are stopped and its tasks marked lost
+        self.resume = False
         self.started = None
         self.owner_pid = None
         self.client = None
@@ -197,10 +201,13 @@ class Cluster(ClusterAPI):
         try:
             self._tie_to_this_process()
             with _start_lock(self.profile_dir):
-                self._refuse_if_running()
-                self._remove_stale_connection_files()
-                self._start_controller()
-                self._start_engines()
+                survivor = self._refuse_if_running()
+                if survivor is None:
+                    self._remove_stale_connection_files()
+                    self._start_controller()
+                    self._start_engines()
+                else:
+                    self._resume(survivor)
             self._own_client()
             self._wait_for_engines()
         except BaseException:
@@ -258,7 +265,31 @@ class Cluster(ClusterAPI):
                 f"a cluster is already running for profile '{profile_label(self.profile_dir)}' "
                 f"(controller pid {recorded_controller_pid(read_record(self.profile_dir))}); "
                 f"run 'ipcluster stop {profile_option(self.profile_dir)}' first")
+        if self.resume and recorded.running_engine_count() and all(
+                _file_pid(paths.security_file(self.profile_dir, w)) for w in ("client", "engine")):
+            if recorded.watcher is not None:  # the dead cluster's: this start watches now
+                stop_processes([recorded.watcher], self.timeout)
+            return recorded
         recorded.stop()   # stale: stop any survivors (engines outliving their controller)
+        return None
+
+    def _resume(self, survivor):
+        """Start the controller again on the dead one's ports and keys (it reads them from
+        the connection files) and adopt the engines that outlived it: they reconnect. If
+        the controller did not take the ports over (it says why in its log), the survivors
+        are stopped and new engines started."""
+        client_file = paths.security_file(self.profile_dir, "client")
+        before = json.loads(client_file.read_text()).get("ports")
+        self._start_controller(["--resume"], stale_pid=_file_pid(client_file))
+        if json.loads(client_file.read_text()).get("ports") != before:
+            survivor.stop()
+            self._start_engines()
+            return
+        self.engine_set, self.added_engines = survivor.engine_set, survivor.added_engines
+        missing = self.n - self.running_engine_count()  # some died with the controller
+        if missing > 0:
+            self.start_engines_sync(missing)
+        self._write_record()
 
     def _remove_stale_connection_files(self):
         for which in ("client", "engine"):
@@ -270,17 +301,31 @@ class Cluster(ClusterAPI):
                     f"'{profile_label(self.profile_dir)}'; stop it first")
             path.unlink(missing_ok=True)
 
-    def _start_controller(self):
+    def restart_controller(self):
+        """Start the controller again after it died, on its ports and keys, resuming its
+        tasks; the engines reconnect by themselves (the watcher's --restart-controller)."""
+        client_file = paths.security_file(self.profile_dir, "client")
+        if not self.controller_args and self.controller is not None:
+            # a cluster rebuilt from its record (the background watcher): the args the
+            # dead controller was started with (its --db, --scheme, ...)
+            self.controller_args = [a for a in self.controller.args if a != "--resume"]
+        with _start_lock(self.profile_dir):
+            self._start_controller(["--resume"], stale_pid=_file_pid(client_file))
+
+    def _start_controller(self, extra_args=(), stale_pid=None):
         cls = self.controller_launcher_class
         self.controller = cls(self.profile_dir,
-                              [*self.controller_args, *self._controller_address_args()],
+                              [*self.controller_args, *self._controller_address_args(),
+                               *extra_args],
                               config=self.launcher_config,
                               **{"cluster_id": self.cluster_id, **self.controller_options})
         self.controller.start()
         self._write_record()
         client_file = paths.security_file(self.profile_dir, "client")
         ready = wait_until(lambda: self.controller.poll() is not None
-                           or self.controller.connection_ready(),
+                           or (self.controller.connection_ready()
+                               and (stale_pid is None
+                                    or _file_pid(client_file) != stale_pid)),
                            self.timeout, interval=0.05)
         if self.controller.poll() is not None:
             raise self._failure(f"the controller exited with status {self.controller.poll()} "

@@ -71,9 +71,12 @@ def unregister_tags(profile_dir, tags, timeout=5.0):
 class Watcher:
     """One pass at a time over a cluster's engine sets; `run()` loops until it ends."""
 
-    def __init__(self, cluster, restart=False, restart_limit=10, controller_poll=1.0):
+    def __init__(self, cluster, restart=False, restart_limit=10, controller_poll=1.0,
+                 restart_controller=False):
         self.cluster = cluster
         self.restart = restart
+        self.restart_controller = restart_controller  # start a dead controller again
+        self.controller_restarts = 0
         self.restart_limit = restart_limit
         self.controller_poll = controller_poll
         self.restarts = 0
@@ -88,12 +91,27 @@ class Watcher:
             now = time.monotonic()
             if now >= next_controller_check:
                 status = self.cluster.controller.poll()
-                if status is not None:
+                if status is not None and not self._controller_died(status):
                     return status
                 next_controller_check = now + self.controller_poll
             self.check()
             time.sleep(0.05)
         return None
+
+    def _controller_died(self, status):
+        """Start the controller again (resuming: controller/restart.py) if so configured
+        and under restart_limit; whether it was."""
+        if not self.restart_controller or self.controller_restarts >= self.restart_limit:
+            return False
+        self.controller_restarts += 1
+        log.warning("the controller ended (status %s); starting it again (%d of at most "
+                    "%d)", status, self.controller_restarts, self.restart_limit)
+        try:
+            self.cluster.restart_controller()
+        except Exception as e:  # it cannot start: the cluster ends as without the option
+            log.error("could not start the controller again: %s", e)
+            return False
+        return True
 
     def check(self):
         """Sync with cluster.json, deal with units that ended, write the record back;
@@ -147,14 +165,16 @@ class Watcher:
 
 # -- the background watcher of a daemonized cluster ------------------------------------------
 
-def watcher_command(profile_dir, restart, restart_limit):
+def watcher_command(profile_dir, restart, restart_limit, restart_controller=False):
     return [sys.executable, "-m", "taskhub.cluster.watch", "--profile-dir", str(profile_dir),
-            "--restart-limit", str(restart_limit), *(["--restart-engines"] if restart else [])]
+            "--restart-limit", str(restart_limit), *(["--restart-engines"] if restart else []),
+            *(["--restart-controller"] if restart_controller else [])]
 
 
-def start_background_watcher(cluster, restart, restart_limit):
+def start_background_watcher(cluster, restart, restart_limit, restart_controller=False):
     """Start `python -m taskhub.cluster.watch` for `cluster` and record it there."""
-    proc = LocalProcess.spawn(watcher_command(cluster.profile_dir, restart, restart_limit),
+    proc = LocalProcess.spawn(watcher_command(cluster.profile_dir, restart, restart_limit,
+                                              restart_controller),
                               Path(cluster.profile_dir) / "log", "ipcluster-watch")
     cluster.watcher = proc
     cluster._write_record()
@@ -182,13 +202,15 @@ def main(argv=None):
     parser.add_argument("--profile-dir", required=True)
     parser.add_argument("--restart-engines", action="store_true")
     parser.add_argument("--restart-limit", type=int, default=10)
+    parser.add_argument("--restart-controller", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     cluster = _recorded_with_me(args.profile_dir)
-    watcher = Watcher(cluster, restart=args.restart_engines, restart_limit=args.restart_limit)
+    watcher = Watcher(cluster, restart=args.restart_engines, restart_limit=args.restart_limit,
+                      restart_controller=args.restart_controller)
     log.info("watching the engines of %s (pid %d%s)", args.profile_dir, os.getpid(),
              ", restarting them" if args.restart_engines else "")
     status = watcher.run(should_stop=lambda: bool(stopping))

@@ -3,6 +3,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 from traitlets import Bool, Enum, Float, Integer, Unicode
@@ -15,6 +16,7 @@ from .controller import Controller
 from . import limits
 from .db import make_db
 from .prefetch import MODES as PREFETCH_MODES
+from . import restart
 from .retention import Retention
 from .schemes import SCHEME_NAMES
 
@@ -137,6 +139,20 @@ class IPControllerApp(BaseApp):
                        "port gives a stable URL but fails the start if it is taken; -1: no "
                        "web view (saves a thread, and a client connection once someone "
                        "looks).").tag(config=True)
+    resume = Bool(False, help="Started on a profile whose controller died (its pid file "
+                  "left behind, its process gone): come back on the same ports with the same "
+                  "keys (from the profile's connection files), let the engines and clients "
+                  "that outlived it reconnect, and resume its unfinished tasks — those the "
+                  "engines still hold are answered by them, load-balanced ones whose request "
+                  "is stored are queued again (a task that was running may run twice), the "
+                  "rest fail with TaskLost. Off: they all fail with TaskLost, and new ports "
+                  "and keys are made. `ipcluster start` turns it on (see its --no-resume)."
+                  ).tag(config=True)
+    resume_wait = Float(10.0, min=0, help="Seconds a resumed task that was on an engine "
+                        "waits for that engine to reconnect before it is queued again (or, "
+                        "direct, lost). Longer spares work engines slow to notice the "
+                        "restart still hold; shorter ends a map sooner when they are gone."
+                        ).tag(config=True)
     web_ip = Unicode("127.0.0.1", help="Address the web view binds. 127.0.0.1 shows it to "
                      "this machine only; 0.0.0.0 to others too (every request still needs "
                      "the token, but travels unencrypted).").tag(config=True)
@@ -165,6 +181,9 @@ class IPControllerApp(BaseApp):
                  "Keep no task history (db_query and get_result then fail)."),
         "curve": ({"IPControllerApp": {"curve": True}},
                   "Encrypt with CurveZMQ even on loopback (the default off loopback)."),
+        "resume": ({"IPControllerApp": {"resume": True}},
+                   "Resume a dead controller's profile: same ports and keys, its tasks "
+                   "resumed."),
         "no-store": ({"IPControllerApp": {"store_buffers": False}},
                      "Keep task records without their arguments and results."),
         "no-curve": ({"IPControllerApp": {"curve": False}},
@@ -190,6 +209,7 @@ class IPControllerApp(BaseApp):
                "retain-days": "IPControllerApp.retain_days",
                "retain-what": "IPControllerApp.retain_what",
                "output-limit": "IPControllerApp.output_limit",
+               "resume-wait": "IPControllerApp.resume_wait",
                "max-message-size": "IPControllerApp.max_message_size",
                "max-task-message-size": "IPControllerApp.max_task_message_size"}
 
@@ -201,12 +221,15 @@ class IPControllerApp(BaseApp):
         except CorruptTaskDB as error:
             raise SystemExit(f"ipcontroller: {error}")
 
-    def make_curve_keys(self):
-        """The cluster's CurveZMQ keys, or None when it does not encrypt (see `curve`)."""
+    def make_curve_keys(self, previous=None):
+        """The cluster's CurveZMQ keys, or None when it does not encrypt (see `curve`);
+        `previous`: a dead predecessor's, taken over (restart.py)."""
         if not curve.use_curve(self.curve, self.ip):
             if not curve.is_loopback(self.ip):
                 log.warning("%s", curve.insecure_warning(self.ip))
             return None
+        if previous is not None and previous.curve is not None:
+            return previous.curve
         try:
             keys = curve.ClusterKeys.generate()
         except curve.CurveUnavailable as e:
@@ -223,7 +246,8 @@ class IPControllerApp(BaseApp):
         return retention if retention.bounded else None
 
     def make_controller(self):
-        key = new_key()
+        previous = self.previous_cluster()
+        key = previous.key if previous is not None else new_key()
         soft, hard = limits.raise_fd_limit()
         controller = Controller(Session(key), self.make_db(), ip=self.ip, scheme=self.scheme,
                                 hwm=self.hwm, prefetch=self.prefetch,
@@ -234,19 +258,40 @@ class IPControllerApp(BaseApp):
                                 query_timeout=self.query_timeout,
                                 db_max_value_bytes=self.db_max_value_bytes,
                                 db_kept_bytes=self.db_kept_bytes,
-                                curve=self.make_curve_keys(),
+                                curve=self.make_curve_keys(previous),
+                                ports=previous.ports if previous is not None else None,
                                 retention=self.make_retention(),
                                 store=self.store_buffers,
                                 max_message_size=(self.max_message_size,
                                                   self.max_task_message_size)).bind()
         log.info("descriptor limit %d (hard %d): this controller takes up to %d engines, as "
                  "%s", soft, hard, controller.hub.engine_limit, controller.hub.limit_reason)
-        self.fail_lost_tasks(controller)
+        if previous is not None:
+            restart.resume(controller, time.monotonic(), self.resume_wait)
+        else:
+            self.fail_lost_tasks(controller)
+        restart.save_server_key(self.location, controller.curve)
         for which in ("client", "engine"):
             info = controller.connection_info(which)
             info.update(key=key.decode(), pid=os.getpid(), ip=self.connect_address())
             write_connection_file(paths.security_file(self.location, which), info)
         return controller
+
+    def previous_cluster(self):
+        """A dead predecessor's ports and keys to take over (restart.Previous), or None:
+        resume is off, no controller died on this profile, or its files do not allow it."""
+        if not self.resume:
+            return None
+        pid = read_pid_file(self.location)
+        if pid is None or _is_controller(pid):
+            return None
+        previous, why = restart.read_previous(self.location, self.ip, self.scheme, self.db)
+        if previous is None:
+            log.warning("not resuming the profile's dead controller (pid %d): %s", pid, why)
+        else:
+            log.warning("the profile's controller (pid %d) died: resuming it on the same "
+                        "ports and keys", pid)
+        return previous
 
     def fail_lost_tasks(self, controller):
         """Before serving, fail (TaskLost) the tasks an earlier controller of this profile

@@ -42,7 +42,7 @@ from . import limits, malloc, msglimits
 from . import scheduler as sc
 from .backlog import WriteBacklog
 from .dbworker import QUERY_TIMEOUT, DBWorker, blob_dir_for, reader_for, spill_path_for
-from .heartbeat import HeartMonitor
+from .heartbeat import HeartMonitor, bind_port
 from .peers import PeerWatch
 from .pure import PureDevice
 from .queries import Deferred, QueryService, cull_once
@@ -80,8 +80,14 @@ class Controller:
                  curve=None, retention=None, store=True, query_timeout=QUERY_TIMEOUT,
                  db_max_value_bytes=DB_MAX_VALUE_BYTES, db_kept_bytes=None,
                  output_limit=2**20, prefetch="adaptive",
-                 max_message_size=(msglimits.CONTROL_DEFAULT, msglimits.DATA_DEFAULT)):
+                 max_message_size=(msglimits.CONTROL_DEFAULT, msglimits.DATA_DEFAULT),
+                 ports=None):
         self.session = session
+        self.fixed_ports = dict(ports or {})  # name -> port: a controller started again
+        self.resumer = None  # a resuming.Resumer while a dead predecessor's tasks settle
+        # in front of every ping and in the registration reply: engines tell a controller
+        # started again from this one by it (engine/reconnect.py)
+        self.incarnation = os.urandom(6).hex()
         self.max_message_size = max_message_size  # (other sockets, task/mux): msglimits
         self.curve = curve  # a curve.ClusterKeys to encrypt every TCP socket, or None
         self.zap = None
@@ -141,7 +147,9 @@ class Controller:
         self.sockets = {}
         if self.curve is not None:  # before any bind: no handler would admit every key
             self.zap = _curve.ZapHandler(ctx, self.curve).start()
-        self.heart = HeartMonitor(ctx, self.ip, self.heartbeat_period, self._secure).start()
+        self.heart = HeartMonitor(ctx, self.ip, self.heartbeat_period, self._secure,
+                                  ports=self._fixed("hb_ping", "hb_pong"),
+                                  incarnation=self.incarnation.encode() + b":").start()
         self.ports.update(self.heart.ports)
         if self.pure:
             del kinds["task"], kinds["e_task"]
@@ -158,13 +166,16 @@ class Controller:
             elif name == "iopub":
                 sock.sndhwm = IOPUB_OUT_HWM
             self._secure(sock, name)
-            self.ports[name] = sock.bind_to_random_port(f"tcp://{self.ip}")
+            self.ports[name] = bind_port(sock, self.ip, self.fixed_ports.get(name))
             self.sockets[name] = sock
         self.sockets["e_iopub"].subscribe(b"")
         self.peers = PeerWatch(self.sockets["query"], self.queries.forget_client)
         self._wake = ctx.socket(zmq.PULL)
         self._wake.bind(self._wake_url)
         return self
+
+    def _fixed(self, *names):
+        return {n: self.fixed_ports[n] for n in names if n in self.fixed_ports}
 
     def _secure(self, sock, name):
         """What every socket the controller binds gets before it binds: a frame size limit,
@@ -357,6 +368,8 @@ class Controller:
         now = time.monotonic()
         self._apply(self.hub.handle(hs.Tick(now)))
         self._apply(self.scheduler.handle(sc.Tick(now)))
+        if self.resumer is not None:
+            self.resumer.tick(now)
 
     # -- carrying out instructions -----------------------------------------------------------
     def _apply(self, instructions):
@@ -394,6 +407,8 @@ class Controller:
                 self._notify("engine_down", {"id": ins.id, "uuid": ins.uuid,
                                              "reason": ins.reason})
                 self._apply(self.scheduler.handle(sc.EngineDown(ins.uuid, ins.reason)))
+                if self.resumer is not None:
+                    self.resumer.engine_gone(ins.uuid)
 
     def _send_task(self, msg_id, engine):
         client, raw = self.queued[msg_id]  # kept: a retry sends the same frames again
@@ -524,6 +539,11 @@ class Controller:
             return
         self._accept(client, msg, "task")
         self.queued[msg.msg_id] = (client, msg["raw"])
+        self._schedule_with_deps(msg, options)
+
+    def _schedule_with_deps(self, msg, options):
+        """Schedule a task taken in (its frames in `queued`), once the outcomes of the
+        tasks it depends on are known."""
         deps = [m for d in (options["after"], options["follow"]) if d for m in d.msg_ids]
         unknown = [m for m in deps if not self.scheduler.knows(m)]
         external = frozenset(m for m in unknown if m in self.outstanding)
@@ -671,6 +691,8 @@ class Controller:
             return
         self.hub.by_uuid[engine].completed += 1
         msg_id, content = msg.parent_id, msg["content"]
+        if self.resumer is not None and self.resumer.took_reply(msg_id, engine, msg):
+            return
         self._replies[msg_id] = msg
         self._apply(self.scheduler.handle(sc.TaskFinished(
             msg_id, engine, content.get("status") == "ok", str(content.get("ename", "")),
@@ -684,6 +706,8 @@ class Controller:
         msg_id = msg.parent_id
         if self.outstanding.pop(msg_id, None) is None:
             return
+        if self.resumer is not None:
+            self.resumer.answered(msg_id)
         self._to_client("mux", client, [DELIM, *msg["raw"]])
         self._forward_to_watchers(msg_id, [DELIM, *msg["raw"]])
         self.recorder.replied(msg_id, msg, utcnow())

@@ -24,8 +24,13 @@ class HeartMonitor:
     """Binds hb_ping and hb_pong on `ip` (random ports) in its thread; `start()` returns once
     they are bound (`ports` then holds them); `stop()` ends the thread and closes both."""
 
-    def __init__(self, context, ip, period, secure=lambda sock, name: None):
+    def __init__(self, context, ip, period, secure=lambda sock, name: None, ports=None,
+                 incarnation=b""):
         self.context = context
+        self.fixed_ports = ports or {}  # name -> port to bind (a controller started again)
+        # in front of every ping: an engine that sees it change knows the controller was
+        # started again and must register anew (engine/reconnect.py)
+        self.incarnation = incarnation
         self.ip = ip
         self.period = period
         self.secure = secure  # (socket, name): the cluster's CurveZMQ keys, before binding
@@ -70,7 +75,7 @@ class HeartMonitor:
         for sock, name in ((ping, "hb_ping"), (pong, "hb_pong")):
             sock.linger = 0
             self.secure(sock, name)
-            self.ports[name] = sock.bind_to_random_port(f"tcp://{self.ip}")
+            self.ports[name] = bind_port(sock, self.ip, self.fixed_ports.get(name))
         return ping, pong, stop
 
     def _run(self, ready):
@@ -95,7 +100,7 @@ class HeartMonitor:
         while True:
             now = time.monotonic()
             if now >= next_ping:
-                ping.send(str(now).encode())
+                ping.send(self.incarnation + str(now).encode())
                 self.pings += 1
                 next_ping = now + self.period
             ready = dict(poller.poll(max(0.0, next_ping - time.monotonic()) * 1000))
@@ -115,3 +120,12 @@ class HeartMonitor:
                 seen[frames[0].decode("utf8", "replace")] = now
         with self._lock:
             self._pongs.update(seen)
+
+
+def bind_port(sock, ip, port=None):
+    """Bind `sock` on `ip`: on `port` if given (a controller started again takes its
+    predecessor's ports, which the connection files name), else a random one; the port."""
+    if not port:
+        return sock.bind_to_random_port(f"tcp://{ip}")
+    sock.bind(f"tcp://{ip}:{port}")
+    return port

@@ -119,22 +119,36 @@ class HubState(StateMachine):
         # good (one small entry per such engine), as it may come back at any time
         self.silenced = {}
         self.next_id = 0
+        # ids below it were given by a dead predecessor: an engine that outlived it may ask
+        # for its own back, once (controller/resume.py)
+        self.resumable_below = 0
+        self._resumed_ids = set()
         self._handlers = {Register: self._register, ChannelReady: self._ready, Pong: self._pong,
                           Unregister: self._unregister, DirectSent: self._sent,
                           DirectDone: self._done, Tick: self._tick}
 
-    def register(self, uuid, info, now):
-        """Register an engine and return its record (raises RegistrationError)."""
+    def register(self, uuid, info, now, want_id=None):
+        """Register an engine and return its record (raises RegistrationError). `want_id`:
+        the id it had under a dead predecessor, kept if no engine has it here."""
         if not isinstance(uuid, str) or not uuid or uuid in self.by_uuid:
             raise RegistrationError(f"engine uuid {uuid!r} is invalid or already registered")
         if self.engine_limit is not None and len(self.engines) >= self.engine_limit:
             raise RegistrationError(f"this controller takes at most {self.engine_limit} "
                                     f"engines and has {len(self.engines)}: {self.limit_reason}")
-        rec = EngineRecord(self.next_id, uuid, dict(info), now, now)
-        self.next_id += 1
+        if self._resumable(want_id):
+            self._resumed_ids.add(want_id)
+            rec = EngineRecord(want_id, uuid, dict(info), now, now)
+        else:
+            rec = EngineRecord(self.next_id, uuid, dict(info), now, now)
+            self.next_id += 1
         self.engines[rec.id] = rec
         self.by_uuid[uuid] = rec
         return rec
+
+    def _resumable(self, want_id):
+        return (isinstance(want_id, int) and not isinstance(want_id, bool)
+                and 0 <= want_id < self.resumable_below and want_id not in self._resumed_ids
+                and want_id not in self.engines)
 
     def up_ids(self):
         return sorted(i for i, r in self.engines.items() if r.up)

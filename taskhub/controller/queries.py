@@ -100,13 +100,18 @@ class QueryService:
     # -- engines ----------------------------------------------------------------------------
     def _q_registration(self, msg, ident):
         info = msg["content"]
-        rec = self.c.hub.register(info.get("uuid"), info, time.monotonic())
+        resume = info.get("resume") if isinstance(info.get("resume"), dict) else None
+        rec = self.c.hub.register(info.get("uuid"), info, time.monotonic(),
+                                  want_id=resume and resume.get("id"))
+        if resume is not None and self.c.resumer is not None:
+            self.c.resumer.engine_back(rec.uuid, resume.get("holding"))
         log.info("engine %s registered (%s)", rec.id, rec.uuid)
         self.engine_hosts[rec.uuid] = (info.get("hostname"), info.get("pid"))
         if info.get("batches") is True:  # it reads batch messages (docs/messages.md)
             self.c.batch_peers.add(str(rec.uuid).encode())
         return {"status": "ok", "id": rec.id, "heartbeat_period": self.c.heartbeat_period,
-                "batches": True, "output_limit": self.c.output_limit}, []
+                "batches": True, "output_limit": self.c.output_limit,
+                "incarnation": self.c.incarnation}, []
 
     def _q_unregistration(self, msg, ident):
         self.c._apply(self.c.hub.handle(hs.Unregister(msg["content"].get("uuid", ""))))

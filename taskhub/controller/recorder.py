@@ -97,6 +97,11 @@ class TaskRecorder:
         if self._ready_since is None:
             self._ready_since = self._clock()
 
+    def carry_failures(self, msg_id, failures):
+        """Attempts that failed before this controller started (a record it resumes)."""
+        if failures:
+            self._failures[msg_id] = list(failures)
+
     def retried(self, msg_id, engine_uuid, engine_id, ename, evalue, now):
         """An attempt on `engine_uuid` failed; the task will run again elsewhere."""
         failures = self._failures.setdefault(msg_id, [])

@@ -31,6 +31,12 @@ class IPEngineApp(BaseApp):
                                "after which the engine exits. Longer rides out a stalled "
                                "controller; shorter frees orphaned engines sooner."
                                ).tag(config=True)
+    reconnect_grace = Float(120.0, min=0, help="Seconds past --controller-timeout an "
+                            "engine whose controller went silent waits for it to be started "
+                            "again on its profile (same ports and keys) before it exits; "
+                            "if it comes back, the engine reconnects, keeps its id and "
+                            "finishes its tasks. Longer rides out a slower restart; 0 exits "
+                            "at --controller-timeout as an orphan.").tag(config=True)
     tag = Unicode("", help="Prefix of this engine's uuid. Launchers set it so that when the "
                   "process or job they started ends, they can tell the hub which engines "
                   "went with it at once, without waiting for missed heartbeats.").tag(config=True)
@@ -48,6 +54,7 @@ class IPEngineApp(BaseApp):
                "work-dir": "IPEngineApp.work_dir",
                "file": "IPEngineApp.file", "wait-for-file": "IPEngineApp.wait_for_file",
                "controller-timeout": "IPEngineApp.controller_timeout",
+               "reconnect-grace": "IPEngineApp.reconnect_grace",
                "registration-timeout": "IPEngineApp.registration_timeout",
                "tag": "IPEngineApp.tag",
                "log-level": "Application.log_level"}
@@ -92,7 +99,8 @@ class IPEngineApp(BaseApp):
         info = self.connection_info()
         extra = self.mpi_info()
         engine = Engine(info, info["key"].encode(), controller_timeout=self.controller_timeout,
-                        tag=self.tag or None, extra_info=extra)
+                        tag=self.tag or None, extra_info=extra,
+                        reconnect_grace=self.reconnect_grace)
         try:
             engine.connect(self.registration_timeout)
         except RegistrationFailed as e:

@@ -55,7 +55,7 @@ from .. import callables, curve, nesting, serialize, strategies, versions
 from ..error import RemoteError
 from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
-from . import signals
+from . import reconnect, signals
 from .capture import OUTPUT_LIMIT, OutputRouter, TaskOutput, iopub_message
 from .startnotice import StartNotices
 
@@ -99,8 +99,11 @@ class Engine:
     """One engine process. `connect(timeout)` registers; `run()` serves until shut down."""
 
     def __init__(self, info, key, controller_timeout=30.0, context=None, tag=None,
-                 extra_info=None):
+                 extra_info=None, reconnect_grace=0.0):
         self.info = info
+        self.reconnect_grace = reconnect_grace  # see reconnect.py
+        self.incarnation = None  # the hub's, from the registration reply
+        self.reply_log = reconnect.ReplyLog()
         # requests reach an engine in the scheduler's order, not their senders': a wide window
         self.session = Session(key, replay_window=1 << 22)
         # A launcher's tag in front lets it name this engine to the hub when its process
@@ -187,6 +190,7 @@ class Engine:
         self.id = reply["content"]["id"]
         self.heartbeat_period = reply["content"].get("heartbeat_period", 1.0)
         self.output_limit = reply["content"].get("output_limit", OUTPUT_LIMIT)
+        self.incarnation = reply["content"].get("incarnation")  # see reconnect.py
         if reply["content"].get("batches") is not True:  # a hub that reads no batches
             self._batch_channels = set()
         self._heart = Heart(self.context, _url(self.info, "hb_ping"),
@@ -218,16 +222,19 @@ class Engine:
     def _io_loop(self, ready):
         socks = self._io_sockets()
         ready.set()
-        last_ping = time.monotonic()
+        clock = reconnect.ControllerClock(self.controller_timeout, self.reconnect_grace,
+                                          time.monotonic(), self.incarnation)
         while not self._stopping.is_set():
-            if self._io_turn(socks):
-                last_ping = time.monotonic()
+            ping = self._io_turn(socks)
+            if ping is not None:
+                reconnect.on_ping(self, clock, ping, socks)
             if self._rejoin_asked and not self._stopping.is_set():
                 socks = self._rejoin(socks)
-                last_ping = time.monotonic()
-            elif time.monotonic() - last_ping > self.controller_timeout:
-                log.error("no heartbeat from the controller for %.0fs; shutting down",
-                          self.controller_timeout)
+                clock.last_ping = time.monotonic()
+            elif clock.silent_too_long(time.monotonic()):
+                log.error("no heartbeat from the controller for %.0fs, or no answer to "
+                          "registering again; shutting down",
+                          self.controller_timeout + self.reconnect_grace)
                 self._begin_shutdown()
         self._unregister_quietly()
         owned = self._take_sockets(timeout=5.0)
@@ -241,12 +248,11 @@ class Engine:
 
     def _io_turn(self, socks):
         """Serve what is ready on the sockets, publish output, enforce time limits, send
-        replies held back too long; whether a heartbeat came from the controller."""
-        pinged = False
+        replies held back too long; the heartbeat that came from the controller, or None."""
+        pinged = None
         for sock, _ in self._poller.poll(self._poll_timeout()):
             if sock is socks["ping"]:
-                sock.recv()
-                pinged = True
+                pinged = sock.recv()
             elif sock is socks["control"]:
                 self._io_control(socks, sock.recv_multipart())
             else:  # the wake pipe: a time limit to watch, or replies held back
@@ -482,6 +488,7 @@ class Engine:
                             "declared this engine dead", msg_id)
                 continue
             ready.setdefault(channel, []).append(frames)
+            self.reply_log.add(msg_id, channel, frames, time.monotonic())
         for channel, batch in ready.items():
             sock = self._task_socks.get(channel)
             if sock is None:

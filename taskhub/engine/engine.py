@@ -16,7 +16,7 @@ them while it waits for work, takes it and sends replies, so a request it is idl
 the reply to it wake no other thread. It lends them to the IO thread for as long as it runs
 a task: the IO thread then reads what arrived behind the running task into the queue
 before it handles an abort or a cancel (so those see every queued task), and sends replies
-the main thread held back for a batch once they have waited BATCH_GATHER. When the IO
+the main thread held back for a batch once they have waited state.BATCH_GATHER. When the IO
 thread needs the sockets while the main thread is idle (to rejoin, to stop), it asks
 (`_io_wants`) and wakes the main thread, which lends them until they are given back.
 
@@ -37,7 +37,6 @@ that was there before. Code stuck in C without returning to Python stops when it
 The engine's namespace is `__main__`'s: names pushed by a DirectView, and the globals of
 functions shipped from a client's `__main__`, resolve there.
 """
-import collections
 import logging
 import os
 import queue
@@ -56,14 +55,13 @@ from ..error import RemoteError
 from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
 from .capture import OUTPUT_LIMIT, OutputRouter, TaskOutput, iopub_message
-from .startnotice import StartNotices
+from .state import (Abort, AbortQueued, EngineState, GaveBack, Interrupt, Rejoin, Stop,
+                    Tick)
 
 log = logging.getLogger("taskhub.engine")
 
 _get = zmq.backend.Socket.get
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
-BATCH_GATHER = 0.0005  # how long a reply may wait for others while more tasks are queued
-BATCH_GATHER_MAX = 64
 IOPUB_HWM = 64  # output messages (of up to capture.CHUNK chars) queued towards the hub; a
 # full queue makes the sender wait instead of dropping (XPUB_NODROP): backpressure
 PUBLISH_PER_TURN = 2**20  # output chars the IO thread publishes per turn, so a flood never
@@ -73,15 +71,6 @@ FINAL_OUTPUT_WAIT = 10.0  # seconds a finished task's last output may wait for r
 
 class RegistrationFailed(RuntimeError):
     """The hub refused this engine, or did not answer its registration in time."""
-
-
-class _Stop(BaseException):
-    """Raised in a running task to stop it; a BaseException so `except Exception` in user
-    code does not swallow it."""
-
-    def __init__(self, ename, evalue):
-        super().__init__(evalue)
-        self.ename, self.evalue = ename, evalue
 
 
 def _url(info, port_name):
@@ -108,8 +97,6 @@ class Engine:
         self.uuid = self._new_uuid()
         self.extra_info = dict(extra_info or {})  # e.g. {"mpi": {"rank": r, "size": s}}
         self.id = None
-        self.generation = 0          # registrations so far, less one; see _rejoin
-        self._rejoin_asked = False
         self._heart = None
         self._poller = None          # the IO thread's, over its current sockets
         self._registration_timeout = 30.0
@@ -117,12 +104,11 @@ class Engine:
         self._output_full = False    # iopub refused output: back off a little (IO thread)
         self.controller_timeout = controller_timeout
         self.context = context
-        self._queue = collections.deque()  # (channel, idents, msg, generation) to run
-        self.aborted = set()         # msg_ids never to run (under _cond, with the queue)
+        # the queue, aborts, the running task, held replies, the generation (state.py);
+        # changed under _cond, but for the running task (see EngineState)
+        self.state = EngineState()
         self.outputs = {}            # msg_id -> TaskOutput of the running task
-        self._running = None         # (msg_id, deadline, time_limit) of the task running now
         self._stops = queue.SimpleQueue()  # (msg_id, exception) for the SIGINT handler
-        self._timed_out = None       # msg_id whose time limit was already enforced
         self._previous_sigint = signal.SIG_DFL
         self._main_ident = None
         self.fcache = serialize.FunctionCache()
@@ -136,15 +122,11 @@ class Engine:
         self._owner = "io"
         self._io_busy = False        # the IO thread uses them outside _cond (see _take_sockets)
         self._io_wants = False       # the IO thread waits for the idle main thread's
-        self._poked_for = None       # the batch held back the IO thread was woken for
         self._closed = False         # the IO thread has closed the sockets: stopping
         self._task_socks = {}
         self._sockets_version = 0    # the main thread polls anew when the sockets change
         self._iopub = None
         self._iopub_lock = threading.Lock()  # iopub is used by both threads
-        # replies held back for a batch while more tasks are queued (BATCH_GATHER at most)
-        self._held = []
-        self._held_until = 0.0
         # pipes that wake a thread blocked in poll; any thread may write them
         self._main_wake = _pipe()
         self._io_wake = _pipe()
@@ -153,9 +135,12 @@ class Engine:
         self._batch_channels = {"mux"} if info.get("task_scheme") == "pure" \
             else {"task", "mux"}
         self._io_thread = None
-        self._announce = (None, None)  # (channel, idents) of the task about to run
-        self._notices = StartNotices()  # a task running a while is announced (startnotice.py)
         self.user_ns = sys.modules["__main__"].__dict__
+
+    @property
+    def generation(self):
+        """Registrations so far, less one (see _rejoin)."""
+        return self.state.generation
 
     # -- registration -----------------------------------------------------------------------
     def connect(self, timeout=30.0):
@@ -221,7 +206,7 @@ class Engine:
         while not self._stopping.is_set():
             if self._io_turn(socks):
                 last_ping = time.monotonic()
-            if self._rejoin_asked and not self._stopping.is_set():
+            if self.state.rejoin_asked and not self._stopping.is_set():
                 socks = self._rejoin(socks)
                 last_ping = time.monotonic()
             elif time.monotonic() - last_ping > self.controller_timeout:
@@ -252,11 +237,11 @@ class Engine:
                 _drain_pipe(self._io_wake[0])
         with self._iopub_lock:
             self._publish_output(socks["iopub"])
-        self._enforce_time_limit()
-        notice = self._notices.take_due()
+        self._carry_out(self.state.handle(Tick(time.monotonic())))
+        notice = self.state.notices.take_due()
         if notice is not None:
             self._send_start_notice(*notice)
-        if self._held and time.monotonic() >= self._held_until:
+        if self.state.held and time.monotonic() >= self.state.held_until:
             with self._cond:  # only while the main thread runs a task (else it sends them)
                 if self._owner != "main" and not self._closed:
                     self._send_held()
@@ -314,7 +299,6 @@ class Engine:
     def _rejoin(self, socks):
         """Register again, as a new engine, after the hub declared this one dead: what it
         was given to do has been failed or retried by now, so none of it may answer."""
-        self._rejoin_asked = False
         if not self._take_sockets(timeout=10.0):
             log.error("the main thread did not let go of the task sockets; shutting down")
             self._begin_shutdown()
@@ -326,12 +310,8 @@ class Engine:
 
     def _rejoin_with(self, socks):
         with self._cond:
-            self.generation += 1  # work of earlier generations is skipped, replies dropped
-            self.aborted.clear()
-            self._queue.clear()
-            self._held.clear()
-        self._stop_running(None, _Stop("EngineError", "the hub declared this engine dead "
-                                       "while the task ran"))
+            stop = self.state.handle(Rejoin())
+        self._carry_out(stop)
         self._heart.stop()
         with self._iopub_lock:
             for sock in socks.values():
@@ -366,7 +346,7 @@ class Engine:
             return
         if msg.msg_type != "apply_request":
             return
-        self._queue.append((channel, idents, msg, self.generation))
+        self.state.arrived(channel, idents, msg)
 
     def _io_control(self, socks, frames):
         idents, msg = self.session.feed(frames)
@@ -374,21 +354,18 @@ class Engine:
             return
         kind = msg.msg_type
         if kind == "rejoin_request":  # no reply: these sockets are about to go
-            self._rejoin_asked = True
+            self.state.rejoin_asked = True
             return
         ids = msg["content"].get("msg_ids")
         ids = [m for m in ids if isinstance(m, str)] if isinstance(ids, list) else None
         if kind == "abort_request" and msg["content"].get("queued_only"):
-            content = {"status": "ok", "aborted": self._abort_queued(ids or [])}
+            gave_back = self._control(AbortQueued(ids or []))[0]
+            content = {"status": "ok", "aborted": gave_back.msg_ids}
         elif kind == "abort_request":  # no msg_ids: everything queued, but not what runs
-            if ids is not None:
-                self._stop_running(ids, _Stop("TaskAborted", "aborted while it ran"))
-            with self._cond:
-                self._read_queued()
-                self.aborted.update(self._queued_ids() if ids is None else ids)
+            self._carry_out(self._control(Abort(ids)))
             content = {"status": "ok"}
         elif kind == "interrupt_request":
-            self._stop_running(ids, KeyboardInterrupt())
+            self._carry_out(self.state.handle(Interrupt(ids)))
             content = {"status": "ok"}
         elif kind == "shutdown_request":
             content = {"status": "ok"}
@@ -401,41 +378,20 @@ class Engine:
         if kind == "shutdown_request":
             self._begin_shutdown()
 
-    def _read_queued(self):
-        """(IO thread, under `_cond`) While a task runs, the requests behind it are still in
-        the sockets: read them into the queue, so an abort sees every task queued here."""
-        if self._owner != "main" and not self._closed:
-            self._read_requests()
-
-    def _queued_ids(self):
-        return [item[2].msg_id for item in self._queue]
-
-    def _abort_queued(self, msg_ids):
-        """Mark those of msg_ids still queued never to run (a cancel: the running task is
-        left alone). Under `_cond`, so none is taken off the queue meanwhile."""
+    def _control(self, event):
+        """(IO thread) An abort, seen against every task queued here: while a task runs
+        the requests behind it are still in the sockets, so they are read into the queue
+        first; under `_cond`, so none is taken off the queue meanwhile."""
         with self._cond:
-            self._read_queued()
-            queued = set(self._queued_ids())
-            # one already taken (by a client's cancel, or a steal) is not taken twice: the
-            # second asker would believe it still had to run it, or that it never will
-            taken = [m for m in msg_ids if m in queued and m not in self.aborted]
-            self.aborted.update(taken)
-        return taken
+            if self._owner != "main" and not self._closed:
+                self._read_requests()
+            return self.state.handle(event)
 
     # -- stopping the running task (IO thread) ----------------------------------------------
     def _poll_timeout(self):
-        """ms to wait for sockets: 100, to publish output as it comes and announce a task
-        that started (without a wake-up per task); less to stop a task close to its time
-        limit, to send replies held back for a batch, or to announce a task due."""
-        running = self._running
-        timeout = 100  # also how late a start notice may be (startnotice.py)
-        if any(output.pending for output in list(self.outputs.values())):
-            timeout = 10 if self._output_full else 0  # more output to publish
-        if running is not None and running[1] is not None and self._timed_out != running[0]:
-            timeout = min(timeout, int((running[1] - time.monotonic()) * 1000) + 1)
-        if self._held:
-            timeout = min(timeout, int((self._held_until - time.monotonic()) * 1000) + 1)
-        return self._notices.wait_ms(max(0, timeout))
+        """ms to wait for sockets (EngineState.io_wait_ms)."""
+        pending = any(output.pending for output in list(self.outputs.values()))
+        return self.state.io_wait_ms(time.monotonic(), pending, self._output_full)
 
     def _send_start_notice(self, channel, idents, header, started):
         """(IO thread) Tell the hub the running task started (startnotice.py)."""
@@ -445,38 +401,22 @@ class Engine:
                 self.session.send(sock, "task_started", {"started": started}, parent=header,
                                   idents=idents)
 
-    def _enforce_time_limit(self):
-        running = self._running
-        if (running is not None and running[1] is not None
-                and time.monotonic() >= running[1] and self._timed_out != running[0]):
-            self._timed_out = running[0]
-            self._stop_running([running[0]], _Stop(
-                "TaskTimeout", f"the task ran longer than its time limit of {running[2]:g}s "
-                "and was interrupted"))
-
-    def _stop_running(self, msg_ids, exc):
-        """Raise `exc` in the running task if it is one of `msg_ids` (None: any); whether
-        a task was asked to stop."""
-        running = self._running
-        if running is None or self._main_ident is None or (
-                msg_ids is not None and running[0] not in msg_ids):
-            return False
-        self._stops.put((running[0], exc))
-        signal.pthread_kill(self._main_ident, signal.SIGINT)
-        return True
+    def _carry_out(self, instructions):
+        """(IO thread) Stop the running task as told: a stop request for the SIGINT
+        handler, then the signal (none when run() is not on the main thread)."""
+        for stop in instructions:
+            if self._main_ident is not None:
+                self._stops.put((stop.msg_id, stop.exception()))
+                signal.pthread_kill(self._main_ident, signal.SIGINT)
 
     # -- replies (whoever owns the task sockets) --------------------------------------------
     def _send_held(self):
         """Send the replies held back, on their channels; those of an earlier generation
         are dropped (the hub gave up on them when it declared this engine dead)."""
-        held, self._held = self._held, []
-        ready = {}  # channel -> frames of the replies to send now, in order
-        for channel, msg_id, generation, frames in held:
-            if generation != self.generation:
-                log.warning("dropped the reply to task %s: the hub gave up on it when it "
-                            "declared this engine dead", msg_id)
-                continue
-            ready.setdefault(channel, []).append(frames)
+        ready, dropped = self.state.take_replies()
+        for msg_id in dropped:
+            log.warning("dropped the reply to task %s: the hub gave up on it when it "
+                        "declared this engine dead", msg_id)
         for channel, batch in ready.items():
             sock = self._task_socks.get(channel)
             if sock is None:
@@ -593,7 +533,8 @@ class Engine:
         """The main loop: the main thread owns the task sockets here, except while it runs a
         task or lends them to the IO thread."""
         poller, version = None, None
-        queue_ = self._queue
+        state = self.state
+        queue_ = state.queue
         while not self._stopping.is_set():
             if self._io_wants and not self._lend():
                 return
@@ -601,33 +542,28 @@ class Engine:
                 poller, version = self._main_poller(), self._sockets_version
             self._read_requests()
             if not queue_:
-                if self._held:
+                if state.held:
                     self._send_held()  # nothing queued behind them: they go at once
-                for sock, _ in poller.poll(self._main_poll_timeout()):
+                for sock, _ in poller.poll(state.main_wait_ms(time.monotonic())):
                     if sock is self._main_wake[0]:
                         _drain_pipe(sock)
                 continue
-            if self._held and (len(self._held) >= BATCH_GATHER_MAX
-                               or time.monotonic() >= self._held_until):
+            if state.held and state.replies_due(time.monotonic()):
                 self._send_held()
             with self._cond:
-                if not queue_:
-                    continue  # a cancel came between: the IO thread may read the queue
-                channel, idents, msg, generation = queue_.popleft()
-            if generation != self.generation:
-                continue  # the hub gave up on it (see _rejoin)
-            self._announce = (channel, idents)
-            frames = self._execute(router, msg)
+                task = state.take()
+            if task is None:
+                continue  # a cancel came between, or the hub gave up on them (see _rejoin)
+            channel, idents, msg, generation, aborted = task
+            frames = _aborted() if aborted else self._execute(router, channel, idents, msg)
             if frames is None:  # the IO thread closed the sockets while the task ran
                 return
-            reply = (channel, msg.msg_id, generation, self._reply_frames(idents, msg, *frames))
+            frames = self._reply_frames(idents, msg, *frames)
             output = self.outputs.get(msg.msg_id)
             if output is not None:  # the last of its output goes before the reply
                 self._publish_last(output)
                 self.outputs.pop(msg.msg_id, None)
-            if not self._held:
-                self._held_until = time.monotonic() + BATCH_GATHER
-            self._held.append(reply)
+            state.hold(channel, msg.msg_id, generation, frames, time.monotonic())
             if not queue_:
                 self._send_held()  # nothing queued behind it: no reason to wait
 
@@ -637,11 +573,6 @@ class Engine:
             poller.register(sock, zmq.POLLIN)
         poller.register(self._main_wake[0], zmq.POLLIN)
         return poller
-
-    def _main_poll_timeout(self):
-        """ms the idle main thread waits: replies held back are sent by then."""
-        return None if not self._held else \
-            max(0, int((self._held_until - time.monotonic()) * 1000) + 1)
 
     def _lend(self):
         """Let the IO thread have the task sockets until it gives them back (it asked for
@@ -658,8 +589,7 @@ class Engine:
         woken if it has a time limit to enforce or replies held back to send."""
         with self._cond:
             self._owner = "task"
-        if deadline is not None or (self._held and self._poked_for != self._held_until):
-            self._poked_for = self._held_until  # once per batch held back
+        if self.state.wants_io(deadline):
             _poke(self._io_wake[1])
 
     def _reclaim(self):
@@ -693,37 +623,32 @@ class Engine:
             if previous == signal.SIG_DFL:
                 raise KeyboardInterrupt
             return None
-        running = self._running
+        running = self.state.running
         for msg_id, exc in requests:
             if running is not None and msg_id == running[0]:
                 raise exc
         return None
 
-    def _execute(self, router, msg):
+    def _execute(self, router, channel, idents, msg):
         """(content, metadata, buffers) of the reply to one apply_request; None if the task
         sockets were closed while it ran (the engine is stopping)."""
-        with self._cond:
-            aborted = msg.msg_id in self.aborted
-            self.aborted.discard(msg.msg_id)
-        if aborted:
-            return ({"status": "error", "ename": "TaskAborted", "evalue": "aborted before it ran",
-                     "traceback": ""}, {"status": "aborted"}, [])
         output = TaskOutput(msg["header"], self.output_limit)
         self.outputs[msg.msg_id] = output
         started = utcnow()
         limit = _time_limit(msg["metadata"])
-        self._notices.begin(*self._announce, msg["header"])
+        self.state.notices.begin(channel, idents, msg["header"])
         self._release(limit)
         try:
             with router.capturing(output):
                 content, buffers = self._call(msg, limit)
         finally:
-            self._notices.end()
+            self.state.notices.end()
             owned = self._reclaim()
         if not owned:
             return None
-        with self._cond:
-            self.aborted.discard(msg.msg_id)  # an abort that came while it ran
+        if self.state.aborted:  # (seen empty, an abort can only come after: not under _cond)
+            with self._cond:
+                self.state.finished(msg.msg_id)  # an abort that came while it ran
         md = {"status": content["status"], "started": started.isoformat(),
               "completed": utcnow().isoformat()}
         for name in ("stdout", "stderr"):  # left out when empty: the hub then records the
@@ -737,20 +662,22 @@ class Engine:
 
     def _call(self, msg, limit):
         f = args = kwargs = None
+        state = self.state
         try:
-            self._running = (msg.msg_id, time.monotonic() + limit if limit else None, limit)
+            state.begin(msg.msg_id, limit, time.monotonic())
             try:
                 f, args, kwargs = strategies.unpack_apply(msg["buffers"], self.fcache)
-                with self._cond:  # an abort between _execute's look and _running being set
-                    if msg.msg_id in self.aborted:  # found no running task to stop
-                        raise _Stop("TaskAborted", "aborted as it started")
+                if state.aborted:  # an abort between take and begin found no task to stop
+                    with self._cond:
+                        if state.aborted_as_it_began(msg.msg_id):
+                            raise Stop("TaskAborted", "aborted as it started")
                 self._task_env.enter(msg["metadata"])  # TASKHUB_DEPTH, its group, …
                 if msg["content"].get("map"):
                     result = callables.run_map(f, args)
                 else:
                     result = f(*args, **kwargs)
             finally:
-                self._running = None
+                state.end()
         except BaseException as e:  # noqa: B902 - user code may raise anything, even SystemExit
             if f is None:  # the request itself could not be read: say what this engine runs
                 content = _error_content(e, skip=1, note=versions.UNPACK_NOTE)
@@ -814,6 +741,12 @@ def _no_answer(url, timeout, connected):
             "controller's?)")
 
 
+def _aborted():
+    """(content, metadata, buffers) of the reply to a task aborted before it ran."""
+    return ({"status": "error", "ename": "TaskAborted", "evalue": "aborted before it ran",
+             "traceback": ""}, {"status": "aborted"}, [])
+
+
 def _time_limit(md):
     """The request's time_limit in seconds, or None (the hub checked it; a direct request
     was not checked, so anything but a positive number means no limit)."""
@@ -827,9 +760,9 @@ def _error_content(exc, skip=0, note=None):
     for _ in range(skip):
         tb = tb.tb_next if tb is not None else None
     ename, evalue = type(exc).__name__, str(exc)
-    if isinstance(exc, (_Stop, RemoteError)):  # already split into a name and a value
+    if isinstance(exc, (Stop, RemoteError)):  # already split into a name and a value
         ename, evalue = exc.ename, exc.evalue
-    if isinstance(exc, _Stop):  # show where the task was, under the name the user sees
+    if isinstance(exc, Stop):  # show where the task was, under the name the user sees
         text = "".join(["Traceback (most recent call last):\n", *traceback.format_tb(tb),
                         f"{ename}: {evalue}\n"])
     else:

@@ -11,14 +11,16 @@
     heart: a C-level zmq proxy thread (ping SUB → pong DEALER) that needs no GIL, so a
     long task, even one holding the GIL in C code, never looks dead.
 
-Who may use the task and mux sockets: `_owner`, changed under `_cond`. The main thread owns
-them while it waits for work, takes it and sends replies, so a request it is idle for and
-the reply to it wake no other thread. It lends them to the IO thread for as long as it runs
-a task: the IO thread then reads what arrived behind the running task into the queue
-before it handles an abort or a cancel (so those see every queued task), and sends replies
-the main thread held back for a batch once they have waited state.BATCH_GATHER. When the IO
-thread needs the sockets while the main thread is idle (to rejoin, to stop), it asks
-(`_io_wants`) and wakes the main thread, which lends them until they are given back.
+The engine is three parts: what it knows and decides (the queue, aborts and give-backs,
+the running task's time limit, start notices, held replies, the generation) is EngineState
+(state.py), which does no I/O; which thread may use the task and mux sockets is
+TaskSockets (sockets.py); this module is the loop around them, turning socket traffic into
+calls and events and carrying out what they return. The main thread owns the task and
+mux sockets while it waits for work, takes it and sends replies, so a request it is idle
+for and the reply to it wake no other thread; while it runs a task the IO thread may use
+them, to read what arrived behind the running task into the queue before it handles an
+abort or a cancel (so those see every queued task), and to send replies the main thread
+held back for a batch once they have waited state.BATCH_GATHER.
 
 Rejoining: an engine the hub declared dead for its silence (the process was stopped, or
 the network cut) and then heard from again gets a `rejoin_request` on control. The hub
@@ -55,6 +57,7 @@ from ..error import RemoteError
 from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
 from .capture import OUTPUT_LIMIT, OutputRouter, TaskOutput, iopub_message
+from .sockets import TASK, TaskSockets
 from .state import (Abort, AbortQueued, EngineState, GaveBack, Interrupt, Rejoin, Stop,
                     Tick)
 
@@ -114,22 +117,15 @@ class Engine:
         self.fcache = serialize.FunctionCache()
         self._task_env = nesting.TaskEnvironment()
         self._stopping = threading.Event()
-        # the task and mux sockets: whose they are (see the module's docstring)
-        self._cond = threading.Condition()
-        # "main": the main thread's; "task": it runs a task, the IO thread may use them
-        # under _cond; "lent": it waits for the IO thread to give them back; "io": run()
-        # does not serve (yet, or any more)
-        self._owner = "io"
-        self._io_busy = False        # the IO thread uses them outside _cond (see _take_sockets)
-        self._io_wants = False       # the IO thread waits for the idle main thread's
-        self._closed = False         # the IO thread has closed the sockets: stopping
-        self._task_socks = {}
-        self._sockets_version = 0    # the main thread polls anew when the sockets change
-        self._iopub = None
-        self._iopub_lock = threading.Lock()  # iopub is used by both threads
         # pipes that wake a thread blocked in poll; any thread may write them
         self._main_wake = _pipe()
         self._io_wake = _pipe()
+        # the task and mux sockets and whose they are (sockets.py); their condition also
+        # guards `state`
+        self.sockets = TaskSockets(self._stopping, lambda: _poke(self._main_wake[1]))
+        self._cond = self.sockets.cond
+        self._iopub = None
+        self._iopub_lock = threading.Lock()  # iopub is used by both threads
         # channels whose replies may go back together as one batch message: under the pure
         # scheme a C device, which forwards messages one by one, owns the task channel
         self._batch_channels = {"mux"} if info.get("task_scheme") == "pure" \
@@ -214,13 +210,9 @@ class Engine:
                           self.controller_timeout)
                 self._begin_shutdown()
         self._unregister_quietly()
-        owned = self._take_sockets(timeout=5.0)
+        owned = self.sockets.take(timeout=5.0)
         with self._cond, self._iopub_lock:
-            self._closed = True
-            for name, sock in socks.items():
-                if owned or name not in self._task_socks:  # else the main thread has them
-                    sock.close(linger=500)
-            self._cond.notify_all()
+            self.sockets.close(socks, owned)
         os.close(self._io_wake[0])
 
     def _io_turn(self, socks):
@@ -243,13 +235,13 @@ class Engine:
             self._send_start_notice(*notice)
         if self.state.held and time.monotonic() >= self.state.held_until:
             with self._cond:  # only while the main thread runs a task (else it sends them)
-                if self._owner != "main" and not self._closed:
+                if self.sockets.shared():
                     self._send_held()
         return pinged
 
     def _io_sockets(self):
         """Connect the sockets of the current uuid, poll those of the IO thread from now on,
-        say hello on the task channels; the task and mux sockets go to `_task_socks`."""
+        say hello on the task channels; the task and mux sockets go to `sockets`."""
         ident = self.uuid.encode()
         socks = {}
         for name in ("mux", "task", "control"):
@@ -270,43 +262,20 @@ class Engine:
         for name in ("mux", "task", "control"):
             self.session.send(socks[name], "engine_ready", {"id": self.id})
         self._iopub = socks["iopub"]
-        self._task_socks = {"task": socks["task"], "mux": socks["mux"]}
-        self._sockets_version += 1
+        self.sockets.replace({"task": socks["task"], "mux": socks["mux"]})
         return socks
-
-    def _take_sockets(self, timeout=None):
-        """(IO thread) Have the task and mux sockets to itself, outside `_cond`: at once
-        while the main thread runs a task (or does not serve), else the main thread is woken
-        to lend them. Whether it has them; `_give_back` ends it."""
-        with self._cond:
-            if self._owner == "main":
-                self._io_wants = True
-                _poke(self._main_wake[1])
-                self._cond.wait_for(lambda: self._owner != "main", timeout)
-                self._io_wants = False
-            if self._owner == "main":
-                return False
-            self._io_busy = True
-            return True
-
-    def _give_back(self):
-        with self._cond:
-            self._io_busy = False
-            if self._owner == "lent":
-                self._owner = "main"
-            self._cond.notify_all()
 
     def _rejoin(self, socks):
         """Register again, as a new engine, after the hub declared this one dead: what it
         was given to do has been failed or retried by now, so none of it may answer."""
-        if not self._take_sockets(timeout=10.0):
+        if not self.sockets.take(timeout=10.0):
             log.error("the main thread did not let go of the task sockets; shutting down")
             self._begin_shutdown()
             return socks
         try:
             return self._rejoin_with(socks)
         finally:
-            self._give_back()
+            self.sockets.give_back()
 
     def _rejoin_with(self, socks):
         with self._cond:
@@ -316,8 +285,8 @@ class Engine:
         with self._iopub_lock:
             for sock in socks.values():
                 sock.close(linger=0)
-            self._iopub, self._task_socks = None, {}
-            self._sockets_version += 1
+            self._iopub = None
+            self.sockets.replace({})
         old, self.uuid = self.id, self._new_uuid()
         try:
             self._register()
@@ -332,7 +301,7 @@ class Engine:
     def _read_requests(self):
         """Read every request that has arrived into the queue (by whoever owns the task
         sockets: the main thread, or the IO thread under `_cond` while a task runs)."""
-        for channel, sock in self._task_socks.items():
+        for channel, sock in self.sockets.socks.items():
             while _get(sock, _EVENTS) & _POLLIN:  # no zmq.Again raised when nothing is there
                 self._queue_request(channel, sock.recv_multipart(zmq.NOBLOCK))
 
@@ -383,7 +352,7 @@ class Engine:
         the requests behind it are still in the sockets, so they are read into the queue
         first; under `_cond`, so none is taken off the queue meanwhile."""
         with self._cond:
-            if self._owner != "main" and not self._closed:
+            if self.sockets.shared():
                 self._read_requests()
             return self.state.handle(event)
 
@@ -396,8 +365,8 @@ class Engine:
     def _send_start_notice(self, channel, idents, header, started):
         """(IO thread) Tell the hub the running task started (startnotice.py)."""
         with self._cond:
-            sock = self._task_socks.get(channel)
-            if self._owner == "task" and not self._closed and sock is not None:
+            sock = self.sockets.socks.get(channel)
+            if self.sockets.owner == TASK and not self.sockets.closed and sock is not None:
                 self.session.send(sock, "task_started", {"started": started}, parent=header,
                                   idents=idents)
 
@@ -418,7 +387,7 @@ class Engine:
             log.warning("dropped the reply to task %s: the hub gave up on it when it "
                         "declared this engine dead", msg_id)
         for channel, batch in ready.items():
-            sock = self._task_socks.get(channel)
+            sock = self.sockets.socks.get(channel)
             if sock is None:
                 continue
             if channel in self._batch_channels:
@@ -478,7 +447,7 @@ class Engine:
         deadline = time.monotonic() + FINAL_OUTPUT_WAIT
         while True:
             with self._iopub_lock:
-                if self._closed or self._iopub is None or \
+                if self.sockets.closed or self._iopub is None or \
                         self._publish_chunks(self._iopub, output):  # (None: rejoining)
                     return
             if time.monotonic() >= deadline:
@@ -499,8 +468,7 @@ class Engine:
         for output in list(self.outputs.values()):
             output.release()  # a task waiting for room on iopub would wait for ever
         _poke(self._main_wake[1])
-        with self._cond:
-            self._cond.notify_all()
+        self.sockets.notify()
 
     # -- the main thread: running tasks -----------------------------------------------------
     def run(self):
@@ -508,18 +476,11 @@ class Engine:
         router = OutputRouter.install()
         self._install_sigint()
         try:
-            with self._cond:
-                self._cond.wait_for(lambda: not self._io_busy or self._closed)
-                if self._closed:
-                    return
-                self._owner = "main"
-            self._serve(router)
+            if self.sockets.serve():
+                self._serve(router)
         finally:
-            with self._cond:
-                if not self._closed and self._owner == "main":
-                    self._send_held()  # what is done goes out; what is queued is not run
-                self._owner = "io"
-                self._cond.notify_all()
+            # what is done goes out; what is queued is not run
+            self.sockets.stop_serving(self._send_held)
             router.uninstall()
             self._task_env.restore()
             if self._main_ident is not None:
@@ -533,13 +494,13 @@ class Engine:
         """The main loop: the main thread owns the task sockets here, except while it runs a
         task or lends them to the IO thread."""
         poller, version = None, None
-        state = self.state
+        state, sockets = self.state, self.sockets
         queue_ = state.queue
         while not self._stopping.is_set():
-            if self._io_wants and not self._lend():
+            if sockets.io_wants and not sockets.lend():
                 return
-            if version != self._sockets_version:
-                poller, version = self._main_poller(), self._sockets_version
+            if version != sockets.version:
+                poller, version = self._main_poller(), sockets.version
             self._read_requests()
             if not queue_:
                 if state.held:
@@ -569,38 +530,10 @@ class Engine:
 
     def _main_poller(self):
         poller = zmq.Poller()
-        for sock in self._task_socks.values():
+        for sock in self.sockets.socks.values():
             poller.register(sock, zmq.POLLIN)
         poller.register(self._main_wake[0], zmq.POLLIN)
         return poller
-
-    def _lend(self):
-        """Let the IO thread have the task sockets until it gives them back (it asked for
-        them: to rejoin, or to close them); whether the main thread has them again."""
-        with self._cond:
-            self._owner = "lent"
-            self._cond.notify_all()
-            self._cond.wait_for(lambda: self._owner == "main" or self._closed
-                                or self._stopping.is_set())
-            return self._owner == "main"
-
-    def _release(self, deadline):
-        """(main thread) The IO thread may use the task sockets while a task runs; it is
-        woken if it has a time limit to enforce or replies held back to send."""
-        with self._cond:
-            self._owner = "task"
-        if self.state.wants_io(deadline):
-            _poke(self._io_wake[1])
-
-    def _reclaim(self):
-        """(main thread) The task sockets are the main thread's again after a task; False
-        if they are closed (shutting down) meanwhile."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._io_busy or self._closed)
-            if self._closed or self._stopping.is_set():
-                return False
-            self._owner = "main"
-        return True
 
     def _install_sigint(self):
         """Route SIGINT through `_on_sigint` (only possible on the main thread; elsewhere
@@ -637,13 +570,15 @@ class Engine:
         started = utcnow()
         limit = _time_limit(msg["metadata"])
         self.state.notices.begin(channel, idents, msg["header"])
-        self._release(limit)
+        self.sockets.release()  # the IO thread may use them while the task runs; it is woken
+        if self.state.wants_io(limit):  # for a time limit to enforce, or held replies
+            _poke(self._io_wake[1])
         try:
             with router.capturing(output):
                 content, buffers = self._call(msg, limit)
         finally:
             self.state.notices.end()
-            owned = self._reclaim()
+            owned = self.sockets.reclaim()
         if not owned:
             return None
         if self.state.aborted:  # (seen empty, an abort can only come after: not under _cond)

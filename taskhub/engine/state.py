@@ -147,7 +147,8 @@ class EngineState:
         self.running = (msg_id, now + limit if limit else None, limit)
 
     def aborted_as_it_began(self, msg_id):
-        """Whether an abort came between `take` and `begin` (it found no task to stop)."""
+        """(after `begin`) Whether an abort came between `take` and `begin`: it found no
+        task to stop (see `_abort` for why this needs no lock to be seen)."""
         return msg_id in self.aborted
 
     def end(self):
@@ -217,11 +218,13 @@ class EngineState:
         return [StopTask(running[0], ename, evalue)]
 
     def _abort(self, event):
-        out = []
-        if event.msg_ids is not None:
-            out = self._stop(event.msg_ids, "TaskAborted", "aborted while it ran")
+        # marked first, then the running task looked at: the main thread sets `running`
+        # first, then looks at the marks (`aborted_as_it_began`), without a lock — so one
+        # of the two sees the other, and a task aborted as it begins never runs on
         self.aborted.update(self.queued_ids() if event.msg_ids is None else event.msg_ids)
-        return out
+        if event.msg_ids is None:
+            return []
+        return self._stop(event.msg_ids, "TaskAborted", "aborted while it ran")
 
     def _abort_queued(self, event):
         queued = set(self.queued_ids())

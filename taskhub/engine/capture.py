@@ -19,7 +19,6 @@ runs), and `release()` ends every wait when the engine stops.
 """
 import sys
 import threading
-from contextlib import contextmanager
 
 OUTPUT_LIMIT = 2**20  # chars per stream kept for the task record unless the hub says other
 CHUNK = 64 * 2**10    # chars per iopub message at most: a flood of lines is a few messages
@@ -196,7 +195,7 @@ class _Stream:
 
 class OutputRouter:
     def __init__(self):
-        self.current = None
+        self.current = None  # the running task's TaskOutput: set by the engine around it
         self._saved = (sys.stdout, sys.stderr)
 
     @classmethod
@@ -209,11 +208,3 @@ class OutputRouter:
 
     def uninstall(self):
         sys.stdout, sys.stderr = self._saved
-
-    @contextmanager
-    def capturing(self, output):
-        self.current = output
-        try:
-            yield output
-        finally:
-            self.current = None

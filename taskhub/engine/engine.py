@@ -567,16 +567,17 @@ class Engine:
         sockets were closed while it ran (the engine is stopping)."""
         output = TaskOutput(msg["header"], self.output_limit)
         self.outputs[msg.msg_id] = output
-        started = utcnow()
+        started = utcnow().isoformat()
         limit = _time_limit(msg["metadata"])
-        self.state.notices.begin(channel, idents, msg["header"])
+        self.state.notices.begin(channel, idents, msg["header"], started)
         self.sockets.release()  # the IO thread may use them while the task runs; it is woken
         if self.state.wants_io(limit):  # for a time limit to enforce, or held replies
             _poke(self._io_wake[1])
+        router.current = output  # (not router.capturing(): a generator's cost, per task)
         try:
-            with router.capturing(output):
-                content, buffers = self._call(msg, limit)
+            content, buffers = self._call(msg, limit)
         finally:
+            router.current = None
             self.state.notices.end()
             owned = self.sockets.reclaim()
         if not owned:
@@ -584,7 +585,7 @@ class Engine:
         if self.state.aborted:  # (seen empty, an abort can only come after: not under _cond)
             with self._cond:
                 self.state.finished(msg.msg_id)  # an abort that came while it ran
-        md = {"status": content["status"], "started": started.isoformat(),
+        md = {"status": content["status"], "started": started,
               "completed": utcnow().isoformat()}
         for name in ("stdout", "stderr"):  # left out when empty: the hub then records the
             text = output.text(name)       # metadata's JSON as it comes (no re-encoding)

@@ -58,8 +58,7 @@ from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
 from .capture import OUTPUT_LIMIT, OutputRouter, TaskOutput, iopub_message
 from .sockets import TASK, TaskSockets
-from .state import (Abort, AbortQueued, EngineState, GaveBack, Interrupt, Rejoin, Stop,
-                    Tick)
+from .state import Abort, AbortQueued, EngineState, Interrupt, Rejoin, Stop, Tick
 
 log = logging.getLogger("taskhub.engine")
 

@@ -22,9 +22,11 @@ generation still on its way is dropped when it would be sent.
 
 The per-task steps are methods rather than events: they run several times per task on the
 main thread, where an event object and an instruction list each cost a measurable part of
-a tiny task's latency. The caller serialises access (the engine holds its sockets'
-condition around everything but `begin`/`end`, which are single assignments the IO thread
-reads without it); a start notice is decided by `notices` (startnotice.py).
+a tiny task's latency. The engine holds its sockets' condition around the rest, except
+where one thread's single step is atomic under the GIL: `begin`/`end` (one assignment the
+IO thread reads), `arrived` on the main thread while it alone reads the sockets (one
+append; `queued_ids` copies the queue before it walks it), and a look at `aborted` before
+taking the lock. A start notice is decided by `notices` (startnotice.py).
 """
 import collections
 from dataclasses import dataclass
@@ -208,7 +210,9 @@ class EngineState:
         return self.notices.wait_ms(max(0, timeout))
 
     def queued_ids(self):
-        return [item[2].msg_id for item in self.queue]
+        # a copy first (one C call): the main thread appends to the queue without the lock
+        # while it owns the sockets, and iterating a deque that changes raises
+        return [item[2].msg_id for item in list(self.queue)]
 
     # -- control events ---------------------------------------------------------------------
     def _stop(self, msg_ids, ename, evalue=""):

@@ -599,8 +599,8 @@ class Engine:
         f = args = kwargs = None
         state = self.state
         try:
-            state.begin(msg.msg_id, limit, time.monotonic())
-            try:
+            try:  # begun inside: a stop raised as it begins still ends it
+                state.begin(msg.msg_id, limit, time.monotonic())
                 f, args, kwargs = strategies.unpack_apply(msg["buffers"], self.fcache)
                 if state.aborted:  # an abort between take and begin found no task to stop
                     with self._cond:

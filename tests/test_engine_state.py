@@ -108,7 +108,7 @@ def test_an_interrupt_stops_only_a_named_running_task():
     assert isinstance(StopTask("run", "KeyboardInterrupt").exception(), KeyboardInterrupt)
 
 
-def test_a_time_limit_stops_the_task_once_when_it_passes():
+def test_a_time_limit_stops_the_task_when_it_passes():
     s = EngineState()
     queued(s, "slow", "free")
     running(s, "slow", limit=2.0, now=10.0)
@@ -118,10 +118,36 @@ def test_a_time_limit_stops_the_task_once_when_it_passes():
                              "the task ran longer than its time limit of 2s and was interrupted")]
     exc = stop[0].exception()
     assert isinstance(exc, Stop) and (exc.ename, exc.evalue) == ("TaskTimeout", stop[0].evalue)
-    assert s.handle(Tick(13.0)) == []  # enforced once, however long it takes to stop
+    assert s.handle(Tick(12.9)) == []  # once: the task has a moment to stop
     s.end()
     running(s, "free", now=20.0)  # no limit: never stopped
     assert s.handle(Tick(1e9)) == []
+
+
+def test_a_stop_the_task_swallowed_is_raised_again_while_it_runs():
+    s = EngineState()
+    queued(s, "run", "next")
+    running(s, "run")
+    stop = StopTask("run", "TaskAborted", "aborted while it ran")
+    assert s.handle(Abort(["run"])) == [stop]
+    assert s.handle(Tick(5.0)) == []       # the turn that sent it: the clock starts
+    assert s.io_wait_ms(5.9375) == 63  # it wakes for the repeat
+    assert s.handle(Tick(5.5)) == []
+    assert s.handle(Tick(6.0)) == [stop]   # still running a second on: again
+    assert s.handle(Tick(6.5)) == []
+    assert s.handle(Tick(7.0)) == [stop]
+    s.end()                                # it stopped at last
+    assert s.handle(Tick(9.0)) == [] and s.unheeded is None
+    running(s, "next", now=9.0)
+    assert s.handle(Tick(20.0)) == []      # another task is never stopped for it
+
+
+def test_an_interrupt_is_not_repeated_code_may_catch_it_and_go_on():
+    s = EngineState()
+    queued(s, "run")
+    running(s, "run")
+    assert s.handle(Interrupt(None)) == [StopTask("run", "KeyboardInterrupt")]
+    assert s.handle(Tick(1.0), Tick(5.0), Tick(50.0)) == []
 
 
 def test_rejoining_drops_the_old_generations_work_and_stops_the_running_task():

@@ -35,6 +35,9 @@ thread SIGINT. The engine's SIGINT handler raises the request's exception only i
 is still the one running, so a request that arrives late is dropped and the engine carries
 on with its next task; a SIGINT with no request behind it (Ctrl-C) goes to the handler
 that was there before. Code stuck in C without returning to Python stops when it returns.
+A stop the task's code swallowed (IPython catches everything while it makes its shell on a
+first execute) is raised again every second while that task runs; an interrupt is not,
+as code may catch KeyboardInterrupt and carry on by choice.
 
 The engine's namespace is `__main__`'s: names pushed by a DirectView, and the globals of
 functions shipped from a client's `__main__`, resolve there.

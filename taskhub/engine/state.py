@@ -15,7 +15,8 @@ Control requests are events: an abort marks tasks never to run (and stops the ru
 if it is named); a queued-only abort (a client's cancel, or the hub stealing work back for
 an idle engine) takes only tasks still queued and not taken before, and says which
 (GaveBack), so no task is given back twice; an interrupt stops the running task; a Tick
-stops a task past its time limit, once. A Rejoin (the hub declared this engine dead and
+stops a task past its time limit, and repeats a stop (not an interrupt) every STOP_REPEAT
+seconds while the task it named goes on running (code that swallowed it). A Rejoin (the hub declared this engine dead and
 has failed or retried its work) starts a new generation: the queue, the marks and the
 held replies are dropped, the running task is stopped, and any reply of an earlier
 generation still on its way is dropped when it would be sent.
@@ -37,6 +38,7 @@ from .startnotice import StartNotices
 BATCH_GATHER = 0.0005  # how long a reply may wait for others while more tasks are queued
 BATCH_GATHER_MAX = 64
 IO_WAIT_MS = 100  # the IO thread's longest sleep: how late output or a start notice may be
+STOP_REPEAT = 1.0  # seconds between stops of a task that went on running after one
 
 
 class Stop(BaseException):
@@ -110,6 +112,7 @@ class EngineState:
         self.aborted = set()         # msg_ids never to run
         self.running = None          # (msg_id, deadline or None, time limit) of the task now
         self.timed_out = None        # msg_id whose time limit was already enforced
+        self.unheeded = None         # [StopTask, when last sent or None] while its task runs
         self.held = []               # (channel, msg_id, generation, frames) held for a batch
         self.held_until = 0.0
         self.poked_for = None        # the batch held back the IO thread was woken for
@@ -207,6 +210,10 @@ class EngineState:
             timeout = min(timeout, int((running[1] - now) * 1000) + 1)
         if self.held:
             timeout = min(timeout, int((self.held_until - now) * 1000) + 1)
+        if self.unheeded is not None:
+            sent = self.unheeded[1]
+            due = now if sent is None else sent + STOP_REPEAT
+            timeout = min(timeout, int((due - now) * 1000) + 1)
         return self.notices.wait_ms(max(0, timeout))
 
     def queued_ids(self):
@@ -219,7 +226,27 @@ class EngineState:
         running = self.running
         if running is None or (msg_ids is not None and running[0] not in msg_ids):
             return []
-        return [StopTask(running[0], ename, evalue)]
+        stop = StopTask(running[0], ename, evalue)
+        if ename != "KeyboardInterrupt":  # code may catch an interrupt and carry on: its own
+            self.unheeded = [stop, None]  # choice; an abort or a time limit is not
+        return [stop]
+
+    def _repeat_stop(self, now):
+        """A stop raised where the task's code swallowed it — while IPython's shell is made
+        on a first execute, or in a bare `except:` — leaves the task running: it is raised
+        again every STOP_REPEAT seconds for as long as that task runs."""
+        stop, sent = self.unheeded
+        running = self.running
+        if running is None or running[0] != stop.msg_id:
+            self.unheeded = None
+            return []
+        if sent is None:
+            self.unheeded[1] = now  # the first Tick after the stop went out
+            return []
+        if now - sent < STOP_REPEAT:
+            return []
+        self.unheeded[1] = now
+        return [stop]
 
     def _abort(self, event):
         # marked first, then the running task looked at: the main thread sets `running`
@@ -242,13 +269,19 @@ class EngineState:
         return self._stop(event.msg_ids, "KeyboardInterrupt")
 
     def _tick(self, event):
+        if self.unheeded is not None:
+            repeat = self._repeat_stop(event.now)
+            if repeat:
+                return repeat
         running = self.running
         if (running is None or running[1] is None or event.now < running[1]
                 or self.timed_out == running[0]):
             return []
         self.timed_out = running[0]
-        return [StopTask(running[0], "TaskTimeout", f"the task ran longer than its time limit "
-                         f"of {running[2]:g}s and was interrupted")]
+        stop = self._stop([running[0]], "TaskTimeout", f"the task ran longer than its time "
+                          f"limit of {running[2]:g}s and was interrupted")
+        self.unheeded[1] = event.now
+        return stop
 
     def _rejoin(self, event):
         self.rejoin_asked = False

@@ -42,3 +42,11 @@ def test_the_next_task_replaces_the_last():
     n.begin("task", [b"c"], {"msg_id": "y"})
     clock.t += 0.01
     assert n.take_due()[2]["msg_id"] == "y"
+
+
+def test_the_notice_carries_the_start_time_the_reply_will_carry():
+    clock = Clock()
+    n = StartNotices(after=0.005, clock=clock)
+    n.begin("task", [b"c"], {"msg_id": "z"}, "2026-12-04T18:00:00.000001+00:00")
+    clock.t += 0.01
+    assert n.take_due()[3] == "2026-12-04T18:00:00.000001+00:00"

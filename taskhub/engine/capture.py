@@ -21,7 +21,6 @@ runs), and `release()` ends every wait when the engine stops.
 """
 import sys
 import threading
-from contextlib import contextmanager
 
 from .. import datapub, displays
 
@@ -235,7 +234,7 @@ class _Stream:
 
 class OutputRouter:
     def __init__(self):
-        self.current = None
+        self.current = None  # the running task's TaskOutput: set by the engine around it
         self._saved = (sys.stdout, sys.stderr)
 
     @classmethod
@@ -248,11 +247,3 @@ class OutputRouter:
 
     def uninstall(self):
         sys.stdout, sys.stderr = self._saved
-
-    @contextmanager
-    def capturing(self, output):
-        self.current = output
-        try:
-            yield output
-        finally:
-            self.current = None

@@ -11,14 +11,16 @@
     heart: a C-level zmq proxy thread (ping SUB → pong DEALER) that needs no GIL, so a
     long task, even one holding the GIL in C code, never looks dead.
 
-Who may use the task and mux sockets: `_owner`, changed under `_cond`. The main thread owns
-them while it waits for work, takes it and sends replies, so a request it is idle for and
-the reply to it wake no other thread. It lends them to the IO thread for as long as it runs
-a task: the IO thread then reads what arrived behind the running task into the queue
-before it handles an abort or a cancel (so those see every queued task), and sends replies
-the main thread held back for a batch once they have waited BATCH_GATHER. When the IO
-thread needs the sockets while the main thread is idle (to rejoin, to stop), it asks
-(`_io_wants`) and wakes the main thread, which lends them until they are given back.
+The engine is three parts: what it knows and decides (the queue, aborts and give-backs,
+the running task's time limit, start notices, held replies, the generation) is EngineState
+(state.py), which does no I/O; which thread may use the task and mux sockets is
+TaskSockets (sockets.py); this module is the loop around them, turning socket traffic into
+calls and events and carrying out what they return. The main thread owns the task and
+mux sockets while it waits for work, takes it and sends replies, so a request it is idle
+for and the reply to it wake no other thread; while it runs a task the IO thread may use
+them, to read what arrived behind the running task into the queue before it handles an
+abort or a cancel (so those see every queued task), and to send replies the main thread
+held back for a batch once they have waited state.BATCH_GATHER.
 
 Rejoining: an engine the hub declared dead for its silence (the process was stopped, or
 the network cut) and then heard from again gets a `rejoin_request` on control. The hub
@@ -33,11 +35,13 @@ thread SIGINT. The engine's SIGINT handler raises the request's exception only i
 is still the one running, so a request that arrives late is dropped and the engine carries
 on with its next task; a SIGINT with no request behind it (Ctrl-C) goes to the handler
 that was there before. Code stuck in C without returning to Python stops when it returns.
+A stop the task's code swallowed (IPython catches everything while it makes its shell on a
+first execute) is raised again every second while that task runs; an interrupt is not,
+as code may catch KeyboardInterrupt and carry on by choice.
 
 The engine's namespace is `__main__`'s: names pushed by a DirectView, and the globals of
 functions shipped from a client's `__main__`, resolve there.
 """
-import collections
 import logging
 import os
 import queue
@@ -57,14 +61,13 @@ from ..session import BATCH, Session, pack_frames, packable, utcnow
 from ..zmqsocket import make_context
 from . import reconnect, signals
 from .capture import OUTPUT_LIMIT, OutputRouter, TaskOutput, iopub_message
-from .startnotice import StartNotices
+from .sockets import TASK, TaskSockets
+from .state import Abort, AbortQueued, EngineState, Interrupt, Rejoin, Stop, Tick
 
 log = logging.getLogger("taskhub.engine")
 
 _get = zmq.backend.Socket.get
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
-BATCH_GATHER = 0.0005  # how long a reply may wait for others while more tasks are queued
-BATCH_GATHER_MAX = 64
 IOPUB_HWM = 64  # output messages (of up to capture.CHUNK chars) queued towards the hub; a
 # full queue makes the sender wait instead of dropping (XPUB_NODROP): backpressure
 PUBLISH_PER_TURN = 2**20  # output chars the IO thread publishes per turn, so a flood never
@@ -74,15 +77,6 @@ FINAL_OUTPUT_WAIT = 10.0  # seconds a finished task's last output may wait for r
 
 class RegistrationFailed(RuntimeError):
     """The hub refused this engine, or did not answer its registration in time."""
-
-
-class _Stop(BaseException):
-    """Raised in a running task to stop it; a BaseException so `except Exception` in user
-    code does not swallow it."""
-
-    def __init__(self, ename, evalue):
-        super().__init__(evalue)
-        self.ename, self.evalue = ename, evalue
 
 
 def _url(info, port_name):
@@ -112,8 +106,6 @@ class Engine:
         self.uuid = self._new_uuid()
         self.extra_info = dict(extra_info or {})  # e.g. {"mpi": {"rank": r, "size": s}}
         self.id = None
-        self.generation = 0          # registrations so far, less one; see _rejoin
-        self._rejoin_asked = False
         self._heart = None
         self._poller = None          # the IO thread's, over its current sockets
         self._registration_timeout = 30.0
@@ -121,45 +113,36 @@ class Engine:
         self._output_full = False    # iopub refused output: back off a little (IO thread)
         self.controller_timeout = controller_timeout
         self.context = context
-        self._queue = collections.deque()  # (channel, idents, msg, generation) to run
-        self.aborted = set()         # msg_ids never to run (under _cond, with the queue)
+        # the queue, aborts, the running task, held replies, the generation (state.py);
+        # changed under _cond, but for the running task (see EngineState)
+        self.state = EngineState()
         self.outputs = {}            # msg_id -> TaskOutput of the running task
-        self._running = None         # (msg_id, deadline, time_limit) of the task running now
         self._stops = queue.SimpleQueue()  # (msg_id, exception) for the SIGINT handler
-        self._timed_out = None       # msg_id whose time limit was already enforced
         self._previous_sigint = signal.SIG_DFL
         self._main_ident = None
         self.fcache = serialize.FunctionCache()
         self._task_env = nesting.TaskEnvironment()
         self._stopping = threading.Event()
-        # the task and mux sockets: whose they are (see the module's docstring)
-        self._cond = threading.Condition()
-        # "main": the main thread's; "task": it runs a task, the IO thread may use them
-        # under _cond; "lent": it waits for the IO thread to give them back; "io": run()
-        # does not serve (yet, or any more)
-        self._owner = "io"
-        self._io_busy = False        # the IO thread uses them outside _cond (see _take_sockets)
-        self._io_wants = False       # the IO thread waits for the idle main thread's
-        self._poked_for = None       # the batch held back the IO thread was woken for
-        self._closed = False         # the IO thread has closed the sockets: stopping
-        self._task_socks = {}
-        self._sockets_version = 0    # the main thread polls anew when the sockets change
-        self._iopub = None
-        self._iopub_lock = threading.Lock()  # iopub is used by both threads
-        # replies held back for a batch while more tasks are queued (BATCH_GATHER at most)
-        self._held = []
-        self._held_until = 0.0
         # pipes that wake a thread blocked in poll; any thread may write them
         self._main_wake = _pipe()
         self._io_wake = _pipe()
+        # the task and mux sockets and whose they are (sockets.py); their condition also
+        # guards `state`
+        self.sockets = TaskSockets(self._stopping, lambda: _poke(self._main_wake[1]))
+        self._cond = self.sockets.cond
+        self._iopub = None
+        self._iopub_lock = threading.Lock()  # iopub is used by both threads
         # channels whose replies may go back together as one batch message: under the pure
         # scheme a C device, which forwards messages one by one, owns the task channel
         self._batch_channels = {"mux"} if info.get("task_scheme") == "pure" \
             else {"task", "mux"}
         self._io_thread = None
-        self._announce = (None, None)  # (channel, idents) of the task about to run
-        self._notices = StartNotices()  # a task running a while is announced (startnotice.py)
         self.user_ns = sys.modules["__main__"].__dict__
+
+    @property
+    def generation(self):
+        """Registrations so far, less one (see _rejoin)."""
+        return self.state.generation
 
     # -- registration -----------------------------------------------------------------------
     def connect(self, timeout=30.0):
@@ -228,7 +211,7 @@ class Engine:
             ping = self._io_turn(socks)
             if ping is not None:
                 reconnect.on_ping(self, clock, ping, socks)
-            if self._rejoin_asked and not self._stopping.is_set():
+            if self.state.rejoin_asked and not self._stopping.is_set():
                 socks = self._rejoin(socks)
                 clock.last_ping = time.monotonic()
             elif clock.silent_too_long(time.monotonic()):
@@ -237,13 +220,9 @@ class Engine:
                           self.controller_timeout + self.reconnect_grace)
                 self._begin_shutdown()
         self._unregister_quietly()
-        owned = self._take_sockets(timeout=5.0)
+        owned = self.sockets.take(timeout=5.0)
         with self._cond, self._iopub_lock:
-            self._closed = True
-            for name, sock in socks.items():
-                if owned or name not in self._task_socks:  # else the main thread has them
-                    sock.close(linger=500)
-            self._cond.notify_all()
+            self.sockets.close(socks, owned)
         os.close(self._io_wake[0])
 
     def _io_turn(self, socks):
@@ -259,19 +238,19 @@ class Engine:
                 _drain_pipe(self._io_wake[0])
         with self._iopub_lock:
             self._publish_output(socks["iopub"])
-        self._enforce_time_limit()
-        notice = self._notices.take_due()
+        self._carry_out(self.state.handle(Tick(time.monotonic())))
+        notice = self.state.notices.take_due()
         if notice is not None:
             self._send_start_notice(*notice)
-        if self._held and time.monotonic() >= self._held_until:
+        if self.state.held and time.monotonic() >= self.state.held_until:
             with self._cond:  # only while the main thread runs a task (else it sends them)
-                if self._owner != "main" and not self._closed:
+                if self.sockets.shared():
                     self._send_held()
         return pinged
 
     def _io_sockets(self):
         """Connect the sockets of the current uuid, poll those of the IO thread from now on,
-        say hello on the task channels; the task and mux sockets go to `_task_socks`."""
+        say hello on the task channels; the task and mux sockets go to `sockets`."""
         ident = self.uuid.encode()
         socks = {}
         for name in ("mux", "task", "control"):
@@ -292,59 +271,31 @@ class Engine:
         for name in ("mux", "task", "control"):
             self.session.send(socks[name], "engine_ready", {"id": self.id})
         self._iopub = socks["iopub"]
-        self._task_socks = {"task": socks["task"], "mux": socks["mux"]}
-        self._sockets_version += 1
+        self.sockets.replace({"task": socks["task"], "mux": socks["mux"]})
         return socks
-
-    def _take_sockets(self, timeout=None):
-        """(IO thread) Have the task and mux sockets to itself, outside `_cond`: at once
-        while the main thread runs a task (or does not serve), else the main thread is woken
-        to lend them. Whether it has them; `_give_back` ends it."""
-        with self._cond:
-            if self._owner == "main":
-                self._io_wants = True
-                _poke(self._main_wake[1])
-                self._cond.wait_for(lambda: self._owner != "main", timeout)
-                self._io_wants = False
-            if self._owner == "main":
-                return False
-            self._io_busy = True
-            return True
-
-    def _give_back(self):
-        with self._cond:
-            self._io_busy = False
-            if self._owner == "lent":
-                self._owner = "main"
-            self._cond.notify_all()
 
     def _rejoin(self, socks):
         """Register again, as a new engine, after the hub declared this one dead: what it
         was given to do has been failed or retried by now, so none of it may answer."""
-        self._rejoin_asked = False
-        if not self._take_sockets(timeout=10.0):
+        if not self.sockets.take(timeout=10.0):
             log.error("the main thread did not let go of the task sockets; shutting down")
             self._begin_shutdown()
             return socks
         try:
             return self._rejoin_with(socks)
         finally:
-            self._give_back()
+            self.sockets.give_back()
 
     def _rejoin_with(self, socks):
         with self._cond:
-            self.generation += 1  # work of earlier generations is skipped, replies dropped
-            self.aborted.clear()
-            self._queue.clear()
-            self._held.clear()
-        self._stop_running(None, _Stop("EngineError", "the hub declared this engine dead "
-                                       "while the task ran"))
+            stop = self.state.handle(Rejoin())
+        self._carry_out(stop)
         self._heart.stop()
         with self._iopub_lock:
             for sock in socks.values():
                 sock.close(linger=0)
-            self._iopub, self._task_socks = None, {}
-            self._sockets_version += 1
+            self._iopub = None
+            self.sockets.replace({})
         old, self.uuid = self.id, self._new_uuid()
         try:
             self._register()
@@ -359,7 +310,7 @@ class Engine:
     def _read_requests(self):
         """Read every request that has arrived into the queue (by whoever owns the task
         sockets: the main thread, or the IO thread under `_cond` while a task runs)."""
-        for channel, sock in self._task_socks.items():
+        for channel, sock in self.sockets.socks.items():
             while _get(sock, _EVENTS) & _POLLIN:  # no zmq.Again raised when nothing is there
                 self._queue_request(channel, sock.recv_multipart(zmq.NOBLOCK))
 
@@ -373,7 +324,7 @@ class Engine:
             return
         if msg.msg_type != "apply_request":
             return
-        self._queue.append((channel, idents, msg, self.generation))
+        self.state.arrived(channel, idents, msg)
 
     def _io_control(self, socks, frames):
         idents, msg = self.session.feed(frames)
@@ -381,22 +332,18 @@ class Engine:
             return
         kind = msg.msg_type
         if kind == "rejoin_request":  # no reply: these sockets are about to go
-            self._rejoin_asked = True
+            self.state.rejoin_asked = True
             return
         ids = msg["content"].get("msg_ids")
         ids = [m for m in ids if isinstance(m, str)] if isinstance(ids, list) else None
         if kind == "abort_request" and msg["content"].get("queued_only"):
-            content = {"status": "ok", "aborted": self._abort_queued(ids or [])}
+            gave_back = self._control(AbortQueued(ids or []))[0]
+            content = {"status": "ok", "aborted": gave_back.msg_ids}
         elif kind == "abort_request":  # no msg_ids: everything queued, but not what runs
-            with self._cond:
-                self._read_queued()
-                self.aborted.update(self._queued_ids() if ids is None else ids)
-            if ids is not None:  # marked first: a task starting now either sees the mark
-                # (_call looks under _cond after setting _running) or is seen running here
-                self._stop_running(ids, _Stop("TaskAborted", "aborted while it ran"))
+            self._carry_out(self._control(Abort(ids)))
             content = {"status": "ok"}
         elif kind == "interrupt_request":
-            self._stop_running(ids, KeyboardInterrupt())
+            self._carry_out(self.state.handle(Interrupt(ids)))
             content = {"status": "ok"}
         elif kind == "shutdown_request":
             content = {"status": "ok"}
@@ -412,85 +359,47 @@ class Engine:
         if kind == "shutdown_request":
             self._begin_shutdown()
 
-    def _read_queued(self):
-        """(IO thread, under `_cond`) While a task runs, the requests behind it are still in
-        the sockets: read them into the queue, so an abort sees every task queued here."""
-        if self._owner != "main" and not self._closed:
-            self._read_requests()
-
-    def _queued_ids(self):
-        return [item[2].msg_id for item in self._queue]
-
-    def _abort_queued(self, msg_ids):
-        """Mark those of msg_ids still queued never to run (a cancel: the running task is
-        left alone). Under `_cond`, so none is taken off the queue meanwhile."""
+    def _control(self, event):
+        """(IO thread) An abort, seen against every task queued here: while a task runs
+        the requests behind it are still in the sockets, so they are read into the queue
+        first; under `_cond`, so none is taken off the queue meanwhile."""
         with self._cond:
-            self._read_queued()
-            queued = set(self._queued_ids())
-            # one already taken (by a client's cancel, or a steal) is not taken twice: the
-            # second asker would believe it still had to run it, or that it never will
-            taken = [m for m in msg_ids if m in queued and m not in self.aborted]
-            self.aborted.update(taken)
-        return taken
+            if self.sockets.shared():
+                self._read_requests()
+            return self.state.handle(event)
 
     # -- stopping the running task (IO thread) ----------------------------------------------
     def _poll_timeout(self):
-        """ms to wait for sockets: 100, to publish output as it comes and announce a task
-        that started (without a wake-up per task); less to stop a task close to its time
-        limit, to send replies held back for a batch, or to announce a task due."""
-        running = self._running
-        timeout = 100  # also how late a start notice may be (startnotice.py)
-        if any(output.pending for output in list(self.outputs.values())):
-            timeout = 10 if self._output_full else 0  # more output to publish
-        if running is not None and running[1] is not None and self._timed_out != running[0]:
-            timeout = min(timeout, int((running[1] - time.monotonic()) * 1000) + 1)
-        if self._held:
-            timeout = min(timeout, int((self._held_until - time.monotonic()) * 1000) + 1)
-        return self._notices.wait_ms(max(0, timeout))
+        """ms to wait for sockets (EngineState.io_wait_ms)."""
+        pending = any(output.pending for output in list(self.outputs.values()))
+        return self.state.io_wait_ms(time.monotonic(), pending, self._output_full)
 
     def _send_start_notice(self, channel, idents, header, started):
         """(IO thread) Tell the hub the running task started (startnotice.py)."""
         with self._cond:
-            sock = self._task_socks.get(channel)
-            if self._owner == "task" and not self._closed and sock is not None:
+            sock = self.sockets.socks.get(channel)
+            if self.sockets.owner == TASK and not self.sockets.closed and sock is not None:
                 self.session.send(sock, "task_started", {"started": started}, parent=header,
                                   idents=idents)
 
-    def _enforce_time_limit(self):
-        running = self._running
-        if (running is not None and running[1] is not None
-                and time.monotonic() >= running[1] and self._timed_out != running[0]):
-            self._timed_out = running[0]
-            self._stop_running([running[0]], _Stop(
-                "TaskTimeout", f"the task ran longer than its time limit of {running[2]:g}s "
-                "and was interrupted"))
-
-    def _stop_running(self, msg_ids, exc):
-        """Raise `exc` in the running task if it is one of `msg_ids` (None: any); whether
-        a task was asked to stop."""
-        running = self._running
-        if running is None or self._main_ident is None or (
-                msg_ids is not None and running[0] not in msg_ids):
-            return False
-        self._stops.put((running[0], exc))
-        signal.pthread_kill(self._main_ident, signal.SIGINT)
-        return True
+    def _carry_out(self, instructions):
+        """(IO thread) Stop the running task as told: a stop request for the SIGINT
+        handler, then the signal (none when run() is not on the main thread)."""
+        for stop in instructions:
+            if self._main_ident is not None:
+                self._stops.put((stop.msg_id, stop.exception()))
+                signal.pthread_kill(self._main_ident, signal.SIGINT)
 
     # -- replies (whoever owns the task sockets) --------------------------------------------
     def _send_held(self):
         """Send the replies held back, on their channels; those of an earlier generation
         are dropped (the hub gave up on them when it declared this engine dead)."""
-        held, self._held = self._held, []
-        ready = {}  # channel -> frames of the replies to send now, in order
-        for channel, msg_id, generation, frames in held:
-            if generation != self.generation:
-                log.warning("dropped the reply to task %s: the hub gave up on it when it "
-                            "declared this engine dead", msg_id)
-                continue
-            ready.setdefault(channel, []).append(frames)
-            self.reply_log.add(msg_id, channel, frames, time.monotonic())
+        ready, dropped = self.state.take_replies(self.reply_log, time.monotonic())
+        for msg_id in dropped:
+            log.warning("dropped the reply to task %s: the hub gave up on it when it "
+                        "declared this engine dead", msg_id)
         for channel, batch in ready.items():
-            sock = self._task_socks.get(channel)
+            sock = self.sockets.socks.get(channel)
             if sock is None:
                 continue
             if channel in self._batch_channels:
@@ -551,7 +460,7 @@ class Engine:
         deadline = time.monotonic() + FINAL_OUTPUT_WAIT
         while True:
             with self._iopub_lock:
-                if self._closed or self._iopub is None or \
+                if self.sockets.closed or self._iopub is None or \
                         self._publish_chunks(self._iopub, output):  # (None: rejoining)
                     return
             if time.monotonic() >= deadline:
@@ -572,8 +481,7 @@ class Engine:
         for output in list(self.outputs.values()):
             output.release()  # a task waiting for room on iopub would wait for ever
         _poke(self._main_wake[1])
-        with self._cond:
-            self._cond.notify_all()
+        self.sockets.notify()
 
     # -- the main thread: running tasks -----------------------------------------------------
     def run(self):
@@ -581,18 +489,11 @@ class Engine:
         router = OutputRouter.install()
         self._install_sigint()
         try:
-            with self._cond:
-                self._cond.wait_for(lambda: not self._io_busy or self._closed)
-                if self._closed:
-                    return
-                self._owner = "main"
-            self._serve(router)
+            if self.sockets.serve():
+                self._serve(router)
         finally:
-            with self._cond:
-                if not self._closed and self._owner == "main":
-                    self._send_held()  # what is done goes out; what is queued is not run
-                self._owner = "io"
-                self._cond.notify_all()
+            # what is done goes out; what is queued is not run
+            self.sockets.stop_serving(self._send_held)
             router.uninstall()
             self._task_env.restore()
             if self._main_ident is not None:
@@ -606,84 +507,46 @@ class Engine:
         """The main loop: the main thread owns the task sockets here, except while it runs a
         task or lends them to the IO thread."""
         poller, version = None, None
-        queue_ = self._queue
+        state, sockets = self.state, self.sockets
+        queue_ = state.queue
         while not self._stopping.is_set():
-            if self._io_wants and not self._lend():
+            if sockets.io_wants and not sockets.lend():
                 return
-            if version != self._sockets_version:
-                poller, version = self._main_poller(), self._sockets_version
+            if version != sockets.version:
+                poller, version = self._main_poller(), sockets.version
             self._read_requests()
             if not queue_:
-                if self._held:
+                if state.held:
                     self._send_held()  # nothing queued behind them: they go at once
-                for sock, _ in poller.poll(self._main_poll_timeout()):
+                for sock, _ in poller.poll(state.main_wait_ms(time.monotonic())):
                     if sock is self._main_wake[0]:
                         _drain_pipe(sock)
                 continue
-            if self._held and (len(self._held) >= BATCH_GATHER_MAX
-                               or time.monotonic() >= self._held_until):
+            if state.held and state.replies_due(time.monotonic()):
                 self._send_held()
             with self._cond:
-                if not queue_:
-                    continue  # a cancel came between: the IO thread may read the queue
-                channel, idents, msg, generation = queue_.popleft()
-            if generation != self.generation:
-                continue  # the hub gave up on it (see _rejoin)
-            self._announce = (channel, idents)
-            frames = self._execute(router, msg)
+                task = state.take()
+            if task is None:
+                continue  # a cancel came between, or the hub gave up on them (see _rejoin)
+            channel, idents, msg, generation, aborted = task
+            frames = _aborted() if aborted else self._execute(router, channel, idents, msg)
             if frames is None:  # the IO thread closed the sockets while the task ran
                 return
-            reply = (channel, msg.msg_id, generation, self._reply_frames(idents, msg, *frames))
+            frames = self._reply_frames(idents, msg, *frames)
             output = self.outputs.get(msg.msg_id)
             if output is not None:  # the last of its output goes before the reply
                 self._publish_last(output)
                 self.outputs.pop(msg.msg_id, None)
-            if not self._held:
-                self._held_until = time.monotonic() + BATCH_GATHER
-            self._held.append(reply)
+            state.hold(channel, msg.msg_id, generation, frames, time.monotonic())
             if not queue_:
                 self._send_held()  # nothing queued behind it: no reason to wait
 
     def _main_poller(self):
         poller = zmq.Poller()
-        for sock in self._task_socks.values():
+        for sock in self.sockets.socks.values():
             poller.register(sock, zmq.POLLIN)
         poller.register(self._main_wake[0], zmq.POLLIN)
         return poller
-
-    def _main_poll_timeout(self):
-        """ms the idle main thread waits: replies held back are sent by then."""
-        return None if not self._held else \
-            max(0, int((self._held_until - time.monotonic()) * 1000) + 1)
-
-    def _lend(self):
-        """Let the IO thread have the task sockets until it gives them back (it asked for
-        them: to rejoin, or to close them); whether the main thread has them again."""
-        with self._cond:
-            self._owner = "lent"
-            self._cond.notify_all()
-            self._cond.wait_for(lambda: self._owner == "main" or self._closed
-                                or self._stopping.is_set())
-            return self._owner == "main"
-
-    def _release(self, deadline):
-        """(main thread) The IO thread may use the task sockets while a task runs; it is
-        woken if it has a time limit to enforce or replies held back to send."""
-        with self._cond:
-            self._owner = "task"
-        if deadline is not None or (self._held and self._poked_for != self._held_until):
-            self._poked_for = self._held_until  # once per batch held back
-            _poke(self._io_wake[1])
-
-    def _reclaim(self):
-        """(main thread) The task sockets are the main thread's again after a task; False
-        if they are closed (shutting down) meanwhile."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._io_busy or self._closed)
-            if self._closed or self._stopping.is_set():
-                return False
-            self._owner = "main"
-        return True
 
     def _install_sigint(self):
         """Route SIGINT through `_on_sigint` (only possible on the main thread; elsewhere
@@ -706,38 +569,36 @@ class Engine:
             if previous == signal.SIG_DFL:
                 raise KeyboardInterrupt
             return None
-        running = self._running
+        running = self.state.running
         for msg_id, exc in requests:
             if running is not None and msg_id == running[0]:
                 raise exc
         return None
 
-    def _execute(self, router, msg):
+    def _execute(self, router, channel, idents, msg):
         """(content, metadata, buffers) of the reply to one apply_request; None if the task
         sockets were closed while it ran (the engine is stopping)."""
-        with self._cond:
-            aborted = msg.msg_id in self.aborted
-            self.aborted.discard(msg.msg_id)
-        if aborted:
-            return ({"status": "error", "ename": "TaskAborted", "evalue": "aborted before it ran",
-                     "traceback": ""}, {"status": "aborted"}, [])
         output = TaskOutput(msg["header"], self.output_limit)
         self.outputs[msg.msg_id] = output
-        started = utcnow()
+        started = utcnow().isoformat()
         limit = _time_limit(msg["metadata"])
-        self._notices.begin(*self._announce, msg["header"])
-        self._release(limit)
+        self.state.notices.begin(channel, idents, msg["header"], started)
+        self.sockets.release()  # the IO thread may use them while the task runs; it is woken
+        if self.state.wants_io(limit):  # for a time limit to enforce, or held replies
+            _poke(self._io_wake[1])
+        router.current = output  # (not router.capturing(): a generator's cost, per task)
         try:
-            with router.capturing(output):
-                content, buffers = self._call(msg, limit)
+            content, buffers = self._call(msg, limit)
         finally:
-            self._notices.end()
-            owned = self._reclaim()
+            router.current = None
+            self.state.notices.end()
+            owned = self.sockets.reclaim()
         if not owned:
             return None
-        with self._cond:
-            self.aborted.discard(msg.msg_id)  # an abort that came while it ran
-        md = {"status": content["status"], "started": started.isoformat(),
+        if self.state.aborted:  # (seen empty, an abort can only come after: not under _cond)
+            with self._cond:
+                self.state.finished(msg.msg_id)  # an abort that came while it ran
+        md = {"status": content["status"], "started": started,
               "completed": utcnow().isoformat()}
         for name in ("stdout", "stderr"):  # left out when empty: the hub then records the
             text = output.text(name)       # metadata's JSON as it comes (no re-encoding)
@@ -750,20 +611,22 @@ class Engine:
 
     def _call(self, msg, limit):
         f = args = kwargs = None
+        state = self.state
         try:
-            self._running = (msg.msg_id, time.monotonic() + limit if limit else None, limit)
-            try:
+            try:  # begun inside: a stop raised as it begins still ends it
+                state.begin(msg.msg_id, limit, time.monotonic())
                 f, args, kwargs = strategies.unpack_apply(msg["buffers"], self.fcache)
-                with self._cond:  # an abort between _execute's look and _running being set
-                    if msg.msg_id in self.aborted:  # found no running task to stop
-                        raise _Stop("TaskAborted", "aborted as it started")
+                if state.aborted:  # an abort between take and begin found no task to stop
+                    with self._cond:
+                        if state.aborted_as_it_began(msg.msg_id):
+                            raise Stop("TaskAborted", "aborted as it started")
                 self._task_env.enter(msg["metadata"])  # TASKHUB_DEPTH, its group, …
                 if msg["content"].get("map"):
                     result = callables.run_map(f, args)
                 else:
                     result = f(*args, **kwargs)
             finally:
-                self._running = None
+                state.end()
         except BaseException as e:  # noqa: B902 - user code may raise anything, even SystemExit
             if f is None:  # the request itself could not be read: say what this engine runs
                 content = _error_content(e, skip=1, note=versions.UNPACK_NOTE)
@@ -827,6 +690,12 @@ def _no_answer(url, timeout, connected):
             "controller's?)")
 
 
+def _aborted():
+    """(content, metadata, buffers) of the reply to a task aborted before it ran."""
+    return ({"status": "error", "ename": "TaskAborted", "evalue": "aborted before it ran",
+             "traceback": ""}, {"status": "aborted"}, [])
+
+
 def _time_limit(md):
     """The request's time_limit in seconds, or None (the hub checked it; a direct request
     was not checked, so anything but a positive number means no limit)."""
@@ -840,9 +709,9 @@ def _error_content(exc, skip=0, note=None):
     for _ in range(skip):
         tb = tb.tb_next if tb is not None else None
     ename, evalue = type(exc).__name__, str(exc)
-    if isinstance(exc, (_Stop, RemoteError)):  # already split into a name and a value
+    if isinstance(exc, (Stop, RemoteError)):  # already split into a name and a value
         ename, evalue = exc.ename, exc.evalue
-    if isinstance(exc, _Stop):  # show where the task was, under the name the user sees
+    if isinstance(exc, Stop):  # show where the task was, under the name the user sees
         text = "".join(["Traceback (most recent call last):\n", *traceback.format_tb(tb),
                         f"{ename}: {evalue}\n"])
     else:

@@ -119,11 +119,12 @@ def on_ping(engine, clock, ping, socks):
 def holding(engine):
     """msg_ids of what `engine` still has to answer or has answered lately (IO thread,
     holding the task sockets)."""
+    state = engine.state
     with engine._cond:
         engine._read_requests()
-        ids = [item[2].msg_id for item in engine._queue if item[3] == engine.generation]
-        ids += [held[1] for held in engine._held]
-    running = engine._running
+        ids = [item[2].msg_id for item in state.queue if item[3] == state.generation]
+        ids += [held[1] for held in state.held]
+    running = state.running
     if running is not None:
         ids.append(running[0])
     return sorted(set(ids + engine.reply_log.ids()))
@@ -132,7 +133,7 @@ def holding(engine):
 def reconnect(engine, socks):
     """(IO thread) Register again with the controller started again; whether it worked
     (if not, the next ping of the new incarnation tries again)."""
-    if not engine._take_sockets(timeout=10.0):
+    if not engine.sockets.take(timeout=10.0):
         log.error("the controller was started again, but the main thread did not lend the "
                   "task sockets to reconnect; trying again")
         return False
@@ -158,7 +159,7 @@ def reconnect(engine, socks):
         log.error("could not reconnect to the restarted controller: %s", e)
         return False
     finally:
-        engine._give_back()
+        engine.sockets.give_back()
 
 
 def resigned(session: Session, frames):

@@ -20,12 +20,13 @@ class StartNotices:
         self.clock = clock
         self._current = None  # (due, channel, idents, request header, started ISO) or None
 
-    def begin(self, channel, idents, header):
-        """(main thread) A task from `channel` started. The IO thread is not woken for
-        it (a wake-up per task costs tiny tasks ~10% of their latency): it sleeps at most
-        100 ms, so a notice goes out between `after` and ~100 ms after the start."""
+    def begin(self, channel, idents, header, started=None):
+        """(main thread) A task from `channel` started (at `started`, ISO; None: now). The
+        IO thread is not woken for it (a wake-up per task costs tiny tasks ~10% of their
+        latency): it sleeps at most 100 ms, so a notice goes out between `after` and
+        ~100 ms after the start."""
         self._current = (self.clock() + self.after, channel, idents, header,
-                         utcnow().isoformat())
+                         started or utcnow().isoformat())
 
     def end(self):
         """(main thread) The running task ended: nothing to announce any more."""

@@ -348,8 +348,8 @@ class Engine:
         elif kind == "shutdown_request":
             content = {"status": "ok"}
         elif kind == "signal_request":
-            content = signals.deliver(msg["content"].get("sig"),
-                                      lambda exc: self._stop_running(None, exc))
+            content = signals.deliver(msg["content"].get("sig"), lambda exc: self._carry_out(
+                self.state.handle(Interrupt(None))))  # SIGINT: as an interrupt_request
         else:
             content = {"status": "error", "ename": "ValueError",
                        "evalue": f"unknown control request {kind!r}"}

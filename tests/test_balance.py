@@ -82,9 +82,11 @@ def test_short_tasks_do_not_wait_behind_a_long_one(cluster, tmp_path):
         args = [gate] + [0.01] * 20
         ar = view.map_async(logged, args, [log] * len(args))
         long_id, short_ids = ar.msg_ids[0], ar.msg_ids[1:]
-        # every short task finishes while the long one still waits for its gate
-        wait_until(lambda: all(r["completed"] for r in records(rc, short_ids).values()),
-                   timeout=60, what="the short tasks")
+        # every short task finishes while the long one still waits for its gate (and is
+        # announced running: its start notice goes out START_NOTICE_AFTER after it began)
+        wait_until(lambda: all(r["completed"] for r in records(rc, short_ids).values())
+                   and records(rc, [long_id])[long_id]["status"] == "running",
+                   timeout=60, what="the short tasks, and the long one running")
         recs = records(rc, ar.msg_ids)
         long_engine = recs[long_id]["engine_id"]
         assert recs[long_id]["status"] == "running"
